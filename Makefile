@@ -1,0 +1,36 @@
+# Tandem: `make run` starts verifier + edge locally, `make test` runs the test suite.
+# Both set up .venv/ on first use (pinned versions, see pyproject.toml).
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# llama.cpp's native build crashes on these VMs (AMX reported but not allowed): build portable AVX-512.
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+STAMP := $(VENV)/.tandem-installed
+MODELS_STAMP := models/.prepared
+VERIFIER_PORT ?= 8100
+EDGE_PORT ?= 8000
+
+.PHONY: setup run test models clean
+
+setup: $(STAMP) $(MODELS_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install "torch==2.13.0"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PY) -m pip install -e ".[edge,verifier,bench,dev]"
+	touch $(STAMP)
+
+$(MODELS_STAMP): $(STAMP)
+	$(VENV)/bin/tandem-models prepare
+	touch $(MODELS_STAMP)
+
+models: $(MODELS_STAMP)
+
+run: setup
+	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT)
+
+test: setup
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) $(MODELS_STAMP)

@@ -1,0 +1,54 @@
+"""`tandem-edge`: start the OpenAI-compatible edge server."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+from pydantic_settings import CliApp
+
+from proxy.app import create_app
+from proxy.draft.llama_drafter import LlamaDrafter, load_llama
+from proxy.service import EdgeService
+from proxy.settings import EdgeSettings
+from proxy.tokenizer import Tokenizer
+from proxy.verifier_client import VerifierClient
+from verifier.logs import configure_logging
+
+log = logging.getLogger(__name__)
+
+
+def default_draft_model() -> str:
+    from verifier.models import target_gguf_path
+
+    return str(target_gguf_path())
+
+
+def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]
+    draft_path = settings.draft_model or default_draft_model()
+
+    async def factory() -> EdgeService:
+        tokenizer = Tokenizer(draft_path)
+        drafters = [LlamaDrafter(load_llama(draft_path, settings.n_ctx, settings.threads))
+                    for _ in range(settings.slots)]
+        client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s)
+        service = EdgeService(settings, tokenizer, drafters, client)
+        if not await service.check_verifier():
+            log.warning("verifier not reachable yet", extra={"url": settings.verifier_url})
+        log.info("edge ready", extra={"draft_model": draft_path, "model": service.model_id})
+        return service
+
+    async def close(service: EdgeService) -> None:
+        await service.client.aclose()
+
+    return create_app(factory, close)
+
+
+def main(argv: list[str] | None = None) -> None:
+    settings = CliApp.run(EdgeSettings, cli_args=argv)
+    configure_logging(settings.log_level)
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""The edge's session loops: how committed tokens are produced for one request.
+
+Each loop is an async generator yielding lists of newly committed token ids. The caller
+stops consuming when it has enough (EOS, stop string, max_tokens); closing the generator
+ends the verifier session. ``SpeculativeLoop`` is the stop-and-wait "vanilla" baseline:
+draft gamma tokens, verify, repeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from proxy.draft.base import DraftSampling, Drafter
+from proxy.verifier_client import VerifierClient
+from verifier.protocol import SamplingParams
+
+
+@dataclass
+class GenerationStats:
+    """Per-request counters; one name per concept across edge, wire and metrics."""
+
+    mode: str
+    rounds: int = 0
+    drafted: int = 0
+    accepted: int = 0
+    draft_s: float = 0.0
+    verify_wait_s: float = 0.0  # edge-side wall time of verify calls (network + cloud)
+    verify_compute_s: float = 0.0  # cloud compute reported by the verifier
+    bytes_up: int = 0
+    bytes_down: int = 0
+    accepted_per_round: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, float | int | str]:
+        d: dict[str, float | int | str] = {
+            "mode": self.mode,
+            "rounds": self.rounds,
+            "drafted": self.drafted,
+            "accepted": self.accepted,
+            "acceptance_rate": round(self.accepted / self.drafted, 4) if self.drafted else 0.0,
+            "draft_ms": round(self.draft_s * 1000, 2),
+            "verify_wait_ms": round(self.verify_wait_s * 1000, 2),
+            "verify_compute_ms": round(self.verify_compute_s * 1000, 2),
+            "bytes_up": self.bytes_up,
+            "bytes_down": self.bytes_down,
+        }
+        return d
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    prompt_token_ids: list[int]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    seed: int
+    gamma: int
+    stop_token_ids: frozenset[int]
+
+
+def _draft_sampling(req: GenerationRequest, proposal_support: int) -> DraftSampling:
+    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support)
+
+
+async def speculative_loop(
+    req: GenerationRequest,
+    drafter: Drafter,
+    client: VerifierClient,
+    stats: GenerationStats,
+    proposal_support: int,
+) -> AsyncIterator[list[int]]:
+    """Stop-and-wait speculative decoding; gamma == 0 is cloud-only decoding."""
+    sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+    dsampling = _draft_sampling(req, proposal_support)
+    session = await client.create_session(req.prompt_token_ids, sampling)
+    up0, down0 = client.bytes_up, client.bytes_down
+    try:
+        context = list(req.prompt_token_ids)
+        produced = 0
+        while produced < req.max_tokens:
+            k = min(req.gamma, req.max_tokens - produced - 1)  # every round also yields one token
+            drafts = []
+            if k > 0:
+                t0 = time.perf_counter()
+                drafts = await asyncio.to_thread(drafter.propose, context, k, dsampling, req.stop_token_ids)
+                stats.draft_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            stats.rounds += 1
+            result = await client.verify(session.session_id, stats.rounds, drafts)
+            stats.verify_wait_s += time.perf_counter() - t0
+            stats.verify_compute_s += result.verify_ms / 1000
+            stats.drafted += len(drafts)
+            stats.accepted += result.accepted
+            stats.accepted_per_round.append(result.accepted)
+            new = [d.token_id for d in drafts[: result.accepted]] + [result.next_token_id]
+            context.extend(new)
+            produced += len(new)
+            stats.bytes_up = client.bytes_up - up0
+            stats.bytes_down = client.bytes_down - down0
+            yield new
+    finally:
+        await asyncio.shield(client.end_session(session.session_id))
+
+
+async def cloud_loop(
+    req: GenerationRequest, client: VerifierClient, stats: GenerationStats
+) -> AsyncIterator[list[int]]:
+    """Cloud-only baseline: the target decodes one token per round, nothing drafted."""
+    cloud_req = GenerationRequest(
+        req.prompt_token_ids, req.max_tokens, req.temperature, req.top_p, req.seed, 0, req.stop_token_ids
+    )
+    async for new in speculative_loop(cloud_req, _NoDrafter(), client, stats, proposal_support=1):
+        yield new
+
+
+async def draft_loop(req: GenerationRequest, drafter: Drafter, stats: GenerationStats) -> AsyncIterator[list[int]]:
+    """Edge-only: the draft model alone (fast, lower quality; also the offline fallback)."""
+    dsampling = _draft_sampling(req, 1)
+    context = list(req.prompt_token_ids)
+    for _ in range(req.max_tokens):
+        t0 = time.perf_counter()
+        token = await asyncio.to_thread(drafter.next_token, context, dsampling)
+        stats.draft_s += time.perf_counter() - t0
+        context.append(token)
+        yield [token]
+
+
+class _NoDrafter(Drafter):
+    def propose(self, context, n, sampling, stop_token_ids=frozenset()):  # type: ignore[no-untyped-def]
+        return []
+
+    def next_token(self, context, sampling):  # type: ignore[no-untyped-def]
+        raise RuntimeError("cloud mode has no drafter")

@@ -1,0 +1,1 @@
+"""Draft models: propose the next tokens of one sequence on the edge."""

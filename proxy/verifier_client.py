@@ -1,0 +1,97 @@
+"""HTTP client of the verify API (transport only; no decoding logic here)."""
+
+from __future__ import annotations
+
+import httpx
+
+from proxy.draft.base import DraftToken
+from verifier.protocol import (
+    API_PREFIX,
+    Proposal,
+    SamplingParams,
+    ServerInfo,
+    SessionCreate,
+    SessionCreated,
+    VerifyRequest,
+    VerifyResponse,
+)
+
+
+class VerifierUnavailable(Exception):
+    """The verifier could not be reached, timed out or is not ready."""
+
+
+class VerifierRejected(Exception):
+    """The verifier refused a call (a bug on the edge, or a context the cloud cannot hold)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class VerifierClient:
+    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._client = httpx.AsyncClient(
+            base_url=base_url.rstrip("/"),
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            transport=transport,
+            limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
+        )
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def _call(self, method: str, path: str, body: str | None = None, retries: int = 0) -> httpx.Response:
+        headers = {"content-type": "application/json"} if body is not None else None
+        for attempt in range(retries + 1):
+            try:
+                resp = await self._client.request(method, path, content=body, headers=headers)
+                break
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                if attempt == retries:
+                    raise VerifierUnavailable(f"{type(exc).__name__} talking to the verifier") from exc
+        self.bytes_up += len(body or "")
+        self.bytes_down += len(resp.content)
+        if resp.status_code == 503:
+            raise VerifierUnavailable(_message(resp))
+        if resp.status_code >= 400:
+            raise VerifierRejected(resp.status_code, _message(resp))
+        return resp
+
+    async def info(self) -> ServerInfo:
+        resp = await self._call("GET", f"{API_PREFIX}/info")
+        return ServerInfo.model_validate_json(resp.content)
+
+    async def create_session(self, prompt_token_ids: list[int], sampling: SamplingParams) -> SessionCreated:
+        body = SessionCreate(prompt_token_ids=prompt_token_ids, sampling=sampling).model_dump_json()
+        resp = await self._call("POST", f"{API_PREFIX}/sessions", body)
+        return SessionCreated.model_validate_json(resp.content)
+
+    async def verify(self, session_id: str, round_: int, drafts: list[DraftToken]) -> VerifyResponse:
+        proposals = None
+        if drafts and drafts[0].proposal is not None:
+            proposals = [
+                Proposal(ids=d.proposal.ids.tolist(), probs=[round(float(p), 7) for p in d.proposal.probs])
+                for d in drafts
+                if d.proposal is not None
+            ]
+        req = VerifyRequest(round=round_, draft_token_ids=[d.token_id for d in drafts], proposals=proposals)
+        # a round is idempotent on the verifier, so one retry after a transport error is safe
+        resp = await self._call("POST", f"{API_PREFIX}/sessions/{session_id}/verify",
+                                req.model_dump_json(exclude_none=True), retries=1)
+        return VerifyResponse.model_validate_json(resp.content)
+
+    async def end_session(self, session_id: str) -> None:
+        try:
+            await self._client.delete(f"{API_PREFIX}/sessions/{session_id}")
+        except httpx.HTTPError:
+            pass  # the session's TTL frees it on the verifier
+
+
+def _message(resp: httpx.Response) -> str:
+    try:
+        return str(resp.json()["error"]["message"])
+    except (ValueError, KeyError, TypeError):
+        return f"HTTP {resp.status_code}"

@@ -1,0 +1,134 @@
+"""HTTP transport of the verifier: thin FastAPI routes over a VerifierEngine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from verifier.backends.base import TargetBackend
+from verifier.engine import EngineError, VerifierEngine
+from verifier.protocol import (
+    API_PREFIX,
+    PROTOCOL_VERSION,
+    ServerInfo,
+    SessionCreate,
+    SessionCreated,
+    VerifyRequest,
+    VerifyResponse,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _error(status: int, message: str, code: str, type_: str = "invalid_request_error") -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"message": message, "type": type_, "code": code}})
+
+
+class VerifierService:
+    """Holds the engine once the backend is loaded; routes read it from app.state."""
+
+    def __init__(self, backend_factory: Callable[[], TargetBackend], session_ttl_s: float, max_sessions: int) -> None:
+        self._factory = backend_factory
+        self._ttl = session_ttl_s
+        self._max_sessions = max_sessions
+        self.engine: VerifierEngine | None = None
+        self.load_error: str | None = None
+
+    async def load(self) -> None:
+        try:
+            backend = await asyncio.to_thread(self._factory)
+        except Exception as exc:  # reported through /health, never crashes the server
+            log.exception("backend failed to load")
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            return
+        self.engine = VerifierEngine(backend, self._ttl, self._max_sessions)
+        log.info("verifier ready", extra={"model": backend.info.model, "backend": backend.info.backend})
+
+    def ready_engine(self) -> VerifierEngine:
+        if self.engine is None:
+            raise EngineError(503, self.load_error or "model is still loading", "not_ready")
+        return self.engine
+
+
+def create_app(
+    backend_factory: Callable[[], TargetBackend], session_ttl_s: float = 120.0, max_sessions: int = 64
+) -> FastAPI:
+    service = VerifierService(backend_factory, session_ttl_s, max_sessions)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        load_task = asyncio.create_task(service.load())
+
+        async def sweep() -> None:
+            while True:
+                await asyncio.sleep(max(1.0, min(10.0, session_ttl_s / 4)))
+                if service.engine is not None:
+                    n = service.engine.expire_idle()
+                    if n:
+                        log.info("sessions expired", extra={"count": n})
+
+        sweeper = asyncio.create_task(sweep())
+        yield
+        sweeper.cancel()
+        load_task.cancel()
+        if service.engine is not None:
+            service.engine.close()
+
+    app = FastAPI(title="Tandem verifier", version=str(PROTOCOL_VERSION), lifespan=lifespan)
+    app.state.service = service
+
+    @app.exception_handler(EngineError)
+    async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        type_ = "server_error" if exc.status >= 500 else "invalid_request_error"
+        return _error(exc.status, str(exc), exc.code, type_)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"{where}: {first['msg']}" if where else str(first["msg"]), "invalid_request")
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if service.engine is None:
+            status = "failed" if service.load_error else "loading"
+            return JSONResponse(status_code=503, content={"status": status, "error": service.load_error})
+        return JSONResponse({"status": "ok", "sessions": service.engine.session_count})
+
+    @app.get(f"{API_PREFIX}/info")
+    async def info() -> ServerInfo:
+        info = service.ready_engine().backend.info
+        return ServerInfo(
+            model=info.model,
+            backend=info.backend,
+            vocab_size=info.vocab_size,
+            max_context=info.max_context,
+            eos_token_ids=list(info.eos_token_ids),
+        )
+
+    @app.get(f"{API_PREFIX}/stats")
+    async def stats() -> dict[str, float | int]:
+        engine = service.ready_engine()
+        return {**vars(engine.stats), "sessions": engine.session_count}
+
+    @app.post(f"{API_PREFIX}/sessions", status_code=201)
+    async def create_session(req: SessionCreate) -> SessionCreated:
+        return await service.ready_engine().create_session(req)
+
+    @app.post(f"{API_PREFIX}/sessions/{{session_id}}/verify")
+    async def verify(session_id: str, req: VerifyRequest) -> VerifyResponse:
+        return await service.ready_engine().verify(session_id, req)
+
+    @app.delete(f"{API_PREFIX}/sessions/{{session_id}}", status_code=204)
+    async def end_session(session_id: str) -> Response:
+        if not service.ready_engine().end_session(session_id):
+            raise EngineError(404, f"no session {session_id!r}", "session_not_found")
+        return Response(status_code=204)
+
+    return app

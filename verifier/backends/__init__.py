@@ -1,0 +1,19 @@
+"""Target-model backends. Import a concrete backend lazily: torch and vLLM are heavy."""
+
+from __future__ import annotations
+
+from verifier.backends.base import BackendInfo, SequenceState, TargetBackend
+
+__all__ = ["BackendInfo", "SequenceState", "TargetBackend", "load_backend"]
+
+
+def load_backend(
+    name: str, model_path: str, dtype: str, device: str, threads: int | None, max_context: int | None
+) -> TargetBackend:
+    from pathlib import Path
+
+    if name == "torch":
+        from verifier.backends.torch_backend import TorchBackend
+
+        return TorchBackend(Path(model_path), dtype=dtype, device=device, threads=threads, max_context=max_context)
+    raise ValueError(f"unknown backend {name!r}; available: torch")

@@ -1,0 +1,53 @@
+"""The target-model backend interface: the only thing the verifier engine needs from a model.
+
+A backend scores tokens against a per-session KV state. ``extend`` appends tokens to the
+state and returns logits only for the trailing rows asked for, so a verify round costs
+the new tokens, never the whole context. ``truncate`` rolls the state back after a
+rejection. Backends are synchronous; the engine runs them off the event loop.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    model: str
+    backend: str
+    vocab_size: int
+    max_context: int
+    eos_token_ids: tuple[int, ...]
+
+
+class SequenceState(ABC):
+    """Opaque per-session KV state owned by a backend."""
+
+    @property
+    @abstractmethod
+    def length(self) -> int:
+        """Tokens currently held in the KV state."""
+
+
+class TargetBackend(ABC):
+    info: BackendInfo
+
+    @abstractmethod
+    def new_state(self) -> SequenceState: ...
+
+    @abstractmethod
+    def extend(
+        self, state: SequenceState, token_ids: list[int], logits_rows: int
+    ) -> npt.NDArray[np.float32]:
+        """Append token_ids to state; return logits [logits_rows, vocab] for the last rows."""
+
+    @abstractmethod
+    def truncate(self, state: SequenceState, length: int) -> None:
+        """Drop every cached token at index >= length."""
+
+    def release(self, state: SequenceState) -> None:
+        """Free the memory of a state that will not be used again."""

@@ -1,0 +1,91 @@
+"""PyTorch/transformers target backend (CPU or GPU), one DynamicCache per session."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+from transformers.cache_utils import DynamicCache
+
+from verifier.backends.base import BackendInfo, SequenceState, TargetBackend
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class TorchState(SequenceState):
+    def __init__(self) -> None:
+        self.cache: DynamicCache | None = DynamicCache()
+        self._length = 0
+
+    @property
+    def length(self) -> int:
+        return self._length
+
+
+class TorchBackend(TargetBackend):
+    def __init__(
+        self,
+        model_path: Path,
+        dtype: str = "float32",
+        device: str = "cpu",
+        threads: int | None = None,
+        max_context: int | None = None,
+    ) -> None:
+        if threads:
+            torch.set_num_threads(threads)
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
+        self._device = torch.device(device)
+        config = AutoConfig.from_pretrained(model_path)
+        self._model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=_DTYPES[dtype]
+        ).to(self._device)
+        self._model.eval()
+        eos = config.eos_token_id
+        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+        ctx = int(getattr(config, "max_position_embeddings", 2048))
+        self.info = BackendInfo(
+            model=Path(model_path).name,
+            backend="torch",
+            vocab_size=int(config.vocab_size),
+            max_context=min(ctx, max_context) if max_context else ctx,
+            eos_token_ids=eos_ids,
+        )
+        log.info("torch backend loaded", extra={"model": str(model_path), "dtype": dtype})
+
+    def new_state(self) -> TorchState:
+        return TorchState()
+
+    @torch.inference_mode()
+    def extend(
+        self, state: SequenceState, token_ids: list[int], logits_rows: int
+    ) -> npt.NDArray[np.float32]:
+        assert isinstance(state, TorchState) and state.cache is not None
+        if not token_ids:
+            raise ValueError("extend needs at least one token")
+        ids = torch.tensor([token_ids], dtype=torch.long, device=self._device)
+        out = self._model(
+            input_ids=ids,
+            past_key_values=state.cache,
+            use_cache=True,
+            logits_to_keep=max(logits_rows, 1),
+        )
+        state._length += len(token_ids)
+        logits = out.logits[0, -logits_rows:, :] if logits_rows else out.logits[0, :0, :]
+        return logits.float().cpu().numpy()
+
+    def truncate(self, state: SequenceState, length: int) -> None:
+        assert isinstance(state, TorchState) and state.cache is not None
+        if length < state.length:
+            state.cache.crop(length - state.length)  # negative: drop that many tokens
+            state._length = length
+
+    def release(self, state: SequenceState) -> None:
+        assert isinstance(state, TorchState)
+        state.cache = None

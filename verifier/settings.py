@@ -1,0 +1,28 @@
+"""Verifier settings: every field is a CLI flag and a TANDEM_VERIFIER_* env var."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class VerifierSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TANDEM_VERIFIER_", cli_kebab_case=True)
+
+    host: str = Field("127.0.0.1", description="address to listen on")
+    port: int = Field(8100, description="port to listen on")
+    model: str | None = Field(
+        None, description="target model (HF directory for torch); default: the prepared SmolLM2-135M-Instruct"
+    )
+    backend: Literal["torch"] = Field("torch", description="target backend")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights/compute dtype (float32 keeps greedy ties stable on CPU)"
+    )
+    device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
+    threads: int | None = Field(None, description="compute threads (default: library default)")
+    max_context: int | None = Field(4096, description="cap on prompt + generated tokens per session")
+    session_ttl_s: float = Field(120.0, description="idle seconds before a session is freed")
+    max_sessions: int = Field(64, description="live sessions at most; more get 503")
+    log_level: str = Field("info", description="logging level")
