@@ -17,6 +17,16 @@ from verifier.protocol import (
 )
 
 
+def verify_request(round_: int, drafts: list[DraftToken]) -> VerifyRequest:
+    """The wire form of one round. Probabilities go out at full precision (JSON float repr
+    round-trips float64 exactly): the verifier must see exactly the q the draft drew from."""
+    proposals = None
+    if drafts and drafts[0].proposal is not None:
+        proposals = [Proposal(ids=d.proposal.ids.tolist(), probs=d.proposal.probs.tolist())
+                     for d in drafts if d.proposal is not None]
+    return VerifyRequest(round=round_, draft_token_ids=[d.token_id for d in drafts], proposals=proposals)
+
+
 class VerifierUnavailable(Exception):
     """The verifier could not be reached, timed out or is not ready."""
 
@@ -70,14 +80,7 @@ class VerifierClient:
         return SessionCreated.model_validate_json(resp.content)
 
     async def verify(self, session_id: str, round_: int, drafts: list[DraftToken]) -> VerifyResponse:
-        proposals = None
-        if drafts and drafts[0].proposal is not None:
-            proposals = [
-                Proposal(ids=d.proposal.ids.tolist(), probs=[round(float(p), 7) for p in d.proposal.probs])
-                for d in drafts
-                if d.proposal is not None
-            ]
-        req = VerifyRequest(round=round_, draft_token_ids=[d.token_id for d in drafts], proposals=proposals)
+        req = verify_request(round_, drafts)
         # a round is idempotent on the verifier, so one retry after a transport error is safe
         resp = await self._call("POST", f"{API_PREFIX}/sessions/{session_id}/verify",
                                 req.model_dump_json(exclude_none=True), retries=1)

@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 
-_STD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime"}
+_STD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):

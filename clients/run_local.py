@@ -1,0 +1,80 @@
+"""`make run`: start the verifier and the edge on loopback, print how to call them,
+stop both cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+
+SNIPPET = """
+Tandem is up.
+  edge (OpenAI API): http://127.0.0.1:{edge}/v1      verifier: http://127.0.0.1:{ver}
+
+  curl -N http://127.0.0.1:{edge}/v1/chat/completions -H 'content-type: application/json' \\
+    -d '{{"model": "SmolLM2-135M-Instruct", "stream": true,
+         "messages": [{{"role": "user", "content": "Tell me about the moon."}}]}}'
+
+  .venv/bin/python clients/openai_example.py --base-url http://127.0.0.1:{edge}/v1
+
+Ctrl-C stops both.
+"""
+
+
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"{name} exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit(f"{name} did not become healthy within {timeout:.0f}s")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--verifier-port", type=int, default=8100)
+    parser.add_argument("--edge-port", type=int, default=8000)
+    args = parser.parse_args()
+    ver_url = f"http://127.0.0.1:{args.verifier_port}"
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def stop(*_: object) -> None:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+    try:
+        procs.append(subprocess.Popen([sys.executable, "-m", "verifier.cli", "--port", str(args.verifier_port)]))
+        wait_healthy(ver_url, procs[0], "verifier", 300)
+        procs.append(subprocess.Popen([sys.executable, "-m", "proxy.cli", "--port", str(args.edge_port),
+                                       "--verifier-url", ver_url]))
+        wait_healthy(f"http://127.0.0.1:{args.edge_port}", procs[1], "edge", 120)
+        print(SNIPPET.format(edge=args.edge_port, ver=args.verifier_port), flush=True)
+        while all(p.poll() is None for p in procs):
+            time.sleep(0.5)
+        print("a server exited; stopping", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        stop()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()

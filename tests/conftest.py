@@ -1,0 +1,92 @@
+"""Session-scoped real servers: the verifier (torch, SmolLM2) and edges (llama.cpp draft)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_ID = "SmolLM2-135M-Instruct"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0) -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    fh = log.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
+        cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{module} exited early:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return Server(url, proc, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{module} not healthy in {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def verifier(logs_dir: Path) -> Iterator[Server]:
+    server = start_server("verifier.cli", ["--threads", "1", "--session-ttl-s", "30"], logs_dir / "verifier.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def edge(verifier: Server, logs_dir: Path) -> Iterator[Server]:
+    server = start_server("proxy.cli", ["--verifier-url", verifier.url, "--threads", "1", "--n-ctx", "2048"],
+                          logs_dir / "edge.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def orphan_edge(logs_dir: Path) -> Iterator[Server]:
+    """An edge whose verifier does not exist."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    server = start_server("proxy.cli", ["--verifier-url", dead, "--threads", "1", "--slots", "1",
+                                        "--n-ctx", "512"], logs_dir / "orphan-edge.log")
+    yield server
+    server.stop()

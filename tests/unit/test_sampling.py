@@ -1,0 +1,253 @@
+"""The speculative math, tested with numbers: greedy cases, an oracle, and exactness."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from scipy.stats import chisquare
+
+from verifier.sampling import (
+    SparseDist,
+    Stream,
+    expected_tokens_per_round,
+    keyed_uniform,
+    sample_index,
+    softmax,
+    target_distribution,
+    top_p_filter,
+    truncate_support,
+    verify_greedy,
+    verify_sampled,
+)
+
+
+def onehot_logits(ids: list[int], vocab: int = 5) -> np.ndarray:
+    out = np.zeros((len(ids), vocab))
+    for r, i in enumerate(ids):
+        out[r, i] = 10.0
+    return out
+
+
+# ---- greedy ---------------------------------------------------------------------------
+def test_greedy_all_accepted_gives_bonus() -> None:
+    outcome = verify_greedy([1, 2, 3], onehot_logits([1, 2, 3, 4]))
+    assert (outcome.accepted, outcome.next_token) == (3, 4)
+
+
+def test_greedy_first_mismatch_recovers_target_argmax() -> None:
+    outcome = verify_greedy([1, 2, 3], onehot_logits([1, 0, 3, 4]))
+    assert (outcome.accepted, outcome.next_token) == (1, 0)
+
+
+def test_greedy_rejects_first_token() -> None:
+    outcome = verify_greedy([4], onehot_logits([2, 1]))
+    assert (outcome.accepted, outcome.next_token) == (0, 2)
+
+
+def test_greedy_no_draft_is_plain_decoding() -> None:
+    outcome = verify_greedy([], onehot_logits([3]))
+    assert (outcome.accepted, outcome.next_token) == (0, 3)
+
+
+def test_greedy_shape_checked() -> None:
+    with pytest.raises(ValueError):
+        verify_greedy([1, 2], onehot_logits([1, 2]))
+
+
+# ---- distributions ---------------------------------------------------------------------
+def test_softmax_temperature() -> None:
+    p = softmax(np.array([0.0, np.log(3.0)]))
+    assert np.allclose(p, [0.25, 0.75])
+    p2 = softmax(np.array([0.0, np.log(3.0)]), temperature=0.5)
+    assert np.allclose(p2, [0.1, 0.9])
+
+
+def test_top_p_keeps_smallest_set_reaching_mass() -> None:
+    p = np.array([0.5, 0.3, 0.15, 0.05])
+    assert np.allclose(top_p_filter(p, 0.8), [0.625, 0.375, 0, 0])
+    assert np.allclose(top_p_filter(p, 0.81), [0.5 / 0.95, 0.3 / 0.95, 0.15 / 0.95, 0])
+    assert np.allclose(top_p_filter(p, 0.4), [1, 0, 0, 0])
+    assert np.allclose(top_p_filter(p, 1.0), p)
+
+
+def test_top_p_ties_break_by_token_id() -> None:
+    p = np.array([0.25, 0.25, 0.25, 0.25])
+    assert np.allclose(top_p_filter(p, 0.5), [0.5, 0.5, 0, 0])
+
+
+def test_truncate_support() -> None:
+    q = truncate_support(np.array([0.1, 0.6, 0.0, 0.3]), 2)
+    assert q.ids.tolist() == [1, 3]
+    assert np.allclose(q.probs, [2 / 3, 1 / 3])
+    assert truncate_support(np.array([0.0, 1.0, 0.0]), 8).ids.tolist() == [1]
+
+
+def test_sparse_dist_validation() -> None:
+    SparseDist(np.array([1, 2]), np.array([0.5, 0.5])).validate(4)
+    for ids, probs in [([1, 1], [0.5, 0.5]), ([1, 9], [0.5, 0.5]), ([1], [0.7]), ([1, 2], [1.0, 0.0])]:
+        with pytest.raises(ValueError):
+            SparseDist(np.array(ids), np.array(probs)).validate(4)
+
+
+def test_keyed_uniform_is_deterministic_and_stream_separated() -> None:
+    a = keyed_uniform(7, 10, Stream.ACCEPT)
+    assert a == keyed_uniform(7, 10, Stream.ACCEPT)
+    assert a != keyed_uniform(7, 10, Stream.NEXT)
+    assert a != keyed_uniform(7, 11, Stream.ACCEPT)
+    assert a != keyed_uniform(8, 10, Stream.ACCEPT)
+
+
+def test_sample_index_inverse_cdf() -> None:
+    p = np.array([0.2, 0.0, 0.8])
+    assert sample_index(p, 0.1) == 0
+    assert sample_index(p, 0.2) == 2  # the edge belongs to the next non-empty bucket
+    assert sample_index(p, 0.999999) == 2
+    assert sample_index(np.array([0.0, 2.0, 0.0]), 0.5) == 1
+
+
+def test_expected_tokens_per_round() -> None:
+    assert expected_tokens_per_round(0.0, 4) == pytest.approx(1.0)
+    assert expected_tokens_per_round(1.0, 4) == 5.0
+    assert expected_tokens_per_round(0.5, 4) == pytest.approx((1 - 0.5**5) / 0.5)
+
+
+# ---- oracle ------------------------------------------------------------------------------
+def reference_verify(draft, proposals, target_probs, seed, first_position):  # type: ignore[no-untyped-def]
+    """Slow loop-and-dict reference of speculative rejection sampling."""
+    for i, x in enumerate(draft):
+        p = {t: float(v) for t, v in enumerate(target_probs[i]) if v > 0}
+        q = {x: 1.0} if proposals is None else dict(zip(proposals[i].ids.tolist(), proposals[i].probs.tolist()))
+        u = keyed_uniform(seed, first_position + i, Stream.ACCEPT)
+        if u < p.get(x, 0.0) / q[x]:
+            continue
+        residual = [max(0.0, float(target_probs[i][t]) - q.get(t, 0.0)) for t in range(len(target_probs[i]))]
+        if sum(residual) <= 0:
+            residual = list(target_probs[i])
+        v = keyed_uniform(seed, first_position + i, Stream.NEXT) * sum(residual)
+        acc = 0.0
+        for t, r in enumerate(residual):
+            acc += r
+            if v < acc and r > 0:
+                return i, t
+        return i, max(t for t, r in enumerate(residual) if r > 0)
+    k = len(draft)
+    last = list(target_probs[k])
+    v = keyed_uniform(seed, first_position + k, Stream.NEXT) * sum(last)
+    acc = 0.0
+    for t, r in enumerate(last):
+        acc += r
+        if v < acc and r > 0:
+            return k, t
+    return k, max(t for t, r in enumerate(last) if r > 0)
+
+
+@pytest.mark.parametrize("id_only", [False, True])
+def test_fast_matches_reference_oracle(id_only: bool) -> None:
+    rng = np.random.default_rng(0)
+    vocab = 7
+    for case in range(300):
+        k = int(rng.integers(0, 5))
+        target = rng.dirichlet(np.ones(vocab) * 0.5, size=k + 1)
+        proposals = [SparseDist(np.arange(vocab), rng.dirichlet(np.ones(vocab))) for _ in range(k)]
+        draft = [int(rng.choice(vocab, p=q.probs)) for q in proposals]
+        props = None if id_only else proposals
+        fast = verify_sampled(draft, props, target, seed=case, first_position=3)
+        assert (fast.accepted, fast.next_token) == reference_verify(draft, props, target, case, 3)
+
+
+def test_draft_token_outside_proposal_is_refused() -> None:
+    q = SparseDist(np.array([0, 1]), np.array([0.5, 0.5]))
+    with pytest.raises(ValueError):
+        verify_sampled([2], [q], np.full((2, 3), 1 / 3), seed=0, first_position=0)
+
+
+# ---- exactness: the output follows the target distribution --------------------------------
+VOCAB = 4
+
+
+def _markov(seed: int, concentration: float) -> np.ndarray:
+    return np.random.default_rng(seed).dirichlet(np.ones(VOCAB) * concentration, size=VOCAB)
+
+
+def _speculate(target: np.ndarray, draft: np.ndarray, seed: int, n_out: int, gamma: int,
+               proposal_mode: str, top_p: float = 1.0) -> tuple[int, ...]:
+    """Generate n_out tokens of a Markov chain (start state 0) by draft + verify rounds."""
+    tp = top_p_filter(target, top_p)
+    seq = [0]
+    while len(seq) - 1 < n_out:
+        ctx = list(seq)
+        drafts, proposals = [], []
+        for _ in range(gamma):
+            q_dense = top_p_filter(draft[ctx[-1]], top_p)
+            q = truncate_support(q_dense, 2) if proposal_mode == "truncated" else truncate_support(q_dense, VOCAB)
+            u = keyed_uniform(seed, len(ctx), Stream.DRAFT)
+            x = int(q.ids[sample_index(q.probs, u)])
+            drafts.append(x)
+            proposals.append(q)
+            ctx.append(x)
+        rows = np.stack([tp[t] for t in ([seq[-1]] + drafts)])
+        outcome = verify_sampled(drafts, None if proposal_mode == "id_only" else proposals,
+                                 rows, seed, first_position=len(seq))
+        seq.extend(drafts[: outcome.accepted] + [outcome.next_token])
+    return tuple(seq[1 : n_out + 1])
+
+
+@pytest.mark.parametrize("proposal_mode,top_p", [("full", 1.0), ("truncated", 1.0), ("id_only", 1.0),
+                                                 ("full", 0.8)])
+def test_output_distribution_matches_target(proposal_mode: str, top_p: float) -> None:
+    target = _markov(1, 0.7)
+    draft = _markov(2, 0.7)
+    tp = top_p_filter(target, top_p)
+    n_draws, n_out = 12000, 3
+    counts: dict[tuple[int, ...], int] = {}
+    for s in range(n_draws):
+        out = _speculate(target, draft, seed=10_000 + s, n_out=n_out, gamma=2, proposal_mode=proposal_mode,
+                         top_p=top_p)
+        counts[out] = counts.get(out, 0) + 1
+    cells = list(itertools.product(range(VOCAB), repeat=n_out))
+    expected = []
+    for seq in cells:
+        prob, prev = 1.0, 0
+        for t in seq:
+            prob *= tp[prev, t]
+            prev = t
+        expected.append(prob * n_draws)
+    observed = [counts.get(c, 0) for c in cells]
+    # cells the target cannot produce must never be produced
+    assert all(o == 0 for o, e in zip(observed, expected) if e == 0)
+    obs = np.array([o for o, e in zip(observed, expected) if e > 0], dtype=float)
+    exp = np.array([e for e in expected if e > 0])
+    # merge tiny cells so the chi-square approximation holds
+    small = exp < 5
+    if small.any():
+        obs = np.append(obs[~small], obs[small].sum())
+        exp = np.append(exp[~small], exp[small].sum())
+    assert chisquare(obs, exp).pvalue > 1e-4
+
+
+def test_a_wrong_sampler_is_caught() -> None:
+    """The statistical test has teeth: accepting every draft token yields the draft's law."""
+    target = _markov(1, 0.7)
+    draft = _markov(2, 0.7)
+    n_draws = 4000
+    counts = np.zeros(VOCAB)
+    for s in range(n_draws):
+        q = draft[0]
+        counts[sample_index(q, keyed_uniform(s, 1, Stream.DRAFT))] += 1
+    assert chisquare(counts, target[0] * n_draws).pvalue < 1e-6
+
+
+def test_seeded_round_is_reproducible() -> None:
+    target = np.random.default_rng(5).dirichlet(np.ones(6), size=3)
+    q = [SparseDist(np.arange(6), np.full(6, 1 / 6))] * 2
+    a = verify_sampled([1, 2], q, target, seed=99, first_position=4)
+    b = verify_sampled([1, 2], q, target, seed=99, first_position=4)
+    assert a == b
+
+
+def test_target_distribution_composes() -> None:
+    logits = np.array([[2.0, 1.0, 0.0, -1.0]])
+    p = target_distribution(logits, 0.7, 0.9)
+    assert np.isclose(p.sum(), 1.0) and p[0, 3] == 0.0

@@ -1,0 +1,96 @@
+"""Phase 1 of distillation: the target writes the training text and its own soft labels.
+
+For each batch of prompts the target samples a reply (temperature 0.8 for variety) and we
+keep, at every reply position, the top-k of the target's next-token logits. Shards are
+written one by one (atomic rename), so an interrupted run resumes at the next shard.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    target_dir: Path
+    out_dir: Path
+    tokens: int  # reply tokens to generate in total
+    seed: int
+    batch_size: int = 96
+    max_new_tokens: int = 160
+    top_k: int = 16
+    temperature: float = 0.8
+
+
+def shard_paths(out_dir: Path) -> list[Path]:
+    return sorted(out_dir.glob("shard-*.pt"))
+
+
+def count_tokens(out_dir: Path) -> int:
+    total = 0
+    for p in shard_paths(out_dir):
+        total += int(torch.load(p, weights_only=True)["n_tokens"])
+    return total
+
+
+def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
+    from tqdm import tqdm
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verifier.distill.prompts import build_prompts
+
+    cfg.out_dir.mkdir(parents=True, exist_ok=True)
+    done = count_tokens(cfg.out_dir)
+    if done >= cfg.tokens:
+        return shard_paths(cfg.out_dir)
+    tok = AutoTokenizer.from_pretrained(cfg.target_dir)
+    tok.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(cfg.target_dir, dtype=torch.bfloat16)
+    model.eval()
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    eos_id = tok.eos_token_id
+    n_batches = (cfg.tokens // (cfg.batch_size * cfg.max_new_tokens // 2)) + 64
+    prompts = build_prompts(n_batches * cfg.batch_size, cfg.seed)
+    bar = tqdm(total=cfg.tokens, initial=done, unit="tok", desc="target writes data", disable=not progress)
+    shard = len(shard_paths(cfg.out_dir))
+    while done < cfg.tokens:
+        batch = prompts[shard * cfg.batch_size:(shard + 1) * cfg.batch_size]
+        enc = tok.apply_chat_template(batch, add_generation_prompt=True, return_tensors="pt",
+                                      padding=True, return_dict=True)
+        torch.manual_seed(cfg.seed * 100003 + shard)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
+                top_p=1.0, top_k=0, output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id,
+            )
+        prompt_len = enc["input_ids"].shape[1]
+        replies = out.sequences[:, prompt_len:]
+        tops = [step.float().topk(cfg.top_k, dim=-1) for step in out.logits]  # T x ([B, k], [B, k])
+        topv = torch.stack([t.values for t in tops], dim=1)  # [B, T, k]
+        topi = torch.stack([t.indices for t in tops], dim=1)
+        records = []
+        n_tok = 0
+        for b in range(replies.shape[0]):
+            reply = replies[b].tolist()
+            end = reply.index(eos_id) + 1 if eos_id in reply else len(reply)
+            prompt_ids = [t for t, m in zip(enc["input_ids"][b].tolist(), enc["attention_mask"][b].tolist()) if m]
+            records.append({
+                "prompt": torch.tensor(prompt_ids, dtype=torch.int32),
+                "reply": torch.tensor(reply[:end], dtype=torch.int32),
+                "top_ids": topi[b, :end].to(torch.int32),
+                "top_logits": topv[b, :end].to(torch.float16),
+            })
+            n_tok += end
+        path = cfg.out_dir / f"shard-{shard:05d}.pt"
+        tmp = path.with_suffix(".tmp")
+        torch.save({"records": records, "n_tokens": n_tok}, tmp)
+        os.replace(tmp, path)
+        shard += 1
+        done += n_tok
+        bar.update(n_tok)
+    bar.close()
+    return shard_paths(cfg.out_dir)
