@@ -8,7 +8,9 @@ import uvicorn
 from pydantic_settings import CliApp
 
 from proxy.app import create_app
+from proxy.draft.base import Drafter
 from proxy.draft.llama_drafter import LlamaDrafter, load_llama
+from proxy.draft.ngram import NgramDrafter
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
@@ -29,8 +31,12 @@ def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]
 
     async def factory() -> EdgeService:
         tokenizer = Tokenizer(draft_path)
-        drafters = [LlamaDrafter(load_llama(draft_path, settings.n_ctx, settings.threads))
-                    for _ in range(settings.slots)]
+        drafters: list[Drafter]
+        if settings.drafter == "ngram":
+            drafters = [NgramDrafter() for _ in range(settings.slots)]
+        else:
+            drafters = [LlamaDrafter(load_llama(draft_path, settings.n_ctx, settings.threads))
+                        for _ in range(settings.slots)]
         client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s)
         service = EdgeService(settings, tokenizer, drafters, client)
         if not await service.check_verifier():

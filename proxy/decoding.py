@@ -107,12 +107,17 @@ async def speculative_loop(
 async def cloud_loop(
     req: GenerationRequest, client: VerifierClient, stats: GenerationStats
 ) -> AsyncIterator[list[int]]:
-    """Cloud-only baseline: the target decodes one token per round, nothing drafted."""
-    cloud_req = GenerationRequest(
-        req.prompt_token_ids, req.max_tokens, req.temperature, req.top_p, req.seed, 0, req.stop_token_ids
-    )
-    async for new in speculative_loop(cloud_req, _NoDrafter(), client, stats, proposal_support=1):
-        yield new
+    """Cloud-only baseline: the target decodes alone in the cloud and streams token ids."""
+    sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
+    up0, down0 = client.bytes_up, client.bytes_down
+    t0 = time.perf_counter()
+    async for chunk in client.generate(req.prompt_token_ids, sampling, req.max_tokens, sorted(req.stop_token_ids)):
+        stats.rounds += 1
+        stats.verify_compute_s += chunk.verify_ms / 1000
+        stats.verify_wait_s = time.perf_counter() - t0
+        stats.bytes_up = client.bytes_up - up0
+        stats.bytes_down = client.bytes_down - down0
+        yield chunk.token_ids
 
 
 async def draft_loop(req: GenerationRequest, drafter: Drafter, stats: GenerationStats) -> AsyncIterator[list[int]]:
@@ -125,11 +130,3 @@ async def draft_loop(req: GenerationRequest, drafter: Drafter, stats: Generation
         stats.draft_s += time.perf_counter() - t0
         context.append(token)
         yield [token]
-
-
-class _NoDrafter(Drafter):
-    def propose(self, context, n, sampling, stop_token_ids=frozenset()):  # type: ignore[no-untyped-def]
-        return []
-
-    def next_token(self, context, sampling):  # type: ignore[no-untyped-def]
-        raise RuntimeError("cloud mode has no drafter")

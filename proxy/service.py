@@ -57,6 +57,7 @@ class EdgeService:
         self.tokenizer = tokenizer
         self.client = client
         self.template = ChatTemplate(tokenizer.chat_template, tokenizer.bos_text, tokenizer.eos_text)
+        self.standalone = all(d.standalone for d in drafters)
         self._drafters: asyncio.Queue[Drafter] = asyncio.Queue()
         for d in drafters:
             self._drafters.put_nowait(d)
@@ -136,6 +137,9 @@ class EdgeService:
         opts = req.tandem
         mode: Mode = (opts.mode if opts and opts.mode else None) or self.settings.mode
         gamma = opts.gamma if opts and opts.gamma is not None else self.settings.gamma
+        if mode == "draft" and not self.standalone:
+            raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {self.settings.drafter!r}",
+                              "tandem.mode", "unsupported_mode")
         gen = GenerationRequest(
             prompt_token_ids=prompt_ids,
             max_tokens=max_tokens,

@@ -24,6 +24,9 @@ class EdgeSettings(BaseSettings):
         "speculative",
         description="speculative: draft here, verify in the cloud; cloud: target only; draft: edge only",
     )
+    drafter: Literal["llama", "ngram"] = Field(
+        "llama", description="llama: the draft GGUF in llama.cpp; ngram: model-free prompt lookup"
+    )
     gamma: int = Field(4, ge=0, le=32, description="draft tokens per verification round")
     n_ctx: int = Field(4096, ge=64, description="context window of the draft model")
     threads: int | None = Field(None, description="llama.cpp threads (default: all cores)")

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import httpx
 
 from proxy.draft.base import DraftToken
 from verifier.protocol import (
     API_PREFIX,
+    GeneratedTokens,
+    GenerateRequest,
     Proposal,
     SamplingParams,
     ServerInfo,
@@ -85,6 +89,28 @@ class VerifierClient:
         resp = await self._call("POST", f"{API_PREFIX}/sessions/{session_id}/verify",
                                 req.model_dump_json(exclude_none=True), retries=1)
         return VerifyResponse.model_validate_json(resp.content)
+
+    async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
+                       stop_token_ids: list[int]) -> AsyncIterator[GeneratedTokens]:
+        """Cloud-only decoding: the target generates in the cloud and streams token ids."""
+        body = GenerateRequest(prompt_token_ids=prompt_token_ids, sampling=sampling, max_tokens=max_tokens,
+                               stop_token_ids=stop_token_ids).model_dump_json()
+        self.bytes_up += len(body)
+        try:
+            async with self._client.stream("POST", f"{API_PREFIX}/generate", content=body,
+                                           headers={"content-type": "application/json"}) as resp:
+                if resp.status_code >= 400:
+                    await resp.aread()
+                    self.bytes_down += len(resp.content)
+                    if resp.status_code == 503:
+                        raise VerifierUnavailable(_message(resp))
+                    raise VerifierRejected(resp.status_code, _message(resp))
+                async for line in resp.aiter_lines():
+                    if line:
+                        self.bytes_down += len(line) + 1
+                        yield GeneratedTokens.model_validate_json(line)
+        except (httpx.TransportError, httpx.TimeoutException) as exc:
+            raise VerifierUnavailable(f"{type(exc).__name__} talking to the verifier") from exc
 
     async def end_session(self, session_id: str) -> None:
         try:

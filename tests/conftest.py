@@ -90,3 +90,12 @@ def orphan_edge(logs_dir: Path) -> Iterator[Server]:
                                         "--n-ctx", "512"], logs_dir / "orphan-edge.log")
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def ngram_edge(verifier: Server, logs_dir: Path) -> Iterator[Server]:
+    """An edge drafting with the model-free prompt-lookup drafter."""
+    server = start_server("proxy.cli", ["--verifier-url", verifier.url, "--drafter", "ngram", "--slots", "1",
+                                        "--n-ctx", "2048"], logs_dir / "ngram-edge.log")
+    yield server
+    server.stop()

@@ -9,13 +9,14 @@ from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from verifier.backends.base import TargetBackend
 from verifier.engine import EngineError, VerifierEngine
 from verifier.protocol import (
     API_PREFIX,
     PROTOCOL_VERSION,
+    GenerateRequest,
     ServerInfo,
     SessionCreate,
     SessionCreated,
@@ -124,6 +125,27 @@ def create_app(
     @app.post(f"{API_PREFIX}/sessions/{{session_id}}/verify")
     async def verify(session_id: str, req: VerifyRequest) -> VerifyResponse:
         return await service.ready_engine().verify(session_id, req)
+
+    @app.post(f"{API_PREFIX}/generate")
+    async def generate(req: GenerateRequest) -> StreamingResponse:
+        """Cloud-only baseline: NDJSON lines of GeneratedTokens until max_tokens or a stop token."""
+        engine = service.ready_engine()
+        tokens = engine.generate(req)
+        try:
+            first = await tokens.__anext__()  # errors before any token keep their HTTP status
+        except StopAsyncIteration:
+            first = None
+
+        async def lines() -> AsyncIterator[bytes]:
+            try:
+                if first is not None:
+                    yield first.model_dump_json().encode() + b"\n"
+                async for chunk in tokens:
+                    yield chunk.model_dump_json().encode() + b"\n"
+            finally:
+                await tokens.aclose()
+
+        return StreamingResponse(lines(), media_type="application/x-ndjson")
 
     @app.delete(f"{API_PREFIX}/sessions/{{session_id}}", status_code=204)
     async def end_session(session_id: str) -> Response:

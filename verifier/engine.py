@@ -11,12 +11,15 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from verifier.backends.base import SequenceState, TargetBackend
 from verifier.protocol import (
+    GeneratedTokens,
+    GenerateRequest,
     SamplingParams,
     SessionCreate,
     SessionCreated,
@@ -191,6 +194,22 @@ class VerifierEngine:
             self.stats.draft_tokens += len(draft)
             self.stats.accepted_tokens += outcome.accepted
             return resp
+
+    async def generate(self, req: GenerateRequest) -> AsyncIterator[GeneratedTokens]:
+        """Cloud-only decoding through the same round code path (rounds with no drafts),
+        so its greedy output is by construction the verifier's greedy output."""
+        created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
+                                                          sampling=req.sampling))
+        stops = set(req.stop_token_ids)
+        room = self.backend.info.max_context - len(req.prompt_token_ids)
+        try:
+            for i in range(min(req.max_tokens, room)):
+                r = await self.verify(created.session_id, VerifyRequest(round=i + 1))
+                yield GeneratedTokens(token_ids=[r.next_token_id], verify_ms=r.verify_ms)
+                if r.next_token_id in stops:
+                    break
+        finally:
+            self.end_session(created.session_id)
 
     def end_session(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)

@@ -63,6 +63,23 @@ class VerifyResponse(_Strict):
     verify_ms: float = Field(description="cloud compute time of this round")
 
 
+class GenerateRequest(_Strict):
+    """Cloud-only decoding: the target generates alone and streams token ids back."""
+
+    protocol_version: int = PROTOCOL_VERSION
+    prompt_token_ids: list[int] = Field(min_length=1)
+    sampling: SamplingParams = SamplingParams()
+    max_tokens: int = Field(ge=1)
+    stop_token_ids: list[int] = Field(default_factory=list)
+
+
+class GeneratedTokens(_Strict):
+    """One NDJSON line of a generate stream."""
+
+    token_ids: list[int]
+    verify_ms: float
+
+
 class ServerInfo(_Strict):
     protocol_version: int = PROTOCOL_VERSION
     model: str

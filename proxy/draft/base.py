@@ -49,6 +49,9 @@ class Drafter(ABC):
     """Proposes tokens continuing ``context``. Keeps whatever state it likes between calls
     (a KV cache) but must give the same answer as if it had started from scratch."""
 
+    #: whether next_token works, i.e. the drafter can answer alone (edge-only mode)
+    standalone: bool = True
+
     @abstractmethod
     def propose(self, context: list[int], n: int, sampling: DraftSampling,
                 stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:

@@ -72,3 +72,22 @@ def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:
     results = {edge_greedy(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)}
     results.add(edge_greedy(edge, prompt, mode="cloud"))
     assert len(results) == 1
+
+
+def test_ngram_drafter_is_lossless_and_drafts_from_the_prompt(ngram_edge: Server, edge: Server) -> None:
+    prompt = ("Repeat this sentence exactly: The quick brown fox jumps over the lazy dog near the river bank. "
+              "Then repeat it once more.")
+    client = openai.OpenAI(base_url=f"{ngram_edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                                       temperature=0, max_tokens=MAX_TOKENS)
+    stats = r.model_extra["tandem"]  # type: ignore[index]
+    assert stats["drafted"] > 0 and stats["accepted"] > 0  # lookup found the repeated text
+    assert (r.choices[0].message.content, r.usage.completion_tokens) == edge_greedy(edge, prompt)  # type: ignore[union-attr]
+
+
+def test_ngram_edge_refuses_edge_only_mode(ngram_edge: Server) -> None:
+    import httpx
+
+    resp = httpx.post(f"{ngram_edge.url}/v1/chat/completions", json={
+        "model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "tandem": {"mode": "draft"}}, timeout=60)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "unsupported_mode"

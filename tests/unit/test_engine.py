@@ -138,3 +138,17 @@ def test_idle_sessions_expire() -> None:
         await asyncio.sleep(0.01)
         assert engine.expire_idle() == 1 and engine.session_count == 0 and backend.released == 1
     run(body())
+
+
+def test_generate_streams_until_stop_token_and_frees_the_session() -> None:
+    from verifier.protocol import GenerateRequest
+
+    async def body() -> None:
+        backend = BigramBackend()
+        engine = VerifierEngine(backend, 60, 8)
+        req = GenerateRequest(prompt_token_ids=[4], max_tokens=10, stop_token_ids=[7])
+        out = [c.token_ids[0] async for c in engine.generate(req)]
+        assert out == [5, 6, 7] and engine.session_count == 0 and backend.released == 1
+        capped = [c.token_ids[0] async for c in engine.generate(GenerateRequest(prompt_token_ids=[1], max_tokens=2))]
+        assert capped == [2, 3]
+    run(body())

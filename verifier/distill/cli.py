@@ -1,0 +1,102 @@
+"""`tandem-draft`: distil a draft model for a target, and evaluate a draft.
+
+  tandem-draft distill --target PATH --out DRAFT.gguf [--layers N --hidden D --tokens T --seed S]
+  tandem-draft eval --target TARGET.gguf --draft DRAFT.gguf --prompts FILE [--json]
+
+distill runs three resumable phases in a work directory (default: DRAFT.work/): the target
+writes training text with top-k soft labels, the draft trains on them, the draft is
+exported to GGUF. Re-running the same command after an interruption resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+
+def _resolve_target(target: Path, target_gguf: Path | None, work: Path) -> tuple[Path, Path]:
+    """(HF directory for torch, GGUF for tokenizer metadata)."""
+    from verifier.models import target_gguf_path
+    from verifier.prepare import convert_gguf_to_hf
+
+    if target.suffix == ".gguf":
+        hf = work / "target-hf"
+        if not (hf / "config.json").exists():
+            convert_gguf_to_hf(target, hf)
+        return hf, target
+    return target, target_gguf or target_gguf_path()
+
+
+def cmd_distill(args: argparse.Namespace) -> None:
+    import torch
+
+    from verifier.distill.data import DataConfig, generate_data
+    from verifier.distill.export import export_gguf
+    from verifier.distill.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work_dir or args.out.with_suffix(".work")
+    work.mkdir(parents=True, exist_ok=True)
+    target_dir, target_gguf = _resolve_target(args.target, args.target_gguf, work)
+    print(f"[1/3] target writes {args.tokens} tokens of training text -> {work / 'data'}", file=sys.stderr)
+    generate_data(DataConfig(target_dir, work / "data", args.tokens, args.seed, batch_size=args.gen_batch,
+                             max_new_tokens=args.gen_len))
+    print(f"[2/3] train a {args.layers}-layer draft for {args.epochs} epochs", file=sys.stderr)
+    final = train(TrainConfig(target_dir, work / "data", work / "train", args.layers, args.hidden, args.seed,
+                              epochs=args.epochs, checkpoint_every_s=args.checkpoint_every_s))
+    state = torch.load(final, weights_only=False)
+    embed = "q4_1" if args.weight_type == "q4_1" else args.weight_type
+    print(f"[3/3] export GGUF -> {args.out}", file=sys.stderr)
+    export_gguf(state["model"], state["config"], target_gguf, args.out,
+                name=f"tandem-draft-{args.layers}l", weight_type=args.weight_type, embed_type=embed)
+    print(f"draft written: {args.out} ({args.out.stat().st_size / 1e6:.1f} MB)")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from verifier.distill.evaluate import evaluate, format_table
+    from verifier.models import target_gguf_path
+
+    report = evaluate(args.target or target_gguf_path(), args.draft, args.prompts, args.max_new, args.threads)
+    print(json.dumps(asdict(report), indent=2) if args.json else format_table(report))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tandem-draft", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("distill", help="distil a draft from a target")
+    d.add_argument("--target", type=Path, required=True, help="target: HF directory or GGUF")
+    d.add_argument("--target-gguf", type=Path, default=None,
+                   help="GGUF whose tokenizer metadata the draft copies (default: the SmolLM2 GGUF)")
+    d.add_argument("--out", type=Path, required=True, help="draft GGUF to write")
+    d.add_argument("--layers", type=int, default=8, help="draft transformer layers")
+    d.add_argument("--hidden", type=int, default=None, help="draft width (default: the target's, init from it)")
+    d.add_argument("--tokens", type=int, default=300_000, help="reply tokens the target writes for training")
+    d.add_argument("--epochs", type=float, default=3.0, help="passes over the training text")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--weight-type", choices=["q4_1", "q8_0", "f16", "f32"], default="q4_1",
+                   help="GGUF type of the draft's weight matrices")
+    d.add_argument("--gen-batch", type=int, default=96, help="prompts the target answers at once")
+    d.add_argument("--gen-len", type=int, default=160, help="max reply tokens per prompt")
+    d.add_argument("--threads", type=int, default=None, help="torch threads")
+    d.add_argument("--work-dir", type=Path, default=None, help="checkpoints and data (default: OUT.work/)")
+    d.add_argument("--checkpoint-every-s", type=float, default=300.0)
+    d.set_defaults(func=cmd_distill)
+    e = sub.add_parser("eval", help="measure a draft against a target")
+    e.add_argument("--target", type=Path, default=None, help="target GGUF (default: the SmolLM2 GGUF)")
+    e.add_argument("--draft", type=Path, required=True)
+    e.add_argument("--prompts", type=Path, required=True, help="JSONL (messages or prompt) or text lines")
+    e.add_argument("--max-new", type=int, default=64, help="target continuation length per prompt")
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    e.set_defaults(func=cmd_eval)
+    args = parser.parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Export a llama-architecture torch draft to GGUF that llama.cpp loads as an edge draft.
+
+Tokenizer metadata (and the chat template) are copied from the target GGUF, so draft and
+target share token ids. Q/K projections are permuted to llama.cpp's rotary layout. When
+the draft kept the target's (frozen) embeddings, the target's quantised token_embd tensor
+is copied byte for byte.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+
+_SKIP_FIELDS = ("GGUF.", "general.architecture", "general.file_type", "general.name", "general.size_label",
+                "general.finetune", "general.basename", "llama.")
+
+QTYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType.F16,
+          "q8_0": gguf.GGMLQuantizationType.Q8_0, "q4_1": gguf.GGMLQuantizationType.Q4_1,
+          "q5_1": gguf.GGMLQuantizationType.Q5_1}
+
+
+def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """HF rotary (half-split) -> GGUF/llama.cpp rotary (interleaved) row order."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _add(writer: gguf.GGUFWriter, name: str, w: np.ndarray, qtype: gguf.GGMLQuantizationType) -> None:
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if w.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+        writer.add_tensor(name, w)
+    elif qtype == gguf.GGMLQuantizationType.F16:
+        writer.add_tensor(name, w.astype(np.float16))
+    else:
+        writer.add_tensor(name, gguf.quants.quantize(w, qtype), raw_dtype=qtype)
+
+
+def export_gguf(
+    state: dict[str, torch.Tensor],
+    config: dict[str, object],
+    target_gguf: Path,
+    out: Path,
+    name: str,
+    weight_type: str = "q8_0",
+    embed_type: str = "copy",
+) -> Path:
+    """state: HF LlamaForCausalLM state dict; config: its hyper-parameters.
+
+    embed_type "copy" takes the target's token_embd bytes (the draft must have frozen the
+    target's embeddings); otherwise the draft's embeddings are quantised to that type.
+    """
+    reader = gguf.GGUFReader(str(target_gguf))
+    qtype = QTYPES[weight_type]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".partial")
+    writer = gguf.GGUFWriter(str(tmp), "llama")
+    for key, field in reader.fields.items():
+        if key.startswith(_SKIP_FIELDS):
+            continue
+        vtype = field.types[0]
+        sub = field.types[1] if vtype == gguf.GGUFValueType.ARRAY and len(field.types) > 1 else None
+        writer.add_key_value(key, field.contents(), vtype, sub)
+    n_layers = int(config["num_hidden_layers"])
+    n_head = int(config["num_attention_heads"])
+    n_kv = int(config["num_key_value_heads"])
+    hidden = int(config["hidden_size"])
+    writer.add_name(name)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0 if weight_type == "q8_0" else gguf.LlamaFileType.ALL_F32)
+    writer.add_block_count(n_layers)
+    writer.add_context_length(int(config["max_position_embeddings"]))
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(int(config["intermediate_size"]))
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    rope = config.get("rope_parameters") or {}
+    writer.add_rope_freq_base(float(rope.get("rope_theta", config.get("rope_theta", 10000.0))))
+    writer.add_layer_norm_rms_eps(float(config["rms_norm_eps"]))
+    writer.add_vocab_size(int(config["vocab_size"]))
+    writer.add_rope_dimension_count(hidden // n_head)
+
+    def t(key: str) -> np.ndarray:
+        return state[key].detach().to(torch.float32).cpu().numpy()
+
+    if embed_type == "copy":
+        src = next(x for x in reader.tensors if x.name == "token_embd.weight")
+        writer.add_tensor("token_embd.weight", np.asarray(src.data), raw_dtype=src.tensor_type)
+    else:
+        _add(writer, "token_embd.weight", t("model.embed_tokens.weight"), QTYPES[embed_type])
+    if not config.get("tie_word_embeddings", True):
+        _add(writer, "output.weight", t("lm_head.weight"), qtype)
+    _add(writer, "output_norm.weight", t("model.norm.weight"), gguf.GGMLQuantizationType.F32)
+    for i in range(n_layers):
+        p = f"model.layers.{i}."
+        _add(writer, f"blk.{i}.attn_norm.weight", t(p + "input_layernorm.weight"), gguf.GGMLQuantizationType.F32)
+        _add(writer, f"blk.{i}.ffn_norm.weight", t(p + "post_attention_layernorm.weight"),
+             gguf.GGMLQuantizationType.F32)
+        _add(writer, f"blk.{i}.attn_q.weight", _permute(t(p + "self_attn.q_proj.weight"), n_head), qtype)
+        _add(writer, f"blk.{i}.attn_k.weight", _permute(t(p + "self_attn.k_proj.weight"), n_kv), qtype)
+        _add(writer, f"blk.{i}.attn_v.weight", t(p + "self_attn.v_proj.weight"), qtype)
+        _add(writer, f"blk.{i}.attn_output.weight", t(p + "self_attn.o_proj.weight"), qtype)
+        _add(writer, f"blk.{i}.ffn_gate.weight", t(p + "mlp.gate_proj.weight"), qtype)
+        _add(writer, f"blk.{i}.ffn_up.weight", t(p + "mlp.up_proj.weight"), qtype)
+        _add(writer, f"blk.{i}.ffn_down.weight", t(p + "mlp.down_proj.weight"), qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    tmp.replace(out)
+    return out
