@@ -1,0 +1,153 @@
+"""`tandem-bench`: run the real edge and verifier across emulated networks, side by side.
+
+  tandem-bench --quick                                      # LAN, 3 prompts, 32 tokens (< 5 min)
+  tandem-bench --scenario lan broadband mobile dynamic outage iot --max-tokens 96   # full suite
+
+Writes results.json, results.md, tokens_per_s.png and latency_cdf.png to --out. Every
+lossless mode's greedy text is checked against cloud-only's for the same prompt; any
+difference is printed and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from clients.bench.cpu import cpu_seconds
+from clients.bench.measure import MODES, RequestResult, run_request, summarise
+from clients.bench.report import markdown, write
+from clients.bench.scenario import load_scenario
+from clients.bench.testbed import Testbed
+
+DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
+
+
+def load_prompts(path: Path, limit: int | None) -> list[tuple[str, list[dict[str, str]]]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    prompts = [(r.get("category", "chat"), r["messages"]) for r in rows]
+    if limit is not None and limit < len(prompts):
+        # keep categories balanced: round-robin over categories
+        by_cat: dict[str, list[tuple[str, list[dict[str, str]]]]] = {}
+        for p in prompts:
+            by_cat.setdefault(p[0], []).append(p)
+        picked: list[tuple[str, list[dict[str, str]]]] = []
+        while len(picked) < limit:
+            for cat in list(by_cat):
+                if by_cat[cat] and len(picked) < limit:
+                    picked.append(by_cat[cat].pop(0))
+        prompts = picked
+    return prompts
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="tandem-bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scenario", nargs="+", default=None, help="scenario names (clients/scenarios) or TOML paths")
+    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {sorted(MODES)}")
+    p.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL: category, messages")
+    p.add_argument("--limit", type=int, default=None, help="use this many prompts (balanced by category)")
+    p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length (the 'tandem' mode)")
+    p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
+    p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
+    p.add_argument("--edge-cpus", default="0", help="cores the edge is pinned to, unless a scenario says")
+    p.add_argument("--out", type=Path, default=Path("bench-results"))
+    p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--quick", action="store_true", help="LAN only, 3 prompts, 32 tokens: a smoke run")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.scenario = args.scenario or ["lan"]
+        args.limit = args.limit or 3
+        args.max_tokens = min(args.max_tokens, 32)
+    args.scenario = args.scenario or ["lan", "broadband", "mobile"]
+    return args
+
+
+def _cpus(text: str) -> tuple[int, ...] | None:
+    return tuple(int(c) for c in text.split(",") if c.strip()) or None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from tqdm import tqdm
+
+    args = parse(argv)
+    command = "tandem-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    modes = [MODES[m] for m in args.modes.split(",") if m]
+    if any(m.lossless for m in modes) and "cloud" not in [m.name for m in modes]:
+        modes.insert(0, MODES["cloud"])  # the reference every lossless mode is checked against
+    scenarios = [load_scenario(s) for s in args.scenario]
+    prompts = load_prompts(args.prompts, args.limit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    bed = Testbed(args.out, args.draft_model, _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
+    results: list[RequestResult] = []
+    bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")
+    started = time.time()
+    try:
+        bar.set_postfix_str("starting verifier")
+        bed.start_verifier()
+        for sc in scenarios:
+            bar.set_postfix_str(f"{sc.name}: starting edge")
+            relay, edge, duty, url = bed.start_scenario(sc)
+            try:
+                warm = [{"role": "user", "content": "Hello!"}]
+                for m in modes:  # warm-up, not measured
+                    run_request(url, warm, m, 4, relay.counters, lambda: 0.0, sc.name, -1, "warmup")
+                relay.restart_clock()
+                for pid, (cat, messages) in enumerate(prompts):
+                    for m in modes:  # side by side: every mode on a prompt before the next prompt
+                        bar.set_postfix_str(f"{sc.name}/{m.name}")
+                        results.append(run_request(url, messages, m, args.max_tokens, relay.counters,
+                                                   lambda: cpu_seconds(edge.pid), sc.name, pid, cat))
+                        bar.update(1)
+            finally:
+                duty.stop()
+                edge.stop()
+                relay.stop()
+    finally:
+        bar.close()
+        bed.stop()
+    mismatches = []
+    for sc in scenarios:
+        for pid in range(len(prompts)):
+            ref = next((r for r in results if r.scenario == sc.name and r.prompt_id == pid and r.mode == "cloud"), None)
+            for r in results:
+                if ref and r.scenario == sc.name and r.prompt_id == pid and MODES[r.mode].lossless \
+                        and (r.text, r.completion_tokens) != (ref.text, ref.completion_tokens):
+                    mismatches.append({"scenario": sc.name, "prompt_id": pid, "mode": r.mode,
+                                       "expected": ref.text, "got": r.text})
+    report: dict[str, Any] = {
+        "command": command,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
+        "duration_s": round(time.time() - started, 1),
+        "max_tokens": args.max_tokens, "prompts": len(prompts), "gamma": args.gamma,
+        "draft_model": args.draft_model or "edge default",
+        "scenarios": {
+            sc.name: {"description": sc.description, "rtt_ms": sc.rtt_ms, "modes": {
+                m.name: summarise([r for r in results if r.scenario == sc.name and r.mode == m.name], m,
+                                  sc.rtt_ms / 1000).as_dict() for m in modes}}
+            for sc in scenarios
+        },
+        "lossless_ok": not mismatches,
+        "mismatches": mismatches,
+    }
+    write(report, [vars(r) for r in results], args.out, with_plots=not args.no_plots)
+    print(markdown(report))
+    print(f"results: {args.out}/results.json, results.md" + ("" if args.no_plots else ", tokens_per_s.png, latency_cdf.png"))
+    if mismatches:
+        for mm in mismatches:
+            print(f"LOSSLESS CHECK FAILED: {mm['scenario']} prompt {mm['prompt_id']} mode {mm['mode']}:\n"
+                  f"  cloud: {mm['expected']!r}\n  got:   {mm['got']!r}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

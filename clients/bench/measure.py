@@ -1,0 +1,172 @@
+"""One streamed request through the edge, timed on the client side, and per-mode summaries."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+
+from clients.bench import bounds
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A way of serving a request; adding one to MODES is all the harness needs."""
+
+    name: str
+    tandem: dict[str, Any]  # the request's `tandem` extension
+    lossless: bool  # greedy text must equal cloud-only's
+    bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
+
+
+MODES: dict[str, Mode] = {
+    m.name: m
+    for m in (
+        Mode("cloud", {"mode": "cloud"}, True, "cloud"),
+        Mode("edge", {"mode": "draft"}, False, "edge"),
+        Mode("vanilla", {"mode": "speculative", "gamma": 4}, True, "stop_and_wait"),
+        # Tandem as it is today: the edge's own defaults (stop-and-wait until pipelining lands)
+        Mode("tandem", {"mode": "speculative"}, True, "stop_and_wait"),
+    )
+}
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+@dataclass
+class RequestResult:
+    scenario: str
+    mode: str
+    prompt_id: int
+    category: str
+    text: str
+    completion_tokens: int
+    ttft_s: float
+    total_s: float
+    delta_times_s: list[float]
+    stats: dict[str, Any]
+    bytes_up: int
+    bytes_down: int
+    edge_cpu_s: float
+
+
+def run_request(edge_url: str, messages: list[dict[str, str]], mode: Mode, max_tokens: int,
+                counters: Any, edge_cpu: Any, scenario: str, prompt_id: int, category: str) -> RequestResult:
+    body = {"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": max_tokens, "temperature": 0,
+            "stream": True, "stream_options": {"include_usage": True}, "tandem": mode.tandem}
+    up0, down0, cpu0 = counters.bytes_up, counters.bytes_down, edge_cpu()
+    times: list[float] = []
+    text: list[str] = []
+    stats: dict[str, Any] = {}
+    usage: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    with httpx.stream("POST", f"{edge_url}/v1/chat/completions", json=body, timeout=600) as resp:
+        if resp.status_code != 200:
+            resp.read()
+            raise BenchError(f"{mode.name}: HTTP {resp.status_code}: {resp.text}")
+        for line in resp.iter_lines():
+            if not line.startswith("data: "):
+                continue
+            payload = line[6:]
+            if payload == "[DONE]":
+                break
+            obj = json.loads(payload)
+            if "error" in obj:
+                raise BenchError(f"{mode.name}: {obj['error']['message']}")
+            if obj.get("choices"):
+                choice = obj["choices"][0]
+                content = choice["delta"].get("content")
+                if content:
+                    times.append(time.perf_counter() - t0)
+                    text.append(content)
+                if choice.get("finish_reason"):
+                    stats = obj.get("tandem", {})
+            elif obj.get("usage"):
+                usage = obj["usage"]
+    total = time.perf_counter() - t0
+    return RequestResult(
+        scenario=scenario, mode=mode.name, prompt_id=prompt_id, category=category, text="".join(text),
+        completion_tokens=int(usage.get("completion_tokens", 0)), ttft_s=times[0] if times else total,
+        total_s=total, delta_times_s=times, stats=stats, bytes_up=counters.bytes_up - up0,
+        bytes_down=counters.bytes_down - down0, edge_cpu_s=edge_cpu() - cpu0,
+    )
+
+
+def _pct(xs: list[float], q: float) -> float:
+    if not xs:
+        return 0.0
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+@dataclass
+class ModeSummary:
+    scenario: str
+    mode: str
+    requests: int
+    tokens: int
+    ttft_ms_median: float
+    tpot_ms_median: float
+    tpot_ms_p90: float
+    tokens_per_s: float
+    acceptance_rate: float
+    mean_accepted_length: float
+    rounds_per_token: float
+    bytes_up_per_token: float
+    bytes_down_per_token: float
+    cloud_ms_per_token: float
+    edge_cpu_ms_per_token: float
+    bound_tokens_per_s: float
+    measured_over_bound: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSummary:
+    tokens = sum(r.completion_tokens for r in results)
+    total_s = sum(r.total_s for r in results)
+    tpots = [(r.delta_times_s[-1] - r.delta_times_s[0]) / (r.completion_tokens - 1)
+             for r in results if r.completion_tokens > 1 and len(r.delta_times_s) > 1]
+    s = [r.stats for r in results]
+    rounds = sum(x.get("rounds", 0) for x in s)
+    drafted = sum(x.get("drafted", 0) for x in s)
+    accepted = sum(x.get("accepted", 0) for x in s)
+    draft_ms = sum(x.get("draft_ms", 0.0) for x in s)
+    verify_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
+    alpha = accepted / drafted if drafted else 0.0
+    tps = tokens / total_s if total_s else 0.0
+    if mode.bound == "cloud":
+        t_step = verify_ms / 1000 / rounds if rounds else 0.0
+        bound = bounds.cloud_tokens_per_s(max(1, tokens // max(1, len(results))), t_step, rtt_s) if t_step else 0.0
+    elif mode.bound == "edge":
+        bound = bounds.edge_tokens_per_s(draft_ms / 1000 / tokens) if tokens else 0.0
+    else:
+        gamma = drafted / rounds if rounds else 0.0
+        t_draft = draft_ms / 1000 / drafted if drafted else 0.0
+        t_verify = verify_ms / 1000 / rounds if rounds else 0.0
+        fn = bounds.pipelined_tokens_per_s if mode.bound == "pipelined" else bounds.stop_and_wait_tokens_per_s
+        bound = fn(alpha, gamma, t_draft, rtt_s, t_verify) if rounds else 0.0
+    return ModeSummary(
+        scenario=results[0].scenario if results else "", mode=mode.name, requests=len(results), tokens=tokens,
+        ttft_ms_median=round(statistics.median([r.ttft_s for r in results]) * 1000, 1) if results else 0.0,
+        tpot_ms_median=round(statistics.median(tpots) * 1000, 2) if tpots else 0.0,
+        tpot_ms_p90=round(_pct(tpots, 0.9) * 1000, 2),
+        tokens_per_s=round(tps, 2),
+        acceptance_rate=round(alpha, 4),
+        mean_accepted_length=round(accepted / rounds, 3) if rounds and drafted else 0.0,
+        rounds_per_token=round(rounds / tokens, 4) if tokens else 0.0,
+        bytes_up_per_token=round(sum(r.bytes_up for r in results) / tokens, 1) if tokens else 0.0,
+        bytes_down_per_token=round(sum(r.bytes_down for r in results) / tokens, 1) if tokens else 0.0,
+        cloud_ms_per_token=round(verify_ms / tokens, 2) if tokens else 0.0,
+        edge_cpu_ms_per_token=round(sum(r.edge_cpu_s for r in results) * 1000 / tokens, 2) if tokens else 0.0,
+        bound_tokens_per_s=round(bound, 2),
+        measured_over_bound=round(tps / bound, 3) if bound else 0.0,
+    )

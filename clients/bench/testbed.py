@@ -1,0 +1,139 @@
+"""Real processes for a benchmark: one verifier, and per scenario a link relay (own thread
+and event loop, so its timing is not disturbed by the client) and an edge behind it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from clients.bench.cpu import DutyCycle
+from clients.bench.relay import Counters, LinkRelay, LinkSpec
+from clients.bench.scenario import Scenario
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise RuntimeError(f"{name} not healthy after {timeout:.0f}s")
+
+
+class Process:
+    def __init__(self, args: list[str], log: Path, cpus: tuple[int, ...] | None) -> None:
+        usable = os.sched_getaffinity(0)
+        pin = {c for c in cpus if c in usable} if cpus else None
+
+        def preexec() -> None:
+            if pin:
+                os.sched_setaffinity(0, pin)
+
+        self.log = log
+        self._fh = log.open("wb")
+        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT,
+                                     preexec_fn=preexec)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self._fh.close()
+
+
+class RelayThread:
+    """A LinkRelay running in its own thread and event loop."""
+
+    def __init__(self, spec: LinkSpec, upstream_port: int) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self.relay = LinkRelay(spec, "127.0.0.1", upstream_port)
+        asyncio.run_coroutine_threadsafe(self.relay.start(), self._loop).result(10)
+
+    @property
+    def port(self) -> int:
+        return self.relay.port
+
+    @property
+    def counters(self) -> Counters:
+        return self.relay.counters
+
+    def restart_clock(self) -> None:
+        """Time zero of the scenario (rate schedule, outages) is now."""
+        asyncio.run_coroutine_threadsafe(self._restart(), self._loop).result(5)
+
+    async def _restart(self) -> None:
+        self.relay.restart_clock()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.relay.stop(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+
+class Testbed:
+    def __init__(self, log_dir: Path, draft_model: str | None, verifier_cpus: tuple[int, ...] | None,
+                 edge_cpus: tuple[int, ...] | None, gamma: int) -> None:
+        self.log_dir = log_dir
+        self.draft_model = draft_model
+        self.verifier_cpus = verifier_cpus
+        self.edge_cpus = edge_cpus
+        self.gamma = gamma
+        self.verifier: Process | None = None
+        self.verifier_port = 0
+
+    def start_verifier(self) -> None:
+        self.verifier_port = free_port()
+        threads = str(len(self.verifier_cpus)) if self.verifier_cpus else "2"
+        self.verifier = Process(["-m", "verifier.cli", "--port", str(self.verifier_port), "--threads", threads],
+                                self.log_dir / "verifier.log", self.verifier_cpus)
+        _wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
+
+    def start_scenario(self, scenario: Scenario) -> tuple[RelayThread, Process, DutyCycle, str]:
+        relay = RelayThread(scenario.link, self.verifier_port)
+        cpus = scenario.edge.cpus or self.edge_cpus
+        threads = scenario.edge.threads or (len(cpus) if cpus else 2)
+        port = free_port()
+        args = ["-m", "proxy.cli", "--port", str(port), "--verifier-url", f"http://127.0.0.1:{relay.port}",
+                "--threads", str(threads), "--slots", "1", "--gamma", str(self.gamma), "--verifier-timeout-s", "120"]
+        if self.draft_model:
+            args += ["--draft-model", self.draft_model]
+        edge = Process(args, self.log_dir / f"edge-{scenario.name}.log", cpus)
+        url = f"http://127.0.0.1:{port}"
+        _wait_healthy(url, edge.proc, "edge")
+        duty = DutyCycle(edge.pid, scenario.edge.duty)
+        duty.start()
+        return relay, edge, duty, url
+
+    def stop(self) -> None:
+        if self.verifier is not None:
+            self.verifier.stop()

@@ -1,0 +1,82 @@
+"""tandem-draft end to end on tiny configurations (the full run is a documented command)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from llama_cpp import Llama
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from verifier.distill.export import export_gguf
+from verifier.models import default_target_dir, target_gguf_path
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=256,
+                      rms_norm_eps=1e-5, tie_word_embeddings=True, rope_theta=10000.0)
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # non-trivial norms so a mix-up of tensors would show
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def test_export_round_trip_logits_match_torch(tmp_path: Path) -> None:
+    model = tiny_llama()
+    out = export_gguf(model.state_dict(), model.config.to_dict(), target_gguf_path(), tmp_path / "tiny.gguf",
+                      name="tiny", weight_type="f32", embed_type="f32")
+    tokens = [1, 9690, 198, 2683, 359, 253, 5356, 30]
+    with torch.no_grad():
+        ref = model(torch.tensor([tokens])).logits[0].numpy()
+    llm = Llama(str(out), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    llm.eval(tokens)
+    got = np.asarray(llm.scores[: len(tokens)])
+    assert got.shape == ref.shape
+    assert np.abs(got - ref).max() < 2e-2 * max(1.0, float(np.abs(ref).max()))
+    assert (got.argmax(-1) == ref.argmax(-1)).mean() >= 0.99
+
+
+def test_quantised_export_still_agrees(tmp_path: Path) -> None:
+    model = tiny_llama(1)
+    out = export_gguf(model.state_dict(), model.config.to_dict(), target_gguf_path(), tmp_path / "q.gguf",
+                      name="tiny", weight_type="q8_0", embed_type="q8_0")
+    tokens = [1, 9690, 198, 2683, 359]
+    with torch.no_grad():
+        ref = model(torch.tensor([tokens])).logits[0].numpy()
+    llm = Llama(str(out), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    llm.eval(tokens)
+    corr = np.corrcoef(np.asarray(llm.scores[: len(tokens)]).ravel(), ref.ravel())[0, 1]
+    assert corr > 0.99
+
+
+def test_short_distillation_end_to_end_then_eval(tmp_path: Path) -> None:
+    out = tmp_path / "draft.gguf"
+    cmd = [sys.executable, "-m", "verifier.distill.cli", "distill", "--target", str(default_target_dir()),
+           "--out", str(out), "--layers", "1", "--hidden", "64", "--tokens", "48", "--gen-batch", "4",
+           "--gen-len", "16", "--epochs", "1", "--weight-type", "f16", "--seed", "3", "--threads", "1"]
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    assert out.exists()
+    work = out.with_suffix(".work")
+    assert list((work / "data").glob("shard-*.pt")) and (work / "train" / "student-final.pt").exists()
+    # resuming a finished run is a no-op that rewrites the same draft
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('{"prompt": "Name a fruit."}\nSay hello.\n')
+    res = subprocess.run([sys.executable, "-m", "verifier.distill.cli", "eval", "--draft", str(out),
+                          "--prompts", str(prompts), "--max-new", "8", "--threads", "1", "--json"],
+                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+    report = json.loads(res.stdout)
+    assert report["prompts"] == 2 and report["positions"] > 0
+    assert 0.0 <= report["greedy_acceptance"] <= 1.0 and report["draft_ms_per_token"] > 0
