@@ -213,3 +213,30 @@ def test_long_sampled_generation_completes(edge: Server, temperature: float, top
         model=MODEL_ID, messages=[{"role": "user", "content": "Write a short story about a robot."}],
         temperature=temperature, top_p=top_p, seed=3, max_tokens=64)
     assert r.usage is not None and r.usage.completion_tokens > 0
+
+
+def test_error_inside_a_stream_is_an_sse_error_event_then_done(logs_dir) -> None:  # type: ignore[no-untyped-def]
+    """A verifier that dies mid-stream: the client gets the tokens so far, then an error event."""
+    from tests.conftest import start_server
+
+    ver = start_server("verifier.cli", ["--threads", "1"], logs_dir / "doomed-verifier.log")
+    edge = start_server("proxy.cli", ["--verifier-url", ver.url, "--threads", "1", "--slots", "1", "--n-ctx", "1024",
+                                      "--verifier-timeout-s", "5"], logs_dir / "doomed-edge.log")
+    try:
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Write a long story about a cat."}],
+                "max_tokens": 300, "temperature": 0, "stream": True}
+        events = []
+        with httpx.stream("POST", f"{edge.url}/v1/chat/completions", json=body, timeout=60) as resp:
+            assert resp.status_code == 200
+            for line in resp.iter_lines():
+                if line.startswith("data: "):
+                    events.append(line[6:])
+                    if len(events) == 5:
+                        ver.proc.kill()
+        assert events[-1] == "[DONE]"
+        err = json.loads(events[-2])
+        assert err["error"]["code"] == "verifier_unavailable" and err["error"]["type"]
+        assert any(json.loads(e)["choices"][0]["delta"].get("content") for e in events[1:4])
+    finally:
+        edge.stop()
+        ver.stop()

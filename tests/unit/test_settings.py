@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import pytest
+from pydantic_settings import CliApp
+
+from proxy.settings import EdgeSettings
+from verifier.settings import VerifierSettings
+
+
+def test_env_vars_configure_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_EDGE_DRAFT_MODEL", "/models/d.gguf")
+    monkeypatch.setenv("TANDEM_EDGE_GAMMA", "6")
+    monkeypatch.setenv("TANDEM_EDGE_VERIFIER_URL", "http://10.0.0.1:9")
+    s = EdgeSettings()
+    assert (s.draft_model, s.gamma, s.verifier_url) == ("/models/d.gguf", 6, "http://10.0.0.1:9")
+
+
+def test_cli_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_VERIFIER_PORT", "9000")
+    s = CliApp.run(VerifierSettings, cli_args=["--model", "/m", "--backend", "torch", "--session-ttl-s", "5"])
+    assert (s.model, s.backend, s.session_ttl_s, s.port) == ("/m", "torch", 5.0, 9000)
+
+
+def test_invalid_values_refused() -> None:
+    with pytest.raises(Exception):
+        EdgeSettings(gamma=99)
