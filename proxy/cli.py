@@ -21,9 +21,9 @@ log = logging.getLogger(__name__)
 
 
 def default_draft_model() -> str:
-    from verifier.models import target_gguf_path
+    from verifier.models import default_draft_path
 
-    return str(target_gguf_path())
+    return str(default_draft_path())
 
 
 def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]

@@ -52,7 +52,7 @@ def _neutral(name: str, value: object, neutral: object) -> None:
         raise ValueError(f"{name}={value!r} is not supported by this server (only {neutral!r})")
 
 
-class _SamplingFields(_Strict):
+class SamplingFields(_Strict):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -88,7 +88,7 @@ class _SamplingFields(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _stream_options_need_stream(self) -> _SamplingFields:
+    def _stream_options_need_stream(self) -> SamplingFields:
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
@@ -101,8 +101,11 @@ class _SamplingFields(_Strict):
     def include_usage(self) -> bool:
         return bool(self.stream_options and self.stream_options.include_usage)
 
+    def token_limit(self) -> int | None:
+        return self.max_tokens
 
-class ChatCompletionRequest(_SamplingFields):
+
+class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
@@ -125,7 +128,7 @@ class ChatCompletionRequest(_SamplingFields):
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
 
-class CompletionRequest(_SamplingFields):
+class CompletionRequest(SamplingFields):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     echo: bool | None = None
     logprobs: int | None = None
@@ -159,6 +162,3 @@ class CompletionRequest(_SamplingFields):
 
     def prompt_text(self) -> str:
         return self.prompt if isinstance(self.prompt, str) else self.prompt[0]
-
-    def token_limit(self) -> int | None:
-        return self.max_tokens

@@ -15,7 +15,7 @@ from proxy.chat_template import ChatTemplate, ChatTemplateError
 from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
 from proxy.draft.base import Drafter
 from proxy.errors import OpenAIError, bad_request, verifier_unavailable
-from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, _SamplingFields
+from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.settings import EdgeSettings, Mode
 from proxy.textstream import TextStream
 from proxy.tokenizer import Tokenizer
@@ -112,7 +112,7 @@ class EdgeService:
             raise bad_request("prompt must not be empty", "prompt")
         return ids
 
-    def prepare(self, req: _SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
+    def prepare(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         self.check_model(req.model)
         limit = self.context_limit()
         room = limit - len(prompt_ids)
@@ -120,7 +120,7 @@ class EdgeService:
             raise bad_request(
                 f"This model's maximum context length is {limit} tokens. However, your prompt is "
                 f"{len(prompt_ids)} tokens long.", "messages", "context_length_exceeded")
-        requested = req.token_limit() if isinstance(req, (ChatCompletionRequest, CompletionRequest)) else None
+        requested = req.token_limit()
         max_tokens = requested if requested is not None else (default_max or room)
         if max_tokens > room:
             if requested is not None:

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 DEFAULT_TARGET_DIRNAME = "SmolLM2-135M-Instruct-hf"
+DEFAULT_DRAFT_NAME = "smollm2-135m-draft.gguf"  # distilled by `tandem-draft distill`, shipped in models/
 TARGET_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -29,3 +30,9 @@ def target_gguf_path() -> Path:
 
 def default_target_dir() -> Path:
     return models_dir() / DEFAULT_TARGET_DIRNAME
+
+
+def default_draft_path() -> Path:
+    """The shipped distilled draft if present, else the target's own GGUF."""
+    shipped = models_dir() / DEFAULT_DRAFT_NAME
+    return shipped if shipped.exists() else target_gguf_path()
