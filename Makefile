@@ -10,7 +10,7 @@ MODELS_STAMP := models/.prepared
 VERIFIER_PORT ?= 8100
 EDGE_PORT ?= 8000
 
-.PHONY: setup run test models clean
+.PHONY: setup run test lint models clean
 
 setup: $(STAMP) $(MODELS_STAMP)
 
@@ -31,6 +31,9 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check proxy verifier clients tests
 
 clean:
 	rm -rf $(VENV) $(MODELS_STAMP)

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-import httpx
+from clients.procs import wait_healthy
 
 SNIPPET = """
 Tandem is up.
@@ -24,20 +24,6 @@ Tandem is up.
 
 Ctrl-C stops both.
 """
-
-
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"{name} exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"{name} did not become healthy within {timeout:.0f}s")
 
 
 def main() -> None:
@@ -68,6 +54,8 @@ def main() -> None:
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a server exited; stopping", file=sys.stderr)
+    except RuntimeError as exc:
+        print(f"failed to start: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from proxy.draft.base import DraftSampling, Drafter
+from proxy.draft.base import Drafter, DraftSampling
 from proxy.verifier_client import VerifierClient
 from verifier.protocol import SamplingParams
 

@@ -3,25 +3,18 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
+
+from clients.procs import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "SmolLM2-135M-Instruct"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -48,18 +41,12 @@ def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0
         cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{module} exited early:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return Server(url, proc, log)
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    proc.kill()
-    raise RuntimeError(f"{module} not healthy in {timeout}s:\n{log.read_text()[-3000:]}")
+    try:
+        wait_healthy(url, proc, module, timeout)
+    except RuntimeError as exc:
+        proc.kill()
+        raise RuntimeError(f"{exc}:\n{log.read_text()[-3000:]}") from exc
+    return Server(url, proc, log)
 
 
 @pytest.fixture(scope="session")

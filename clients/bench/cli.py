@@ -17,6 +17,7 @@ import platform
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +71,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def edge_cpu_reader(pid: int) -> Callable[[], float]:
+    return lambda: cpu_seconds(pid)
+
+
 def _cpus(text: str) -> tuple[int, ...] | None:
     return tuple(int(c) for c in text.split(",") if c.strip()) or None
 
@@ -100,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
                 for m in modes:  # warm-up, not measured
                     run_request(url, warm, m, 4, relay.counters, lambda: 0.0, sc.name, -1, "warmup")
                 relay.restart_clock()
+                edge_cpu = edge_cpu_reader(edge.pid)
                 for pid, (cat, messages) in enumerate(prompts):
                     for m in modes:  # side by side: every mode on a prompt before the next prompt
                         bar.set_postfix_str(f"{sc.name}/{m.name}")
                         results.append(run_request(url, messages, m, args.max_tokens, relay.counters,
-                                                   lambda: cpu_seconds(edge.pid), sc.name, pid, cat))
+                                                   edge_cpu, sc.name, pid, cat))
                         bar.update(1)
             finally:
                 duty.stop()
@@ -116,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     mismatches = []
     for sc in scenarios:
         for pid in range(len(prompts)):
-            ref = next((r for r in results if r.scenario == sc.name and r.prompt_id == pid and r.mode == "cloud"), None)
+            ref = next((r for r in results
+                        if r.scenario == sc.name and r.prompt_id == pid and r.mode == "cloud"), None)
             for r in results:
                 if ref and r.scenario == sc.name and r.prompt_id == pid and MODES[r.mode].lossless \
                         and (r.text, r.completion_tokens) != (ref.text, ref.completion_tokens):
@@ -140,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     write(report, [vars(r) for r in results], args.out, with_plots=not args.no_plots)
     print(markdown(report))
-    print(f"results: {args.out}/results.json, results.md" + ("" if args.no_plots else ", tokens_per_s.png, latency_cdf.png"))
+    plots = "" if args.no_plots else ", tokens_per_s.png, latency_cdf.png"
+    print(f"results: {args.out}/results.json, results.md{plots}")
     if mismatches:
         for mm in mismatches:
             print(f"LOSSLESS CHECK FAILED: {mm['scenario']} prompt {mm['prompt_id']} mode {mm['mode']}:\n"

@@ -5,40 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-
-import httpx
 
 from clients.bench.cpu import DutyCycle
 from clients.bench.relay import Counters, LinkRelay, LinkSpec
 from clients.bench.scenario import Scenario
+from clients.procs import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"{name} not healthy after {timeout:.0f}s")
 
 
 class Process:
@@ -116,7 +93,7 @@ class Testbed:
         threads = str(len(self.verifier_cpus)) if self.verifier_cpus else "2"
         self.verifier = Process(["-m", "verifier.cli", "--port", str(self.verifier_port), "--threads", threads],
                                 self.log_dir / "verifier.log", self.verifier_cpus)
-        _wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
+        wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
 
     def start_scenario(self, scenario: Scenario) -> tuple[RelayThread, Process, DutyCycle, str]:
         relay = RelayThread(scenario.link, self.verifier_port)
@@ -129,7 +106,7 @@ class Testbed:
             args += ["--draft-model", self.draft_model]
         edge = Process(args, self.log_dir / f"edge-{scenario.name}.log", cpus)
         url = f"http://127.0.0.1:{port}"
-        _wait_healthy(url, edge.proc, "edge")
+        wait_healthy(url, edge.proc, "edge")
         duty = DutyCycle(edge.pid, scenario.edge.duty)
         duty.start()
         return relay, edge, duty, url

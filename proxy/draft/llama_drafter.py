@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import Llama
 
-from proxy.draft.base import DraftSampling, DraftToken, Drafter, choose_from_logits, sample_full
+from proxy.draft.base import Drafter, DraftSampling, DraftToken, choose_from_logits, sample_full
 
 
 def load_llama(path: str | Path, n_ctx: int, threads: int | None) -> Llama:

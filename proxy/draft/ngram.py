@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from proxy.draft.base import DraftSampling, DraftToken, Drafter
+from proxy.draft.base import Drafter, DraftSampling, DraftToken
 
 
 def lookup(context: Sequence[int], n: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:

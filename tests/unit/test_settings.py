@@ -22,5 +22,7 @@ def test_cli_flags_override(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_invalid_values_refused() -> None:
-    with pytest.raises(Exception):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
         EdgeSettings(gamma=99)

@@ -49,5 +49,5 @@ class TargetBackend(ABC):
     def truncate(self, state: SequenceState, length: int) -> None:
         """Drop every cached token at index >= length."""
 
-    def release(self, state: SequenceState) -> None:
+    def release(self, state: SequenceState) -> None:  # noqa: B027 - optional hook, no-op by default
         """Free the memory of a state that will not be used again."""

@@ -58,7 +58,9 @@ def _decode_ms(llm: Llama, prompt: list[int], n: int = 48) -> float:
     return statistics.median(times) * 1000
 
 
-def evaluate(target: Path, draft: Path, prompts_file: Path, max_new: int = 64, threads: int | None = None) -> EvalReport:
+def evaluate(
+    target: Path, draft: Path, prompts_file: Path, max_new: int = 64, threads: int | None = None
+) -> EvalReport:
     tgt = Llama(str(target), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
     drf = Llama(str(draft), n_ctx=1024, n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False)
     md = tgt.metadata
