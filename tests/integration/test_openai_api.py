@@ -240,3 +240,21 @@ def test_error_inside_a_stream_is_an_sse_error_event_then_done(logs_dir) -> None
     finally:
         edge.stop()
         ver.stop()
+
+
+def test_concurrent_requests_do_not_mix(edge: Server, verifier: Server) -> None:
+    """More requests than draft slots at once: each gets exactly its sequential greedy answer."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    prompts = ["Name three colors.", "What is 2 plus 2?", "Say something about rivers.", "List two animals."]
+
+    def ask(p: str) -> str:
+        r = client(edge).chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": p}],
+                                                 temperature=0, max_tokens=20)
+        return r.choices[0].message.content or ""
+
+    sequential = [ask(p) for p in prompts]
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
+        parallel = list(pool.map(ask, prompts))
+    assert parallel == sequential
+    assert wait_sessions_zero(verifier) == 0
