@@ -100,7 +100,10 @@ def create_app(
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
         service = service_of(request)
-        reachable = await service.check_verifier()
+        try:
+            reachable = await service.check_verifier()
+        except OpenAIError:
+            reachable = False
         return {"status": "ok", "model": service.model_id, "verifier": "ok" if reachable else "unreachable"}
 
     @app.get("/v1/models")
@@ -119,6 +122,7 @@ def create_app(
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
         service = service_of(request)
         service.check_model(req.model)
+        await service.ensure_verifier_known(service.mode_of(req))
         prep = service.prepare(req, service.chat_prompt(req), None)
         return await _respond(service, prep, _Formatter("chat", service.model_id), req.stream, req.include_usage())
 
@@ -126,6 +130,7 @@ def create_app(
     async def completions(req: CompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
         service = service_of(request)
         service.check_model(req.model)
+        await service.ensure_verifier_known(service.mode_of(req))
         prep = service.prepare(req, service.text_prompt(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
         return await _respond(service, prep, _Formatter("text", service.model_id), req.stream, req.include_usage())
 

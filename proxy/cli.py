@@ -11,6 +11,7 @@ from proxy.app import create_app
 from proxy.draft.base import Drafter
 from proxy.draft.llama_drafter import LlamaDrafter, load_llama
 from proxy.draft.ngram import NgramDrafter
+from proxy.errors import OpenAIError
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
@@ -39,7 +40,11 @@ def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]
                         for _ in range(settings.slots)]
         client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s)
         service = EdgeService(settings, tokenizer, drafters, client)
-        if not await service.check_verifier():
+        try:
+            reachable = await service.check_verifier()
+        except OpenAIError as exc:
+            raise SystemExit(exc.message) from exc
+        if not reachable:
             log.warning("verifier not reachable yet", extra={"url": settings.verifier_url})
         log.info("edge ready", extra={"draft_model": draft_path, "model": service.model_id})
         return service

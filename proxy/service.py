@@ -75,11 +75,16 @@ class EdgeService:
         except (VerifierUnavailable, VerifierRejected):
             return False
         if info.vocab_size != self.tokenizer.vocab_size:
-            raise RuntimeError(
-                f"verifier vocabulary ({info.vocab_size}) differs from the draft's ({self.tokenizer.vocab_size})"
-            )
+            raise OpenAIError(
+                502, f"the verifier's model has a vocabulary of {info.vocab_size} tokens, the edge's draft "
+                f"{self.tokenizer.vocab_size}: they cannot work together", "server_error", None, "model_mismatch")
         self.verifier_max_context = info.max_context
         return True
+
+    async def ensure_verifier_known(self, mode: Mode) -> None:
+        """Learn the verifier's limits once (an edge may start before its verifier)."""
+        if self.verifier_max_context is None and mode != "draft":
+            await self.check_verifier()
 
     def context_limit(self) -> int:
         limit = self.settings.n_ctx
@@ -112,6 +117,9 @@ class EdgeService:
             raise bad_request("prompt must not be empty", "prompt")
         return ids
 
+    def mode_of(self, req: SamplingFields) -> Mode:
+        return req.tandem.mode if req.tandem and req.tandem.mode else self.settings.mode
+
     def prepare(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         self.check_model(req.model)
         limit = self.context_limit()
@@ -135,7 +143,7 @@ class EdgeService:
         if seed < 0:
             seed &= (1 << 63) - 1
         opts = req.tandem
-        mode: Mode = (opts.mode if opts and opts.mode else None) or self.settings.mode
+        mode = self.mode_of(req)
         gamma = opts.gamma if opts and opts.gamma is not None else self.settings.gamma
         if mode == "draft" and not self.standalone:
             raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {self.settings.drafter!r}",
