@@ -33,6 +33,13 @@ def default_target_dir() -> Path:
 
 
 def default_draft_path() -> Path:
-    """The shipped distilled draft if present, else the target's own GGUF."""
-    shipped = models_dir() / DEFAULT_DRAFT_NAME
-    return shipped if shipped.exists() else target_gguf_path()
+    """The edge's default draft: the target's own Q4_1 GGUF.
+
+    The distilled draft (``shipped_draft_path()``) is opt-in until one measurably beats it
+    through the edge (docs/benchmarks.md compares both side by side)."""
+    return target_gguf_path()
+
+
+def shipped_draft_path() -> Path:
+    """The draft distilled by `tandem-draft distill` and committed under models/."""
+    return models_dir() / DEFAULT_DRAFT_NAME

@@ -21,11 +21,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clients.bench.cpu import cpu_seconds
+from clients.bench.cpu import DutyCycle, cpu_seconds
 from clients.bench.measure import MODES, RequestResult, run_request, summarise
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
-from clients.bench.testbed import Testbed
+from clients.bench.testbed import Process, RelayThread, Testbed
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
 
@@ -51,12 +51,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tandem-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scenario", nargs="+", default=None, help="scenario names (clients/scenarios) or TOML paths")
-    p.add_argument("--modes", default=",".join(MODES), help=f"comma list of {sorted(MODES)}")
+    p.add_argument("--modes", default="cloud,edge,vanilla,tandem", help=f"comma list of {sorted(MODES)}")
     p.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL: category, messages")
     p.add_argument("--limit", type=int, default=None, help="use this many prompts (balanced by category)")
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length (the 'tandem' mode)")
     p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
+    p.add_argument("--alt-draft", default="models/smollm2-135m-draft.gguf",
+                   help="draft GGUF of the *-alt modes (compare two drafts side by side)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--edge-cpus", default="0", help="cores the edge is pinned to, unless a scenario says")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
@@ -90,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [load_scenario(s) for s in args.scenario]
     prompts = load_prompts(args.prompts, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
-    bed = Testbed(args.out, args.draft_model, _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
+    bed = Testbed(args.out, _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
+    drafts = {"default": args.draft_model, "alt": args.alt_draft}
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")
     started = time.time()
@@ -99,22 +102,26 @@ def main(argv: list[str] | None = None) -> int:
         bed.start_verifier()
         for sc in scenarios:
             bar.set_postfix_str(f"{sc.name}: starting edge")
-            relay, edge, duty, url = bed.start_scenario(sc)
+            relay = RelayThread(sc.link, bed.verifier_port)
+            edges: dict[str, tuple[Process, DutyCycle, str]] = {}
             try:
+                for tag in sorted({m.draft for m in modes if m.bound != "cloud"} | {"default"}):
+                    edges[tag] = bed.start_edge(sc, relay, drafts[tag], tag)
                 warm = [{"role": "user", "content": "Hello!"}]
                 for m in modes:  # warm-up, not measured
-                    run_request(url, warm, m, 4, relay.counters, lambda: 0.0, sc.name, -1, "warmup")
+                    run_request(edges[m.draft][2], warm, m, 4, relay.counters, lambda: 0.0, sc.name, -1, "warmup")
                 relay.restart_clock()
-                edge_cpu = edge_cpu_reader(edge.pid)
                 for pid, (cat, messages) in enumerate(prompts):
                     for m in modes:  # side by side: every mode on a prompt before the next prompt
                         bar.set_postfix_str(f"{sc.name}/{m.name}")
+                        edge, _, url = edges[m.draft]
                         results.append(run_request(url, messages, m, args.max_tokens, relay.counters,
-                                                   edge_cpu, sc.name, pid, cat))
+                                                   edge_cpu_reader(edge.pid), sc.name, pid, cat))
                         bar.update(1)
             finally:
-                duty.stop()
-                edge.stop()
+                for edge, duty, _ in edges.values():
+                    duty.stop()
+                    edge.stop()
                 relay.stop()
     finally:
         bar.close()
@@ -136,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         "duration_s": round(time.time() - started, 1),
         "max_tokens": args.max_tokens, "prompts": len(prompts), "gamma": args.gamma,
         "draft_model": args.draft_model or "edge default",
+        "alt_draft": args.alt_draft if any(m.draft == "alt" for m in modes) else None,
         "scenarios": {
             sc.name: {"description": sc.description, "rtt_ms": sc.rtt_ms, "modes": {
                 m.name: summarise([r for r in results if r.scenario == sc.name and r.mode == m.name], m,

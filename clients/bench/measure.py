@@ -21,6 +21,7 @@ class Mode:
     tandem: dict[str, Any]  # the request's `tandem` extension
     lossless: bool  # greedy text must equal cloud-only's
     bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
+    draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft)
 
 
 MODES: dict[str, Mode] = {
@@ -31,6 +32,9 @@ MODES: dict[str, Mode] = {
         Mode("vanilla", {"mode": "speculative", "gamma": 4}, True, "stop_and_wait"),
         # Tandem as it is today: the edge's own defaults (stop-and-wait until pipelining lands)
         Mode("tandem", {"mode": "speculative"}, True, "stop_and_wait"),
+        # the same modes with the alternative draft (--alt-draft), for side-by-side draft comparisons
+        Mode("edge-alt", {"mode": "draft"}, False, "edge", draft="alt"),
+        Mode("vanilla-alt", {"mode": "speculative", "gamma": 4}, True, "stop_and_wait", draft="alt"),
     )
 }
 

@@ -78,10 +78,9 @@ class RelayThread:
 
 
 class Testbed:
-    def __init__(self, log_dir: Path, draft_model: str | None, verifier_cpus: tuple[int, ...] | None,
+    def __init__(self, log_dir: Path, verifier_cpus: tuple[int, ...] | None,
                  edge_cpus: tuple[int, ...] | None, gamma: int) -> None:
         self.log_dir = log_dir
-        self.draft_model = draft_model
         self.verifier_cpus = verifier_cpus
         self.edge_cpus = edge_cpus
         self.gamma = gamma
@@ -95,21 +94,21 @@ class Testbed:
                                 self.log_dir / "verifier.log", self.verifier_cpus)
         wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
 
-    def start_scenario(self, scenario: Scenario) -> tuple[RelayThread, Process, DutyCycle, str]:
-        relay = RelayThread(scenario.link, self.verifier_port)
+    def start_edge(self, scenario: Scenario, relay: RelayThread, draft_model: str | None,
+                   tag: str) -> tuple[Process, DutyCycle, str]:
         cpus = scenario.edge.cpus or self.edge_cpus
         threads = scenario.edge.threads or (len(cpus) if cpus else 2)
         port = free_port()
         args = ["-m", "proxy.cli", "--port", str(port), "--verifier-url", f"http://127.0.0.1:{relay.port}",
                 "--threads", str(threads), "--slots", "1", "--gamma", str(self.gamma), "--verifier-timeout-s", "120"]
-        if self.draft_model:
-            args += ["--draft-model", self.draft_model]
-        edge = Process(args, self.log_dir / f"edge-{scenario.name}.log", cpus)
+        if draft_model:
+            args += ["--draft-model", draft_model]
+        edge = Process(args, self.log_dir / f"edge-{scenario.name}-{tag}.log", cpus)
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, edge.proc, "edge")
         duty = DutyCycle(edge.pid, scenario.edge.duty)
         duty.start()
-        return relay, edge, duty, url
+        return edge, duty, url
 
     def stop(self) -> None:
         if self.verifier is not None:
