@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     scenarios = [load_scenario(s) for s in args.scenario]
     prompts = load_prompts(args.prompts, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
-    bed = Testbed(args.out, _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    bed = Testbed(args.out / "logs", _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
     drafts = {"default": args.draft_model, "alt": args.alt_draft}
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")
