@@ -26,6 +26,7 @@ class GenerationStats:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
+    rejections: int = 0  # rounds that ended on a rejected draft token
     draft_s: float = 0.0
     verify_wait_s: float = 0.0  # edge-side wall time of verify calls (network + cloud)
     verify_compute_s: float = 0.0  # cloud compute reported by the verifier
@@ -39,6 +40,7 @@ class GenerationStats:
             "rounds": self.rounds,
             "drafted": self.drafted,
             "accepted": self.accepted,
+            "rejections": self.rejections,
             "acceptance_rate": round(self.accepted / self.drafted, 4) if self.drafted else 0.0,
             "draft_ms": round(self.draft_s * 1000, 2),
             "verify_wait_ms": round(self.verify_wait_s * 1000, 2),
@@ -93,6 +95,8 @@ async def speculative_loop(
             stats.verify_compute_s += result.verify_ms / 1000
             stats.drafted += len(drafts)
             stats.accepted += result.accepted
+            if result.accepted < len(drafts):
+                stats.rejections += 1
             stats.accepted_per_round.append(result.accepted)
             new = [d.token_id for d in drafts[: result.accepted]] + [result.next_token_id]
             context.extend(new)

@@ -4,6 +4,15 @@ the measured acceptance and timings. The report prints measured / bound."""
 from __future__ import annotations
 
 
+def per_token_alpha(accepted: int, rejections: int) -> float:
+    """Per-token acceptance probability from rounds truncated at the first rejection:
+    accepted / (accepted + rejections), the maximum-likelihood estimate of a geometric
+    acceptance process. (accepted / drafted is biased low: it counts the tokens drafted
+    after a rejection, which were never tested, as failures.)"""
+    total = accepted + rejections
+    return accepted / total if total else 0.0
+
+
 def expected_tokens_per_round(alpha: float, gamma: float) -> float:
     """(1 - alpha^(gamma+1)) / (1 - alpha), the i.i.d. model of Leviathan et al."""
     if alpha >= 1.0:

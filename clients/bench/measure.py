@@ -120,6 +120,7 @@ class ModeSummary:
     tpot_ms_p90: float
     tokens_per_s: float
     acceptance_rate: float
+    alpha: float
     mean_accepted_length: float
     rounds_per_token: float
     bytes_up_per_token: float
@@ -143,9 +144,10 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
     rounds = sum(x.get("rounds", 0) for x in s)
     drafted = sum(x.get("drafted", 0) for x in s)
     accepted = sum(x.get("accepted", 0) for x in s)
+    rejections = sum(x.get("rejections", 0) for x in s)
     draft_ms = sum(x.get("draft_ms", 0.0) for x in s)
     verify_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
-    alpha = accepted / drafted if drafted else 0.0
+    alpha = bounds.per_token_alpha(accepted, rejections)
     tps = tokens / total_s if total_s else 0.0
     if mode.bound == "cloud":
         t_step = verify_ms / 1000 / rounds if rounds else 0.0
@@ -164,7 +166,8 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         tpot_ms_median=round(statistics.median(tpots) * 1000, 2) if tpots else 0.0,
         tpot_ms_p90=round(_pct(tpots, 0.9) * 1000, 2),
         tokens_per_s=round(tps, 2),
-        acceptance_rate=round(alpha, 4),
+        acceptance_rate=round(accepted / drafted, 4) if drafted else 0.0,
+        alpha=round(alpha, 4),
         mean_accepted_length=round(accepted / rounds, 3) if rounds and drafted else 0.0,
         rounds_per_token=round(rounds / tokens, 4) if tokens else 0.0,
         bytes_up_per_token=round(sum(r.bytes_up for r in results) / tokens, 1) if tokens else 0.0,

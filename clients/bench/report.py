@@ -8,7 +8,8 @@ from typing import Any
 
 COLUMNS = [
     ("mode", "mode"), ("tokens_per_s", "tok/s"), ("ttft_ms_median", "TTFT ms"), ("tpot_ms_median", "TPOT ms"),
-    ("tpot_ms_p90", "TPOT p90"), ("acceptance_rate", "accept"), ("mean_accepted_length", "acc/round"),
+    ("tpot_ms_p90", "TPOT p90"), ("acceptance_rate", "accepted/drafted"), ("alpha", "alpha"),
+    ("mean_accepted_length", "acc/round"),
     ("rounds_per_token", "rounds/tok"), ("bytes_up_per_token", "B up/tok"), ("bytes_down_per_token", "B down/tok"),
     ("cloud_ms_per_token", "cloud ms/tok"), ("edge_cpu_ms_per_token", "edge CPU ms/tok"),
     ("bound_tokens_per_s", "bound tok/s"), ("measured_over_bound", "meas/bound"),

@@ -5,6 +5,7 @@ import pytest
 from clients.bench.bounds import (
     cloud_tokens_per_s,
     expected_tokens_per_round,
+    per_token_alpha,
     pipelined_tokens_per_s,
     stop_and_wait_tokens_per_s,
 )
@@ -30,3 +31,10 @@ def test_pipelining_never_slower_and_equal_when_always_rejected() -> None:
 
 def test_cloud_bound() -> None:
     assert cloud_tokens_per_s(100, 0.04, 0.05) == pytest.approx(100 / 4.05)
+
+
+def test_per_token_alpha_counts_only_tested_tokens() -> None:
+    # rounds of 4: [acc, acc, REJ, untested], [acc x4]: 6 accepted, 1 rejection
+    assert per_token_alpha(6, 1) == pytest.approx(6 / 7)
+    assert per_token_alpha(0, 0) == 0.0
+    assert per_token_alpha(0, 5) == 0.0
