@@ -28,3 +28,13 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: fl
             pass
         time.sleep(0.3)
     raise RuntimeError(f"{name} did not become healthy within {timeout:.0f}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
+    """SIGTERM, then SIGKILL after grace_s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(grace_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()

@@ -120,21 +120,25 @@ def create_app(
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
-        service = service_of(request)
-        service.check_model(req.model)
-        await service.ensure_verifier_known(service.mode_of(req))
-        prep = service.prepare(req, service.chat_prompt(req), None)
-        return await _respond(service, prep, _Formatter("chat", service.model_id), req.stream, req.include_usage())
+        return await _complete(service_of(request), req, "chat")
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
-        service = service_of(request)
-        service.check_model(req.model)
-        await service.ensure_verifier_known(service.mode_of(req))
-        prep = service.prepare(req, service.text_prompt(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
-        return await _respond(service, prep, _Formatter("text", service.model_id), req.stream, req.include_usage())
+        return await _complete(service_of(request), req, "text")
 
     return app
+
+
+async def _complete(
+    service: EdgeService, req: ChatCompletionRequest | CompletionRequest, kind: str
+) -> JSONResponse | EventSourceResponse:
+    service.check_model(req.model)
+    await service.ensure_verifier_known(service.mode_of(req))
+    if isinstance(req, ChatCompletionRequest):
+        prep = service.prepare(req, service.chat_prompt(req), None)
+    else:
+        prep = service.prepare(req, service.text_prompt(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
+    return await _respond(service, prep, _Formatter(kind, service.model_id), req.stream, req.include_usage())
 
 
 async def _respond(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.procs import free_port, wait_healthy
+from clients.procs import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "SmolLM2-135M-Instruct"
@@ -24,12 +24,7 @@ class Server:
     log: Path
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0) -> Server:

@@ -13,7 +13,7 @@ from pathlib import Path
 from clients.bench.cpu import DutyCycle
 from clients.bench.relay import Counters, LinkRelay, LinkSpec
 from clients.bench.scenario import Scenario
-from clients.procs import free_port, wait_healthy
+from clients.procs import free_port, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -37,12 +37,7 @@ class Process:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
         self._fh.close()
 
 
