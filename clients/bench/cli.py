@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
                 for edge, duty, _ in edges.values():
                     duty.stop()
                     edge.stop()
-                relay.stop()
+                relay.stop()  # bed.stop() below also stops any edge left running
     finally:
         bar.close()
         bed.stop()

@@ -38,7 +38,8 @@ class Process:
 
     def stop(self) -> None:
         stop_process(self.proc)
-        self._fh.close()
+        if not self._fh.closed:
+            self._fh.close()
 
 
 class RelayThread:
@@ -81,12 +82,14 @@ class Testbed:
         self.gamma = gamma
         self.verifier: Process | None = None
         self.verifier_port = 0
+        self._started: list[Process] = []  # everything started, stopped again by stop() whatever happens
 
     def start_verifier(self) -> None:
         self.verifier_port = free_port()
         threads = str(len(self.verifier_cpus)) if self.verifier_cpus else "2"
         self.verifier = Process(["-m", "verifier.cli", "--port", str(self.verifier_port), "--threads", threads],
                                 self.log_dir / "verifier.log", self.verifier_cpus)
+        self._started.append(self.verifier)
         wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
 
     def start_edge(self, scenario: Scenario, relay: RelayThread, draft_model: str | None,
@@ -99,6 +102,7 @@ class Testbed:
         if draft_model:
             args += ["--draft-model", draft_model]
         edge = Process(args, self.log_dir / f"edge-{scenario.name}-{tag}.log", cpus)
+        self._started.append(edge)
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, edge.proc, "edge")
         duty = DutyCycle(edge.pid, scenario.edge.duty)
@@ -106,5 +110,9 @@ class Testbed:
         return edge, duty, url
 
     def stop(self) -> None:
-        if self.verifier is not None:
-            self.verifier.stop()
+        """Stop every process this testbed started (idempotent; one failure does not stop the rest)."""
+        for proc in reversed(self._started):
+            try:
+                proc.stop()
+            except Exception:  # noqa: BLE001 - keep stopping the others
+                proc.proc.kill()

@@ -125,3 +125,15 @@ def test_relay_reset_outage_cuts_connections() -> None:
 
     spec = LinkSpec(outages=(Outage(0.3, 1.0),), outage_mode="reset")
     assert asyncio.run(_with_relay(spec, body))
+
+
+def test_testbed_stops_every_process_it_started(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Even if the caller's own cleanup failed, Testbed.stop() ends every child."""
+    from clients.bench.testbed import Process, Testbed
+
+    bed = Testbed(tmp_path, None, None, 1)
+    procs = [Process(["-c", "import time; time.sleep(60)"], tmp_path / f"p{i}.log", None) for i in range(2)]
+    bed._started.extend(procs)
+    procs[0].stop()  # one already stopped by the caller
+    bed.stop()
+    assert all(p.proc.poll() is not None for p in procs)
