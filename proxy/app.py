@@ -54,6 +54,13 @@ class _Formatter:
         body["tandem"] = f.stats
         return body
 
+    def usage_chunk(self, f: Finished) -> dict[str, Any]:
+        """The final chunk of a stream with include_usage: no choices, the usage."""
+        body = self._base("chat.completion.chunk" if self.chat else "text_completion")
+        body["choices"] = []
+        body["usage"] = _usage(f)
+        return body
+
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> dict[str, Any]:
         if self.chat:
             body = self._base("chat.completion.chunk")
@@ -69,14 +76,20 @@ class _Formatter:
         return body
 
 
-async def _primed(events: AsyncIterator[Event]) -> tuple[Event | None, AsyncIterator[Event]]:
+async def _primed(events: AsyncIterator[Event]) -> Event | None:
     """Run the generation up to its first event so that failures before any output
     (verifier down, bad prompt) become a proper HTTP status instead of a stream error."""
     try:
-        first = await events.__anext__()
+        return await events.__anext__()
     except StopAsyncIteration:
-        return None, events
-    return first, events
+        return None
+
+
+async def _chain(first: Event | None, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
+    if first is not None:
+        yield first
+    async for ev in rest:
+        yield ev
 
 
 def create_app(
@@ -157,7 +170,7 @@ async def _respond(
             await events.aclose()
         raise OpenAIError(500, "generation ended without a result", "server_error")
     try:
-        first, events = await _primed(events)
+        first = await _primed(events)
     except BaseException:
         await events.aclose()
         raise
@@ -175,14 +188,7 @@ async def _sse(
     try:
         if fmt.chat:
             yield data(fmt.chunk("", first=True))
-        pending = [first] if first is not None else []
-        async def all_events() -> AsyncIterator[Event]:
-            for ev in pending:
-                yield ev
-            async for ev in events:
-                yield ev
-
-        async for ev in all_events():
+        async for ev in _chain(first, events):
             if isinstance(ev, TextDelta):
                 yield data(fmt.chunk(ev.text))
             else:
@@ -190,10 +196,7 @@ async def _sse(
                 final["tandem"] = ev.stats
                 yield data(final)
                 if include_usage:
-                    usage = fmt._base(final["object"])
-                    usage["choices"] = []
-                    usage["usage"] = _usage(ev)
-                    yield {"data": json.dumps(usage, separators=(",", ":"))}
+                    yield {"data": json.dumps(fmt.usage_chunk(ev), separators=(",", ":"))}
         yield {"data": "[DONE]"}
     except OpenAIError as exc:
         log.warning("error inside a stream", extra={"error": exc.message})

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from proxy.draft.base import Drafter, DraftSampling
 from proxy.verifier_client import VerifierClient
@@ -32,7 +32,6 @@ class GenerationStats:
     verify_compute_s: float = 0.0  # cloud compute reported by the verifier
     bytes_up: int = 0
     bytes_down: int = 0
-    accepted_per_round: list[int] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, float | int | str]:
         d: dict[str, float | int | str] = {
@@ -97,7 +96,6 @@ async def speculative_loop(
             stats.accepted += result.accepted
             if result.accepted < len(drafts):
                 stats.rejections += 1
-            stats.accepted_per_round.append(result.accepted)
             new = [d.token_id for d in drafts[: result.accepted]] + [result.next_token_id]
             context.extend(new)
             produced += len(new)

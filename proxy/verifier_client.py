@@ -68,10 +68,7 @@ class VerifierClient:
                     raise VerifierUnavailable(f"{type(exc).__name__} talking to the verifier") from exc
         self.bytes_up += len(body or "")
         self.bytes_down += len(resp.content)
-        if resp.status_code == 503:
-            raise VerifierUnavailable(_message(resp))
-        if resp.status_code >= 400:
-            raise VerifierRejected(resp.status_code, _message(resp))
+        _raise_for_status(resp)
         return resp
 
     async def info(self) -> ServerInfo:
@@ -102,9 +99,7 @@ class VerifierClient:
                 if resp.status_code >= 400:
                     await resp.aread()
                     self.bytes_down += len(resp.content)
-                    if resp.status_code == 503:
-                        raise VerifierUnavailable(_message(resp))
-                    raise VerifierRejected(resp.status_code, _message(resp))
+                    _raise_for_status(resp)
                 async for line in resp.aiter_lines():
                     if line:
                         self.bytes_down += len(line) + 1
@@ -117,6 +112,14 @@ class VerifierClient:
             await self._client.delete(f"{API_PREFIX}/sessions/{session_id}")
         except httpx.HTTPError:
             pass  # the session's TTL frees it on the verifier
+
+
+def _raise_for_status(resp: httpx.Response) -> None:
+    """503 means the verifier cannot serve now; any other error means it refused the call."""
+    if resp.status_code == 503:
+        raise VerifierUnavailable(_message(resp))
+    if resp.status_code >= 400:
+        raise VerifierRejected(resp.status_code, _message(resp))
 
 
 def _message(resp: httpx.Response) -> str:

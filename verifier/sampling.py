@@ -217,10 +217,3 @@ def verify_sampled(
     bonus_pos = first_position + k
     token = sample_index(target_probs[k], keyed_uniform(seed, bonus_pos, Stream.NEXT))
     return RoundOutcome(accepted=k, next_token=token)
-
-
-def expected_tokens_per_round(alpha: float, gamma: int) -> float:
-    """(1 - alpha^(gamma+1)) / (1 - alpha): expected tokens a round yields (i.i.d. model)."""
-    if alpha >= 1.0:
-        return float(gamma + 1)
-    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import httpx
@@ -129,7 +129,6 @@ class ModeSummary:
     edge_cpu_ms_per_token: float
     bound_tokens_per_s: float
     measured_over_bound: float
-    extra: dict[str, float] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

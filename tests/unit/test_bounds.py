@@ -15,6 +15,7 @@ def test_expected_tokens_per_round() -> None:
     assert expected_tokens_per_round(0.0, 4) == 1.0
     assert expected_tokens_per_round(1.0, 4) == 5.0
     assert expected_tokens_per_round(0.8, 4) == pytest.approx((1 - 0.8**5) / 0.2)
+    assert expected_tokens_per_round(0.5, 4) == pytest.approx((1 - 0.5**5) / 0.5)
 
 
 def test_stop_and_wait_by_hand() -> None:

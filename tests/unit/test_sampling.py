@@ -11,7 +11,6 @@ from scipy.stats import chisquare
 from verifier.sampling import (
     SparseDist,
     Stream,
-    expected_tokens_per_round,
     keyed_uniform,
     sample_index,
     softmax,
@@ -107,13 +106,18 @@ def test_sample_index_inverse_cdf() -> None:
     assert sample_index(np.array([0.0, 2.0, 0.0]), 0.5) == 1
 
 
-def test_expected_tokens_per_round() -> None:
-    assert expected_tokens_per_round(0.0, 4) == pytest.approx(1.0)
-    assert expected_tokens_per_round(1.0, 4) == 5.0
-    assert expected_tokens_per_round(0.5, 4) == pytest.approx((1 - 0.5**5) / 0.5)
-
-
 # ---- oracle ------------------------------------------------------------------------------
+def _reference_draw(weights: list[float], u: float) -> int:
+    """Loop inverse-CDF draw from unnormalised weights (the oracle's own, not sample_index)."""
+    v = u * sum(weights)
+    acc = 0.0
+    for t, w in enumerate(weights):
+        acc += w
+        if v < acc and w > 0:
+            return t
+    return max(t for t, w in enumerate(weights) if w > 0)
+
+
 def reference_verify(draft, proposals, target_probs, seed, first_position):  # type: ignore[no-untyped-def]
     """Slow loop-and-dict reference of speculative rejection sampling."""
     for i, x in enumerate(draft):
@@ -125,22 +129,9 @@ def reference_verify(draft, proposals, target_probs, seed, first_position):  # t
         residual = [max(0.0, float(target_probs[i][t]) - q.get(t, 0.0)) for t in range(len(target_probs[i]))]
         if sum(residual) <= 0:
             residual = list(target_probs[i])
-        v = keyed_uniform(seed, first_position + i, Stream.NEXT) * sum(residual)
-        acc = 0.0
-        for t, r in enumerate(residual):
-            acc += r
-            if v < acc and r > 0:
-                return i, t
-        return i, max(t for t, r in enumerate(residual) if r > 0)
+        return i, _reference_draw(residual, keyed_uniform(seed, first_position + i, Stream.NEXT))
     k = len(draft)
-    last = list(target_probs[k])
-    v = keyed_uniform(seed, first_position + k, Stream.NEXT) * sum(last)
-    acc = 0.0
-    for t, r in enumerate(last):
-        acc += r
-        if v < acc and r > 0:
-            return k, t
-    return k, max(t for t, r in enumerate(last) if r > 0)
+    return k, _reference_draw(list(target_probs[k]), keyed_uniform(seed, first_position + k, Stream.NEXT))
 
 
 @pytest.mark.parametrize("id_only", [False, True])
