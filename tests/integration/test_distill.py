@@ -80,3 +80,47 @@ def test_short_distillation_end_to_end_then_eval(tmp_path: Path) -> None:
     report = json.loads(res.stdout)
     assert report["prompts"] == 2 and report["positions"] > 0
     assert 0.0 <= report["greedy_acceptance"] <= 1.0 and report["draft_ms_per_token"] > 0
+
+
+def test_quant_round_trip_is_what_the_export_stores(tmp_path: Path) -> None:
+    from verifier.distill.export import quant_round_trip
+
+    model = tiny_llama(2)
+    w = model.model.embed_tokens.weight.detach().clone()
+    seen = quant_round_trip(w, "q4_1")
+    assert not torch.equal(seen, w) and torch.allclose(seen, w, atol=0.2)
+    assert torch.allclose(quant_round_trip(seen, "q4_1"), seen, atol=1e-3)  # exporting it again changes nothing
+    with torch.no_grad():
+        model.model.embed_tokens.weight.copy_(seen)
+    out = export_gguf(model.state_dict(), model.config.to_dict(), target_gguf_path(), tmp_path / "rt.gguf",
+                      name="tiny", weight_type="f32", embed_type="q4_1")
+    tokens = [1, 9690, 198, 2683]
+    with torch.no_grad():
+        ref = model(torch.tensor([tokens])).logits[0].numpy()
+    llm = Llama(str(out), n_ctx=64, logits_all=True, verbose=False, n_threads=1)
+    llm.eval(tokens)
+    assert np.abs(np.asarray(llm.scores[: len(tokens)]) - ref).max() < 2e-2 * max(1.0, float(np.abs(ref).max()))
+
+
+def test_llama_cpp_data_writer_is_the_targets_greedy_text_and_reproducible(tmp_path: Path) -> None:
+    from verifier.distill.data import DataConfig, shard_paths
+    from verifier.distill.data_llama import generate_data_llama
+
+    def run(out: Path) -> list[dict]:
+        cfg = DataConfig(default_target_dir(), out, tokens=40, seed=5, batch_size=2, max_new_tokens=12,
+                         temperatures=(0.8, 0.0))
+        generate_data_llama(cfg, target_gguf_path(), workers=2, progress=False)
+        return [torch.load(p, weights_only=True) for p in shard_paths(out)]
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert [s["temperature"] for s in a] == [0.8, 0.0] and sum(s["n_tokens"] for s in a) >= 40
+    for sa, sb in zip(a, b, strict=True):
+        for ra, rb in zip(sa["records"], sb["records"], strict=True):
+            assert torch.equal(ra["reply"], rb["reply"]) and torch.equal(ra["top_ids"], rb["top_ids"])
+            assert ra["top_ids"].shape == (ra["reply"].numel(), 16)
+    greedy = a[1]["records"][0]
+    assert torch.equal(greedy["reply"], greedy["top_ids"][:, 0])  # greedy: the reply is the target's argmax
+    llm = Llama(str(target_gguf_path()), n_ctx=256, verbose=False, n_threads=1)
+    prompt = greedy["prompt"].tolist()
+    expected = [int(t) for t, _ in zip(llm.generate(prompt, temp=0.0), range(greedy["reply"].numel()))]
+    assert greedy["reply"].tolist() == expected

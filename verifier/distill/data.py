@@ -1,8 +1,11 @@
 """Phase 1 of distillation: the target writes the training text and its own soft labels.
 
-For each batch of prompts the target samples a reply (temperature 0.8 for variety) and we
-keep, at every reply position, the top-k of the target's next-token logits. Shards are
-written one by one (atomic rename), so an interrupted run resumes at the next shard.
+For each batch of prompts the target writes a reply and we keep, at every reply position,
+the top-k of the target's next-token logits. Shard i is written at temperature
+temperatures[i % len(temperatures)]: sampled shards (0.8) give variety, greedy shards (0)
+put the draft on the very text it is judged on, the target's own greedy continuations.
+A shard is a deterministic function of (seed, index, temperature). Shards are written one
+by one (atomic rename), so an interrupted run resumes at the next shard.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ class DataConfig:
     batch_size: int = 96
     max_new_tokens: int = 160
     top_k: int = 16
-    temperature: float = 0.8
+    temperatures: tuple[float, ...] = (0.8, 0.0)
+
+    def temperature(self, shard: int) -> float:
+        return self.temperatures[shard % len(self.temperatures)]
 
 
 def shard_paths(out_dir: Path) -> list[Path]:
@@ -56,16 +62,23 @@ def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
     n_batches = (cfg.tokens // (cfg.batch_size * cfg.max_new_tokens // 2)) + 64
     prompts = build_prompts(n_batches * cfg.batch_size, cfg.seed)
     bar = tqdm(total=cfg.tokens, initial=done, unit="tok", desc="target writes data", disable=not progress)
-    shard = len(shard_paths(cfg.out_dir))
+    shard = -1
     while done < cfg.tokens:
+        shard += 1
+        path = cfg.out_dir / f"shard-{shard:05d}.pt"
+        if path.exists():  # written by an earlier (interrupted) run with the same settings
+            continue
         batch = prompts[shard * cfg.batch_size:(shard + 1) * cfg.batch_size]
         enc = tok.apply_chat_template(batch, add_generation_prompt=True, return_tensors="pt",
                                       padding=True, return_dict=True)
         torch.manual_seed(cfg.seed * 100003 + shard)
+        temperature = cfg.temperature(shard)
+        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 \
+            else {"do_sample": False}
         with torch.inference_mode():
             out = model.generate(
-                **enc, max_new_tokens=cfg.max_new_tokens, do_sample=True, temperature=cfg.temperature,
-                top_p=1.0, top_k=0, output_logits=True, return_dict_in_generate=True, pad_token_id=pad_id,
+                **enc, max_new_tokens=cfg.max_new_tokens, output_logits=True, return_dict_in_generate=True,
+                pad_token_id=pad_id, **sampling,
             )
         prompt_len = enc["input_ids"].shape[1]
         replies = out.sequences[:, prompt_len:]
@@ -85,11 +98,9 @@ def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
                 "top_logits": topv[b, :end].to(torch.float16),
             })
             n_tok += end
-        path = cfg.out_dir / f"shard-{shard:05d}.pt"
         tmp = path.with_suffix(".tmp")
-        torch.save({"records": records, "n_tokens": n_tok}, tmp)
+        torch.save({"records": records, "n_tokens": n_tok, "temperature": temperature}, tmp)
         os.replace(tmp, path)
-        shard += 1
         done += n_tok
         bar.update(n_tok)
     bar.close()

@@ -22,6 +22,17 @@ QTYPES = {"f32": gguf.GGMLQuantizationType.F32, "f16": gguf.GGMLQuantizationType
           "q5_1": gguf.GGMLQuantizationType.Q5_1}
 
 
+def quant_round_trip(w: torch.Tensor, qtype_name: str) -> torch.Tensor:
+    """w as llama.cpp will see it after export as qtype_name (quantise, then dequantise)."""
+    qtype = QTYPES[qtype_name]
+    if qtype == gguf.GGMLQuantizationType.F32:
+        return w.clone()
+    arr = np.ascontiguousarray(w.detach().to(torch.float32).cpu().numpy())
+    back = arr.astype(np.float16).astype(np.float32) if qtype == gguf.GGMLQuantizationType.F16 \
+        else gguf.quants.dequantize(gguf.quants.quantize(arr, qtype), qtype)
+    return torch.from_numpy(np.ascontiguousarray(back).reshape(arr.shape)).to(w.dtype)
+
+
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF rotary (half-split) -> GGUF/llama.cpp rotary (interleaved) row order."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)

@@ -2,8 +2,10 @@
 
 When its width equals the target's, it starts from the target: embeddings and final norm
 copied (embeddings frozen, and tied to the output head, so the draft scores tokens with
-the target's own head) and its layers copied from the target's first layers. Otherwise
-it starts from random weights of the requested width.
+the target's own head) and its layers copied from the target's first layers. The frozen
+embeddings are first passed through the export's quantisation (head_qtype), so the layers
+learn to work with the head llama.cpp will actually run. Otherwise it starts from random
+weights of the requested width.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def picked_layers(n_target: int, n_draft: int) -> list[int]:
     return list(range(n_draft))
 
 
-def build_student(target_dir: Path, layers: int, hidden: int | None, seed: int) -> tuple[LlamaForCausalLM, bool]:
+def build_student(
+    target_dir: Path, layers: int, hidden: int | None, seed: int, head_qtype: str | None = None
+) -> tuple[LlamaForCausalLM, bool]:
     """Returns (student, initialised_from_target)."""
     torch.manual_seed(seed)
     tcfg = AutoConfig.from_pretrained(target_dir)
@@ -53,6 +57,10 @@ def build_student(target_dir: Path, layers: int, hidden: int | None, seed: int) 
                 sd[key] = tsd[src].clone()
             elif key in tsd:
                 sd[key] = tsd[key].clone()
+        if head_qtype is not None:
+            from verifier.distill.export import quant_round_trip
+
+            sd["model.embed_tokens.weight"] = quant_round_trip(sd["model.embed_tokens.weight"], head_qtype)
         student.load_state_dict(sd)
         student.tie_weights()
         student.model.embed_tokens.weight.requires_grad_(False)
