@@ -58,7 +58,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length (the 'tandem' mode)")
     p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
     p.add_argument("--alt-draft", default="models/smollm2-135m-draft.gguf",
-                   help="draft GGUF of the *-alt modes (compare two drafts side by side)")
+                   help="draft GGUF of the *-alt modes (compare two drafts side by side); "
+                        "'target' = the target's own GGUF")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--edge-cpus", default="0", help="cores the edge is pinned to, unless a scenario says")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
@@ -75,6 +76,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def edge_cpu_reader(pid: int) -> Callable[[], float]:
     return lambda: cpu_seconds(pid)
+
+
+def _draft_path(name: str) -> str:
+    from verifier.models import target_gguf_path
+
+    return str(target_gguf_path()) if name == "target" else name
 
 
 def _cpus(text: str) -> tuple[int, ...] | None:
@@ -94,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     bed = Testbed(args.out / "logs", _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
-    drafts = {"default": args.draft_model, "alt": args.alt_draft}
+    drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")
     started = time.time()
