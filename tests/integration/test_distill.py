@@ -124,3 +124,29 @@ def test_llama_cpp_data_writer_is_the_targets_greedy_text_and_reproducible(tmp_p
     prompt = greedy["prompt"].tolist()
     expected = [int(t) for t, _ in zip(llm.generate(prompt, temp=0.0), range(greedy["reply"].numel()))]
     assert greedy["reply"].tolist() == expected
+
+
+def test_self_instruct_shards_have_target_written_requests(tmp_path: Path) -> None:
+    from verifier.distill.data import DataConfig, shard_paths
+    from verifier.distill.data_llama import generate_data_llama
+
+    def run(out: Path) -> list[dict]:
+        cfg = DataConfig(default_target_dir(), out, tokens=20, seed=2, batch_size=3, max_new_tokens=8,
+                         temperatures=(0.0,), prompt_source="self")
+        generate_data_llama(cfg, target_gguf_path(), workers=1, progress=False)
+        return [r for p in shard_paths(out) for r in torch.load(p, weights_only=True)["records"]]
+
+    a, b = run(tmp_path / "a"), run(tmp_path / "b")
+    assert len(a) >= 3
+    assert all(torch.equal(x["prompt"], y["prompt"]) for x, y in zip(a, b, strict=True))  # seeded
+    assert len({tuple(r["prompt"].tolist()) for r in a}) == len(a)  # every request is different
+    llm = Llama(str(target_gguf_path()), n_ctx=256, verbose=False, n_threads=1, vocab_only=True)
+    text = llm.detokenize(a[0]["prompt"].tolist(), special=True).decode(errors="ignore")
+    assert "<|im_start|>user" in text and len(text.split("<|im_start|>user")[1].split()) >= 4
+
+
+def test_torch_writer_refuses_self_instruct(tmp_path: Path) -> None:
+    from verifier.distill.data import DataConfig, generate_data
+
+    with pytest.raises(ValueError, match="llama"):
+        generate_data(DataConfig(default_target_dir(), tmp_path, tokens=1, seed=0, prompt_source="self"))

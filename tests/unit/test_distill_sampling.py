@@ -39,3 +39,12 @@ def test_same_seed_same_draws() -> None:
     a = [next_token(logits, 1.0, np.random.default_rng(7)) for _ in range(5)]
     b = [next_token(logits, 1.0, np.random.default_rng(7)) for _ in range(5)]
     assert a == b
+
+
+def test_clean_request_strips_labels_and_drops_fragments() -> None:
+    from verifier.distill.prompts import clean_request
+
+    assert clean_request('  "How do I keep my basil alive in winter?"  ') == "How do I keep my basil alive in winter?"
+    assert clean_request("Question: What is a good budget for a week in Rome?") == \
+        "What is a good budget for a week in Rome?"
+    assert clean_request("Sure!") is None and clean_request("") is None

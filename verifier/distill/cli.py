@@ -46,7 +46,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     target_dir, target_gguf = _resolve_target(args.target, args.target_gguf, work)
     print(f"[1/3] target writes {args.tokens} tokens of training text -> {work / 'data'}", file=sys.stderr)
     data_cfg = DataConfig(target_dir, work / "data", args.tokens, args.seed, batch_size=args.gen_batch,
-                          max_new_tokens=args.gen_len, temperatures=tuple(args.gen_temperatures))
+                          max_new_tokens=args.gen_len, temperatures=tuple(args.gen_temperatures),
+                          prompt_source=args.prompt_source)
     if args.gen_backend == "llama":
         generate_data_llama(data_cfg, target_gguf, args.gen_workers)
     else:
@@ -101,6 +102,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="who writes the data: the HF target in torch (batched, bf16), or the target GGUF in "
                         "llama.cpp, one single-threaded worker per core (~2.5x faster here; the GGUF must be "
                         "the target itself: --target X.gguf, or the default SmolLM2 pair)")
+    d.add_argument("--prompt-source", choices=["templates", "self"], default="templates",
+                   help="templates: seeded combinations of tasks and subjects; self: the target writes the "
+                        "user requests too (self-instruct; needs --gen-backend llama)")
     d.add_argument("--gen-workers", type=int, default=os.cpu_count() or 1, help="llama.cpp data workers")
     d.add_argument("--threads", type=int, default=None, help="torch threads")
     d.add_argument("--work-dir", type=Path, default=None, help="checkpoints and data (default: OUT.work/)")

@@ -27,6 +27,7 @@ class DataConfig:
     max_new_tokens: int = 160
     top_k: int = 16
     temperatures: tuple[float, ...] = (0.8, 0.0)
+    prompt_source: str = "templates"  # templates: prompts.build_prompts; self: the target writes them
 
     def temperature(self, shard: int) -> float:
         return self.temperatures[shard % len(self.temperatures)]
@@ -49,6 +50,8 @@ def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
 
     from verifier.distill.prompts import build_prompts
 
+    if cfg.prompt_source != "templates":
+        raise ValueError("self-instruct prompts need the llama.cpp data writer (--gen-backend llama)")
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     done = count_tokens(cfg.out_dir)
     if done >= cfg.tokens:

@@ -7,6 +7,7 @@ held-out evaluation prompts (clients/prompts/) are written separately, by hand.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
 
 SUBJECTS = [
     "photosynthesis", "black holes", "the French Revolution", "machine learning", "climate change",
@@ -85,3 +86,40 @@ def build_prompts(n: int, seed: int) -> list[list[dict[str, str]]]:
         msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
         out.append(msgs)
     return out
+
+
+# Self-instruct: the target writes the user requests too, so the prompt set is as varied as the
+# target's own sampling. A 5-layer draft trained on the ~4,000 template prompts above reached
+# 0.72 greedy acceptance on prompts of that family but 0.36 on hand-written held-out chat.
+AREAS = [
+    "cooking", "travel", "health", "fitness", "money", "a job search", "work and colleagues", "school",
+    "university", "parenting", "pets", "gardening", "home repair", "cleaning", "relationships",
+    "friendship", "a personal problem", "writing an email", "writing a story", "a gift idea", "a party",
+    "a wedding", "moving house", "cars", "computers", "phones", "programming", "spreadsheets", "science",
+    "history", "geography", "books", "films", "music", "sports", "games", "art", "photography",
+    "fashion", "shopping", "a holiday", "the weather", "nature", "animals", "language learning",
+    "mathematics homework", "physics", "chemistry", "biology", "philosophy", "law", "a small business",
+    "marketing", "public transport", "a recipe", "sleep", "stress", "motivation", "hobbies", "a trip abroad",
+]
+
+SELF_INSTRUCT = [
+    "Write one question that someone might ask an AI assistant about {a}. Reply with the question only.",
+    "Write a short request that a user might send to a chatbot for help with {a}. Reply with the request only.",
+    "Imagine a person needs advice about {a}. Write the message they would send to an assistant. "
+    "Reply with the message only.",
+    "Write a task about {a} that someone could ask an assistant to do. Reply with the task only.",
+]
+
+
+def self_instruct_request(rng_choice: Callable[[Sequence[str]], str]) -> str:
+    """The instruction that makes the target write one user request."""
+    return rng_choice(SELF_INSTRUCT).format(a=rng_choice(AREAS))
+
+
+def clean_request(text: str) -> str | None:
+    """The user request in a self-instruct reply, or None when there is none worth keeping."""
+    text = text.strip().strip('"').strip()
+    for prefix in ("Question:", "Request:", "Task:", "Message:", "User:"):
+        if text.lower().startswith(prefix.lower()):
+            text = text[len(prefix):].strip().strip('"').strip()
+    return text if len(text.split()) >= 4 else None
