@@ -29,10 +29,15 @@ def load_llama(path: str | Path, n_ctx: int, threads: int | None) -> Llama:
     )
 
 
+def last_logits(llm: Llama) -> np.ndarray:
+    """A copy of the logits after the last evaluated token."""
+    raw = llm._ctx.get_logits_ith(-1)  # pinned llama-cpp-python 0.3.36 API
+    return np.ctypeslib.as_array(raw, shape=(llm.n_vocab(),)).copy()
+
+
 class LlamaDrafter(Drafter):
     def __init__(self, llm: Llama) -> None:
         self._llm = llm
-        self._n_vocab = llm.n_vocab()
         self._logits: np.ndarray | None = None  # logits after the cache's last token
         self.evaluated_tokens = 0  # counter for tests and stats
 
@@ -57,8 +62,7 @@ class LlamaDrafter(Drafter):
         suffix = context[common:]
         self._llm.eval(suffix)
         self.evaluated_tokens += len(suffix)
-        raw = self._llm._ctx.get_logits_ith(-1)  # pinned llama-cpp-python 0.3.36 API
-        self._logits = np.ctypeslib.as_array(raw, shape=(self._n_vocab,)).copy()
+        self._logits = last_logits(self._llm)
         return self._logits
 
     def propose(self, context: list[int], n: int, sampling: DraftSampling,

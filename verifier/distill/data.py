@@ -11,10 +11,14 @@ by one (atomic rename), so an interrupted run resumes at the next shard.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
+
+Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,58 @@ def count_tokens(out_dir: Path) -> int:
     return total
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard still to write: the schedule both data writers follow."""
+
+    path: Path
+    prompts: list[Messages] | None  # None: the target writes them itself (self-instruct)
+    seed: int
+    temperature: float
+
+
+def pending_shards(cfg: DataConfig) -> Iterator[ShardJob]:
+    """The shards not written yet, in order. Shard i: prompts [i*B, (i+1)*B) of the seeded
+    prompt set, seed (seed, i), temperature T[i % len(T)]; existing shards (an earlier,
+    interrupted run with the same settings) are skipped."""
+    from verifier.distill.prompts import build_prompts
+
+    prompts = None
+    if cfg.prompt_source == "templates":
+        n_batches = (cfg.tokens // (cfg.batch_size * cfg.max_new_tokens // 2)) + 64
+        prompts = build_prompts(n_batches * cfg.batch_size, cfg.seed)
+    shard = -1
+    while True:
+        shard += 1
+        path = cfg.out_dir / f"shard-{shard:05d}.pt"
+        if path.exists():
+            continue
+        batch = prompts[shard * cfg.batch_size:(shard + 1) * cfg.batch_size] if prompts is not None else None
+        yield ShardJob(path, batch, cfg.seed * 100003 + shard, cfg.temperature(shard))
+
+
+def shard_record(prompt: Sequence[int], reply: Sequence[int], top_ids: Any, top_logits: Any) -> dict[str, torch.Tensor]:
+    """One example: prompt and reply ids, and the target's top-k (ids, logits) at each reply position."""
+    return {
+        "prompt": torch.tensor(list(prompt), dtype=torch.int32),
+        "reply": torch.tensor(list(reply), dtype=torch.int32),
+        "top_ids": torch.as_tensor(top_ids).to(torch.int32),
+        "top_logits": torch.as_tensor(top_logits).to(torch.float16),
+    }
+
+
+def save_shard(path: Path, records: list[dict[str, torch.Tensor]], temperature: float, backend: str) -> int:
+    """Write a shard atomically; returns its reply token count."""
+    n_tok = sum(int(r["reply"].numel()) for r in records)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"records": records, "n_tokens": n_tok, "temperature": temperature, "backend": backend}, tmp)
+    os.replace(tmp, path)
+    return n_tok
+
+
 def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from verifier.distill.prompts import build_prompts
 
     if cfg.prompt_source != "templates":
         raise ValueError("self-instruct prompts need the llama.cpp data writer (--gen-backend llama)")
@@ -62,22 +113,16 @@ def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
     model.eval()
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     eos_id = tok.eos_token_id
-    n_batches = (cfg.tokens // (cfg.batch_size * cfg.max_new_tokens // 2)) + 64
-    prompts = build_prompts(n_batches * cfg.batch_size, cfg.seed)
     bar = tqdm(total=cfg.tokens, initial=done, unit="tok", desc="target writes data", disable=not progress)
-    shard = -1
+    jobs = pending_shards(cfg)
     while done < cfg.tokens:
-        shard += 1
-        path = cfg.out_dir / f"shard-{shard:05d}.pt"
-        if path.exists():  # written by an earlier (interrupted) run with the same settings
-            continue
-        batch = prompts[shard * cfg.batch_size:(shard + 1) * cfg.batch_size]
-        enc = tok.apply_chat_template(batch, add_generation_prompt=True, return_tensors="pt",
+        job = next(jobs)
+        assert job.prompts is not None
+        enc = tok.apply_chat_template(job.prompts, add_generation_prompt=True, return_tensors="pt",
                                       padding=True, return_dict=True)
-        torch.manual_seed(cfg.seed * 100003 + shard)
-        temperature = cfg.temperature(shard)
-        sampling = {"do_sample": True, "temperature": temperature, "top_p": 1.0, "top_k": 0} if temperature > 0 \
-            else {"do_sample": False}
+        torch.manual_seed(job.seed)
+        sampling = {"do_sample": True, "temperature": job.temperature, "top_p": 1.0, "top_k": 0} \
+            if job.temperature > 0 else {"do_sample": False}
         with torch.inference_mode():
             out = model.generate(
                 **enc, max_new_tokens=cfg.max_new_tokens, output_logits=True, return_dict_in_generate=True,
@@ -89,21 +134,12 @@ def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
         topv = torch.stack([t.values for t in tops], dim=1)  # [B, T, k]
         topi = torch.stack([t.indices for t in tops], dim=1)
         records = []
-        n_tok = 0
         for b in range(replies.shape[0]):
             reply = replies[b].tolist()
             end = reply.index(eos_id) + 1 if eos_id in reply else len(reply)
             prompt_ids = [t for t, m in zip(enc["input_ids"][b].tolist(), enc["attention_mask"][b].tolist()) if m]
-            records.append({
-                "prompt": torch.tensor(prompt_ids, dtype=torch.int32),
-                "reply": torch.tensor(reply[:end], dtype=torch.int32),
-                "top_ids": topi[b, :end].to(torch.int32),
-                "top_logits": topv[b, :end].to(torch.float16),
-            })
-            n_tok += end
-        tmp = path.with_suffix(".tmp")
-        torch.save({"records": records, "n_tokens": n_tok, "temperature": temperature}, tmp)
-        os.replace(tmp, path)
+            records.append(shard_record(prompt_ids, reply[:end], topi[b, :end], topv[b, :end]))
+        n_tok = save_shard(job.path, records, job.temperature, "torch")
         done += n_tok
         bar.update(n_tok)
     bar.close()

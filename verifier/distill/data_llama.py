@@ -1,30 +1,37 @@
 """Phase 1 on llama.cpp: the target's GGUF writes the training text, one worker per core.
 
-Same shard format and schedule as `data.generate_data` (shard i: prompts
-[i*B, (i+1)*B) of the seeded prompt set, temperature T[i % len(T)]), but each prompt is
-decoded on its own by llama.cpp. With prompt_source "self" the target first writes each
-shard's B user requests itself (self-instruct), so the prompts are as varied as its
-sampling rather than ~4,000 template combinations. Decoding runs, one single-threaded worker process per core. On these
-2-core machines that writes ~2.5x more tokens per minute than batched torch generation
-in bf16, and the soft labels come from the very weights the verifier serves (the HF
-target is converted from this GGUF).
+Same shard schedule and format as `data.generate_data` (`data.pending_shards`,
+`data.save_shard`), but each prompt is decoded on its own by llama.cpp, in one
+single-threaded worker process per core. With prompt_source "self" the target first writes
+each shard's user requests itself (self-instruct), so the prompts are as varied as its
+sampling rather than ~4,000 template combinations. On these 2-core machines this writes
+~2.5x more tokens per minute than batched torch generation in bf16, and the soft labels
+come from the very weights the verifier serves (the HF target is converted from this GGUF).
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
-import torch
 from llama_cpp import Llama
 
 from proxy.chat_template import ChatTemplate
-from verifier.distill.data import DataConfig
-from verifier.distill.prompts import SYSTEMS, build_prompts, clean_request, self_instruct_request
+from proxy.draft.llama_drafter import last_logits
+from verifier.distill.data import (
+    DataConfig,
+    Messages,
+    ShardJob,
+    count_tokens,
+    pending_shards,
+    save_shard,
+    shard_paths,
+    shard_record,
+)
+from verifier.distill.prompts import SYSTEMS, clean_request, self_instruct_request
 
 T = TypeVar("T")
 
@@ -53,7 +60,7 @@ def decode(llm: Llama, prompt: list[int], temperature: float, rng: np.random.Gen
     reply: list[int] = []
     top_ids, top_vals = [], []
     for _ in range(max_new):
-        logits = np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),)).copy()
+        logits = last_logits(llm)
         ids, vals = top_k_desc(logits, top_k)
         top_ids.append(ids)
         top_vals.append(vals)
@@ -66,12 +73,12 @@ def decode(llm: Llama, prompt: list[int], temperature: float, rng: np.random.Gen
 
 
 def self_instruct_prompts(llm: Llama, template: ChatTemplate, rng: np.random.Generator,
-                          n: int) -> list[list[dict[str, str]]]:
+                          n: int) -> list[Messages]:
     """n chat conversations whose user requests the target wrote itself (temperature 0.9)."""
     def choice(xs: Sequence[T]) -> T:
         return xs[int(rng.integers(len(xs)))]
 
-    out: list[list[dict[str, str]]] = []
+    out: list[Messages] = []
     for _ in range(10 * n):
         if len(out) == n:
             return out
@@ -89,61 +96,39 @@ def self_instruct_prompts(llm: Llama, template: ChatTemplate, rng: np.random.Gen
     return out
 
 
-def _write_shard(job: tuple[str, Path, list[list[dict[str, str]]] | int, int, float, int, int]) -> int:
+def _write_shard(task: tuple[str, ShardJob, int, int, int]) -> int:
     """One shard, in a worker process (loading the 135M GGUF takes well under a second).
 
-    The prompts are given, or (an int) how many the target writes itself (self-instruct)."""
-    target_gguf, path, given, seed, temperature, max_new, top_k = job
+    Without given prompts the target first writes n_prompts requests itself (self-instruct)."""
+    target_gguf, job, n_prompts, max_new, top_k = task
     llm = Llama(target_gguf, n_ctx=1024, n_threads=1, n_threads_batch=1, verbose=False)
     template = ChatTemplate(llm.metadata.get("tokenizer.chat_template"), "", "")
-    rng = np.random.default_rng(seed)
-    prompts = self_instruct_prompts(llm, template, rng, given) if isinstance(given, int) else given
+    rng = np.random.default_rng(job.seed)
+    prompts = job.prompts if job.prompts is not None else self_instruct_prompts(llm, template, rng, n_prompts)
     records = []
-    n_tok = 0
     for messages in prompts:
         prompt = llm.tokenize(template.render(messages).encode(), add_bos=False, special=True)
-        reply, top_ids, top_vals = decode(llm, prompt, temperature, rng, max_new, top_k)
-        records.append({
-            "prompt": torch.tensor(prompt, dtype=torch.int32),
-            "reply": torch.tensor(reply, dtype=torch.int32),
-            "top_ids": torch.from_numpy(np.stack(top_ids).astype(np.int32)),
-            "top_logits": torch.from_numpy(np.stack(top_vals).astype(np.float16)),
-        })
-        n_tok += len(reply)
-    tmp = path.with_suffix(".tmp")
-    torch.save({"records": records, "n_tokens": n_tok, "temperature": temperature, "backend": "llama.cpp"}, tmp)
-    os.replace(tmp, path)
-    return n_tok
+        reply, top_ids, top_vals = decode(llm, prompt, job.temperature, rng, max_new, top_k)
+        records.append(shard_record(prompt, reply, np.stack(top_ids), np.stack(top_vals)))
+    return save_shard(job.path, records, job.temperature, "llama.cpp")
 
 
 def generate_data_llama(cfg: DataConfig, target_gguf: Path, workers: int, progress: bool = True) -> list[Path]:
     from tqdm import tqdm
 
-    from verifier.distill.data import count_tokens, shard_paths
-
     cfg.out_dir.mkdir(parents=True, exist_ok=True)
     done = count_tokens(cfg.out_dir)
     if done >= cfg.tokens:
         return shard_paths(cfg.out_dir)
-    n_batches = (cfg.tokens // (cfg.batch_size * cfg.max_new_tokens // 2)) + 64
-    prompts = build_prompts(n_batches * cfg.batch_size, cfg.seed)
     bar = tqdm(total=cfg.tokens, initial=done, unit="tok", desc="target writes data (llama.cpp)",
                disable=not progress)
-    shard = -1
+    jobs = pending_shards(cfg)
     ctx = mp.get_context("spawn")
     with ctx.Pool(workers) as pool:
         while done < cfg.tokens:
-            jobs = []
-            while len(jobs) < workers:
-                shard += 1
-                path = cfg.out_dir / f"shard-{shard:05d}.pt"
-                if path.exists():
-                    continue
-                given = cfg.batch_size if cfg.prompt_source == "self" else \
-                    prompts[shard * cfg.batch_size:(shard + 1) * cfg.batch_size]
-                jobs.append((str(target_gguf), path, given,
-                             cfg.seed * 100003 + shard, cfg.temperature(shard), cfg.max_new_tokens, cfg.top_k))
-            for n in pool.imap(_write_shard, jobs):
+            tasks = [(str(target_gguf), next(jobs), cfg.batch_size, cfg.max_new_tokens, cfg.top_k)
+                     for _ in range(workers)]
+            for n in pool.imap(_write_shard, tasks):
                 done += n
                 bar.update(n)
     bar.close()

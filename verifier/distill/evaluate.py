@@ -12,6 +12,7 @@ import numpy as np
 from llama_cpp import Llama
 
 from proxy.chat_template import ChatTemplate
+from proxy.draft.llama_drafter import last_logits
 from verifier.distill.metrics import greedy_matches, mean_accepted_length
 
 
@@ -41,20 +42,16 @@ def load_prompts(path: Path) -> list[list[dict[str, str]]]:
     return out
 
 
-def _last_logits(llm: Llama) -> np.ndarray:
-    return np.ctypeslib.as_array(llm._ctx.get_logits_ith(-1), shape=(llm.n_vocab(),))
-
-
 def _decode_ms(llm: Llama, prompt: list[int], n: int = 48) -> float:
     llm.n_tokens = 0
     llm.eval(prompt)
     times = []
-    tok = int(np.argmax(_last_logits(llm)))
+    tok = int(np.argmax(last_logits(llm)))
     for _ in range(n):
         t0 = time.perf_counter()
         llm.eval([tok])
         times.append(time.perf_counter() - t0)
-        tok = int(np.argmax(_last_logits(llm)))
+        tok = int(np.argmax(last_logits(llm)))
     return statistics.median(times) * 1000
 
 
@@ -77,7 +74,7 @@ def evaluate(
         tgt.eval(ids)
         cont: list[int] = []
         for _ in range(max_new):
-            tok = int(np.argmax(_last_logits(tgt)))
+            tok = int(np.argmax(last_logits(tgt)))
             cont.append(tok)
             if tok == eos:
                 break
