@@ -145,8 +145,55 @@ def test_self_instruct_shards_have_target_written_requests(tmp_path: Path) -> No
     assert "<|im_start|>user" in text and len(text.split("<|im_start|>user")[1].split()) >= 4
 
 
-def test_torch_writer_refuses_self_instruct(tmp_path: Path) -> None:
-    from verifier.distill.data import DataConfig, generate_data
+def test_torch_decode_batch_is_the_targets_greedy_text_despite_padding() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    with pytest.raises(ValueError, match="llama"):
-        generate_data(DataConfig(default_target_dir(), tmp_path, tokens=1, seed=0, prompt_source="self"))
+    from verifier.distill.data_torch import decode_batch
+
+    tok = AutoTokenizer.from_pretrained(default_target_dir())
+    model = AutoModelForCausalLM.from_pretrained(default_target_dir(), dtype=torch.float32).eval()
+    chats = [[{"role": "user", "content": "Name a fruit."}],
+             [{"role": "system", "content": "You are a helpful assistant."},
+              {"role": "user", "content": "Explain black holes to a child in two sentences."}],
+             [{"role": "user", "content": "Say hi"}]]
+    prompts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False) for c in chats]
+    got = decode_batch(model, prompts, 0.0, torch.Generator().manual_seed(0), 20, 16, tok.eos_token_id,
+                       tok.eos_token_id)
+    lengths = set()
+    for prompt, (reply, top_ids, top_vals) in zip(prompts, got, strict=True):
+        with torch.no_grad():
+            ref = model.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False)[0, len(prompt):]
+        assert reply == ref.tolist()  # a reply that ended early (eos) left the batch without disturbing the rest
+        assert top_ids.shape == top_vals.shape == (len(reply), 16)
+        assert top_ids[:, 0].tolist() == reply and bool((top_vals[:, :-1] >= top_vals[:, 1:]).all())
+        lengths.add(len(reply))
+    assert len(lengths) > 1
+
+
+def test_torch_writer_is_seeded_and_writes_self_instruct_shards(tmp_path: Path) -> None:
+    from verifier.distill.data import DataConfig, shard_paths
+    from verifier.distill.data_torch import generate_data_torch
+
+    def run(out: Path, source: str) -> list[dict]:
+        cfg = DataConfig(default_target_dir(), out, tokens=40, seed=4, batch_size=2, max_new_tokens=10,
+                         temperatures=(0.8, 0.0), prompt_source=source)
+        generate_data_torch(cfg, progress=False)
+        return [torch.load(p, weights_only=True) for p in shard_paths(out)]
+
+    a, b = run(tmp_path / "a", "templates"), run(tmp_path / "b", "templates")
+    assert [s["temperature"] for s in a][:2] == [0.8, 0.0] and sum(s["n_tokens"] for s in a) >= 40
+    for sa, sb in zip(a, b, strict=True):
+        for ra, rb in zip(sa["records"], sb["records"], strict=True):
+            assert torch.equal(ra["reply"], rb["reply"]) and torch.equal(ra["top_logits"], rb["top_logits"])
+    greedy = a[1]["records"][0]
+    assert torch.equal(greedy["reply"], greedy["top_ids"][:, 0])
+    sampled = [r for r in a[0]["records"] if not torch.equal(r["reply"], r["top_ids"][:, 0])]
+    assert sampled  # temperature 0.8 did not pick the argmax everywhere
+    records = [r for s in run(tmp_path / "c", "self") for r in s["records"]]
+    llm = Llama(str(target_gguf_path()), n_ctx=256, verbose=False, n_threads=1, vocab_only=True)
+    texts = [llm.detokenize(r["prompt"].tolist(), special=True).decode(errors="ignore") for r in records]
+    asks = [t for t in texts if "Reply with the" in t]
+    answers = [t for t in texts if "Reply with the" not in t]
+    assert asks and len(answers) >= 2  # the request-writing conversations are kept as training text too
+    requests = [t.split("<|im_start|>user")[1] for t in answers]
+    assert len(set(requests)) == len(requests) and all(len(r.split()) >= 4 for r in requests)

@@ -34,8 +34,9 @@ def _resolve_target(target: Path, target_gguf: Path | None, work: Path) -> tuple
 def cmd_distill(args: argparse.Namespace) -> None:
     import torch
 
-    from verifier.distill.data import DataConfig, generate_data
+    from verifier.distill.data import DataConfig
     from verifier.distill.data_llama import generate_data_llama
+    from verifier.distill.data_torch import generate_data_torch
     from verifier.distill.export import export_gguf
     from verifier.distill.train import TrainConfig, train
 
@@ -51,12 +52,12 @@ def cmd_distill(args: argparse.Namespace) -> None:
     if args.gen_backend == "llama":
         generate_data_llama(data_cfg, target_gguf, args.gen_workers)
     else:
-        generate_data(data_cfg)
+        generate_data_torch(data_cfg)
     print(f"[2/3] train a {args.layers}-layer draft for {args.epochs} epochs", file=sys.stderr)
-    final = train(TrainConfig(target_dir, work / "data", work / "train", args.layers, args.hidden, args.seed,
-                              epochs=args.epochs, batch_tokens=args.batch_tokens,
+    final = train(TrainConfig(target_dir, (work / "data", *args.mix_data), work / "train", args.layers, args.hidden,
+                              args.seed, epochs=args.epochs, batch_tokens=args.batch_tokens,
                               checkpoint_every_s=args.checkpoint_every_s, lr=args.lr,
-                              head_qtype=None if args.embed_type == "copy" else args.embed_type))
+                              head_qtype=None if args.embed_type == "copy" else args.embed_type, init=args.init))
     state = torch.load(final, weights_only=False)
     print(f"[3/3] export GGUF -> {args.out}", file=sys.stderr)
     export_gguf(state["model"], state["config"], target_gguf, args.out,
@@ -99,12 +100,17 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--gen-temperatures", type=float, nargs="+", default=[0.8, 0.0],
                    help="shard i is written at temperature T[i %% len(T)]; 0 = greedy")
     d.add_argument("--gen-backend", choices=["torch", "llama"], default="torch",
-                   help="who writes the data: the HF target in torch (batched, bf16), or the target GGUF in "
-                        "llama.cpp, one single-threaded worker per core (~2.5x faster here; the GGUF must be "
+                   help="who writes the data: the HF target in torch (batched, bf16; the faster one here), or "
+                        "the target GGUF in llama.cpp, one single-threaded worker per core (the GGUF must be "
                         "the target itself: --target X.gguf, or the default SmolLM2 pair)")
     d.add_argument("--prompt-source", choices=["templates", "self"], default="templates",
                    help="templates: seeded combinations of tasks and subjects; self: the target writes the "
-                        "user requests too (self-instruct; needs --gen-backend llama)")
+                        "user requests too (self-instruct)")
+    d.add_argument("--mix-data", type=Path, nargs="+", default=[],
+                   help="more data directories (of earlier runs) to train on beside this run's own")
+    d.add_argument("--init", type=Path, default=None,
+                   help="start from the weights of an earlier run (its train/student-final.pt, same layers and "
+                        "width) instead of the target's first layers")
     d.add_argument("--gen-workers", type=int, default=os.cpu_count() or 1, help="llama.cpp data workers")
     d.add_argument("--threads", type=int, default=None, help="torch threads")
     d.add_argument("--work-dir", type=Path, default=None, help="checkpoints and data (default: OUT.work/)")

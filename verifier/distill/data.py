@@ -1,5 +1,8 @@
 """Phase 1 of distillation: the target writes the training text and its own soft labels.
 
+This module holds what both writers share (`data_torch`, batched torch; `data_llama`,
+llama.cpp): the configuration, the shard schedule and the shard format.
+
 For each batch of prompts the target writes a reply and we keep, at every reply position,
 the top-k of the target's next-token logits. Shard i is written at temperature
 temperatures[i % len(temperatures)]: sampled shards (0.8) give variety, greedy shards (0)
@@ -95,52 +98,3 @@ def save_shard(path: Path, records: list[dict[str, torch.Tensor]], temperature: 
     torch.save({"records": records, "n_tokens": n_tok, "temperature": temperature, "backend": backend}, tmp)
     os.replace(tmp, path)
     return n_tok
-
-
-def generate_data(cfg: DataConfig, progress: bool = True) -> list[Path]:
-    from tqdm import tqdm
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if cfg.prompt_source != "templates":
-        raise ValueError("self-instruct prompts need the llama.cpp data writer (--gen-backend llama)")
-    cfg.out_dir.mkdir(parents=True, exist_ok=True)
-    done = count_tokens(cfg.out_dir)
-    if done >= cfg.tokens:
-        return shard_paths(cfg.out_dir)
-    tok = AutoTokenizer.from_pretrained(cfg.target_dir)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(cfg.target_dir, dtype=torch.bfloat16)
-    model.eval()
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    eos_id = tok.eos_token_id
-    bar = tqdm(total=cfg.tokens, initial=done, unit="tok", desc="target writes data", disable=not progress)
-    jobs = pending_shards(cfg)
-    while done < cfg.tokens:
-        job = next(jobs)
-        assert job.prompts is not None
-        enc = tok.apply_chat_template(job.prompts, add_generation_prompt=True, return_tensors="pt",
-                                      padding=True, return_dict=True)
-        torch.manual_seed(job.seed)
-        sampling = {"do_sample": True, "temperature": job.temperature, "top_p": 1.0, "top_k": 0} \
-            if job.temperature > 0 else {"do_sample": False}
-        with torch.inference_mode():
-            out = model.generate(
-                **enc, max_new_tokens=cfg.max_new_tokens, output_logits=True, return_dict_in_generate=True,
-                pad_token_id=pad_id, **sampling,
-            )
-        prompt_len = enc["input_ids"].shape[1]
-        replies = out.sequences[:, prompt_len:]
-        tops = [step.float().topk(cfg.top_k, dim=-1) for step in out.logits]  # T x ([B, k], [B, k])
-        topv = torch.stack([t.values for t in tops], dim=1)  # [B, T, k]
-        topi = torch.stack([t.indices for t in tops], dim=1)
-        records = []
-        for b in range(replies.shape[0]):
-            reply = replies[b].tolist()
-            end = reply.index(eos_id) + 1 if eos_id in reply else len(reply)
-            prompt_ids = [t for t, m in zip(enc["input_ids"][b].tolist(), enc["attention_mask"][b].tolist()) if m]
-            records.append(shard_record(prompt_ids, reply[:end], topi[b, :end], topv[b, :end]))
-        n_tok = save_shard(job.path, records, job.temperature, "torch")
-        done += n_tok
-        bar.update(n_tok)
-    bar.close()
-    return shard_paths(cfg.out_dir)

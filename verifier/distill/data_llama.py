@@ -1,12 +1,12 @@
 """Phase 1 on llama.cpp: the target's GGUF writes the training text, one worker per core.
 
-Same shard schedule and format as `data.generate_data` (`data.pending_shards`,
+Same shard schedule and format as the torch writer (`data.pending_shards`,
 `data.save_shard`), but each prompt is decoded on its own by llama.cpp, in one
 single-threaded worker process per core. With prompt_source "self" the target first writes
 each shard's user requests itself (self-instruct), so the prompts are as varied as its
-sampling rather than ~4,000 template combinations. On these 2-core machines this writes
-~2.5x more tokens per minute than batched torch generation in bf16, and the soft labels
-come from the very weights the verifier serves (the HF target is converted from this GGUF).
+sampling rather than ~4,000 template combinations. The soft labels come from the very
+weights the verifier serves (the HF target is converted from this GGUF); the batched torch
+writer (`data_torch`) is faster on these machines, most of all for self-instruct.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from verifier.distill.student import build_student
 @dataclass(frozen=True)
 class TrainConfig:
     target_dir: Path
-    data_dir: Path
+    data_dirs: tuple[Path, ...]  # every shard in these directories is training data
     work_dir: Path
     layers: int
     hidden: int | None
@@ -40,6 +40,7 @@ class TrainConfig:
     checkpoint_every_s: float = 300.0
     head_qtype: str | None = None  # train against the head as exported (see student.build_student)
     val_every: int = 50  # every n-th example is held out for validation
+    init: Path | None = None  # start from these student weights (a student-final.pt) instead of the target's layers
 
 
 @dataclass
@@ -50,9 +51,9 @@ class Example:
     top_logits: torch.Tensor  # [R, k]
 
 
-def load_examples(data_dir: Path, max_len: int) -> list[Example]:
+def load_examples(data_dirs: tuple[Path, ...], max_len: int) -> list[Example]:
     out = []
-    for path in shard_paths(data_dir):
+    for path in (p for d in data_dirs for p in shard_paths(d)):
         for r in torch.load(path, weights_only=True)["records"]:
             prompt, reply = r["prompt"].long(), r["reply"].long()
             if reply.numel() == 0:
@@ -127,12 +128,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     cfg.work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = cfg.work_dir / "checkpoint.pt"
     rng = random.Random(cfg.seed)
-    loaded = load_examples(cfg.data_dir, cfg.max_len)
+    loaded = load_examples(cfg.data_dirs, cfg.max_len)
     val = loaded[:: cfg.val_every] if len(loaded) >= 2 * cfg.val_every else []
     examples = [e for i, e in enumerate(loaded) if not val or i % cfg.val_every]
     if not examples:
-        raise RuntimeError(f"no training data in {cfg.data_dir}")
+        raise RuntimeError(f"no training data in {', '.join(map(str, cfg.data_dirs))}")
     model, _ = build_student(cfg.target_dir, cfg.layers, cfg.hidden, cfg.seed, cfg.head_qtype)
+    if cfg.init is not None:
+        model.load_state_dict(torch.load(cfg.init, weights_only=False)["model"])
     pad_id = int(model.config.pad_token_id or 0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)
