@@ -12,9 +12,7 @@ writer (`data_torch`) is faster on these machines, most of all for self-instruct
 from __future__ import annotations
 
 import multiprocessing as mp
-from collections.abc import Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 from llama_cpp import Llama
@@ -31,9 +29,7 @@ from verifier.distill.data import (
     shard_paths,
     shard_record,
 )
-from verifier.distill.prompts import SYSTEMS, clean_request, self_instruct_request
-
-T = TypeVar("T")
+from verifier.distill.prompts import SYSTEMS, clean_request, conversation, pick, self_instruct_request
 
 
 def top_k_desc(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -75,22 +71,17 @@ def decode(llm: Llama, prompt: list[int], temperature: float, rng: np.random.Gen
 def self_instruct_prompts(llm: Llama, template: ChatTemplate, rng: np.random.Generator,
                           n: int) -> list[Messages]:
     """n chat conversations whose user requests the target wrote itself (temperature 0.9)."""
-    def choice(xs: Sequence[T]) -> T:
-        return xs[int(rng.integers(len(xs)))]
-
     out: list[Messages] = []
     for _ in range(10 * n):
         if len(out) == n:
             return out
-        instruction = [{"role": "user", "content": self_instruct_request(choice)}]
+        instruction = conversation(self_instruct_request(rng), None)
         ids = llm.tokenize(template.render(instruction).encode(), add_bos=False, special=True)
         reply, _, _ = decode(llm, ids, 0.9, rng, 64, 1)
         text = llm.detokenize([t for t in reply if t != llm.token_eos()]).decode(errors="ignore")
         request = clean_request(text)
         if request:
-            system = choice(SYSTEMS)
-            out.append(([{"role": "system", "content": system}] if system else [])
-                       + [{"role": "user", "content": request}])
+            out.append(conversation(request, pick(rng, SYSTEMS)))
     if len(out) < n:
         raise RuntimeError(f"the target wrote only {len(out)} usable requests in {10 * n} tries")
     return out

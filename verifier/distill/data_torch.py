@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,9 +31,8 @@ from verifier.distill.data import (
     shard_paths,
     shard_record,
 )
-from verifier.distill.prompts import SYSTEMS, clean_request, self_instruct_request
+from verifier.distill.prompts import SYSTEMS, clean_request, conversation, pick, self_instruct_request
 
-T = TypeVar("T")
 Reply = tuple[list[int], torch.Tensor, torch.Tensor]  # reply ids, top-k ids [R, k], top-k logits [R, k]
 
 
@@ -85,28 +84,25 @@ def decode_batch(model: Any, prompts: Sequence[Sequence[int]], temperature: floa
             for xs in per_row]
 
 
+def _encode(tok: Any, messages: Messages) -> list[int]:
+    """A conversation in the target's chat template, ready for its reply."""
+    return list(tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
 def self_instruct_prompts(model: Any, tok: Any, rng: np.random.Generator, gen: torch.Generator, n: int,
-                          top_k: int) -> tuple[list[Messages], list[tuple[list[int], Reply]]]:
+                          top_k: int, eos: int, pad: int) -> tuple[list[Messages], list[tuple[list[int], Reply]]]:
     """n conversations whose user requests the target wrote (temperature 0.9), and the
     request-writing (prompt, reply) pairs themselves."""
-    def choice(xs: Sequence[T]) -> T:
-        return xs[int(rng.integers(len(xs)))]
-
-    eos, pad = int(tok.eos_token_id), int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
     out: list[Messages] = []
     written: list[tuple[list[int], Reply]] = []
     for _ in range(10):
         want = n - len(out)
-        asks = [tok.apply_chat_template([{"role": "user", "content": self_instruct_request(choice)}],
-                                        add_generation_prompt=True, tokenize=True, return_dict=False)
-                for _ in range(want + want // 4 + 1)]
+        asks = [_encode(tok, conversation(self_instruct_request(rng), None)) for _ in range(want + want // 4 + 1)]
         for prompt, reply in zip(asks, decode_batch(model, asks, 0.9, gen, 64, top_k, eos, pad), strict=True):
-            written.append((list(prompt), reply))
+            written.append((prompt, reply))
             request = clean_request(tok.decode([t for t in reply[0] if t != eos], skip_special_tokens=True))
             if request and len(out) < n:
-                system = choice(SYSTEMS)
-                out.append(([{"role": "system", "content": system}] if system else [])
-                           + [{"role": "user", "content": request}])
+                out.append(conversation(request, pick(rng, SYSTEMS)))
         if len(out) == n:
             return out, written
     raise RuntimeError(f"the target wrote only {len(out)} usable requests of {n}")
@@ -132,10 +128,10 @@ def generate_data_torch(cfg: DataConfig, progress: bool = True) -> list[Path]:
         records = []
         conversations = job.prompts
         if conversations is None:
-            conversations, written = self_instruct_prompts(model, tok, rng, gen, cfg.batch_size, cfg.top_k)
+            conversations, written = self_instruct_prompts(model, tok, rng, gen, cfg.batch_size, cfg.top_k, eos,
+                                                           pad)
             records += [shard_record(p, r, ti, tv) for p, (r, ti, tv) in written]
-        prompts = [tok.apply_chat_template(m, add_generation_prompt=True, tokenize=True, return_dict=False)
-                   for m in conversations]
+        prompts = [_encode(tok, m) for m in conversations]
         replies = decode_batch(model, prompts, job.temperature, gen, cfg.max_new_tokens, cfg.top_k, eos, pad)
         records += [shard_record(p, r, ti, tv) for p, (r, ti, tv) in zip(prompts, replies, strict=True)]
         n_tok = save_shard(job.path, records, job.temperature, "torch")

@@ -7,7 +7,12 @@ held-out evaluation prompts (clients/prompts/) are written separately, by hand.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
 
 SUBJECTS = [
     "photosynthesis", "black holes", "the French Revolution", "machine learning", "climate change",
@@ -82,10 +87,18 @@ def build_prompts(n: int, seed: int) -> list[list[dict[str, str]]]:
             text = rng.choice(CODE_TASKS).format(c=rng.choice(CODE_SUBJECTS))
         else:
             text = rng.choice(MATH).format(a=rng.randint(2, 99), b=rng.randint(2, 20))
-        system = rng.choice(SYSTEMS)
-        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
-        out.append(msgs)
+        out.append(conversation(text, rng.choice(SYSTEMS)))
     return out
+
+
+def conversation(request: str, system: str | None) -> list[dict[str, str]]:
+    """A one-turn chat: the user's request, after a system prompt when there is one."""
+    return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": request}]
+
+
+def pick(rng: np.random.Generator, xs: Sequence[T]) -> T:
+    """One element of xs, drawn with a numpy generator (the data writers' seeded rng)."""
+    return xs[int(rng.integers(len(xs)))]
 
 
 # Self-instruct: the target writes the user requests too, so the prompt set is as varied as the
@@ -111,9 +124,9 @@ SELF_INSTRUCT = [
 ]
 
 
-def self_instruct_request(rng_choice: Callable[[Sequence[str]], str]) -> str:
+def self_instruct_request(rng: np.random.Generator) -> str:
     """The instruction that makes the target write one user request."""
-    return rng_choice(SELF_INSTRUCT).format(a=rng_choice(AREAS))
+    return pick(rng, SELF_INSTRUCT).format(a=pick(rng, AREAS))
 
 
 def clean_request(text: str) -> str | None:
