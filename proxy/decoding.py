@@ -2,8 +2,8 @@
 
 Each loop is an async generator yielding lists of newly committed token ids. The caller
 stops consuming when it has enough (EOS, stop string, max_tokens); closing the generator
-ends the verifier session. ``SpeculativeLoop`` is the stop-and-wait "vanilla" baseline:
-draft gamma tokens, verify, repeat.
+ends the verifier session. ``speculative_loop`` is stop-and-wait: draft up to gamma tokens
+(fewer when the draft's confidence drops below the request's threshold), verify, repeat.
 """
 
 from __future__ import annotations
@@ -59,10 +59,11 @@ class GenerationRequest:
     seed: int
     gamma: int
     stop_token_ids: frozenset[int]
+    confidence_threshold: float = 0.0
 
 
 def _draft_sampling(req: GenerationRequest, proposal_support: int) -> DraftSampling:
-    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support)
+    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support, req.confidence_threshold)
 
 
 async def speculative_loop(

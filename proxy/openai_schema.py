@@ -45,6 +45,9 @@ class TandemOptions(_Strict):
 
     mode: Mode | None = Field(None, description="speculative | cloud | draft (edge only)")
     gamma: int | None = Field(None, ge=0, le=32, description="draft tokens per round")
+    confidence_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="end a round before a draft token with confidence below this"
+    )
 
 
 def _neutral(name: str, value: object, neutral: object) -> None:

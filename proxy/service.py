@@ -145,6 +145,8 @@ class EdgeService:
         opts = req.tandem
         mode = self.mode_of(req)
         gamma = opts.gamma if opts and opts.gamma is not None else self.settings.gamma
+        threshold = (opts.confidence_threshold if opts and opts.confidence_threshold is not None
+                     else self.settings.confidence_threshold)
         if mode == "draft" and not self.standalone:
             raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {self.settings.drafter!r}",
                               "tandem.mode", "unsupported_mode")
@@ -156,6 +158,7 @@ class EdgeService:
             seed=seed,
             gamma=gamma,
             stop_token_ids=self.tokenizer.stop_token_ids,
+            confidence_threshold=threshold,
         )
         return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())
 

@@ -29,7 +29,14 @@ class EdgeSettings(BaseSettings):
     drafter: Literal["llama", "ngram"] = Field(
         "llama", description="llama: the draft GGUF in llama.cpp; ngram: model-free prompt lookup"
     )
-    gamma: int = Field(4, ge=0, le=32, description="draft tokens per verification round")
+    gamma: int = Field(4, ge=0, le=32, description="draft tokens per verification round (at most)")
+    confidence_threshold: float = Field(
+        0.3,
+        ge=0.0,
+        le=1.0,
+        description="a model drafter ends the round before a token whose top-1 probability is below this "
+        "(0: always draft gamma); n-gram drafts carry no probability and ignore it",
+    )
     n_ctx: int = Field(4096, ge=64, description="context window of the draft model")
     threads: int | None = Field(None, description="llama.cpp threads (default: all cores)")
     slots: int = Field(2, ge=1, le=64, description="requests drafted concurrently (one KV cache each)")

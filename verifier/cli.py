@@ -18,7 +18,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def factory():  # type: ignore[no-untyped-def]
         return load_backend(
-            settings.backend, model, settings.dtype, settings.device, settings.threads, settings.max_context
+            settings.backend, model, settings.dtype, settings.device, settings.threads, settings.max_context,
+            settings.cpu_linear,
         )
 
     from verifier.app import create_app

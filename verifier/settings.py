@@ -20,6 +20,11 @@ class VerifierSettings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights/compute dtype (float32 keeps greedy ties stable on CPU)"
     )
+    cpu_linear: Literal["auto", "onednn", "torch"] = Field(
+        "auto",
+        description="Linear kernels of the torch backend: oneDNN (fast for the few-row matmuls of a verify round "
+        "on CPU), torch's default BLAS, or auto (oneDNN on CPU in float32)",
+    )
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
     threads: int | None = Field(None, description="compute threads (default: library default)")
     max_context: int | None = Field(4096, description="cap on prompt + generated tokens per session")

@@ -29,12 +29,15 @@ MODES: dict[str, Mode] = {
     for m in (
         Mode("cloud", {"mode": "cloud"}, True, "cloud"),
         Mode("edge", {"mode": "draft"}, False, "edge"),
-        Mode("vanilla", {"mode": "speculative", "gamma": 4}, True, "stop_and_wait"),
-        # Tandem as it is today: the edge's own defaults (stop-and-wait until pipelining lands)
+        # plain speculative decoding: always gamma 4, no confidence cut-off
+        Mode("vanilla", {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0}, True, "stop_and_wait"),
+        # Tandem as it is today: the edge's own defaults (stop-and-wait, rounds cut by the draft's confidence)
         Mode("tandem", {"mode": "speculative"}, True, "stop_and_wait"),
         # the same modes with the alternative draft (--alt-draft), for side-by-side draft comparisons
         Mode("edge-alt", {"mode": "draft"}, False, "edge", draft="alt"),
-        Mode("vanilla-alt", {"mode": "speculative", "gamma": 4}, True, "stop_and_wait", draft="alt"),
+        Mode("vanilla-alt", {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0}, True, "stop_and_wait",
+             draft="alt"),
+        Mode("tandem-alt", {"mode": "speculative"}, True, "stop_and_wait", draft="alt"),
     )
 }
 

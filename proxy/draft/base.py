@@ -18,12 +18,23 @@ class DraftSampling:
     top_p: float
     seed: int
     proposal_support: int = 32
+    #: a model drafter ends its round before a token it is less sure of than this (0: never)
+    confidence_threshold: float = 0.0
 
 
 @dataclass(frozen=True)
 class DraftToken:
     token_id: int
     proposal: SparseDist | None  # the q it was drawn from; None for id-only drafts
+
+
+def confidence(logits: np.ndarray) -> float:
+    """The draft model's confidence in its next token: its top-1 probability at temperature 1.
+
+    The same measure for greedy and sampled requests; it predicts whether the target will
+    accept the token, so a round is sent for verification once it drops."""
+    z = np.asarray(logits, dtype=np.float64)
+    return float(1.0 / np.exp(z - z.max()).sum())
 
 
 def choose_from_logits(logits: np.ndarray, sampling: DraftSampling, position: int) -> DraftToken:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import Llama
 
-from proxy.draft.base import Drafter, DraftSampling, DraftToken, choose_from_logits, sample_full
+from proxy.draft.base import Drafter, DraftSampling, DraftToken, choose_from_logits, confidence, sample_full
 
 
 def load_llama(path: str | Path, n_ctx: int, threads: int | None) -> Llama:
@@ -73,7 +73,10 @@ class LlamaDrafter(Drafter):
         for _ in range(n):
             if len(ctx) >= limit:
                 break
-            token = choose_from_logits(self.sync(ctx), sampling, position=len(ctx))
+            logits = self.sync(ctx)
+            if sampling.confidence_threshold > 0 and confidence(logits) < sampling.confidence_threshold:
+                break  # the target would likely reject it: verify what we have
+            token = choose_from_logits(logits, sampling, position=len(ctx))
             drafted.append(token)
             ctx.append(token.token_id)
             if token.token_id in stop_token_ids:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from proxy.draft.base import DraftSampling
+from proxy.draft.base import DraftSampling, confidence
 from proxy.draft.llama_drafter import LlamaDrafter, load_llama
 from verifier.models import target_gguf_path
 
@@ -42,3 +42,14 @@ def test_sampled_drafts_carry_their_proposal(drafter: LlamaDrafter) -> None:
     drafts = drafter.propose(list(range(3000, 3010)), 3, DraftSampling(0.8, 0.95, seed=4, proposal_support=8))
     for d in drafts:
         assert d.proposal is not None and d.proposal.prob_of(d.token_id) > 0 and d.proposal.ids.size <= 8
+
+
+def test_drafting_stops_before_the_first_unconfident_token(drafter: LlamaDrafter) -> None:
+    ctx = list(range(1000, 1040))
+    full = drafter.propose(ctx, 8, GREEDY)
+    sure = [confidence(drafter.sync(ctx + [d.token_id for d in full[:i]])) for i in range(len(full))]
+    threshold = float(np.median(sure))
+    cut = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, confidence_threshold=threshold))
+    expected = next((i for i, c in enumerate(sure) if c < threshold), len(full))
+    assert [d.token_id for d in cut] == [d.token_id for d in full[:expected]]
+    assert drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, confidence_threshold=1.0)) == []

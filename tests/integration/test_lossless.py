@@ -70,8 +70,23 @@ def test_speculative_greedy_equals_target_greedy(edge: Server, reference, prompt
 def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:
     prompt = PROMPTS[2]
     results = {edge_greedy(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)}
+    results |= {edge_greedy(edge, prompt, mode="speculative", gamma=4, confidence_threshold=c) for c in (0.0, 0.9, 1.0)}
     results.add(edge_greedy(edge, prompt, mode="cloud"))
     assert len(results) == 1
+
+
+def test_confidence_threshold_cuts_rounds_short(edge: Server) -> None:
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+    def stats(threshold: float) -> dict[str, int]:
+        r = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": PROMPTS[4]}], temperature=0, max_tokens=24,
+            extra_body={"tandem": {"gamma": 4, "confidence_threshold": threshold}})
+        return r.model_extra["tandem"]  # type: ignore[index,no-any-return]
+
+    never, always = stats(0.0), stats(1.0)
+    assert never["drafted"] > 0 and never["drafted"] >= 3 * never["rounds"]  # full rounds (the last may be short)
+    assert always["drafted"] == 0 and always["rounds"] == 24  # no token is that certain: one token per round
 
 
 def test_ngram_drafter_is_lossless_and_drafts_from_the_prompt(ngram_edge: Server, edge: Server) -> None:

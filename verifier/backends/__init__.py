@@ -8,12 +8,19 @@ __all__ = ["BackendInfo", "SequenceState", "TargetBackend", "load_backend"]
 
 
 def load_backend(
-    name: str, model_path: str, dtype: str, device: str, threads: int | None, max_context: int | None
+    name: str,
+    model_path: str,
+    dtype: str,
+    device: str,
+    threads: int | None,
+    max_context: int | None,
+    cpu_linear: str = "auto",
 ) -> TargetBackend:
     from pathlib import Path
 
     if name == "torch":
         from verifier.backends.torch_backend import TorchBackend
 
-        return TorchBackend(Path(model_path), dtype=dtype, device=device, threads=threads, max_context=max_context)
+        return TorchBackend(Path(model_path), dtype=dtype, device=device, threads=threads,
+                            max_context=max_context, cpu_linear=cpu_linear)
     raise ValueError(f"unknown backend {name!r}; available: torch")
