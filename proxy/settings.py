@@ -38,7 +38,9 @@ class EdgeSettings(BaseSettings):
         "(0: always draft gamma); n-gram drafts carry no probability and ignore it",
     )
     n_ctx: int = Field(4096, ge=64, description="context window of the draft model")
-    threads: int | None = Field(None, description="llama.cpp threads (default: all cores)")
+    threads: int | None = Field(
+        None, description="llama.cpp threads (default: half the cores for decoding, all for prompts)"
+    )
     slots: int = Field(2, ge=1, le=64, description="requests drafted concurrently (one KV cache each)")
     proposal_support: int = Field(
         16, ge=1, le=4096, description="when sampling, the draft samples its top-K proposal and sends it up"

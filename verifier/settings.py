@@ -26,7 +26,9 @@ class VerifierSettings(BaseSettings):
         "on CPU), torch's default BLAS, or auto (oneDNN on CPU in float32)",
     )
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
-    threads: int | None = Field(None, description="compute threads (default: library default)")
+    threads: int | None = Field(
+        None, description="compute threads (default: all usable cores but one, left to the server)"
+    )
     max_context: int | None = Field(4096, description="cap on prompt + generated tokens per session")
     session_ttl_s: float = Field(120.0, description="idle seconds before a session is freed")
     max_sessions: int = Field(64, description="live sessions at most; more get 503")

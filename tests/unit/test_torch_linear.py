@@ -1,10 +1,11 @@
-"""Which Linear kernels the torch backend picks (oneDNN on CPU float32, else torch's)."""
+"""How the torch backend uses the CPU: which Linear kernels, how many threads."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from verifier.backends import torch_backend
 from verifier.backends.torch_backend import use_onednn_linear
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -22,3 +23,12 @@ def test_onednn_where_it_cannot_apply_is_an_error() -> None:
         use_onednn_linear("onednn", CUDA, "float32")
     with pytest.raises(ValueError, match="cpu_linear"):
         use_onednn_linear("mkl", CPU, "float32")
+
+
+
+@pytest.mark.parametrize(("cores", "threads"), [({0}, 1), ({0, 1}, 1), (set(range(8)), 7)])
+def test_default_threads_leave_one_core_to_the_server(
+    monkeypatch: pytest.MonkeyPatch, cores: set[int], threads: int
+) -> None:
+    monkeypatch.setattr(torch_backend.os, "sched_getaffinity", lambda _pid: cores)
+    assert torch_backend.default_threads() == threads
