@@ -17,18 +17,13 @@ from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_client import VerifierClient
 from verifier.logs import configure_logging
+from verifier.models import resolve_draft
 
 log = logging.getLogger(__name__)
 
 
-def default_draft_model() -> str:
-    from verifier.models import default_draft_path
-
-    return str(default_draft_path())
-
-
 def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]
-    draft_path = settings.draft_model or default_draft_model()
+    draft_path = str(resolve_draft(settings.draft_model))
 
     async def factory() -> EdgeService:
         tokenizer = Tokenizer(draft_path)

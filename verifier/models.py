@@ -33,13 +33,14 @@ def default_target_dir() -> Path:
 
 
 def default_draft_path() -> Path:
-    """The edge's default draft: the target's own Q4_1 GGUF.
-
-    The distilled draft (``shipped_draft_path()``) is opt-in until one measurably beats it
-    through the edge (docs/benchmarks.md compares both side by side)."""
-    return target_gguf_path()
-
-
-def shipped_draft_path() -> Path:
-    """The draft distilled by `tandem-draft distill` and committed under models/."""
+    """The edge's default draft: the draft distilled from the target by `tandem-draft distill`
+    and committed under models/ (model card: models/smollm2-135m-draft.md)."""
     return models_dir() / DEFAULT_DRAFT_NAME
+
+
+def resolve_draft(name: str | None) -> Path:
+    """A draft setting as a GGUF path: None is the default draft, ``target`` the target's own
+    GGUF (a self-draft: as large as the target), anything else a path."""
+    if name is None:
+        return default_draft_path()
+    return target_gguf_path() if name == "target" else Path(name)

@@ -57,7 +57,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length (the 'tandem' mode)")
     p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
-    p.add_argument("--alt-draft", default="models/smollm2-135m-draft.gguf",
+    p.add_argument("--alt-draft", default="target",
                    help="draft GGUF of the *-alt modes (compare two drafts side by side); "
                         "'target' = the target's own GGUF")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
@@ -79,9 +79,9 @@ def edge_cpu_reader(pid: int) -> Callable[[], float]:
 
 
 def _draft_path(name: str) -> str:
-    from verifier.models import target_gguf_path
+    from verifier.models import resolve_draft
 
-    return str(target_gguf_path()) if name == "target" else name
+    return str(resolve_draft(name))
 
 
 def _cpus(text: str) -> tuple[int, ...] | None:

@@ -86,8 +86,9 @@ class Testbed:
 
     def start_verifier(self) -> None:
         self.verifier_port = free_port()
-        threads = str(len(self.verifier_cpus)) if self.verifier_cpus else "2"
-        self.verifier = Process(["-m", "verifier.cli", "--port", str(self.verifier_port), "--threads", threads],
+        # pinned: one thread per core; unpinned: the verifier's own default (all cores but one)
+        threads = ["--threads", str(len(self.verifier_cpus))] if self.verifier_cpus else []
+        self.verifier = Process(["-m", "verifier.cli", "--port", str(self.verifier_port), *threads],
                                 self.log_dir / "verifier.log", self.verifier_cpus)
         self._started.append(self.verifier)
         wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
