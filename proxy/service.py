@@ -150,6 +150,9 @@ class EdgeService:
         if mode == "draft" and not self.standalone:
             raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {self.settings.drafter!r}",
                               "tandem.mode", "unsupported_mode")
+        if opts and opts.confidence_threshold and not self.standalone:
+            raise bad_request(f"confidence_threshold needs a draft model's probabilities; this edge drafts with "
+                              f"{self.settings.drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
         gen = GenerationRequest(
             prompt_token_ids=prompt_ids,
             max_tokens=max_tokens,

@@ -106,3 +106,12 @@ def test_ngram_edge_refuses_edge_only_mode(ngram_edge: Server) -> None:
     resp = httpx.post(f"{ngram_edge.url}/v1/chat/completions", json={
         "model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "tandem": {"mode": "draft"}}, timeout=60)
     assert resp.status_code == 400 and resp.json()["error"]["code"] == "unsupported_mode"
+
+
+def test_ngram_edge_refuses_a_confidence_threshold(ngram_edge: Server) -> None:
+    import httpx
+
+    resp = httpx.post(f"{ngram_edge.url}/v1/chat/completions", json={
+        "model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}],
+        "tandem": {"confidence_threshold": 0.5}}, timeout=60)
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "tandem.confidence_threshold"
