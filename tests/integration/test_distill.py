@@ -14,6 +14,7 @@ from llama_cpp import Llama
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from verifier.distill.export import export_gguf
+from verifier.distill.prompts import SEED_REQUESTS
 from verifier.models import default_target_dir, target_gguf_path
 
 pytestmark = pytest.mark.integration
@@ -170,7 +171,7 @@ def test_torch_decode_batch_is_the_targets_greedy_text_despite_padding() -> None
     assert len(lengths) > 1
 
 
-def test_torch_writer_is_seeded_and_writes_self_instruct_shards(tmp_path: Path) -> None:
+def test_torch_writer_is_seeded_and_writes_self_instruct_and_list_shards(tmp_path: Path) -> None:
     from verifier.distill.data import DataConfig, shard_paths
     from verifier.distill.data_torch import generate_data_torch
 
@@ -197,3 +198,9 @@ def test_torch_writer_is_seeded_and_writes_self_instruct_shards(tmp_path: Path) 
     assert asks and len(answers) >= 2  # the request-writing conversations are kept as training text too
     requests = [t.split("<|im_start|>user")[1] for t in answers]
     assert len(set(requests)) == len(requests) and all(len(r.split()) >= 4 for r in requests)
+    listed = [r for s in run(tmp_path / "d", "list") for r in s["records"]]
+    texts = [llm.detokenize(r["prompt"].tolist(), special=True).decode(errors="ignore") for r in listed]
+    lists = [t for t in texts if t.rstrip().endswith("4.")]  # the list-continuing conversations
+    answers = [t.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0] for t in texts if not t.rstrip().endswith("4.")]
+    assert lists and len(answers) >= 2 and len(set(answers)) == len(answers)
+    assert all(len(a.split()) >= 4 and a not in SEED_REQUESTS for a in answers)

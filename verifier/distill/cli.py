@@ -40,6 +40,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
     from verifier.distill.export import export_gguf
     from verifier.distill.train import TrainConfig, train
 
+    if args.gen_backend == "llama" and args.prompt_source == "list":
+        raise SystemExit("--prompt-source list needs --gen-backend torch")
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work_dir or args.out.with_suffix(".work")
@@ -103,9 +105,10 @@ def main(argv: list[str] | None = None) -> None:
                    help="who writes the data: the HF target in torch (batched, bf16; the faster one here), or "
                         "the target GGUF in llama.cpp, one single-threaded worker per core (the GGUF must be "
                         "the target itself: --target X.gguf, or the default SmolLM2 pair)")
-    d.add_argument("--prompt-source", choices=["templates", "self"], default="templates",
+    d.add_argument("--prompt-source", choices=["templates", "self", "list"], default="templates",
                    help="templates: seeded combinations of tasks and subjects; self: the target writes the "
-                        "user requests too (self-instruct)")
+                        "user requests too, when asked for one (self-instruct); list: it writes them by continuing "
+                        "a list begun with hand-written example requests (torch writer only)")
     d.add_argument("--mix-data", type=Path, nargs="+", default=[],
                    help="more data directories (of earlier runs) to train on beside this run's own")
     d.add_argument("--init", type=Path, default=None,

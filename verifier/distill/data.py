@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-Messages = list[dict[str, str]]
+from verifier.distill.prompts import Messages
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,9 @@ class DataConfig:
     max_new_tokens: int = 160
     top_k: int = 16
     temperatures: tuple[float, ...] = (0.8, 0.0)
-    prompt_source: str = "templates"  # templates: prompts.build_prompts; self: the target writes them
+    # templates: prompts.build_prompts; self: the target writes the requests when asked to; list: the
+    # target writes them by continuing a list of seed requests (torch writer only)
+    prompt_source: str = "templates"
 
     def temperature(self, shard: int) -> float:
         return self.temperatures[shard % len(self.temperatures)]
@@ -56,7 +58,7 @@ class ShardJob:
     """One shard still to write: the schedule both data writers follow."""
 
     path: Path
-    prompts: list[Messages] | None  # None: the target writes them itself (self-instruct)
+    prompts: list[Messages] | None  # None: the target writes them itself (prompt source self or list)
     seed: int
     temperature: float
 

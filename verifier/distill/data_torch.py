@@ -8,8 +8,8 @@ machines with SmolLM2-135M in bf16: ~230 tokens/s on template prompts (`generate
 where the llama.cpp writer, decoding one request at a time, managed ~105.
 
 Same shard schedule and format as the llama.cpp writer (`data.pending_shards`,
-`data.save_shard`). With prompt_source "self" the target first writes each shard's user
-requests (self-instruct, temperature 0.9); those request-writing conversations are the
+`data.save_shard`). With prompt_source "self" or "list" the target first writes each shard's
+user requests (self-instruct, temperature 0.9); those request-writing conversations are the
 target's own chat text too, so they are kept as training records beside the answers.
 """
 
@@ -31,7 +31,15 @@ from verifier.distill.data import (
     shard_paths,
     shard_record,
 )
-from verifier.distill.prompts import SYSTEMS, clean_request, conversation, pick, self_instruct_request
+from verifier.distill.prompts import (
+    SYSTEMS,
+    clean_request,
+    conversation,
+    list_request_prompt,
+    listed_requests,
+    pick,
+    self_instruct_request,
+)
 
 Reply = tuple[list[int], torch.Tensor, torch.Tensor]  # reply ids, top-k ids [R, k], top-k logits [R, k]
 
@@ -90,19 +98,33 @@ def _encode(tok: Any, messages: Messages) -> list[int]:
 
 
 def self_instruct_prompts(model: Any, tok: Any, rng: np.random.Generator, gen: torch.Generator, n: int,
-                          top_k: int, eos: int, pad: int) -> tuple[list[Messages], list[tuple[list[int], Reply]]]:
+                          top_k: int, eos: int, pad: int,
+                          source: str = "self") -> tuple[list[Messages], list[tuple[list[int], Reply]]]:
     """n conversations whose user requests the target wrote (temperature 0.9), and the
-    request-writing (prompt, reply) pairs themselves."""
+    request-writing (prompt, reply) pairs themselves.
+
+    source "self": the target is asked for one request and its reply is the request.
+    source "list": the target continues a numbered list begun with seed requests; each
+    continuation gives up to three."""
     out: list[Messages] = []
     written: list[tuple[list[int], Reply]] = []
     for _ in range(10):
         want = n - len(out)
-        asks = [_encode(tok, conversation(self_instruct_request(rng), None)) for _ in range(want + want // 4 + 1)]
+        if source == "list":
+            starts = [list_request_prompt(rng) for _ in range(want // 2 + 1)]
+            asks = [_encode(tok, ask) + tok.encode(prefix, add_special_tokens=False) for ask, prefix in starts]
+        else:
+            asks = [_encode(tok, conversation(self_instruct_request(rng), None)) for _ in range(want + want // 4 + 1)]
         for prompt, reply in zip(asks, decode_batch(model, asks, 0.9, gen, 64, top_k, eos, pad), strict=True):
             written.append((prompt, reply))
-            request = clean_request(tok.decode([t for t in reply[0] if t != eos], skip_special_tokens=True))
-            if request and len(out) < n:
-                out.append(conversation(request, pick(rng, SYSTEMS)))
+            text = tok.decode([t for t in reply[0] if t != eos], skip_special_tokens=True)
+            if source == "list":
+                requests = listed_requests(text, complete=reply[0][-1] == eos)
+            else:
+                requests = [r] if (r := clean_request(text)) else []
+            for request in requests:
+                if len(out) < n:
+                    out.append(conversation(request, pick(rng, SYSTEMS)))
         if len(out) == n:
             return out, written
     raise RuntimeError(f"the target wrote only {len(out)} usable requests of {n}")
@@ -129,7 +151,7 @@ def generate_data_torch(cfg: DataConfig, progress: bool = True) -> list[Path]:
         conversations = job.prompts
         if conversations is None:
             conversations, written = self_instruct_prompts(model, tok, rng, gen, cfg.batch_size, cfg.top_k, eos,
-                                                           pad)
+                                                           pad, cfg.prompt_source)
             records += [shard_record(p, r, ti, tv) for p, (r, ti, tv) in written]
         prompts = [_encode(tok, m) for m in conversations]
         replies = decode_batch(model, prompts, job.temperature, gen, cfg.max_new_tokens, cfg.top_k, eos, pad)
