@@ -44,6 +44,10 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
 
+    def terminate(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM (kill, systemd, docker stop) stops both servers like Ctrl-C
+
+    signal.signal(signal.SIGTERM, terminate)
     try:
         procs.append(subprocess.Popen([sys.executable, "-m", "verifier.cli", "--port", str(args.verifier_port)]))
         wait_healthy(ver_url, procs[0], "verifier", 300)
@@ -60,6 +64,7 @@ def main() -> None:
         print("\nstopping...", file=sys.stderr)
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stop()
     os._exit(0)
 
