@@ -11,10 +11,13 @@ import sys
 import time
 
 from clients.procs import wait_healthy
+from verifier.models import resolve_draft
 
 SNIPPET = """
 Tandem is up.
   edge (OpenAI API): http://127.0.0.1:{edge}/v1      verifier: http://127.0.0.1:{ver}
+  draft: {draft}
+  (TANDEM_EDGE_DRAFT_MODEL=target make run drafts with the target's own GGUF instead)
 
   curl -N http://127.0.0.1:{edge}/v1/chat/completions -H 'content-type: application/json' \\
     -d '{{"model": "SmolLM2-135M-Instruct", "stream": true,
@@ -54,7 +57,8 @@ def main() -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "proxy.cli", "--port", str(args.edge_port),
                                        "--verifier-url", ver_url]))
         wait_healthy(f"http://127.0.0.1:{args.edge_port}", procs[1], "edge", 120)
-        print(SNIPPET.format(edge=args.edge_port, ver=args.verifier_port), flush=True)
+        draft = resolve_draft(os.environ.get("TANDEM_EDGE_DRAFT_MODEL"))
+        print(SNIPPET.format(edge=args.edge_port, ver=args.verifier_port, draft=draft), flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a server exited; stopping", file=sys.stderr)
