@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic_settings import CliApp
 
@@ -26,3 +28,13 @@ def test_invalid_values_refused() -> None:
 
     with pytest.raises(ValidationError):
         EdgeSettings(gamma=99)
+
+
+def test_draft_setting_resolves_to_the_distilled_draft_by_default(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    from verifier.models import resolve_draft, target_gguf_path
+
+    monkeypatch.setenv("TANDEM_MODELS_DIR", str(tmp_path))
+    assert resolve_draft(None) == tmp_path / "smollm2-135m-draft.gguf"
+    assert resolve_draft("target") == target_gguf_path()
+    assert resolve_draft("some/draft.gguf") == Path("some/draft.gguf")
