@@ -11,6 +11,7 @@ import sys
 import time
 
 from clients.procs import wait_healthy
+from proxy.settings import EdgeSettings
 from verifier.models import resolve_draft
 
 SNIPPET = """
@@ -57,7 +58,7 @@ def main() -> None:
         procs.append(subprocess.Popen([sys.executable, "-m", "proxy.cli", "--port", str(args.edge_port),
                                        "--verifier-url", ver_url]))
         wait_healthy(f"http://127.0.0.1:{args.edge_port}", procs[1], "edge", 120)
-        draft = resolve_draft(os.environ.get("TANDEM_EDGE_DRAFT_MODEL"))
+        draft = resolve_draft(EdgeSettings().draft_model)  # what the edge reads from its environment
         print(SNIPPET.format(edge=args.edge_port, ver=args.verifier_port, draft=draft), flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)

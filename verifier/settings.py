@@ -7,6 +7,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from verifier.backends.base import CpuLinear
+
 
 class VerifierSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TANDEM_VERIFIER_", cli_kebab_case=True)
@@ -20,7 +22,7 @@ class VerifierSettings(BaseSettings):
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights/compute dtype (float32 keeps greedy ties stable on CPU)"
     )
-    cpu_linear: Literal["auto", "onednn", "torch"] = Field(
+    cpu_linear: CpuLinear = Field(
         "auto",
         description="Linear kernels of the torch backend: oneDNN (fast for the few-row matmuls of a verify round "
         "on CPU), torch's default BLAS, or auto (oneDNN on CPU in float32)",

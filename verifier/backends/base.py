@@ -10,9 +10,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+
+#: Linear kernels of the torch backend on CPU (``verifier.backends.torch_backend.use_onednn_linear``)
+CpuLinear = Literal["auto", "onednn", "torch"]
 
 
 @dataclass(frozen=True)

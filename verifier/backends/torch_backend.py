@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -13,12 +14,12 @@ from torch.utils.mkldnn import to_mkldnn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from verifier.backends.base import BackendInfo, SequenceState, TargetBackend
+from verifier.backends.base import BackendInfo, CpuLinear, SequenceState, TargetBackend
 
 log = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-CPU_LINEAR = ("auto", "onednn", "torch")
+CPU_LINEAR = get_args(CpuLinear)
 
 
 def default_threads() -> int:
@@ -32,8 +33,8 @@ def use_onednn_linear(cpu_linear: str, device: torch.device, dtype: str) -> bool
     """Whether Linear layers run through oneDNN instead of torch's default BLAS.
 
     On CPU in float32, a verify round multiplies a few rows (the drafts) by every weight.
-    torch's default BLAS (MKL) is slow for those shapes on these AMD CPUs: 2-5 rows cost
-    1.5-3x one row. oneDNN keeps them close to the cost of one row. ``auto`` picks oneDNN
+    torch's default BLAS (MKL) is slow for those shapes on these AMD CPUs: 5 rows cost 1.5x
+    one row on 2 threads, 1.8x on 1. oneDNN: 1.2x and 1.5x. ``auto`` picks oneDNN
     exactly when it applies; ``onednn`` insists and fails where it does not apply.
     """
     if cpu_linear not in CPU_LINEAR:

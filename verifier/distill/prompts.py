@@ -142,9 +142,10 @@ def clean_request(text: str) -> str | None:
 
 # The "list" source: the target continues a numbered list of messages people send an AI
 # assistant, begun with three of these hand-written examples. A 135M model asked outright to
-# write a request mostly answers, rambles or echoes the instruction; continuing a list of real
-# requests it writes short, natural ones, several per call. None of these is, or paraphrases,
-# a held-out evaluation prompt (clients/prompts/), and a test checks their word overlap.
+# write a request often answers, rambles or echoes the instruction (8 of 10 sampled);
+# continuing a list of real requests it writes short, natural ones, several per call. None of
+# these is, or paraphrases, a held-out evaluation prompt (clients/prompts/), and a test checks
+# their word overlap.
 SEED_REQUESTS = [
     "My roommate never washes the dishes. How can I talk to him about it without starting a fight?",
     "I get nervous when I have to speak in meetings. Any tips to feel more confident?",
