@@ -10,7 +10,7 @@ MODELS_STAMP := models/.prepared
 VERIFIER_PORT ?= 8100
 EDGE_PORT ?= 8000
 
-.PHONY: setup run test lint models clean
+.PHONY: setup run test lint typecheck check models clean
 
 setup: $(STAMP) $(MODELS_STAMP)
 
@@ -29,11 +29,16 @@ models: $(MODELS_STAMP)
 run: setup
 	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT)
 
-test: setup
+# the whole check: lint, import contracts, types, then every test (warnings are errors)
+test: setup lint typecheck
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check proxy verifier clients tests
+	$(VENV)/bin/lint-imports
+
+typecheck: setup
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(MODELS_STAMP)

@@ -12,7 +12,7 @@ import time
 
 from clients.procs import wait_healthy
 from proxy.settings import EdgeSettings
-from verifier.models import resolve_draft
+from verifier.core.models import resolve_draft
 
 SNIPPET = """
 Tandem is up.

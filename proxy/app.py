@@ -5,91 +5,20 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import secrets
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from proxy.errors import OpenAIError, install_error_handlers
+from proxy.openai_responses import ModelCard, ModelList, ResponseBuilder, dump
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
-from proxy.service import COMPLETIONS_DEFAULT_MAX_TOKENS, EdgeService, Event, Finished, PreparedRequest, TextDelta
+from proxy.output import Event, TextDelta
+from proxy.service import EdgeService
 
 log = logging.getLogger(__name__)
-
-
-def _usage(f: Finished) -> dict[str, int]:
-    return {
-        "prompt_tokens": f.prompt_tokens,
-        "completion_tokens": f.completion_tokens,
-        "total_tokens": f.prompt_tokens + f.completion_tokens,
-    }
-
-
-class _Formatter:
-    """Builds OpenAI objects for one response (chat or text completion)."""
-
-    def __init__(self, kind: str, model: str) -> None:
-        self.chat = kind == "chat"
-        self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_hex(12)
-        self.created = int(time.time())
-        self.model = model
-
-    def _base(self, obj: str) -> dict[str, Any]:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": None}
-
-    def full(self, text: str, f: Finished) -> dict[str, Any]:
-        if self.chat:
-            body = self._base("chat.completion")
-            body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": text},
-                                "logprobs": None, "finish_reason": f.finish_reason}]
-        else:
-            body = self._base("text_completion")
-            body["choices"] = [{"index": 0, "text": text, "logprobs": None, "finish_reason": f.finish_reason}]
-        body["usage"] = _usage(f)
-        body["tandem"] = f.stats
-        return body
-
-    def usage_chunk(self, f: Finished) -> dict[str, Any]:
-        """The final chunk of a stream with include_usage: no choices, the usage."""
-        body = self._base("chat.completion.chunk" if self.chat else "text_completion")
-        body["choices"] = []
-        body["usage"] = _usage(f)
-        return body
-
-    def chunk(self, text: str | None, finish: str | None = None, first: bool = False) -> dict[str, Any]:
-        if self.chat:
-            body = self._base("chat.completion.chunk")
-            delta: dict[str, Any] = {}
-            if first:
-                delta["role"] = "assistant"
-            if text is not None:
-                delta["content"] = text
-            body["choices"] = [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
-        else:
-            body = self._base("text_completion")
-            body["choices"] = [{"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish}]
-        return body
-
-
-async def _primed(events: AsyncIterator[Event]) -> Event | None:
-    """Run the generation up to its first event so that failures before any output
-    (verifier down, bad prompt) become a proper HTTP status instead of a stream error."""
-    try:
-        return await events.__anext__()
-    except StopAsyncIteration:
-        return None
-
-
-async def _chain(first: Event | None, rest: AsyncIterator[Event]) -> AsyncIterator[Event]:
-    if first is not None:
-        yield first
-    async for ev in rest:
-        yield ev
 
 
 def create_app(
@@ -108,28 +37,28 @@ def create_app(
     install_error_handlers(app)
 
     def service_of(request: Request) -> EdgeService:
-        return request.app.state.service  # type: ignore[no-any-return]
+        service: EdgeService = request.app.state.service
+        return service
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
         service = service_of(request)
         try:
-            reachable = await service.check_verifier()
+            reachable = await service.verifier.check()
         except OpenAIError:
             reachable = False
         return {"status": "ok", "model": service.model_id, "verifier": "ok" if reachable else "unreachable"}
 
     @app.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
+    async def models(request: Request) -> ModelList:
         service = service_of(request)
-        return {"object": "list", "data": [
-            {"id": service.model_id, "object": "model", "created": service.created, "owned_by": "tandem"}]}
+        return ModelList(data=[ModelCard(id=service.model_id, created=service.created)])
 
     @app.get("/v1/models/{model_id:path}")
-    async def model(model_id: str, request: Request) -> dict[str, Any]:
+    async def model(model_id: str, request: Request) -> ModelCard:
         service = service_of(request)
         service.check_model(model_id)
-        return {"id": service.model_id, "object": "model", "created": service.created, "owned_by": "tandem"}
+        return ModelCard(id=service.model_id, created=service.created)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
@@ -143,69 +72,74 @@ def create_app(
 
 
 async def _complete(
-    service: EdgeService, req: ChatCompletionRequest | CompletionRequest, kind: str
+    service: EdgeService, req: ChatCompletionRequest | CompletionRequest, kind: Literal["chat", "text"]
 ) -> JSONResponse | EventSourceResponse:
-    service.check_model(req.model)
-    await service.ensure_verifier_known(service.mode_of(req))
-    if isinstance(req, ChatCompletionRequest):
-        prep = service.prepare(req, service.chat_prompt(req), None)
-    else:
-        prep = service.prepare(req, service.text_prompt(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
-    return await _respond(service, prep, _Formatter(kind, service.model_id), req.stream, req.include_usage())
-
-
-async def _respond(
-    service: EdgeService, prep: PreparedRequest, fmt: _Formatter, stream: bool, include_usage: bool
-) -> JSONResponse | EventSourceResponse:
+    prep = await service.prepare(req)
+    builder = ResponseBuilder(kind, service.model_id)
     events = service.generate(prep)
-    if not stream:
-        parts: list[str] = []
-        try:
-            async for ev in events:
-                if isinstance(ev, TextDelta):
-                    parts.append(ev.text)
-                else:
-                    return JSONResponse(fmt.full("".join(parts), ev))
-        finally:
-            await events.aclose()
-        raise OpenAIError(500, "generation ended without a result", "server_error")
+    if not req.stream:
+        return await _full(events, builder)
     try:
         first = await _primed(events)
     except BaseException:
         await events.aclose()
         raise
-    return EventSourceResponse(_sse(first, events, fmt, include_usage), ping=15)
+    return EventSourceResponse(_sse(first, events, builder, req.include_usage()), ping=15)
+
+
+async def _full(events: AsyncGenerator[Event, None], builder: ResponseBuilder) -> JSONResponse:
+    parts: list[str] = []
+    try:
+        async for ev in events:
+            if isinstance(ev, TextDelta):
+                parts.append(ev.text)
+            else:
+                return JSONResponse(dump(builder.full("".join(parts), ev)))
+    finally:
+        await events.aclose()
+    raise OpenAIError(500, "generation ended without a result", "server_error")
+
+
+async def _primed(events: AsyncGenerator[Event, None]) -> Event | None:
+    """Run the generation up to its first event so that failures before any output
+    (verifier down, bad prompt) become a proper HTTP status instead of a stream error."""
+    try:
+        return await events.__anext__()
+    except StopAsyncIteration:
+        return None
 
 
 async def _sse(
-    first: Event | None, events: AsyncIterator[Event], fmt: _Formatter, include_usage: bool
-) -> AsyncIterator[dict[str, str]]:
+    first: Event | None, events: AsyncGenerator[Event, None], builder: ResponseBuilder, include_usage: bool
+) -> AsyncGenerator[dict[str, str], None]:
     def data(obj: dict[str, Any]) -> dict[str, str]:
-        if include_usage:
-            obj.setdefault("usage", None)
         return {"data": json.dumps(obj, separators=(",", ":"))}
 
+    async def chained() -> AsyncGenerator[Event, None]:
+        if first is not None:
+            yield first
+        async for ev in events:
+            yield ev
+
     try:
-        if fmt.chat:
-            yield data(fmt.chunk("", first=True))
-        async for ev in _chain(first, events):
+        if builder.chat:
+            yield data(dump(builder.chunk("", first=True), include_usage))
+        async for ev in chained():
             if isinstance(ev, TextDelta):
-                yield data(fmt.chunk(ev.text))
+                yield data(dump(builder.chunk(ev.text), include_usage))
             else:
-                final = fmt.chunk(None, ev.finish_reason)
-                final["tandem"] = ev.stats
-                yield data(final)
+                yield data(dump(builder.chunk(None, ev.finish_reason, stats=ev.stats), include_usage))
                 if include_usage:
-                    yield {"data": json.dumps(fmt.usage_chunk(ev), separators=(",", ":"))}
+                    yield data(dump(builder.usage_chunk(ev)))
         yield {"data": "[DONE]"}
     except OpenAIError as exc:
         log.warning("error inside a stream", extra={"error": exc.message})
-        yield {"data": json.dumps(exc.envelope())}
+        yield data(exc.envelope())
         yield {"data": "[DONE]"}
     except Exception as exc:  # noqa: BLE001 - never drop a stream without telling the client
         log.exception("unexpected error inside a stream")
         err = OpenAIError(500, f"internal error: {type(exc).__name__}", "server_error", None, "internal_error")
-        yield {"data": json.dumps(err.envelope())}
+        yield data(err.envelope())
         yield {"data": "[DONE]"}
     finally:
         await events.aclose()  # client gone or done: ends the verifier session

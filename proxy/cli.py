@@ -5,24 +5,27 @@ from __future__ import annotations
 import logging
 
 import uvicorn
+from fastapi import FastAPI
 from pydantic_settings import CliApp
 
 from proxy.app import create_app
 from proxy.draft.base import Drafter
-from proxy.draft.llama_drafter import LlamaDrafter, load_llama
+from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.draft.ngram import NgramDrafter
+from proxy.draft.pool import DrafterPool
 from proxy.errors import OpenAIError
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_client import VerifierClient
-from verifier.logs import configure_logging
-from verifier.models import resolve_draft
+from verifier.core.gguf import load_llama
+from verifier.core.logs import configure_logging
+from verifier.core.models import resolve_draft
 
 log = logging.getLogger(__name__)
 
 
-def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]
+def build_app(settings: EdgeSettings) -> FastAPI:
     draft_path = str(resolve_draft(settings.draft_model))
 
     async def factory() -> EdgeService:
@@ -34,9 +37,9 @@ def build_app(settings: EdgeSettings):  # type: ignore[no-untyped-def]
             drafters = [LlamaDrafter(load_llama(draft_path, settings.n_ctx, settings.threads))
                         for _ in range(settings.slots)]
         client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s)
-        service = EdgeService(settings, tokenizer, drafters, client)
+        service = EdgeService(settings, tokenizer, DrafterPool(drafters), client)
         try:
-            reachable = await service.check_verifier()
+            reachable = await service.verifier.check()
         except OpenAIError as exc:
             raise SystemExit(exc.message) from exc
         if not reachable:

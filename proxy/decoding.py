@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
-from proxy.draft.base import Drafter, DraftSampling
+from proxy.draft.base import Drafter
 from proxy.verifier_client import VerifierClient
-from verifier.protocol import SamplingParams
+from verifier.core.drafting import DraftSampling
+from verifier.core.protocol import SamplingParams
 
 
 @dataclass
 class GenerationStats:
-    """Per-request counters; one name per concept across edge, wire and metrics."""
+    """Per-request counters, named as in the glossary (``verifier.core.sampling``);
+    ``verify_compute_s`` sums the verifier's ``compute_ms``."""
 
     mode: str
     rounds: int = 0
@@ -72,7 +74,7 @@ async def speculative_loop(
     client: VerifierClient,
     stats: GenerationStats,
     proposal_support: int,
-) -> AsyncIterator[list[int]]:
+) -> AsyncGenerator[list[int], None]:
     """Stop-and-wait speculative decoding; gamma == 0 is cloud-only decoding."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     dsampling = _draft_sampling(req, proposal_support)
@@ -81,18 +83,20 @@ async def speculative_loop(
     try:
         context = list(req.prompt_token_ids)
         produced = 0
+        round_ = 0
         while produced < req.max_tokens:
-            k = min(req.gamma, req.max_tokens - produced - 1)  # every round also yields one token
+            gamma = min(req.gamma, req.max_tokens - produced - 1)  # every round also yields one token
             drafts = []
-            if k > 0:
+            if gamma > 0:
                 t0 = time.perf_counter()
-                drafts = await asyncio.to_thread(drafter.propose, context, k, dsampling, req.stop_token_ids)
+                drafts = await asyncio.to_thread(drafter.propose, context, gamma, dsampling, req.stop_token_ids)
                 stats.draft_s += time.perf_counter() - t0
             t0 = time.perf_counter()
+            round_ += 1
+            result = await client.verify(session.session_id, round_, drafts)
             stats.rounds += 1
-            result = await client.verify(session.session_id, stats.rounds, drafts)
             stats.verify_wait_s += time.perf_counter() - t0
-            stats.verify_compute_s += result.verify_ms / 1000
+            stats.verify_compute_s += result.compute_ms / 1000
             stats.drafted += len(drafts)
             stats.accepted += result.accepted
             if result.accepted < len(drafts):
@@ -109,21 +113,23 @@ async def speculative_loop(
 
 async def cloud_loop(
     req: GenerationRequest, client: VerifierClient, stats: GenerationStats
-) -> AsyncIterator[list[int]]:
+) -> AsyncGenerator[list[int], None]:
     """Cloud-only baseline: the target decodes alone in the cloud and streams token ids."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     up0, down0 = client.bytes_up, client.bytes_down
     t0 = time.perf_counter()
     async for chunk in client.generate(req.prompt_token_ids, sampling, req.max_tokens, sorted(req.stop_token_ids)):
         stats.rounds += 1
-        stats.verify_compute_s += chunk.verify_ms / 1000
+        stats.verify_compute_s += chunk.compute_ms / 1000
         stats.verify_wait_s = time.perf_counter() - t0
         stats.bytes_up = client.bytes_up - up0
         stats.bytes_down = client.bytes_down - down0
         yield chunk.token_ids
 
 
-async def draft_loop(req: GenerationRequest, drafter: Drafter, stats: GenerationStats) -> AsyncIterator[list[int]]:
+async def draft_loop(
+    req: GenerationRequest, drafter: Drafter, stats: GenerationStats
+) -> AsyncGenerator[list[int], None]:
     """Edge-only: the draft model alone (fast, lower quality; also the offline fallback)."""
     dsampling = _draft_sampling(req, 1)
     context = list(req.prompt_token_ids)

@@ -1,4 +1,5 @@
-"""OpenAI error envelopes, produced in exactly one place."""
+"""OpenAI errors of the edge, and the handlers that turn every failure into the envelope
+(``verifier.core.errors``)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from verifier.core.errors import error_envelope
 
 
 class OpenAIError(Exception):
@@ -29,7 +32,7 @@ class OpenAIError(Exception):
         self.code = code
 
     def envelope(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        return error_envelope(self.message, self.type, self.param, self.code)
 
 
 def bad_request(message: str, param: str | None = None, code: str | None = None) -> OpenAIError:

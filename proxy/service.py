@@ -1,225 +1,111 @@
-"""The edge's serving object: builds prompts, checks limits, runs a decoding loop and
-turns committed tokens into text events. Routes in app.py only translate to HTTP/SSE."""
+"""The edge's serving object: one prepared request in, text events out.
+
+It picks the decoding loop for the request's mode, leases a drafter, feeds committed tokens
+to a ``TextEmitter`` and maps verifier failures to OpenAI errors. Prompt building
+(``prompting``), request resolution (``resolve``), the verifier probe (``verifier_probe``) and
+the drafter pool (``draft.pool``) are modules of their own; routes in ``app`` only translate
+to HTTP/SSE.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-import secrets
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
+from typing import Literal
 
-from proxy.chat_template import ChatTemplate, ChatTemplateError
-from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
-from proxy.draft.base import Drafter
-from proxy.errors import OpenAIError, bad_request, verifier_unavailable
+from proxy.decoding import GenerationStats, cloud_loop, draft_loop, speculative_loop
+from proxy.draft.pool import DrafterPool
+from proxy.errors import OpenAIError, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
-from proxy.settings import EdgeSettings, Mode
-from proxy.textstream import TextStream
+from proxy.output import Event, Finished, TextDelta, TextEmitter
+from proxy.prompting import PromptBuilder
+from proxy.resolve import PreparedRequest, mode_of, resolve
+from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
+from proxy.verifier_probe import VerifierProbe
 
 log = logging.getLogger(__name__)
 
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
 
-@dataclass(frozen=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int
-    completion_tokens: int
-    stats: dict[str, float | int | str]
-
-
-Event = TextDelta | Finished
-
-
-@dataclass(frozen=True)
-class PreparedRequest:
-    gen: GenerationRequest
-    mode: Mode
-    stop: list[str]
-
-
 class EdgeService:
-    def __init__(
-        self, settings: EdgeSettings, tokenizer: Tokenizer, drafters: list[Drafter], client: VerifierClient
-    ) -> None:
+    def __init__(self, settings: EdgeSettings, tokenizer: Tokenizer, drafters: DrafterPool,
+                 client: VerifierClient) -> None:
         self.settings = settings
         self.tokenizer = tokenizer
         self.client = client
-        self.template = ChatTemplate(tokenizer.chat_template, tokenizer.bos_text, tokenizer.eos_text)
-        self.standalone = all(d.standalone for d in drafters)
-        self._drafters: asyncio.Queue[Drafter] = asyncio.Queue()
-        for d in drafters:
-            self._drafters.put_nowait(d)
-        self.verifier_max_context: int | None = None
+        self.drafters = drafters
+        self.prompts = PromptBuilder(tokenizer)
+        self.verifier = VerifierProbe(client, tokenizer.vocab_size)
         self.created = int(time.time())
 
     @property
     def model_id(self) -> str:
         return self.settings.served_model_name
 
-    async def check_verifier(self) -> bool:
-        """Fetch the verifier's info; refuse a verifier with another vocabulary."""
-        try:
-            info = await self.client.info()
-        except (VerifierUnavailable, VerifierRejected):
-            return False
-        if info.vocab_size != self.tokenizer.vocab_size:
-            raise OpenAIError(
-                502, f"the verifier's model has a vocabulary of {info.vocab_size} tokens, the edge's draft "
-                f"{self.tokenizer.vocab_size}: they cannot work together", "server_error", None, "model_mismatch")
-        self.verifier_max_context = info.max_context
-        return True
-
-    async def ensure_verifier_known(self, mode: Mode) -> None:
-        """Learn the verifier's limits once (an edge may start before its verifier)."""
-        if self.verifier_max_context is None and mode != "draft":
-            await self.check_verifier()
-
-    def context_limit(self) -> int:
-        limit = self.settings.n_ctx
-        if self.verifier_max_context:
-            limit = min(limit, self.verifier_max_context)
-        return limit
-
-    # ---- request -> prepared generation ------------------------------------------------
     def check_model(self, model: str) -> None:
         if model != self.model_id:
             raise OpenAIError(404, f"The model `{model}` does not exist.", "invalid_request_error", "model",
                               "model_not_found")
 
-    def chat_prompt(self, req: ChatCompletionRequest) -> list[int]:
-        messages = []
-        for m in req.messages:
-            role = "system" if m.role == "developer" else m.role
-            if m.content is None:
-                raise bad_request("messages: every message needs content", "messages")
-            messages.append({"role": role, "content": m.text()})
-        try:
-            text = self.template.render(messages, add_generation_prompt=True)
-        except ChatTemplateError as exc:
-            raise bad_request(str(exc), "messages") from exc
-        return self.tokenizer.encode(text, special=True, add_bos=self.tokenizer.add_bos)
+    def context_limit(self) -> int:
+        limit = self.settings.n_ctx
+        if self.verifier.max_context:
+            limit = min(limit, self.verifier.max_context)
+        return limit
 
-    def text_prompt(self, req: CompletionRequest) -> list[int]:
-        ids = self.tokenizer.encode(req.prompt_text(), special=True)
-        if not ids:
-            raise bad_request("prompt must not be empty", "prompt")
-        return ids
-
-    def mode_of(self, req: SamplingFields) -> Mode:
-        return req.tandem.mode if req.tandem and req.tandem.mode else self.settings.mode
-
-    def prepare(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
+    async def prepare(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
+        """Validate a request and resolve it into one generation (raises OpenAIError)."""
         self.check_model(req.model)
-        limit = self.context_limit()
-        room = limit - len(prompt_ids)
-        if room <= 0:
-            raise bad_request(
-                f"This model's maximum context length is {limit} tokens. However, your prompt is "
-                f"{len(prompt_ids)} tokens long.", "messages", "context_length_exceeded")
-        requested = req.token_limit()
-        max_tokens = requested if requested is not None else (default_max or room)
-        if max_tokens > room:
-            if requested is not None:
-                raise bad_request(
-                    f"This model's maximum context length is {limit} tokens. However, you requested "
-                    f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the prompt, {max_tokens} for "
-                    f"the completion).", "max_tokens", "context_length_exceeded")
-            max_tokens = room
-        temperature = 1.0 if req.temperature is None else req.temperature
-        top_p = 1.0 if req.top_p is None else req.top_p
-        seed = req.seed if req.seed is not None else secrets.randbits(63)
-        if seed < 0:
-            seed &= (1 << 63) - 1
-        opts = req.tandem
-        mode = self.mode_of(req)
-        gamma = opts.gamma if opts and opts.gamma is not None else self.settings.gamma
-        threshold = (opts.confidence_threshold if opts and opts.confidence_threshold is not None
-                     else self.settings.confidence_threshold)
-        if mode == "draft" and not self.standalone:
-            raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {self.settings.drafter!r}",
-                              "tandem.mode", "unsupported_mode")
-        if opts and opts.confidence_threshold and not self.standalone:
-            raise bad_request(f"confidence_threshold needs a draft model's probabilities; this edge drafts with "
-                              f"{self.settings.drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
-        gen = GenerationRequest(
-            prompt_token_ids=prompt_ids,
-            max_tokens=max_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-            gamma=gamma,
-            stop_token_ids=self.tokenizer.stop_token_ids,
-            confidence_threshold=threshold,
-        )
-        return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())
+        if mode_of(req, self.settings) != "draft":
+            await self.verifier.ensure_known()
+        if isinstance(req, ChatCompletionRequest):
+            return self._resolve(req, self.prompts.chat(req), None)
+        return self._resolve(req, self.prompts.text(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
 
-    # ---- generation --------------------------------------------------------------------
-    @contextlib.asynccontextmanager
-    async def _drafter(self) -> AsyncIterator[Drafter]:
-        drafter = await self._drafters.get()
-        try:
-            yield drafter
-        finally:
-            self._drafters.put_nowait(drafter)
+    def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
+        return resolve(req, prompt_ids, self.settings, self.context_limit(), self.drafters.standalone,
+                       self.tokenizer.stop_token_ids, default_max)
 
-    async def generate(self, prep: PreparedRequest) -> AsyncIterator[Event]:
+    async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished. Raises OpenAIError for failures."""
         gen = prep.gen
         stats = GenerationStats(mode=prep.mode)
-        stream = TextStream(prep.stop)
-        produced = 0
-        reason = "length"
+        emitter = TextEmitter(self.tokenizer, gen.max_tokens, gen.stop_token_ids, prep.stop)
         t0 = time.perf_counter()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                if prep.mode == "cloud":
-                    tokens = cloud_loop(gen, self.client, stats)
-                else:
-                    drafter = await stack.enter_async_context(self._drafter())
-                    if prep.mode == "draft":
-                        tokens = draft_loop(gen, drafter, stats)
-                    else:
-                        tokens = speculative_loop(gen, drafter, self.client, stats, self.settings.proposal_support)
+                tokens = await self._loop(prep, stats, stack)
                 stack.push_async_callback(tokens.aclose)
                 async for new in tokens:
-                    done = False
-                    for tok in new:
-                        if produced >= gen.max_tokens:
-                            done = True
-                            break
-                        produced += 1
-                        if tok in gen.stop_token_ids:
-                            reason, done = "stop", True
-                            break
-                        text = stream.push(self.tokenizer.token_bytes([tok]))
-                        if text:
-                            yield TextDelta(text)
-                        if stream.stopped:
-                            reason, done = "stop", True
-                            break
-                    if done or produced >= gen.max_tokens:
+                    for text in emitter.push(new):
+                        yield TextDelta(text)
+                    if emitter.done:
                         break
         except VerifierUnavailable as exc:
             raise verifier_unavailable(str(exc)) from exc
         except VerifierRejected as exc:
             raise OpenAIError(502, f"verifier refused the request: {exc}", "server_error", None,
                               "verifier_error") from exc
-        tail = stream.finish()
+        tail = emitter.finish()
         if tail:
             yield TextDelta(tail)
         out = stats.as_dict()
         out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
-        log.info("request finished", extra={"tokens": produced, "reason": reason, **out})
-        yield Finished(reason, len(gen.prompt_token_ids), produced, out)
+        log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
+        yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out)
+
+    async def _loop(self, prep: PreparedRequest, stats: GenerationStats,
+                    stack: contextlib.AsyncExitStack) -> AsyncGenerator[list[int], None]:
+        """The decoding loop of the request's mode; a drafter leased for its lifetime if it needs one."""
+        mode: Literal["speculative", "cloud", "draft"] = prep.mode
+        if mode == "cloud":
+            return cloud_loop(prep.gen, self.client, stats)
+        drafter = await stack.enter_async_context(self.drafters.lease())
+        if mode == "draft":
+            return draft_loop(prep.gen, drafter, stats)
+        return speculative_loop(prep.gen, drafter, self.client, stats, self.settings.proposal_support)

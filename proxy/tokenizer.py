@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 
-from llama_cpp import Llama
+from verifier.core.gguf import load_llama
 
 _END_OF_TURN_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
 
 
-@contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
-    """Silence llama.cpp's own stderr (file descriptor 2) for a moment. A vocab-only load has no
-    trained context length, so llama.cpp warns of a "possible training context overflow" that
-    does not apply; load errors still raise."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "wb") as null:
-            os.dup2(null.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 class Tokenizer:
     def __init__(self, gguf_path: str | Path) -> None:
-        with _quiet_stderr():
-            self._llm = Llama(model_path=str(gguf_path), vocab_only=True, verbose=False)
+        self._llm = load_llama(gguf_path, vocab_only=True)
         self.vocab_size = self._llm.n_vocab()
         md = self._llm.metadata
         self.chat_template: str | None = md.get("tokenizer.chat_template")

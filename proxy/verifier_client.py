@@ -2,33 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Sequence
 
 import httpx
+from pydantic import ValidationError
 
-from proxy.draft.base import DraftToken
-from verifier.protocol import (
+from verifier.core.codec import encode_round
+from verifier.core.drafting import DraftToken
+from verifier.core.errors import ErrorBody, ErrorEnvelope
+from verifier.core.protocol import (
     API_PREFIX,
     GeneratedTokens,
     GenerateRequest,
-    Proposal,
     SamplingParams,
     ServerInfo,
     SessionCreate,
     SessionCreated,
-    VerifyRequest,
     VerifyResponse,
 )
-
-
-def verify_request(round_: int, drafts: list[DraftToken]) -> VerifyRequest:
-    """The wire form of one round. Probabilities go out at full precision (JSON float repr
-    round-trips float64 exactly): the verifier must see exactly the q the draft drew from."""
-    proposals = None
-    if drafts and drafts[0].proposal is not None:
-        proposals = [Proposal(ids=d.proposal.ids.tolist(), probs=d.proposal.probs.tolist())
-                     for d in drafts if d.proposal is not None]
-    return VerifyRequest(round=round_, draft_token_ids=[d.token_id for d in drafts], proposals=proposals)
 
 
 class VerifierUnavailable(Exception):
@@ -36,11 +27,13 @@ class VerifierUnavailable(Exception):
 
 
 class VerifierRejected(Exception):
-    """The verifier refused a call (a bug on the edge, or a context the cloud cannot hold)."""
+    """The verifier refused a call (a bug on the edge, or a context the cloud cannot hold);
+    ``code`` is the verifier's error code (``session_not_found``, ...)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 class VerifierClient:
@@ -80,15 +73,15 @@ class VerifierClient:
         resp = await self._call("POST", f"{API_PREFIX}/sessions", body)
         return SessionCreated.model_validate_json(resp.content)
 
-    async def verify(self, session_id: str, round_: int, drafts: list[DraftToken]) -> VerifyResponse:
-        req = verify_request(round_, drafts)
+    async def verify(self, session_id: str, round_: int, drafts: Sequence[DraftToken]) -> VerifyResponse:
+        req = encode_round(round_, drafts)
         # a round is idempotent on the verifier, so one retry after a transport error is safe
         resp = await self._call("POST", f"{API_PREFIX}/sessions/{session_id}/verify",
                                 req.model_dump_json(exclude_none=True), retries=1)
         return VerifyResponse.model_validate_json(resp.content)
 
     async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                       stop_token_ids: list[int]) -> AsyncIterator[GeneratedTokens]:
+                       stop_token_ids: list[int]) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding: the target generates in the cloud and streams token ids."""
         body = GenerateRequest(prompt_token_ids=prompt_token_ids, sampling=sampling, max_tokens=max_tokens,
                                stop_token_ids=stop_token_ids).model_dump_json()
@@ -119,11 +112,18 @@ def _raise_for_status(resp: httpx.Response) -> None:
     if resp.status_code == 503:
         raise VerifierUnavailable(_message(resp))
     if resp.status_code >= 400:
-        raise VerifierRejected(resp.status_code, _message(resp))
+        error = _error_body(resp)
+        raise VerifierRejected(resp.status_code, error.message if error else f"HTTP {resp.status_code}",
+                               error.code if error else None)
 
 
 def _message(resp: httpx.Response) -> str:
+    error = _error_body(resp)
+    return error.message if error else f"HTTP {resp.status_code}"
+
+
+def _error_body(resp: httpx.Response) -> ErrorBody | None:
     try:
-        return str(resp.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {resp.status_code}"
+        return ErrorEnvelope.model_validate_json(resp.content).error
+    except ValidationError:
+        return None

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verifier.backends.base import TargetBackend
-from verifier.engine import EngineError, VerifierEngine
-from verifier.protocol import (
+from verifier.core.errors import error_envelope, error_type
+from verifier.core.protocol import (
     API_PREFIX,
     PROTOCOL_VERSION,
     GenerateRequest,
@@ -23,12 +24,13 @@ from verifier.protocol import (
     VerifyRequest,
     VerifyResponse,
 )
+from verifier.engine import EngineError, VerifierEngine
 
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, message: str, code: str, type_: str = "invalid_request_error") -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"message": message, "type": type_, "code": code}})
+def _error(status: int, message: str, code: str | None) -> JSONResponse:
+    return JSONResponse(status_code=status, content=error_envelope(message, error_type(status), None, code))
 
 
 class VerifierService:
@@ -86,8 +88,12 @@ def create_app(
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
-        type_ = "server_error" if exc.status >= 500 else "invalid_request_error"
-        return _error(exc.status, str(exc), exc.code, type_)
+        return _error(exc.status, str(exc), exc.code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _error(exc.status_code, str(exc.detail), code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -104,14 +110,7 @@ def create_app(
 
     @app.get(f"{API_PREFIX}/info")
     async def info() -> ServerInfo:
-        info = service.ready_engine().backend.info
-        return ServerInfo(
-            model=info.model,
-            backend=info.backend,
-            vocab_size=info.vocab_size,
-            max_context=info.max_context,
-            eos_token_ids=list(info.eos_token_ids),
-        )
+        return ServerInfo.of(service.ready_engine().backend.info)
 
     @app.get(f"{API_PREFIX}/stats")
     async def stats() -> dict[str, float | int]:
@@ -136,7 +135,7 @@ def create_app(
         except StopAsyncIteration:
             first = None
 
-        async def lines() -> AsyncIterator[bytes]:
+        async def lines() -> AsyncGenerator[bytes, None]:
             try:
                 if first is not None:
                     yield first.model_dump_json().encode() + b"\n"

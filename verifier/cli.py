@@ -5,9 +5,9 @@ from __future__ import annotations
 import uvicorn
 from pydantic_settings import CliApp
 
-from verifier.backends import load_backend
-from verifier.logs import configure_logging
-from verifier.models import default_target_dir
+from verifier.backends import TargetBackend, load_backend
+from verifier.core.logs import configure_logging
+from verifier.core.models import default_target_dir
 from verifier.settings import VerifierSettings
 
 
@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     model = settings.model or str(default_target_dir())
 
-    def factory():  # type: ignore[no-untyped-def]
+    def factory() -> TargetBackend:
         return load_backend(
             settings.backend, model, settings.dtype, settings.device, settings.threads, settings.max_context,
             settings.cpu_linear,

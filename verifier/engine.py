@@ -11,13 +11,15 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TypeVar
 
 from verifier.backends.base import SequenceState, TargetBackend
-from verifier.protocol import (
+from verifier.core.acceptance import verify_greedy, verify_sampled
+from verifier.core.codec import decode_proposals
+from verifier.core.protocol import (
+    PROTOCOL_VERSION,
     GeneratedTokens,
     GenerateRequest,
     SamplingParams,
@@ -26,9 +28,11 @@ from verifier.protocol import (
     VerifyRequest,
     VerifyResponse,
 )
-from verifier.sampling import SparseDist, target_distribution, verify_greedy, verify_sampled
+from verifier.core.sampling import target_distribution
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class EngineError(Exception):
@@ -58,8 +62,8 @@ class EngineStats:
     sessions_created: int = 0
     sessions_expired: int = 0
     rounds: int = 0
-    draft_tokens: int = 0
-    accepted_tokens: int = 0
+    drafted: int = 0
+    accepted: int = 0
     compute_s: float = 0.0
 
 
@@ -76,7 +80,8 @@ class VerifierEngine:
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def _run_model(self, fn, *args):  # type: ignore[no-untyped-def]
+    async def _run_model(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
+        """Run a backend call off the event loop, one at a time; returns (result, seconds)."""
         async with self._model_lock:
             t0 = time.perf_counter()
             result = await asyncio.to_thread(fn, *args)
@@ -86,7 +91,7 @@ class VerifierEngine:
 
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
-        if req.protocol_version != 1:
+        if req.protocol_version != PROTOCOL_VERSION:
             raise EngineError(400, f"unsupported protocol_version {req.protocol_version}", "bad_protocol")
         if any(t < 0 or t >= info.vocab_size for t in req.prompt_token_ids):
             raise EngineError(400, "prompt token id outside the vocabulary", "invalid_token")
@@ -119,7 +124,8 @@ class VerifierEngine:
             session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context
         )
 
-    def _get(self, session_id: str) -> Session:
+    def session(self, session_id: str) -> Session:
+        """A live session (404 EngineError if it ended or expired)."""
         session = self._sessions.get(session_id)
         if session is None:
             raise EngineError(404, f"no session {session_id!r} (ended or expired)", "session_not_found")
@@ -139,7 +145,7 @@ class VerifierEngine:
             raise EngineError(400, "round would exceed the target's context", "context_length_exceeded")
 
     async def verify(self, session_id: str, req: VerifyRequest) -> VerifyResponse:
-        session = self._get(session_id)
+        session = self.session(session_id)
         async with session.lock:
             session.last_used = time.monotonic()
             if req.round == session.last_round and session.last_response is not None:
@@ -149,17 +155,12 @@ class VerifierEngine:
                     409, f"expected round {session.last_round + 1}, got {req.round}", "round_out_of_order"
                 )
             self._check_round(session, req)
-            proposals = None
-            if req.proposals is not None:
-                proposals = [
-                    SparseDist(np.asarray(p.ids, dtype=np.int64), np.asarray(p.probs, dtype=np.float64))
-                    for p in req.proposals
-                ]
-                try:
-                    for dist in proposals:
-                        dist.validate(self.backend.info.vocab_size)
-                except ValueError as exc:
-                    raise EngineError(400, str(exc), "invalid_proposal") from exc
+            proposals = decode_proposals(req)
+            try:
+                for dist in proposals or ():
+                    dist.validate(self.backend.info.vocab_size)
+            except ValueError as exc:
+                raise EngineError(400, str(exc), "invalid_proposal") from exc
             draft = list(req.draft_token_ids)
             feed = [session.committed[-1], *draft]
             try:
@@ -179,23 +180,23 @@ class VerifierEngine:
                 self.backend.truncate(session.state, len(session.committed) - 1)
                 raise EngineError(400, str(exc), "invalid_proposal") from exc
             session.committed.extend(draft[: outcome.accepted])
-            session.committed.append(outcome.next_token)
+            session.committed.append(outcome.next_token_id)
             self.backend.truncate(session.state, len(session.committed) - 1)
             resp = VerifyResponse(
                 round=req.round,
                 accepted=outcome.accepted,
-                next_token_id=outcome.next_token,
+                next_token_id=outcome.next_token_id,
                 committed_tokens=len(session.committed),
-                verify_ms=dt * 1000.0,
+                compute_ms=dt * 1000.0,
             )
             session.last_round = req.round
             session.last_response = resp
             self.stats.rounds += 1
-            self.stats.draft_tokens += len(draft)
-            self.stats.accepted_tokens += outcome.accepted
+            self.stats.drafted += len(draft)
+            self.stats.accepted += outcome.accepted
             return resp
 
-    async def generate(self, req: GenerateRequest) -> AsyncIterator[GeneratedTokens]:
+    async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding through the same round code path (rounds with no drafts),
         so its greedy output is by construction the verifier's greedy output."""
         created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
@@ -205,7 +206,7 @@ class VerifierEngine:
         try:
             for i in range(min(req.max_tokens, room)):
                 r = await self.verify(created.session_id, VerifyRequest(round=i + 1))
-                yield GeneratedTokens(token_ids=[r.next_token_id], verify_ms=r.verify_ms)
+                yield GeneratedTokens(token_ids=[r.next_token_id], compute_ms=r.compute_ms)
                 if r.next_token_id in stops:
                     break
         finally:

@@ -13,7 +13,7 @@ import logging
 import sys
 from pathlib import Path
 
-from verifier.models import default_target_dir, target_gguf_path
+from verifier.core.models import default_target_dir, target_gguf_path
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ difference is printed and the command exits with status 1.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shlex
@@ -26,25 +25,9 @@ from clients.bench.measure import MODES, RequestResult, run_request, summarise
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
 from clients.bench.testbed import Process, RelayThread, Testbed
+from verifier.core.prompts import load_prompts
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
-
-
-def load_prompts(path: Path, limit: int | None) -> list[tuple[str, list[dict[str, str]]]]:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    prompts = [(r.get("category", "chat"), r["messages"]) for r in rows]
-    if limit is not None and limit < len(prompts):
-        # keep categories balanced: round-robin over categories
-        by_cat: dict[str, list[tuple[str, list[dict[str, str]]]]] = {}
-        for p in prompts:
-            by_cat.setdefault(p[0], []).append(p)
-        picked: list[tuple[str, list[dict[str, str]]]] = []
-        while len(picked) < limit:
-            for cat in list(by_cat):
-                if by_cat[cat] and len(picked) < limit:
-                    picked.append(by_cat[cat].pop(0))
-        prompts = picked
-    return prompts
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -79,7 +62,7 @@ def edge_cpu_reader(pid: int) -> Callable[[], float]:
 
 
 def _draft_path(name: str) -> str:
-    from verifier.models import resolve_draft
+    from verifier.core.models import resolve_draft
 
     return str(resolve_draft(name))
 
@@ -119,12 +102,12 @@ def main(argv: list[str] | None = None) -> int:
                 for m in modes:  # warm-up, not measured
                     run_request(edges[m.draft][2], warm, m, 4, relay.counters, lambda: 0.0, sc.name, -1, "warmup")
                 relay.restart_clock()
-                for pid, (cat, messages) in enumerate(prompts):
+                for pid, record in enumerate(prompts):
                     for m in modes:  # side by side: every mode on a prompt before the next prompt
                         bar.set_postfix_str(f"{sc.name}/{m.name}")
                         edge, _, url = edges[m.draft]
-                        results.append(run_request(url, messages, m, args.max_tokens, relay.counters,
-                                                   edge_cpu_reader(edge.pid), sc.name, pid, cat))
+                        results.append(run_request(url, record.messages, m, args.max_tokens, relay.counters,
+                                                   edge_cpu_reader(edge.pid), sc.name, pid, record.category))
                         bar.update(1)
             finally:
                 for edge, duty, _ in edges.values():

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from clients.bench import bounds
+from verifier.core import bounds
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,7 @@ class Mode:
     name: str
     tandem: dict[str, Any]  # the request's `tandem` extension
     lossless: bool  # greedy text must equal cloud-only's
-    bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
+    bound: str  # which analytic bound applies: cloud | edge | stop_and_wait
     draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft)
 
 
@@ -148,20 +148,19 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
     accepted = sum(x.get("accepted", 0) for x in s)
     rejections = sum(x.get("rejections", 0) for x in s)
     draft_ms = sum(x.get("draft_ms", 0.0) for x in s)
-    verify_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
+    compute_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
     alpha = bounds.per_token_alpha(accepted, rejections)
     tps = tokens / total_s if total_s else 0.0
     if mode.bound == "cloud":
-        t_step = verify_ms / 1000 / rounds if rounds else 0.0
+        t_step = compute_ms / 1000 / rounds if rounds else 0.0
         bound = bounds.cloud_tokens_per_s(max(1, tokens // max(1, len(results))), t_step, rtt_s) if t_step else 0.0
     elif mode.bound == "edge":
         bound = bounds.edge_tokens_per_s(draft_ms / 1000 / tokens) if tokens else 0.0
     else:
         gamma = drafted / rounds if rounds else 0.0
         t_draft = draft_ms / 1000 / drafted if drafted else 0.0
-        t_verify = verify_ms / 1000 / rounds if rounds else 0.0
-        fn = bounds.pipelined_tokens_per_s if mode.bound == "pipelined" else bounds.stop_and_wait_tokens_per_s
-        bound = fn(alpha, gamma, t_draft, rtt_s, t_verify) if rounds else 0.0
+        t_verify = compute_ms / 1000 / rounds if rounds else 0.0
+        bound = bounds.stop_and_wait_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_verify) if rounds else 0.0
     return ModeSummary(
         scenario=results[0].scenario if results else "", mode=mode.name, requests=len(results), tokens=tokens,
         ttft_ms_median=round(statistics.median([r.ttft_s for r in results]) * 1000, 1) if results else 0.0,
@@ -174,7 +173,7 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         rounds_per_token=round(rounds / tokens, 4) if tokens else 0.0,
         bytes_up_per_token=round(sum(r.bytes_up for r in results) / tokens, 1) if tokens else 0.0,
         bytes_down_per_token=round(sum(r.bytes_down for r in results) / tokens, 1) if tokens else 0.0,
-        cloud_ms_per_token=round(verify_ms / tokens, 2) if tokens else 0.0,
+        cloud_ms_per_token=round(compute_ms / tokens, 2) if tokens else 0.0,
         edge_cpu_ms_per_token=round(sum(r.edge_cpu_s for r in results) * 1000 / tokens, 2) if tokens else 0.0,
         bound_tokens_per_s=round(bound, 2),
         measured_over_bound=round(tps / bound, 3) if bound else 0.0,

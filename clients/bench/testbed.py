@@ -84,13 +84,17 @@ class Testbed:
         self.verifier_port = 0
         self._started: list[Process] = []  # everything started, stopped again by stop() whatever happens
 
+    def track(self, process: Process) -> Process:
+        """Make ``stop()`` end this process too, whatever else fails."""
+        self._started.append(process)
+        return process
+
     def start_verifier(self) -> None:
         self.verifier_port = free_port()
         # pinned: one thread per core; unpinned: the verifier's own default (all cores but one)
         threads = ["--threads", str(len(self.verifier_cpus))] if self.verifier_cpus else []
-        self.verifier = Process(["-m", "verifier.cli", "--port", str(self.verifier_port), *threads],
-                                self.log_dir / "verifier.log", self.verifier_cpus)
-        self._started.append(self.verifier)
+        self.verifier = self.track(Process(["-m", "verifier.cli", "--port", str(self.verifier_port), *threads],
+                                           self.log_dir / "verifier.log", self.verifier_cpus))
         wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
 
     def start_edge(self, scenario: Scenario, relay: RelayThread, draft_model: str | None,
@@ -102,8 +106,7 @@ class Testbed:
                 "--threads", str(threads), "--slots", "1", "--gamma", str(self.gamma), "--verifier-timeout-s", "120"]
         if draft_model:
             args += ["--draft-model", draft_model]
-        edge = Process(args, self.log_dir / f"edge-{scenario.name}-{tag}.log", cpus)
-        self._started.append(edge)
+        edge = self.track(Process(args, self.log_dir / f"edge-{scenario.name}-{tag}.log", cpus))
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, edge.proc, "edge")
         duty = DutyCycle(edge.pid, scenario.edge.duty)

@@ -9,42 +9,25 @@ the previous one reuses it.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
+import numpy.typing as npt
 from llama_cpp import Llama
 
-from proxy.draft.base import Drafter, DraftSampling, DraftToken, choose_from_logits, confidence, sample_full
-
-
-def load_llama(path: str | Path, n_ctx: int, threads: int | None) -> Llama:
-    return Llama(
-        model_path=str(path),
-        n_ctx=n_ctx,
-        n_batch=min(512, n_ctx),
-        n_threads=threads,
-        n_threads_batch=threads,
-        logits_all=False,
-        verbose=False,
-    )
-
-
-def last_logits(llm: Llama) -> np.ndarray:
-    """A copy of the logits after the last evaluated token."""
-    raw = llm._ctx.get_logits_ith(-1)  # pinned llama-cpp-python 0.3.36 API
-    return np.ctypeslib.as_array(raw, shape=(llm.n_vocab(),)).copy()
+from proxy.draft.base import Drafter
+from verifier.core.drafting import DraftSampling, DraftToken, confidence, draw_draft_token, draw_standalone_token
+from verifier.core.gguf import last_logits
 
 
 class LlamaDrafter(Drafter):
     def __init__(self, llm: Llama) -> None:
         self._llm = llm
-        self._logits: np.ndarray | None = None  # logits after the cache's last token
+        self._logits: npt.NDArray[np.float32] | None = None  # logits after the cache's last token
         self.evaluated_tokens = 0  # counter for tests and stats
 
-    def _cached_ids(self) -> np.ndarray:
+    def _cached_ids(self) -> npt.NDArray[np.intc]:
         return self._llm.input_ids[: self._llm.n_tokens]
 
-    def sync(self, context: list[int]) -> np.ndarray:
+    def sync(self, context: list[int]) -> npt.NDArray[np.float32]:
         """Make the cache hold exactly ``context``; return the logits after it."""
         if not context:
             raise ValueError("context must not be empty")
@@ -65,18 +48,18 @@ class LlamaDrafter(Drafter):
         self._logits = last_logits(self._llm)
         return self._logits
 
-    def propose(self, context: list[int], n: int, sampling: DraftSampling,
+    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
                 stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
         drafted: list[DraftToken] = []
         ctx = list(context)
         limit = self._llm.n_ctx()
-        for _ in range(n):
+        for _ in range(gamma):
             if len(ctx) >= limit:
                 break
             logits = self.sync(ctx)
             if sampling.confidence_threshold > 0 and confidence(logits) < sampling.confidence_threshold:
                 break  # the target would likely reject it: verify what we have
-            token = choose_from_logits(logits, sampling, position=len(ctx))
+            token = draw_draft_token(logits, sampling, position=len(ctx))
             drafted.append(token)
             ctx.append(token.token_id)
             if token.token_id in stop_token_ids:
@@ -84,4 +67,4 @@ class LlamaDrafter(Drafter):
         return drafted
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
-        return sample_full(self.sync(context), sampling, position=len(context))
+        return draw_standalone_token(self.sync(context), sampling, position=len(context))

@@ -7,18 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from proxy.draft.base import Drafter, DraftSampling, DraftToken
+from proxy.draft.base import Drafter
+from verifier.core.drafting import DraftSampling, DraftToken
 
 
-def lookup(context: Sequence[int], n: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
-    """Up to n tokens that followed the most recent earlier occurrence of the context's
+def lookup(context: Sequence[int], gamma: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:
+    """Up to gamma tokens that followed the most recent earlier occurrence of the context's
     longest suffix n-gram (tried from max_ngram down to min_ngram)."""
     size = len(context)
     for g in range(min(max_ngram, size - 1), min_ngram - 1, -1):
         tail = list(context[size - g:])
         for start in range(size - g - 1, -1, -1):  # most recent match first
             if list(context[start:start + g]) == tail:
-                follow = list(context[start + g: start + g + n])
+                follow = list(context[start + g: start + g + gamma])
                 if follow:
                     return follow
     return []
@@ -31,10 +32,10 @@ class NgramDrafter(Drafter):
         self._max = max_ngram
         self._min = min_ngram
 
-    def propose(self, context: list[int], n: int, sampling: DraftSampling,
+    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
                 stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
         out: list[DraftToken] = []
-        for tok in lookup(context, n, self._max, self._min):
+        for tok in lookup(context, gamma, self._max, self._min):
             out.append(DraftToken(tok, None))
             if tok in stop_token_ids:
                 break

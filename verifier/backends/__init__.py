@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from verifier.backends.base import BackendInfo, SequenceState, TargetBackend
+from pathlib import Path
 
-__all__ = ["BackendInfo", "SequenceState", "TargetBackend", "load_backend"]
+from verifier.backends.base import SequenceState, TargetBackend
+
+__all__ = ["SequenceState", "TargetBackend", "load_backend"]
 
 
 def load_backend(
@@ -16,8 +18,6 @@ def load_backend(
     max_context: int | None,
     cpu_linear: str = "auto",
 ) -> TargetBackend:
-    from pathlib import Path
-
     if name == "torch":
         from verifier.backends.torch_backend import TorchBackend
 

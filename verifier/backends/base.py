@@ -9,23 +9,15 @@ rejection. Backends are synchronous; the engine runs them off the event loop.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
+from verifier.core.protocol import ModelInfo
+
 #: Linear kernels of the torch backend on CPU (``verifier.backends.torch_backend.use_onednn_linear``)
 CpuLinear = Literal["auto", "onednn", "torch"]
-
-
-@dataclass(frozen=True)
-class BackendInfo:
-    model: str
-    backend: str
-    vocab_size: int
-    max_context: int
-    eos_token_ids: tuple[int, ...]
 
 
 class SequenceState(ABC):
@@ -38,7 +30,7 @@ class SequenceState(ABC):
 
 
 class TargetBackend(ABC):
-    info: BackendInfo
+    info: ModelInfo
 
     @abstractmethod
     def new_state(self) -> SequenceState: ...

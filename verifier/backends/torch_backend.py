@@ -14,7 +14,8 @@ from torch.utils.mkldnn import to_mkldnn
 from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
-from verifier.backends.base import BackendInfo, CpuLinear, SequenceState, TargetBackend
+from verifier.backends.base import CpuLinear, SequenceState, TargetBackend
+from verifier.core.protocol import ModelInfo
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,33 @@ def use_onednn_linear(cpu_linear: str, device: torch.device, dtype: str) -> bool
 
 class TorchState(SequenceState):
     def __init__(self) -> None:
-        self.cache: DynamicCache | None = DynamicCache()
+        self._cache: DynamicCache | None = DynamicCache()
         self._length = 0
 
     @property
     def length(self) -> int:
         return self._length
+
+    @property
+    def cache(self) -> DynamicCache:
+        if self._cache is None:
+            raise RuntimeError("this session's KV cache was released")
+        return self._cache
+
+    def grew(self, n: int) -> None:
+        self._length += n
+
+    def cropped(self, length: int) -> None:
+        self._length = length
+
+    def release(self) -> None:
+        self._cache = None
+
+
+def _torch_state(state: SequenceState) -> TorchState:
+    if not isinstance(state, TorchState):
+        raise TypeError(f"the torch backend cannot use a {type(state).__name__}")
+    return state
 
 
 class TorchBackend(TargetBackend):
@@ -70,17 +92,16 @@ class TorchBackend(TargetBackend):
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}")
         self._device = torch.device(device)
         config = AutoConfig.from_pretrained(model_path)
-        self._model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=_DTYPES[dtype]
-        ).to(self._device)
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=_DTYPES[dtype])
+        self._model = model.to(self._device)  # type: ignore[arg-type]  # transformers' stub wants a model
         self._model.eval()
         self.onednn_linear = use_onednn_linear(cpu_linear, self._device, dtype)
         if self.onednn_linear:
             self._model = to_mkldnn(self._model)  # swaps every nn.Linear for a oneDNN one
         eos = config.eos_token_id
-        eos_ids = tuple(eos) if isinstance(eos, list) else ((eos,) if eos is not None else ())
+        eos_ids = list(eos) if isinstance(eos, list) else ([eos] if eos is not None else [])
         ctx = int(getattr(config, "max_position_embeddings", 2048))
-        self.info = BackendInfo(
+        self.info = ModelInfo(
             model=Path(model_path).name,
             backend="torch",
             vocab_size=int(config.vocab_size),
@@ -97,26 +118,26 @@ class TorchBackend(TargetBackend):
     def extend(
         self, state: SequenceState, token_ids: list[int], logits_rows: int
     ) -> npt.NDArray[np.float32]:
-        assert isinstance(state, TorchState) and state.cache is not None
+        state = _torch_state(state)
         if not token_ids:
             raise ValueError("extend needs at least one token")
         ids = torch.tensor([token_ids], dtype=torch.long, device=self._device)
-        out = self._model(
+        result = self._model(
             input_ids=ids,
             past_key_values=state.cache,
             use_cache=True,
             logits_to_keep=max(logits_rows, 1),
         )
-        state._length += len(token_ids)
-        logits = out.logits[0, -logits_rows:, :] if logits_rows else out.logits[0, :0, :]
-        return logits.float().cpu().numpy()
+        state.grew(len(token_ids))
+        logits = result.logits[0, -logits_rows:, :] if logits_rows else result.logits[0, :0, :]
+        rows: npt.NDArray[np.float32] = logits.float().cpu().numpy()
+        return rows
 
     def truncate(self, state: SequenceState, length: int) -> None:
-        assert isinstance(state, TorchState) and state.cache is not None
+        state = _torch_state(state)
         if length < state.length:
             state.cache.crop(length - state.length)  # negative: drop that many tokens
-            state._length = length
+            state.cropped(length)
 
     def release(self, state: SequenceState) -> None:
-        assert isinstance(state, TorchState)
-        state.cache = None
+        _torch_state(state).release()

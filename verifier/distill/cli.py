@@ -20,7 +20,7 @@ from pathlib import Path
 
 def _resolve_target(target: Path, target_gguf: Path | None, work: Path) -> tuple[Path, Path]:
     """(HF directory for torch, GGUF for tokenizer metadata)."""
-    from verifier.models import target_gguf_path
+    from verifier.core.models import target_gguf_path
     from verifier.prepare import convert_gguf_to_hf
 
     if target.suffix == ".gguf":
@@ -68,8 +68,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from verifier.core.models import target_gguf_path
     from verifier.distill.evaluate import evaluate, format_table
-    from verifier.models import target_gguf_path
 
     report = evaluate(args.target or target_gguf_path(), args.draft, args.prompts, args.max_new, args.threads)
     print(json.dumps(asdict(report), indent=2) if args.json else format_table(report))

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from verifier.distill.prompts import Messages
+from verifier.core.chat_template import Messages
 
 
 @dataclass(frozen=True)

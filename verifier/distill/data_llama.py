@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import Llama
 
-from proxy.chat_template import ChatTemplate
-from proxy.draft.llama_drafter import last_logits
+from verifier.core.chat_template import ChatTemplate, Messages
+from verifier.core.gguf import last_logits, load_llama
+from verifier.core.sampling import softmax
 from verifier.distill.data import (
     DataConfig,
-    Messages,
     ShardJob,
     count_tokens,
     pending_shards,
@@ -42,9 +42,8 @@ def top_k_desc(logits: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 def next_token(logits: np.ndarray, temperature: float, rng: np.random.Generator) -> int:
     if temperature <= 0:
         return int(np.argmax(logits))
-    z = logits.astype(np.float64) / temperature
-    p = np.exp(z - z.max())
-    return int(rng.choice(p.size, p=p / p.sum()))
+    p = softmax(logits, temperature)
+    return int(rng.choice(p.size, p=p))
 
 
 def decode(llm: Llama, prompt: list[int], temperature: float, rng: np.random.Generator, max_new: int,
@@ -92,7 +91,7 @@ def _write_shard(task: tuple[str, ShardJob, int, int, int]) -> int:
 
     Without given prompts the target first writes n_prompts requests itself (self-instruct)."""
     target_gguf, job, n_prompts, max_new, top_k = task
-    llm = Llama(target_gguf, n_ctx=1024, n_threads=1, n_threads_batch=1, verbose=False)
+    llm = load_llama(target_gguf, n_ctx=1024, threads=1)
     template = ChatTemplate(llm.metadata.get("tokenizer.chat_template"), "", "")
     rng = np.random.default_rng(job.seed)
     prompts = job.prompts if job.prompts is not None else self_instruct_prompts(llm, template, rng, n_prompts)

@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from verifier.core.chat_template import Messages
 from verifier.distill.data import (
     DataConfig,
-    Messages,
     count_tokens,
     pending_shards,
     save_shard,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -11,9 +10,10 @@ from pathlib import Path
 import numpy as np
 from llama_cpp import Llama
 
-from proxy.chat_template import ChatTemplate
-from proxy.draft.llama_drafter import last_logits
-from verifier.distill.metrics import greedy_matches, mean_accepted_length
+from verifier.core.bounds import greedy_matches, mean_accepted_length
+from verifier.core.chat_template import ChatTemplate
+from verifier.core.gguf import last_logits, load_llama
+from verifier.core.prompts import load_prompts
 
 
 @dataclass
@@ -25,21 +25,6 @@ class EvalReport:
     draft_ms_per_token: float
     target_ms_per_token: float
     speed_ratio: float
-
-
-def load_prompts(path: Path) -> list[list[dict[str, str]]]:
-    """JSONL with "messages" or "prompt" per line, or plain text (one user prompt per line)."""
-    out = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line:
-            continue
-        if line.startswith("{"):
-            obj = json.loads(line)
-            out.append(obj["messages"] if "messages" in obj else [{"role": "user", "content": obj["prompt"]}])
-        else:
-            out.append([{"role": "user", "content": line}])
-    return out
 
 
 def _decode_ms(llm: Llama, prompt: list[int], n: int = 48) -> float:
@@ -58,8 +43,8 @@ def _decode_ms(llm: Llama, prompt: list[int], n: int = 48) -> float:
 def evaluate(
     target: Path, draft: Path, prompts_file: Path, max_new: int = 64, threads: int | None = None
 ) -> EvalReport:
-    tgt = Llama(str(target), n_ctx=1024, n_threads=threads, n_threads_batch=threads, verbose=False)
-    drf = Llama(str(draft), n_ctx=1024, n_threads=threads, n_threads_batch=threads, logits_all=True, verbose=False)
+    tgt = load_llama(target, n_ctx=1024, threads=threads)
+    drf = load_llama(draft, n_ctx=1024, threads=threads, logits_all=True)
     md = tgt.metadata
     eos = tgt.token_eos()
     template = ChatTemplate(md.get("tokenizer.chat_template"), "", "")
@@ -67,7 +52,8 @@ def evaluate(
     lengths = []
     prompts = load_prompts(prompts_file)
     first_prompt: list[int] = []
-    for messages in prompts:
+    for record in prompts:
+        messages = record.messages
         ids = tgt.tokenize(template.render(messages).encode(), add_bos=False, special=True)[: 1024 - max_new - 1]
         first_prompt = first_prompt or ids
         tgt.n_tokens = 0

@@ -9,6 +9,7 @@ is copied byte for byte.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import gguf
 import numpy as np
@@ -50,7 +51,7 @@ def _add(writer: gguf.GGUFWriter, name: str, w: np.ndarray, qtype: gguf.GGMLQuan
 
 def export_gguf(
     state: dict[str, torch.Tensor],
-    config: dict[str, object],
+    config: dict[str, Any],
     target_gguf: Path,
     out: Path,
     name: str,

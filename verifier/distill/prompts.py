@@ -13,8 +13,9 @@ from typing import TypeVar
 
 import numpy as np
 
+from verifier.core.chat_template import Messages
+
 T = TypeVar("T")
-Messages = list[dict[str, str]]
 
 SUBJECTS = [
     "photosynthesis", "black holes", "the French Revolution", "machine learning", "climate change",

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import LlamaForCausalLM
 
 from verifier.distill.data import shard_paths
 from verifier.distill.student import build_student
@@ -70,7 +71,9 @@ def load_examples(data_dirs: tuple[Path, ...], max_len: int) -> list[Example]:
 def batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> list[list[Example]]:
     """Length-bucketed batches of about batch_tokens padded tokens, shuffled."""
     order = sorted(range(len(examples)), key=lambda i: (examples[i].ids.numel(), rng.random()))
-    out, cur, cur_max = [], [], 0
+    out: list[list[Example]] = []
+    cur: list[Example] = []
+    cur_max = 0
     for i in order:
         n = examples[i].ids.numel()
         if cur and max(cur_max, n) * (len(cur) + 1) > batch_tokens:
@@ -84,7 +87,7 @@ def batches(examples: list[Example], batch_tokens: int, rng: random.Random) -> l
     return out
 
 
-def kd_loss(model: torch.nn.Module, batch: list[Example], pad_id: int) -> tuple[torch.Tensor, float, int]:
+def kd_loss(model: LlamaForCausalLM, batch: list[Example], pad_id: int) -> tuple[torch.Tensor, float, int]:
     """Returns (loss, top-1 agreement with the target, label count)."""
     T = max(e.ids.numel() for e in batch)
     ids = torch.full((len(batch), T), pad_id, dtype=torch.long)
@@ -104,7 +107,7 @@ def kd_loss(model: torch.nn.Module, batch: list[Example], pad_id: int) -> tuple[
     return loss, agree, int(top_ids.shape[0])
 
 
-def held_out_agreement(model: torch.nn.Module, val: list[Example], batch_tokens: int, pad_id: int) -> float:
+def held_out_agreement(model: LlamaForCausalLM, val: list[Example], batch_tokens: int, pad_id: int) -> float:
     """Top-1 agreement with the target on held-out examples (no gradient)."""
     was_training = model.training
     model.eval()

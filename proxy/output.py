@@ -1,0 +1,70 @@
+"""Committed token ids to client text: stop tokens, max_tokens, stop strings and UTF-8.
+
+``TextEmitter`` sees each committed token once, in order, and says what text may go to the
+client now; stop strings are never emitted and a UTF-8 character is never split
+(``proxy.textstream``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from proxy.textstream import TextStream
+from proxy.tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int
+    completion_tokens: int
+    stats: dict[str, float | int | str]
+
+
+Event = TextDelta | Finished
+
+
+@dataclass
+class TextEmitter:
+    tokenizer: Tokenizer
+    max_tokens: int
+    stop_token_ids: frozenset[int]
+    stop: list[str]
+    produced: int = 0
+    finish_reason: str = "length"
+    done: bool = False
+    _stream: TextStream = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._stream = TextStream(self.stop)
+
+    def push(self, token_ids: list[int]) -> list[str]:
+        """The texts newly committed tokens release, one per token that released any; sets
+        ``done`` once generation must end."""
+        out: list[str] = []
+        for tok in token_ids:
+            if self.done or self.produced >= self.max_tokens:
+                self.done = True
+                break
+            self.produced += 1
+            if tok in self.stop_token_ids:
+                self.finish_reason, self.done = "stop", True
+                break
+            text = self._stream.push(self.tokenizer.token_bytes([tok]))
+            if text:
+                out.append(text)
+            if self._stream.stopped:
+                self.finish_reason, self.done = "stop", True
+                break
+        if self.produced >= self.max_tokens:
+            self.done = True
+        return out
+
+    def finish(self) -> str:
+        """What was held back (a partial stop string that never completed, a partial character)."""
+        return self._stream.finish()

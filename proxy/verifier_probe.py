@@ -1,0 +1,33 @@
+"""What the edge knows of its verifier: reachable or not, and the limits it serves with."""
+
+from __future__ import annotations
+
+from proxy.errors import OpenAIError
+from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
+
+
+class VerifierProbe:
+    """Learns the verifier's context limit once (an edge may start before its verifier) and
+    refuses a verifier whose vocabulary differs from the draft's."""
+
+    def __init__(self, client: VerifierClient, vocab_size: int) -> None:
+        self._client = client
+        self._vocab_size = vocab_size
+        self.max_context: int | None = None
+
+    async def check(self) -> bool:
+        """Whether the verifier answers; raises OpenAIError (502) for a vocabulary mismatch."""
+        try:
+            info = await self._client.info()
+        except (VerifierUnavailable, VerifierRejected):
+            return False
+        if info.vocab_size != self._vocab_size:
+            raise OpenAIError(
+                502, f"the verifier's model has a vocabulary of {info.vocab_size} tokens, the edge's draft "
+                f"{self._vocab_size}: they cannot work together", "server_error", None, "model_mismatch")
+        self.max_context = info.max_context
+        return True
+
+    async def ensure_known(self) -> None:
+        if self.max_context is None:
+            await self.check()

@@ -1,0 +1,117 @@
+"""Greedy output through the edge is token-identical to the target's own greedy decoding.
+
+The reference is an independent code path: transformers' ``generate`` on the same float32
+weights, one token at a time, in this test process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import openai
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from proxy.tokenizer import Tokenizer
+from tests.conftest import MODEL_ID, Server
+from verifier.core.chat_template import ChatTemplate
+from verifier.core.models import default_target_dir, target_gguf_path
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "Give me three tips for staying focused while studying.",
+    "Write a Python function that returns the square of a number.",
+    "Explain what a black hole is in two sentences.",
+]
+MAX_TOKENS = 40
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[tuple[Tokenizer, ChatTemplate, AutoModelForCausalLM]]:
+    torch.set_num_threads(1)
+    tok = Tokenizer(target_gguf_path())
+    template = ChatTemplate(tok.chat_template, tok.bos_text, tok.eos_text)
+    model = AutoModelForCausalLM.from_pretrained(default_target_dir(), dtype=torch.float32)
+    model.eval()
+    yield tok, template, model
+
+
+def target_greedy(ref: tuple[Tokenizer, ChatTemplate, AutoModelForCausalLM], prompt: str) -> tuple[str, int]:
+    tok, template, model = ref
+    ids = tok.encode(template.render([{"role": "user", "content": prompt}]), special=True)
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=list(tok.stop_token_ids),
+                             pad_token_id=tok.eos_id)
+    new = out[0, len(ids):].tolist()
+    if new and new[-1] in tok.stop_token_ids:
+        return tok.token_bytes(new[:-1]).decode("utf-8", "replace"), len(new)
+    return tok.token_bytes(new).decode("utf-8", "replace"), len(new)
+
+
+def edge_greedy(edge: Server, prompt: str, **tandem: object) -> tuple[str, int]:
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    r = client.chat.completions.create(
+        model=MODEL_ID, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=MAX_TOKENS,
+        extra_body={"tandem": tandem} if tandem else None)
+    assert r.usage is not None
+    return r.choices[0].message.content or "", r.usage.completion_tokens
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_speculative_greedy_equals_target_greedy(edge: Server, reference, prompt: str) -> None:  # type: ignore[no-untyped-def]
+    assert edge_greedy(edge, prompt) == target_greedy(reference, prompt)
+
+
+def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:
+    prompt = PROMPTS[2]
+    results = {edge_greedy(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)}
+    results |= {edge_greedy(edge, prompt, mode="speculative", gamma=4, confidence_threshold=c) for c in (0.0, 0.9, 1.0)}
+    results.add(edge_greedy(edge, prompt, mode="cloud"))
+    assert len(results) == 1
+
+
+def test_confidence_threshold_cuts_rounds_short(edge: Server) -> None:
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+
+    def stats(threshold: float) -> dict[str, int]:
+        r = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": PROMPTS[4]}], temperature=0, max_tokens=24,
+            extra_body={"tandem": {"gamma": 4, "confidence_threshold": threshold}})
+        return r.model_extra["tandem"]  # type: ignore[index,no-any-return]
+
+    never, always = stats(0.0), stats(1.0)
+    assert never["drafted"] > 0 and never["drafted"] >= 3 * never["rounds"]  # full rounds (the last may be short)
+    assert always["drafted"] == 0 and always["rounds"] == 24  # no token is that certain: one token per round
+
+
+def test_ngram_drafter_is_lossless_and_drafts_from_the_prompt(ngram_edge: Server, edge: Server) -> None:
+    prompt = ("Repeat this sentence exactly: The quick brown fox jumps over the lazy dog near the river bank. "
+              "Then repeat it once more.")
+    client = openai.OpenAI(base_url=f"{ngram_edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                                       temperature=0, max_tokens=MAX_TOKENS)
+    stats = r.model_extra["tandem"]  # type: ignore[index]
+    assert stats["drafted"] > 0 and stats["accepted"] > 0  # lookup found the repeated text
+    assert (r.choices[0].message.content, r.usage.completion_tokens) == edge_greedy(edge, prompt)  # type: ignore[union-attr]
+
+
+def test_ngram_edge_refuses_edge_only_mode(ngram_edge: Server) -> None:
+    import httpx
+
+    resp = httpx.post(f"{ngram_edge.url}/v1/chat/completions", json={
+        "model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "tandem": {"mode": "draft"}}, timeout=60)
+    assert resp.status_code == 400 and resp.json()["error"]["code"] == "unsupported_mode"
+
+
+def test_ngram_edge_refuses_a_confidence_threshold(ngram_edge: Server) -> None:
+    import httpx
+
+    resp = httpx.post(f"{ngram_edge.url}/v1/chat/completions", json={
+        "model": MODEL_ID, "messages": [{"role": "user", "content": "hi"}],
+        "tandem": {"confidence_threshold": 0.5}}, timeout=60)
+    assert resp.status_code == 400 and resp.json()["error"]["param"] == "tandem.confidence_threshold"

@@ -1,0 +1,198 @@
+"""An in-memory edge and verifier for fast tests: the real apps, engine, client and decoding
+loops, wired through httpx's ASGI transport, over a tiny deterministic target backend, a
+scripted drafter and a letter tokenizer. No sockets, no model files.
+
+The target is a bigram model over ``V`` tokens whose greedy next token is ``(prev + 1) % V``;
+token 0 is the end of turn. A token ``t > 0`` reads as the letter ``chr(ord("a") + t - 1)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+from fastapi import FastAPI
+
+from proxy.app import create_app as create_edge_app
+from proxy.draft.base import Drafter
+from proxy.draft.pool import DrafterPool
+from proxy.service import EdgeService
+from proxy.settings import EdgeSettings
+from proxy.tokenizer import Tokenizer
+from proxy.verifier_client import VerifierClient
+from verifier.app import VerifierService
+from verifier.app import create_app as create_verifier_app
+from verifier.backends.base import SequenceState, TargetBackend
+from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
+from verifier.core.protocol import ModelInfo
+
+V = 16
+EOS = 0
+VERIFIER_URL = "http://verifier.test"
+EDGE_URL = "http://edge.test"
+
+
+def greedy_continuation(last: int, n: int) -> list[int]:
+    """What the bigram target produces greedily after ``last``."""
+    return [(last + i) % V for i in range(1, n + 1)]
+
+
+def bigram_logits(prev: int) -> npt.NDArray[np.float32]:
+    row = np.full(V, -5.0, dtype=np.float32)
+    row[(prev + 1) % V] = 5.0
+    return row
+
+
+class ListState(SequenceState):
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+class BigramBackend(TargetBackend):
+    """Scores with ``bigram_logits``; counts what it scored and released; ``fail_on_extend``
+    makes its n-th extend call raise (a backend crash mid-request)."""
+
+    def __init__(self, max_context: int = 512, fail_on_extend: int | None = None) -> None:
+        self.info = ModelInfo(model="bigram", backend="fake", vocab_size=V, max_context=max_context,
+                              eos_token_ids=[EOS])
+        self.scored = 0
+        self.extends = 0
+        self.released = 0
+        self.fail_on_extend = fail_on_extend
+
+    def new_state(self) -> ListState:
+        return ListState()
+
+    def extend(self, state: SequenceState, token_ids: list[int], logits_rows: int) -> npt.NDArray[np.float32]:
+        if not isinstance(state, ListState):
+            raise TypeError("not a ListState")
+        self.extends += 1
+        if self.fail_on_extend is not None and self.extends == self.fail_on_extend:
+            raise RuntimeError("backend crashed")
+        state.tokens.extend(token_ids)
+        self.scored += len(token_ids)
+        rows = np.stack([bigram_logits(t) for t in token_ids])
+        return rows[len(rows) - logits_rows:] if logits_rows else rows[:0]
+
+    def truncate(self, state: SequenceState, length: int) -> None:
+        if not isinstance(state, ListState):
+            raise TypeError("not a ListState")
+        del state.tokens[length:]
+
+    def release(self, state: SequenceState) -> None:
+        self.released += 1
+
+
+class LetterTokenizer(Tokenizer):
+    """Token t > 0 is one letter; token 0 (end of turn) renders as nothing."""
+
+    def __init__(self) -> None:  # no GGUF: the attributes the edge reads, set by hand
+        self.vocab_size = V
+        self.chat_template = None  # the edge falls back to ChatML
+        self.add_bos = False
+        self.bos_id, self.eos_id = -1, EOS
+        self.bos_text, self.eos_text = "", ""
+        self.stop_token_ids = frozenset({EOS})
+        self._pieces = {}
+
+    def encode(self, text: str, special: bool, add_bos: bool | None = None) -> list[int]:
+        return [ord(c) % (V - 1) + 1 for c in text]
+
+    def piece(self, token_id: int, special: bool = False) -> bytes:
+        return b"" if token_id == EOS else chr(ord("a") + token_id - 1).encode()
+
+
+class ScriptedDrafter(Drafter):
+    """Drafts the target's greedy continuation, except at absolute positions ``p`` with
+    ``wrong(p)``, where it drafts ``(prev + 2) % V`` (a token the target rejects when greedy).
+    Sampled drafts come from the bigram's own tempered logits, so they carry real proposals."""
+
+    def __init__(self, wrong: Callable[[int], bool] = lambda p: p % 3 == 2) -> None:
+        self.wrong = wrong
+        self.calls = 0
+
+    def _logits(self, context: list[int]) -> npt.NDArray[np.float32]:
+        prev = context[-1]
+        if self.wrong(len(context)):
+            row = np.full(V, -5.0, dtype=np.float32)
+            row[(prev + 2) % V] = 5.0
+            return row
+        return bigram_logits(prev)
+
+    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
+                stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
+        self.calls += 1
+        ctx = list(context)
+        out: list[DraftToken] = []
+        for _ in range(gamma):
+            token = draw_draft_token(self._logits(ctx), sampling, len(ctx))
+            out.append(token)
+            ctx.append(token.token_id)
+            if token.token_id in stop_token_ids:
+                break
+        return out
+
+    def next_token(self, context: list[int], sampling: DraftSampling) -> int:
+        return draw_standalone_token(self._logits(context), sampling, len(context))
+
+
+@dataclass
+class Harness:
+    backend: BigramBackend
+    verifier_app: FastAPI
+    client: VerifierClient
+    drafters: list[ScriptedDrafter]
+    service: EdgeService
+    edge_app: FastAPI
+    closers: list[httpx.AsyncClient] = field(default_factory=list)
+
+    @property
+    def verifier(self) -> VerifierService:
+        service: VerifierService = self.verifier_app.state.service
+        return service
+
+    def edge_http(self) -> httpx.AsyncClient:
+        """An HTTP client to the edge app (in memory)."""
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.edge_app), base_url=EDGE_URL,
+                                 timeout=30)
+        self.closers.append(http)
+        return http
+
+    async def aclose(self) -> None:
+        for http in self.closers:
+            await http.aclose()
+        await self.client.aclose()
+
+
+async def start(
+    backend: BigramBackend | None = None,
+    transport_wrapper: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
+    slots: int = 1,
+    **settings: object,
+) -> Harness:
+    """A verifier app (backend loaded) and an edge app speaking to it in memory."""
+    backend = backend or BigramBackend()
+    verifier_app = create_verifier_app(lambda: backend, session_ttl_s=60.0, max_sessions=8)
+    await verifier_app.state.service.load()
+    # raise_app_exceptions=False: a crash in the verifier reaches the edge as a 500, as over a socket
+    transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=verifier_app, raise_app_exceptions=False)
+    if transport_wrapper is not None:
+        transport = transport_wrapper(transport)
+    client = VerifierClient(VERIFIER_URL, timeout_s=30, transport=transport)
+    drafters = [ScriptedDrafter() for _ in range(slots)]
+    edge_settings = EdgeSettings(served_model_name="bigram", **settings)  # type: ignore[arg-type]
+    service = EdgeService(edge_settings, LetterTokenizer(), DrafterPool(drafters), client)
+
+    async def factory() -> EdgeService:
+        return service
+
+    edge_app = create_edge_app(factory)
+    edge_app.state.service = service  # the ASGI transport runs no lifespan
+    return Harness(backend, verifier_app, client, drafters, service, edge_app)

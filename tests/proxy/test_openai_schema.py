@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, TandemOptions
+
+BASE = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def chat(**kw: object) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate({**BASE, **kw})
+
+
+def test_minimal_request() -> None:
+    req = chat()
+    assert req.stop_list() == [] and not req.stream and req.token_limit() is None
+
+
+def test_stop_string_or_list() -> None:
+    assert chat(stop="x").stop_list() == ["x"]
+    assert chat(stop=["a", "b"]).stop_list() == ["a", "b"]
+
+
+def test_max_completion_tokens_wins() -> None:
+    assert chat(max_tokens=5, max_completion_tokens=7).token_limit() == 7
+
+
+def test_neutral_values_accepted() -> None:
+    chat(n=1, presence_penalty=0, frequency_penalty=0.0, logprobs=False, user="u", seed=3)
+
+
+def test_text_parts_are_joined() -> None:
+    req = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
+    assert req.messages[0].text() == "ab"
+
+
+@pytest.mark.parametrize("bad", [
+    {"temperature": 2.5}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.2}, {"messages": []},
+    {"messages": [{"role": "robot", "content": "x"}]}, {"messages": [{"role": "tool", "content": "x"}]},
+    {"n": 2}, {"presence_penalty": 1.0}, {"logprobs": True}, {"tools": []}, {"foo": 1},
+    {"max_tokens": 0}, {"stop": ["a", "b", "c", "d", "e"]}, {"stream_options": {"include_usage": True}},
+    {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
+    {"logit_bias": {"1": 2.0}},
+])
+def test_invalid_requests_are_refused(bad: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        chat(**bad)
+
+
+def test_completion_request() -> None:
+    req = CompletionRequest.model_validate({"model": "m", "prompt": ["once"]})
+    assert req.prompt_text() == "once"
+    for bad in [{"echo": True}, {"best_of": 2}, {"suffix": "x"}, {"prompt": ["a", "b"]}, {"logprobs": 2}]:
+        with pytest.raises(ValidationError):
+            CompletionRequest.model_validate({"model": "m", "prompt": "x", **bad})
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5])
+def test_confidence_threshold_outside_0_1_is_refused(value: float) -> None:
+    with pytest.raises(ValueError):
+        TandemOptions(confidence_threshold=value)

@@ -1,0 +1,165 @@
+"""Distributions and keyed randomness of speculative decoding: pure numpy, no I/O.
+
+Glossary: every module of Tandem (edge, wire, verifier, stats, benchmarks) uses these words,
+one name per concept.
+
+- *round*: one verification of a run of draft tokens; rounds of a session are numbered 1, 2, ...
+- *gamma*: the most draft tokens a round may carry (a budget; the edge may send fewer).
+- *draft tokens* ``x_1..x_k`` (``draft_token_ids`` on the wire): the tokens the edge's draft
+  model proposes in one round; *drafted*: how many (``k`` in formulas, ``k <= gamma``).
+- *proposal* ``q_i``: the distribution the edge drew ``x_i`` from, sent sparsely (ids + probs).
+  ``None`` means the drafter gives ids only; the verifier then treats ``q_i`` as one-hot at
+  ``x_i``, which is still exact (docs/references.md: Leviathan et al. 2023, appendix).
+- *target distribution* ``p_i``: the target model's distribution at the position of ``x_i``
+  after temperature and top_p, the same transform the edge applies to its draft logits.
+- *accepted*: the number ``m`` of leading draft tokens kept; a *rejection* is a round that
+  ends on a rejected draft token (``accepted < drafted``).
+- *recovered token*: drawn from ``norm(max(0, p_{m+1} - q_{m+1}))`` at the first rejection.
+- *bonus token*: drawn from ``p_{k+1}`` when all ``k`` draft tokens are accepted.
+- *next token* (``next_token_id``): the recovered or the bonus token; every round yields one.
+- *committed*: prompt + verified output; its last token is *pending* on the verifier (verified,
+  not yet in the KV cache).
+- *confidence*: the draft model's top-1 probability at temperature 1 for its next token.
+- *compute_ms*: the verifier's model time spent producing a message's tokens.
+
+Randomness is keyed by ``(seed, absolute position, stream)`` rather than drawn from a
+sequential generator, so a seeded request is reproducible no matter how the tokens were
+grouped into rounds, and the edge and the cloud never share a random stream.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+_SEED_MASK = (1 << 63) - 1
+
+
+class Stream(IntEnum):
+    """Independent random streams; each position draws at most one number per stream."""
+
+    DRAFT = 1  # the edge sampling a draft token from its proposal
+    ACCEPT = 2  # the verifier's acceptance test u < p/q
+    NEXT = 3  # the verifier drawing the recovered or bonus token
+
+
+def keyed_uniform(seed: int, position: int, stream: Stream) -> float:
+    """A uniform number in [0, 1) that depends only on (seed, position, stream)."""
+    rng = np.random.default_rng([seed & _SEED_MASK, position, int(stream)])
+    return float(rng.random())
+
+
+@dataclass(frozen=True)
+class SparseDist:
+    """A probability distribution over a vocabulary, stored on its support only.
+
+    ids: [n] distinct token ids; probs: [n] positive, summing to 1.
+    """
+
+    ids: IntArray
+    probs: FloatArray
+
+    def prob_of(self, token_id: int) -> float:
+        hit = np.nonzero(self.ids == token_id)[0]
+        return float(self.probs[hit[0]]) if hit.size else 0.0
+
+    def to_dense(self, vocab_size: int) -> FloatArray:
+        dense = np.zeros(vocab_size, dtype=np.float64)
+        dense[self.ids] = self.probs
+        return dense
+
+    def validate(self, vocab_size: int) -> None:
+        """Raise ValueError unless this is a proper distribution over [0, vocab_size)."""
+        if self.ids.shape != self.probs.shape or self.ids.ndim != 1 or self.ids.size == 0:
+            raise ValueError("proposal ids and probs must be non-empty lists of equal length")
+        if np.any(self.ids < 0) or np.any(self.ids >= vocab_size):
+            raise ValueError("proposal token id outside the vocabulary")
+        if np.unique(self.ids).size != self.ids.size:
+            raise ValueError("proposal token ids must be distinct")
+        if np.any(~np.isfinite(self.probs)) or np.any(self.probs <= 0):
+            raise ValueError("proposal probabilities must be positive and finite")
+        if abs(float(self.probs.sum()) - 1.0) > 1e-3:
+            raise ValueError("proposal probabilities must sum to 1")
+
+
+def softmax(
+    logits: npt.ArrayLike, temperature: float = 1.0, dtype: type[np.floating[Any]] = np.float64
+) -> npt.NDArray[np.floating[Any]]:
+    """Softmax over the last axis with temperature > 0, computed in ``dtype`` (float64 by
+    default: acceptance compares probabilities; float32 where only speed matters)."""
+    if not temperature > 0:
+        raise ValueError("temperature must be > 0 for softmax")
+    z = np.asarray(logits, dtype=dtype) / dtype(temperature)
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    out: npt.NDArray[np.floating[Any]] = e / e.sum(axis=-1, keepdims=True)
+    return out
+
+
+def top_p_filter(probs: FloatArray, top_p: float) -> FloatArray:
+    """Keep the smallest most-likely set whose mass reaches top_p, renormalised.
+
+    probs: [..., V]. Ties are broken by token id (stable sort), so the edge and the cloud
+    cut the same set from the same numbers. top_p >= 1 returns probs unchanged.
+    """
+    if top_p >= 1.0:
+        return probs
+    if top_p <= 0.0:
+        raise ValueError("top_p must be in (0, 1]")
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    sorted_probs = np.take_along_axis(probs, order, axis=-1)
+    cum = np.cumsum(sorted_probs, axis=-1)
+    # keep a token if the mass strictly before it is < top_p (always keeps the first)
+    keep_sorted = (cum - sorted_probs) < top_p
+    keep = np.zeros_like(keep_sorted)
+    np.put_along_axis(keep, order, keep_sorted, axis=-1)
+    kept: FloatArray = np.where(keep, probs, 0.0)
+    normalised: FloatArray = kept / kept.sum(axis=-1, keepdims=True)
+    return normalised
+
+
+def target_distribution(logits: npt.ArrayLike, temperature: float, top_p: float) -> FloatArray:
+    """The distribution a request samples from: softmax(logits / T), then top_p. T > 0."""
+    probs: FloatArray = softmax(logits, temperature).astype(np.float64, copy=False)
+    return top_p_filter(probs, top_p)
+
+
+def truncate_support(probs: FloatArray, max_support: int) -> SparseDist:
+    """The top ``max_support`` entries of a dense distribution, renormalised.
+
+    Used by the edge to build its proposal: any proposal is exact as long as the draft
+    token is drawn from exactly the distribution that is sent, so the edge may cut the
+    tail to keep the uplink to a few bytes per token.
+    """
+    nonzero = int(np.count_nonzero(probs))
+    n = max(1, min(max_support, nonzero))
+    ids = np.argsort(-probs, kind="stable")[:n]
+    kept = probs[ids]
+    return SparseDist(ids=ids.astype(np.int64), probs=kept / kept.sum())
+
+
+def sample_index(probs: FloatArray, u: float) -> int:
+    """Inverse-CDF draw from an unnormalised non-negative vector with one uniform u."""
+    cdf = np.cumsum(probs)
+    total = cdf[-1]
+    if not total > 0:
+        raise ValueError("cannot sample from a zero vector")
+    idx = int(np.searchsorted(cdf, u * total, side="right"))
+    # guard against u*total landing on the last edge by rounding
+    idx = min(idx, probs.size - 1)
+    while probs[idx] == 0 and idx > 0:
+        idx -= 1
+    return idx
+
+
+def sample_sparse(dist: SparseDist, u: float) -> int:
+    return int(dist.ids[sample_index(dist.probs, u)])
+
+
