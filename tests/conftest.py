@@ -30,11 +30,11 @@ class Server:
 def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    fh = log.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
-    )
+    with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
+            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, module, timeout)

@@ -2,8 +2,9 @@
 loops, wired through httpx's ASGI transport, over a tiny deterministic target backend, a
 scripted drafter and a letter tokenizer. No sockets, no model files.
 
-The target is a bigram model over ``V`` tokens whose greedy next token is ``(prev + 1) % V``;
-token 0 is the end of turn. A token ``t > 0`` reads as the letter ``chr(ord("a") + t - 1)``.
+The target is a bigram model over ``V`` tokens whose greedy next token is ``successor(prev)``,
+cycling through 1..V-1 (it never ends a turn by itself); token 0 is the end of turn. A token
+``t > 0`` reads as the letter ``chr(ord("a") + t - 1)``.
 """
 
 from __future__ import annotations
@@ -35,14 +36,21 @@ VERIFIER_URL = "http://verifier.test"
 EDGE_URL = "http://edge.test"
 
 
+def successor(token: int) -> int:
+    return token % (V - 1) + 1
+
+
 def greedy_continuation(last: int, n: int) -> list[int]:
     """What the bigram target produces greedily after ``last``."""
-    return [(last + i) % V for i in range(1, n + 1)]
+    out = [successor(last)]
+    while len(out) < n:
+        out.append(successor(out[-1]))
+    return out[:n]
 
 
 def bigram_logits(prev: int) -> npt.NDArray[np.float32]:
     row = np.full(V, -5.0, dtype=np.float32)
-    row[(prev + 1) % V] = 5.0
+    row[successor(prev)] = 5.0
     return row
 
 
@@ -111,7 +119,8 @@ class LetterTokenizer(Tokenizer):
 
 class ScriptedDrafter(Drafter):
     """Drafts the target's greedy continuation, except at absolute positions ``p`` with
-    ``wrong(p)``, where it drafts ``(prev + 2) % V`` (a token the target rejects when greedy).
+    ``wrong(p)``, where it drafts ``successor(successor(prev))`` (a token the target rejects
+    when greedy).
     Sampled drafts come from the bigram's own tempered logits, so they carry real proposals."""
 
     def __init__(self, wrong: Callable[[int], bool] = lambda p: p % 3 == 2) -> None:
@@ -122,7 +131,7 @@ class ScriptedDrafter(Drafter):
         prev = context[-1]
         if self.wrong(len(context)):
             row = np.full(V, -5.0, dtype=np.float32)
-            row[(prev + 2) % V] = 5.0
+            row[successor(successor(prev))] = 5.0
             return row
         return bigram_logits(prev)
 

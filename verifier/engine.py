@@ -133,15 +133,15 @@ class VerifierEngine:
 
     def _check_round(self, session: Session, req: VerifyRequest) -> None:
         vocab = self.backend.info.vocab_size
-        k = len(req.draft_token_ids)
+        drafted = len(req.draft_token_ids)
         if any(t < 0 or t >= vocab for t in req.draft_token_ids):
             raise EngineError(400, "draft token id outside the vocabulary", "invalid_token")
         if req.proposals is not None:
-            if len(req.proposals) != k:
+            if len(req.proposals) != drafted:
                 raise EngineError(400, "one proposal per draft token is required", "invalid_proposal")
             if session.sampling.temperature == 0:
                 raise EngineError(400, "proposals are meaningless for a greedy session", "invalid_proposal")
-        if len(session.committed) + k >= self.backend.info.max_context:
+        if len(session.committed) + drafted >= self.backend.info.max_context:
             raise EngineError(400, "round would exceed the target's context", "context_length_exceeded")
 
     async def verify(self, session_id: str, req: VerifyRequest) -> VerifyResponse:

@@ -53,7 +53,8 @@ class LinkRelay:
 
     @property
     def port(self) -> int:
-        assert self._server is not None
+        if self._server is None:
+            raise RuntimeError("the relay is not started")
         return int(self._server.sockets[0].getsockname()[1])
 
     def now(self) -> float:

@@ -28,9 +28,9 @@ class Process:
                 os.sched_setaffinity(0, pin)
 
         self.log = log
-        self._fh = log.open("wb")
-        self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=self._fh, stderr=subprocess.STDOUT,
-                                     preexec_fn=preexec)
+        with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
+                                         preexec_fn=preexec)
 
     @property
     def pid(self) -> int:
@@ -38,8 +38,6 @@ class Process:
 
     def stop(self) -> None:
         stop_process(self.proc)
-        if not self._fh.closed:
-            self._fh.close()
 
 
 class RelayThread:

@@ -37,8 +37,7 @@ def build_student(
     cfg = LlamaConfig.from_dict(tcfg.to_dict())
     cfg.num_hidden_layers = layers
     from_target = hidden is None or hidden == tcfg.hidden_size
-    if not from_target:
-        assert hidden is not None
+    if hidden is not None and not from_target:
         cfg.hidden_size = hidden
         cfg.num_attention_heads = max(1, hidden // 64)
         cfg.num_key_value_heads = max(1, cfg.num_attention_heads // 3)

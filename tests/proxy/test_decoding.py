@@ -1,0 +1,126 @@
+"""The edge's decoding loops against the real verifier engine, in memory (tests/harness.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+
+from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
+from tests.harness import EOS, BigramBackend, ScriptedDrafter, V, greedy_continuation, start
+
+
+def request(prompt: list[int], max_tokens: int, gamma: int = 4, temperature: float = 0.0,
+            threshold: float = 0.0) -> GenerationRequest:
+    return GenerationRequest(prompt_token_ids=prompt, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
+                             seed=7, gamma=gamma, stop_token_ids=frozenset({EOS}),
+                             confidence_threshold=threshold)
+
+
+async def collect(loop: AsyncGenerator[list[int], None], limit: int) -> list[int]:
+    out: list[int] = []
+    try:
+        async for new in loop:
+            out.extend(new)
+            if len(out) >= limit:
+                break
+    finally:
+        await loop.aclose()
+    return out[:limit]
+
+
+def test_speculative_greedy_equals_the_targets_greedy_with_rejections() -> None:
+    async def body() -> None:
+        h = await start()
+        stats = GenerationStats(mode="speculative")
+        req = request([1, 2, 3], max_tokens=11)
+        out = await collect(speculative_loop(req, h.drafters[0], h.client, stats, 16), 11)
+        assert out == greedy_continuation(3, 11)
+        # the drafter is wrong at every third position: rounds end on rejections, and recover
+        assert stats.rejections > 0 and 0 < stats.accepted < stats.drafted
+        assert stats.rounds * 1 + stats.accepted == 11  # each round commits its accepted tokens + one
+        assert stats.bytes_up > 0 and stats.bytes_down > 0
+        assert h.verifier.ready_engine().session_count == 0  # closing the loop ended the session
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_perfect_drafter_commits_gamma_plus_one_per_round() -> None:
+    async def body() -> None:
+        h = await start()
+        h.drafters[0].wrong = lambda p: False
+        stats = GenerationStats(mode="speculative")
+        out = await collect(speculative_loop(request([4], 10, gamma=4), h.drafters[0], h.client, stats, 16), 10)
+        assert out == greedy_continuation(4, 10)
+        assert stats.rounds == 2 and stats.accepted == stats.drafted == 8 and stats.rejections == 0
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_gamma_zero_and_cloud_loop_are_plain_target_decoding() -> None:
+    async def body() -> None:
+        h = await start()
+        plain = GenerationStats(mode="speculative")
+        out0 = await collect(speculative_loop(request([5], 6, gamma=0), h.drafters[0], h.client, plain, 16), 6)
+        cloud = GenerationStats(mode="cloud")
+        out1 = await collect(cloud_loop(request([5], 6), h.client, cloud), 6)
+        assert out0 == out1 == greedy_continuation(5, 6)
+        assert plain.drafted == 0 and plain.rounds == 6 and h.drafters[0].calls == 0
+        assert cloud.rounds == 6 and cloud.verify_compute_s > 0
+        assert h.verifier.ready_engine().session_count == 0
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_draft_loop_is_the_drafter_alone() -> None:
+    async def body() -> None:
+        h = await start()
+        drafter = ScriptedDrafter(wrong=lambda p: True)  # always successor(successor(prev))
+        out = await collect(draft_loop(request([14], 4), drafter, GenerationStats(mode="draft")), 4)
+        assert out == [1, 3, 5, 7]
+        assert h.backend.extends == 0  # the verifier was never asked
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_sampled_speculation_is_seeded_and_reproducible() -> None:
+    async def body() -> None:
+        h = await start()
+        outs = []
+        for _ in range(2):
+            stats = GenerationStats(mode="speculative")
+            req = request([2, 3], 12, temperature=1.0)
+            outs.append(await collect(speculative_loop(req, h.drafters[0], h.client, stats, 4), 12))
+            assert stats.drafted > 0
+        assert outs[0] == outs[1] and all(0 <= t < V for t in outs[0])
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None:
+    async def body() -> None:
+        h = await start(BigramBackend(fail_on_extend=3))  # prefill, round 1, then the crash
+        stats = GenerationStats(mode="speculative")
+        loop = speculative_loop(request([1, 2], 20), h.drafters[0], h.client, stats, 16)
+        got: list[int] = []
+        try:
+            async for new in loop:
+                got.extend(new)
+        except Exception as exc:  # noqa: BLE001 - the type is checked below
+            error = exc
+        else:
+            raise AssertionError("the crash did not surface")
+        finally:
+            await loop.aclose()
+        from proxy.verifier_client import VerifierRejected
+
+        assert isinstance(error, VerifierRejected) and error.status == 500
+        assert got == greedy_continuation(2, len(got)) and len(got) > 0
+        assert h.verifier.ready_engine().session_count == 0
+        await h.aclose()
+
+    asyncio.run(body())
