@@ -45,7 +45,10 @@ class EdgeSettings(BaseSettings):
     )
     slots: int = Field(2, ge=1, le=64, description="requests drafted concurrently (one KV cache each)")
     proposal_support: int = Field(
-        DEFAULT_PROPOSAL_SUPPORT, ge=1, le=4096, description="when sampling, the draft samples its top-K proposal and sends it up"
+        DEFAULT_PROPOSAL_SUPPORT,
+        ge=1,
+        le=4096,
+        description="when sampling, the draft samples its top-K proposal and sends it up",
     )
     verifier_timeout_s: float = Field(60.0, gt=0, description="timeout of one call to the verifier")
     log_level: str = Field("info", description="logging level")
