@@ -1,54 +1,14 @@
-"""VerifierEngine with a numpy bigram backend (a fake for this one module's unit test)."""
+"""VerifierEngine over the harness's bigram backend (a fake for this one module's unit test)."""
 
 from __future__ import annotations
 
 import asyncio
 
-import numpy as np
 import pytest
 
-from verifier.backends.base import SequenceState, TargetBackend
-from verifier.core.protocol import ModelInfo, Proposal, SamplingParams, SessionCreate, VerifyRequest
+from tests.harness import BigramBackend, V
+from verifier.core.protocol import Proposal, SamplingParams, SessionCreate, VerifyRequest
 from verifier.engine import EngineError, VerifierEngine
-
-V = 8
-
-
-class ListState(SequenceState):
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-
-    @property
-    def length(self) -> int:
-        return len(self.tokens)
-
-
-class BigramBackend(TargetBackend):
-    """Greedy next token is (prev + 1) % V; records every token it was asked to score."""
-
-    def __init__(self) -> None:
-        self.info = ModelInfo(model="bigram", backend="fake", vocab_size=V, max_context=64, eos_token_ids=[0])
-        self.scored = 0
-        self.released = 0
-
-    def new_state(self) -> ListState:
-        return ListState()
-
-    def extend(self, state: SequenceState, token_ids: list[int], logits_rows: int) -> np.ndarray:
-        assert isinstance(state, ListState)
-        state.tokens.extend(token_ids)
-        self.scored += len(token_ids)
-        rows = np.full((len(token_ids), V), -5.0, dtype=np.float32)
-        for i, t in enumerate(token_ids):
-            rows[i, (t + 1) % V] = 5.0
-        return rows[len(rows) - logits_rows:] if logits_rows else rows[:0]
-
-    def truncate(self, state: SequenceState, length: int) -> None:
-        assert isinstance(state, ListState)
-        del state.tokens[length:]
-
-    def release(self, state: SequenceState) -> None:
-        self.released += 1
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -70,9 +30,9 @@ def test_greedy_rounds_commit_and_roll_back() -> None:
         r = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[4, 5, 7, 1]))
         assert (r.accepted, r.next_token_id, r.committed_tokens) == (2, 6, 3 + 3)
         assert engine.session(sid).state.length == 5  # rolled back past the rejected tokens
-        r2 = await engine.verify(sid, VerifyRequest(round=2, draft_token_ids=[7, 0]))
-        assert (r2.accepted, r2.next_token_id) == (2, 1)
-        assert engine.session(sid).committed == [1, 2, 3, 4, 5, 6, 7, 0, 1]
+        r2 = await engine.verify(sid, VerifyRequest(round=2, draft_token_ids=[7, 8]))
+        assert (r2.accepted, r2.next_token_id) == (2, 9)
+        assert engine.session(sid).committed == [1, 2, 3, 4, 5, 6, 7, 8, 9]
         scored_before = backend.scored
         await engine.verify(sid, VerifyRequest(round=3, draft_token_ids=[]))
         assert backend.scored - scored_before == 1  # a round scores only the new tokens
@@ -119,7 +79,7 @@ def test_bad_inputs_are_refused_without_damage() -> None:
 
 def test_context_limit_and_session_limit() -> None:
     async def body() -> None:
-        engine = VerifierEngine(BigramBackend(), 60, 1)
+        engine = VerifierEngine(BigramBackend(max_context=64), 60, 1)
         with pytest.raises(EngineError) as err:
             await _session(engine, list(range(1, 8)) * 10)
         assert err.value.code == "context_length_exceeded"
