@@ -26,7 +26,7 @@ from proxy.tokenizer import Tokenizer
 from proxy.verifier_client import VerifierClient
 from verifier.app import VerifierService
 from verifier.app import create_app as create_verifier_app
-from verifier.backends.base import SequenceState, TargetBackend
+from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
 from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
 from verifier.core.protocol import ModelInfo
 
@@ -64,21 +64,28 @@ class ListState(SequenceState):
 
 
 class BigramBackend(TargetBackend):
-    """Scores with ``bigram_logits``; counts what it scored and released; ``fail_on_extend``
-    makes its n-th extend call raise (a backend crash mid-request)."""
+    """Scores with ``bigram_logits``; counts what it scored, its passes and releases;
+    ``fail_on_extend`` makes its n-th scored item raise (a backend crash mid-request)."""
 
     def __init__(self, max_context: int = 512, fail_on_extend: int | None = None) -> None:
         self.info = ModelInfo(model="bigram", backend="fake", vocab_size=V, max_context=max_context,
                               eos_token_ids=[EOS])
         self.scored = 0
-        self.extends = 0
+        self.extends = 0  # items scored, over all passes
+        self.passes = 0
+        self.batch_sizes: list[int] = []
         self.released = 0
         self.fail_on_extend = fail_on_extend
 
     def new_state(self) -> ListState:
         return ListState()
 
-    def extend(self, state: SequenceState, token_ids: list[int], logits_rows: int) -> npt.NDArray[np.float32]:
+    def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
+        self.passes += 1
+        self.batch_sizes.append(len(batch))
+        return [self._extend(s, batch.tokens_of(i).tolist(), batch.logits_rows[i]) for i, s in enumerate(batch.states)]
+
+    def _extend(self, state: SequenceState, token_ids: list[int], logits_rows: int) -> npt.NDArray[np.float32]:
         if not isinstance(state, ListState):
             raise TypeError("not a ListState")
         self.extends += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request
@@ -24,7 +25,7 @@ from verifier.core.protocol import (
     VerifyRequest,
     VerifyResponse,
 )
-from verifier.engine import EngineError, VerifierEngine
+from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +37,12 @@ def _error(status: int, message: str, code: str | None) -> JSONResponse:
 class VerifierService:
     """Holds the engine once the backend is loaded; routes read it from app.state."""
 
-    def __init__(self, backend_factory: Callable[[], TargetBackend], session_ttl_s: float, max_sessions: int) -> None:
+    def __init__(self, backend_factory: Callable[[], TargetBackend], session_ttl_s: float, max_sessions: int,
+                 scheduling: SchedulingConfig) -> None:
         self._factory = backend_factory
         self._ttl = session_ttl_s
         self._max_sessions = max_sessions
+        self._scheduling = scheduling
         self.engine: VerifierEngine | None = None
         self.load_error: str | None = None
 
@@ -50,7 +53,7 @@ class VerifierService:
             log.exception("backend failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
-        self.engine = VerifierEngine(backend, self._ttl, self._max_sessions)
+        self.engine = VerifierEngine(backend, self._ttl, self._max_sessions, self._scheduling)
         log.info("verifier ready", extra={"model": backend.info.model, "backend": backend.info.backend})
 
     def ready_engine(self) -> VerifierEngine:
@@ -60,9 +63,12 @@ class VerifierService:
 
 
 def create_app(
-    backend_factory: Callable[[], TargetBackend], session_ttl_s: float = 120.0, max_sessions: int = 64
+    backend_factory: Callable[[], TargetBackend],
+    session_ttl_s: float = 120.0,
+    max_sessions: int = 64,
+    scheduling: SchedulingConfig | None = None,
 ) -> FastAPI:
-    service = VerifierService(backend_factory, session_ttl_s, max_sessions)
+    service = VerifierService(backend_factory, session_ttl_s, max_sessions, scheduling or SchedulingConfig())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,14 +87,17 @@ def create_app(
         sweeper.cancel()
         load_task.cancel()
         if service.engine is not None:
-            service.engine.close()
+            await service.engine.aclose()
 
     app = FastAPI(title="Tandem verifier", version=str(PROTOCOL_VERSION), lifespan=lifespan)
     app.state.service = service
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
-        return _error(exc.status, str(exc), exc.code)
+        response = _error(exc.status, str(exc), exc.code)
+        if exc.retry_after_s is not None:
+            response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+        return response
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -118,9 +127,12 @@ def create_app(
         return ServerInfo.of(service.ready_engine().backend.info)
 
     @app.get(f"{API_PREFIX}/stats")
-    async def stats() -> dict[str, float | int]:
+    async def stats() -> dict[str, float | int | None]:
         engine = service.ready_engine()
-        return {**vars(engine.stats), "sessions": engine.session_count}
+        scheduler = engine.scheduler
+        return {**vars(engine.stats), "sessions": engine.session_count, **vars(scheduler.stats),
+                "queue_depth": scheduler.queue_depth,
+                "estimator_median_error": scheduler.estimator.median_relative_error()}
 
     @app.post(f"{API_PREFIX}/sessions", status_code=201)
     async def create_session(req: SessionCreate) -> SessionCreated:

@@ -8,6 +8,7 @@ from pydantic_settings import CliApp
 from verifier.backends import TargetBackend, load_backend
 from verifier.core.logs import configure_logging
 from verifier.core.models import default_target_dir
+from verifier.engine import SchedulingConfig
 from verifier.settings import VerifierSettings
 
 
@@ -24,7 +25,15 @@ def main(argv: list[str] | None = None) -> None:
 
     from verifier.app import create_app
 
-    app = create_app(factory, settings.session_ttl_s, settings.max_sessions)
+    scheduling = SchedulingConfig(
+        max_batch_tokens=settings.max_batch_tokens,
+        max_batch_rounds=settings.max_batch_rounds,
+        max_queue_delay_s=settings.max_queue_delay_s,
+        prefill_chunk=settings.prefill_chunk,
+        tpot_ms=settings.tpot_slo_ms,
+        ttft_ms=settings.ttft_slo_ms,
+    )
+    app = create_app(factory, settings.session_ttl_s, settings.max_sessions, scheduling)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 

@@ -1,8 +1,14 @@
-"""The verifier engine: sessions holding a verified prefix and its KV state, and rounds.
+"""The verifier engine: sessions holding a verified prefix and its KV state, and their rounds.
 
 Invariant per session: ``committed`` is prompt + verified output; its last token is the
-*pending* token, verified but not yet in the KV state (the next round feeds it first, so
-its logits score draft token 1). KV length == len(committed) - 1 between rounds.
+*pending* token, verified but not yet in the KV state (the next round feeds it first, so its
+logits score draft token 1). KV length == len(committed) - 1 between rounds.
+
+Work of every session goes through one ``BatchScheduler``: a round (or a prefill chunk) is a
+job; the scheduler batches jobs of many sessions into one backend pass under their deadlines.
+A round's outcome (acceptance, commit, KV roll-back) is applied when its batch finishes,
+whether or not its caller still waits, so a retried round is answered from the session. A
+session is released only once no job of it is in flight.
 """
 
 from __future__ import annotations
@@ -11,12 +17,12 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from verifier.backends.base import SequenceState, TargetBackend
-from verifier.core.acceptance import verify_greedy, verify_sampled
+from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
+from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
 from verifier.core.protocol import (
     PROTOCOL_VERSION,
@@ -25,36 +31,63 @@ from verifier.core.protocol import (
     SamplingParams,
     SessionCreate,
     SessionCreated,
+    SloTargets,
     VerifyRequest,
     VerifyResponse,
 )
-from verifier.core.sampling import target_distribution
+from verifier.core.sampling import SparseDist, target_distribution
+from verifier.scheduling.estimator import VerifyTimeEstimator
+from verifier.scheduling.policy import Budget
+from verifier.scheduling.scheduler import BatchScheduler, Job, Logits, Overloaded
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 
 class EngineError(Exception):
     """A request the engine refuses; ``status`` is the HTTP status it maps to."""
 
-    def __init__(self, status: int, message: str, code: str) -> None:
+    def __init__(self, status: int, message: str, code: str, retry_after_s: float | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(frozen=True)
+class SchedulingConfig:
+    """How the engine batches: budgets of one pass, the queue bound, prefill chunks, default SLO."""
+
+    max_batch_tokens: int = 256
+    max_batch_rounds: int = 32
+    max_queue_delay_s: float = 10.0
+    prefill_chunk: int = 256
+    tpot_ms: float = 250.0
+    ttft_ms: float = 5000.0
 
 
 @dataclass
 class Session:
     session_id: str
     sampling: SamplingParams
+    slo: SloTargets
     state: SequenceState
     committed: list[int]
     prompt_tokens: int
     last_used: float
     last_round: int = 0
     last_response: VerifyResponse | None = None
+    accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
+    rejections: int = 0
+    in_flight: bool = False  # a job of this session is queued or being scored
+    closing: bool = False  # ended while in flight: release when the job finishes
+    released: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def expected_tokens(self, drafted: int) -> float:
+        """Tokens a round of ``drafted`` draft tokens is expected to commit (Laplace-smoothed
+        per-token acceptance of this session so far)."""
+        alpha = (self.accepted + 1) / (self.accepted + self.rejections + 2)
+        return expected_tokens_per_round(alpha, drafted)
 
 
 @dataclass
@@ -64,31 +97,72 @@ class EngineStats:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
-    compute_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobResult:
+    logits: Logits
+    compute_s: float  # the batch's model time
+    queue_s: float  # time the job waited for its batch
 
 
 class VerifierEngine:
-    def __init__(self, backend: TargetBackend, session_ttl_s: float, max_sessions: int) -> None:
+    def __init__(self, backend: TargetBackend, session_ttl_s: float, max_sessions: int,
+                 scheduling: SchedulingConfig | None = None, estimator: VerifyTimeEstimator | None = None) -> None:
         self.backend = backend
         self._ttl = session_ttl_s
         self._max_sessions = max_sessions
+        self._config = scheduling or SchedulingConfig()
         self._sessions: dict[str, Session] = {}
-        self._model_lock = asyncio.Lock()  # one forward at a time on the one model
+        self.scheduler = BatchScheduler(
+            backend, estimator or VerifyTimeEstimator(),
+            Budget(self._config.max_batch_tokens, self._config.max_batch_rounds), self._config.max_queue_delay_s)
         self.stats = EngineStats()
 
     @property
     def session_count(self) -> int:
         return len(self._sessions)
 
-    async def _run_model(self, fn: Callable[..., T], *args: object) -> tuple[T, float]:
-        """Run a backend call off the event loop, one at a time; returns (result, seconds)."""
-        async with self._model_lock:
-            t0 = time.perf_counter()
-            result = await asyncio.to_thread(fn, *args)
-            dt = time.perf_counter() - t0
-            self.stats.compute_s += dt
-            return result, dt
+    def session(self, session_id: str) -> Session:
+        """A live session (404 EngineError if it ended or expired)."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            raise EngineError(404, f"no session {session_id!r} (ended or expired)", "session_not_found")
+        return session
 
+    # ---- jobs ----------------------------------------------------------------------------
+    def _submit(self, session: Session, tokens: list[int], logits_rows: int, deadline_s: float, value: float,
+                admit_always: bool = False) -> asyncio.Future[JobResult]:
+        """Queue one job of a session; the future resolves with its logits rows and timings. The
+        session is marked in flight until the job finishes (released then if it was ended meanwhile)."""
+        self.scheduler.start()
+        future: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
+
+        def done(job: Job, logits: Logits | None, exc: BaseException | None) -> None:
+            session.in_flight = False
+            if session.closing:
+                self._release(session)
+            if future.done():
+                return
+            if exc is not None or logits is None:
+                future.set_exception(exc or RuntimeError("no logits"))
+            else:
+                future.set_result(JobResult(logits, job.compute_s, job.queue_s))
+
+        job = Job(session.state, tokens, logits_rows, time.monotonic() + deadline_s, value, done)
+        try:
+            self.scheduler.submit(job, admit_always)
+        except Overloaded as exc:
+            raise EngineError(503, str(exc), "overloaded", exc.retry_after_s) from exc
+        session.in_flight = True
+        return future
+
+    def _release(self, session: Session) -> None:
+        if not session.released:
+            session.released = True
+            self.backend.release(session.state)
+
+    # ---- sessions --------------------------------------------------------------------------
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
         if req.protocol_version != PROTOCOL_VERSION:
@@ -100,38 +174,42 @@ class VerifierEngine:
         if len(self._sessions) >= self._max_sessions:
             self.expire_idle()
             if len(self._sessions) >= self._max_sessions:
-                raise EngineError(503, "verifier is at its session limit", "overloaded")
-        state = self.backend.new_state()
-        prefix = req.prompt_token_ids[:-1]
-        if prefix:
-            try:
-                await self._run_model(self.backend.extend, state, prefix, 0)
-            except BaseException:
-                self.backend.release(state)
-                raise
+                raise EngineError(503, "verifier is at its session limit", "overloaded", 1.0)
+        slo = SloTargets(tpot_ms=(req.slo.tpot_ms if req.slo and req.slo.tpot_ms else self._config.tpot_ms),
+                         ttft_ms=(req.slo.ttft_ms if req.slo and req.slo.ttft_ms else self._config.ttft_ms))
         sid = secrets.token_hex(12)
-        self._sessions[sid] = Session(
-            session_id=sid,
-            sampling=req.sampling,
-            state=state,
-            committed=list(req.prompt_token_ids),
-            prompt_tokens=len(req.prompt_token_ids),
-            last_used=time.monotonic(),
-        )
+        session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self.backend.new_state(),
+                          committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
+                          last_used=time.monotonic())
+        try:
+            await self._prefill(session, req.prompt_token_ids[:-1])
+        except BaseException:
+            if session.in_flight:
+                session.closing = True  # released when its chunk finishes
+            else:
+                self._release(session)
+            raise
+        self._sessions[sid] = session
         self.stats.sessions_created += 1
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
-        return SessionCreated(
-            session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context
-        )
+        return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
 
-    def session(self, session_id: str) -> Session:
-        """A live session (404 EngineError if it ended or expired)."""
-        session = self._sessions.get(session_id)
-        if session is None:
-            raise EngineError(404, f"no session {session_id!r} (ended or expired)", "session_not_found")
-        return session
+    async def _prefill(self, session: Session, prefix: list[int]) -> None:
+        """Prefill the prompt in chunks, each its own job, so a long prompt never holds a pass
+        long enough to stall other sessions' rounds. Only the first chunk may be refused."""
+        chunk = self._config.prefill_chunk
+        deadline_at = time.monotonic() + (session.slo.ttft_ms or self._config.ttft_ms) / 1000
+        for start in range(0, len(prefix), chunk):
+            future = self._submit(session, prefix[start:start + chunk], 0, max(0.0, deadline_at - time.monotonic()),
+                                  value=1.0, admit_always=start > 0)
+            try:
+                await asyncio.shield(future)
+            except (EngineError, asyncio.CancelledError):
+                raise
+            except Exception as exc:  # the backend failed
+                raise EngineError(500, f"prefill failed: {type(exc).__name__}: {exc}", "internal_error") from exc
 
-    def _check_round(self, session: Session, req: VerifyRequest) -> None:
+    def _check_round(self, session: Session, req: VerifyRequest) -> list[SparseDist] | None:
         vocab = self.backend.info.vocab_size
         drafted = len(req.draft_token_ids)
         if any(t < 0 or t >= vocab for t in req.draft_token_ids):
@@ -143,6 +221,13 @@ class VerifierEngine:
                 raise EngineError(400, "proposals are meaningless for a greedy session", "invalid_proposal")
         if len(session.committed) + drafted >= self.backend.info.max_context:
             raise EngineError(400, "round would exceed the target's context", "context_length_exceeded")
+        proposals = decode_proposals(req)
+        try:
+            for dist in proposals or ():
+                dist.validate(vocab)
+        except ValueError as exc:
+            raise EngineError(400, str(exc), "invalid_proposal") from exc
+        return proposals
 
     async def verify(self, session_id: str, req: VerifyRequest) -> VerifyResponse:
         session = self.session(session_id)
@@ -154,53 +239,68 @@ class VerifierEngine:
                 raise EngineError(
                     409, f"expected round {session.last_round + 1}, got {req.round}", "round_out_of_order"
                 )
-            self._check_round(session, req)
-            proposals = decode_proposals(req)
-            try:
-                for dist in proposals or ():
-                    dist.validate(self.backend.info.vocab_size)
-            except ValueError as exc:
-                raise EngineError(400, str(exc), "invalid_proposal") from exc
+            proposals = self._check_round(session, req)
             draft = list(req.draft_token_ids)
-            feed = [session.committed[-1], *draft]
-            try:
-                logits, dt = await self._run_model(self.backend.extend, session.state, feed, len(feed))
-            except BaseException:
-                self.backend.truncate(session.state, len(session.committed) - 1)
-                raise
-            sp = session.sampling
-            try:
-                if sp.temperature == 0:
-                    outcome = verify_greedy(draft, logits)
-                else:
-                    probs = target_distribution(logits, sp.temperature, sp.top_p)
-                    outcome = verify_sampled(draft, proposals, probs, sp.seed, len(session.committed))
-            except ValueError as exc:
-                # restore the state the round started from, then refuse the round
-                self.backend.truncate(session.state, len(session.committed) - 1)
-                raise EngineError(400, str(exc), "invalid_proposal") from exc
-            session.committed.extend(draft[: outcome.accepted])
-            session.committed.append(outcome.next_token_id)
+            value = session.expected_tokens(len(draft))
+            tpot_s = (session.slo.tpot_ms or self._config.tpot_ms) / 1000
+            future = self._submit(session, [session.committed[-1], *draft], len(draft) + 1, tpot_s * value, value)
+            outcome_future: asyncio.Future[VerifyResponse] = asyncio.get_running_loop().create_future()
+
+            def finish(done: asyncio.Future[JobResult]) -> None:
+                """Apply the round when its batch is done, whoever still waits for it."""
+                try:
+                    outcome_future.set_result(self._apply_round(session, req.round, draft, proposals, done.result()))
+                except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the round
+                    if not session.released:
+                        self.backend.truncate(session.state, len(session.committed) - 1)
+                    if isinstance(exc, EngineError):
+                        outcome_future.set_exception(exc)
+                    else:
+                        outcome_future.set_exception(
+                            EngineError(500, f"round failed: {type(exc).__name__}: {exc}", "internal_error"))
+
+            future.add_done_callback(finish)
+            return await asyncio.shield(outcome_future)
+
+    def _apply_round(self, session: Session, round_: int, draft: list[int], proposals: list[SparseDist] | None,
+                     result: JobResult) -> VerifyResponse:
+        sp = session.sampling
+        logits = result.logits
+        try:
+            outcome: RoundOutcome
+            if sp.temperature == 0:
+                outcome = verify_greedy(draft, logits)
+            else:
+                probs = target_distribution(logits, sp.temperature, sp.top_p)
+                outcome = verify_sampled(draft, proposals, probs, sp.seed, len(session.committed))
+        except ValueError as exc:
+            raise EngineError(400, str(exc), "invalid_proposal") from exc
+        session.committed.extend(draft[: outcome.accepted])
+        session.committed.append(outcome.next_token_id)
+        if not session.released:
             self.backend.truncate(session.state, len(session.committed) - 1)
-            resp = VerifyResponse(
-                round=req.round,
-                accepted=outcome.accepted,
-                next_token_id=outcome.next_token_id,
-                committed_tokens=len(session.committed),
-                compute_ms=dt * 1000.0,
-            )
-            session.last_round = req.round
-            session.last_response = resp
-            self.stats.rounds += 1
-            self.stats.drafted += len(draft)
-            self.stats.accepted += outcome.accepted
-            return resp
+        session.accepted += outcome.accepted
+        session.rejections += int(outcome.accepted < len(draft))
+        resp = VerifyResponse(
+            round=round_,
+            accepted=outcome.accepted,
+            next_token_id=outcome.next_token_id,
+            committed_tokens=len(session.committed),
+            compute_ms=result.compute_s * 1000.0,
+            queue_ms=result.queue_s * 1000.0,
+        )
+        session.last_round = round_
+        session.last_response = resp
+        self.stats.rounds += 1
+        self.stats.drafted += len(draft)
+        self.stats.accepted += outcome.accepted
+        return resp
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding through the same round code path (rounds with no drafts),
         so its greedy output is by construction the verifier's greedy output."""
         created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
-                                                          sampling=req.sampling))
+                                                          sampling=req.sampling, slo=req.slo))
         stops = set(req.stop_token_ids)
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         try:
@@ -216,19 +316,23 @@ class VerifierEngine:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
-        self.backend.release(session.state)
+        if session.in_flight:
+            session.closing = True  # released when its job finishes
+        else:
+            self._release(session)
         log.info("session ended", extra={"session": session_id})
         return True
 
     def expire_idle(self) -> int:
         now = time.monotonic()
         stale = [s.session_id for s in self._sessions.values()
-                 if now - s.last_used > self._ttl and not s.lock.locked()]
+                 if now - s.last_used > self._ttl and not s.lock.locked() and not s.in_flight]
         for sid in stale:
             self.end_session(sid)
         self.stats.sessions_expired += len(stale)
         return len(stale)
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        await self.scheduler.stop()
         for sid in list(self._sessions):
             self.end_session(sid)

@@ -34,4 +34,18 @@ class VerifierSettings(BaseSettings):
     max_context: int | None = Field(4096, description="cap on prompt + generated tokens per session")
     session_ttl_s: float = Field(120.0, description="idle seconds before a session is freed")
     max_sessions: int = Field(64, description="live sessions at most; more get 503")
+    max_batch_tokens: int = Field(256, ge=1, description="new tokens scored in one batched pass, at most")
+    max_batch_rounds: int = Field(32, ge=1, description="rounds and prefill chunks in one batched pass, at most")
+    max_queue_delay_s: float = Field(
+        10.0, gt=0, description="a round that would wait longer than this for its pass is refused: 503 overloaded, "
+        "with Retry-After"
+    )
+    prefill_chunk: int = Field(
+        256, ge=1, description="prompt tokens prefilled per pass, so a long prompt never stalls other sessions' rounds"
+    )
+    tpot_slo_ms: float = Field(
+        250.0, gt=0, description="default time-per-output-token target; a round's deadline is its arrival plus this "
+        "for every token it is expected to commit (per session: SessionCreate.slo)"
+    )
+    ttft_slo_ms: float = Field(5000.0, gt=0, description="default time-to-first-token target: a prefill's deadline")
     log_level: str = Field("info", description="logging level")

@@ -1,14 +1,17 @@
 """The target-model backend interface: the only thing the verifier engine needs from a model.
 
-A backend scores tokens against a per-session KV state. ``extend`` appends tokens to the
-state and returns logits only for the trailing rows asked for, so a verify round costs
-the new tokens, never the whole context. ``truncate`` rolls the state back after a
-rejection. Backends are synchronous; the engine runs them off the event loop.
+A backend scores new tokens of many sessions in one call (``score``): each session's tokens
+are appended to its KV state and the logits of the rows asked for come back, so a verify
+round costs its new tokens, never the whole context, and a batch of rounds from many edges
+costs one pass. ``truncate`` rolls a state back after a rejection. Backends are synchronous;
+the engine's scheduler runs them off the event loop, one batch at a time.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -29,6 +32,45 @@ class SequenceState(ABC):
         """Tokens currently held in the KV state."""
 
 
+@dataclass(frozen=True)
+class ScoreBatch:
+    """The new tokens of many sessions, flat, as in vLLM's spec-decode metadata.
+
+    token_ids: [T] int64, every item's new tokens back to back; offsets: [n+1], item i owns
+    token_ids[offsets[i]:offsets[i+1]]; logits_rows[i]: how many trailing rows of logits item
+    i needs (the rounds' draft positions plus the bonus position; 0 for a prefill chunk).
+    A state appears at most once in a batch.
+    """
+
+    states: tuple[SequenceState, ...]
+    token_ids: npt.NDArray[np.int64]
+    offsets: npt.NDArray[np.int64]
+    logits_rows: tuple[int, ...]
+
+    @classmethod
+    def of(cls, items: Sequence[tuple[SequenceState, Sequence[int], int]]) -> ScoreBatch:
+        """A batch from (state, new token ids, logits rows) triples."""
+        states = tuple(s for s, _, _ in items)
+        if len({id(s) for s in states}) != len(states):
+            raise ValueError("a state may appear only once in a batch")
+        for _, tokens, rows in items:
+            if not tokens:
+                raise ValueError("every item needs at least one new token")
+            if not 0 <= rows <= len(tokens):
+                raise ValueError("logits rows must be between 0 and the item's new tokens")
+        lengths = [len(t) for _, t, _ in items]
+        offsets = np.zeros(len(items) + 1, dtype=np.int64)
+        offsets[1:] = np.cumsum(lengths)
+        flat = np.fromiter((t for _, tokens, _ in items for t in tokens), dtype=np.int64, count=int(offsets[-1]))
+        return cls(states, flat, offsets, tuple(r for _, _, r in items))
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def tokens_of(self, i: int) -> npt.NDArray[np.int64]:
+        return self.token_ids[self.offsets[i]:self.offsets[i + 1]]
+
+
 class TargetBackend(ABC):
     info: ModelInfo
 
@@ -36,10 +78,9 @@ class TargetBackend(ABC):
     def new_state(self) -> SequenceState: ...
 
     @abstractmethod
-    def extend(
-        self, state: SequenceState, token_ids: list[int], logits_rows: int
-    ) -> npt.NDArray[np.float32]:
-        """Append token_ids to state; return logits [logits_rows, vocab] for the last rows."""
+    def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
+        """Append each item's tokens to its state; return, per item, logits
+        [logits_rows[i], vocab] for its last rows."""
 
     @abstractmethod
     def truncate(self, state: SequenceState, length: int) -> None:

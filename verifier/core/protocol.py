@@ -28,10 +28,21 @@ class SamplingParams(_Strict):
     seed: int = Field(0, ge=0, description="keys all randomness of the session")
 
 
+class SloTargets(_Strict):
+    """Latency targets of one generation; unset fields take the verifier's defaults.
+
+    tpot_ms: time per output token; a round's deadline is its arrival plus tpot_ms for every
+    token it is expected to commit. ttft_ms: time to first token, the prefill's deadline."""
+
+    tpot_ms: float | None = Field(None, gt=0, le=600_000)
+    ttft_ms: float | None = Field(None, gt=0, le=600_000)
+
+
 class SessionCreate(_Strict):
     protocol_version: int = PROTOCOL_VERSION
     prompt_token_ids: list[int] = Field(min_length=1)
     sampling: SamplingParams = SamplingParams()
+    slo: SloTargets | None = None
 
 
 class SessionCreated(_Strict):
@@ -61,7 +72,8 @@ class VerifyResponse(_Strict):
     accepted: int = Field(description="leading draft tokens kept")
     next_token_id: int = Field(description="the recovered token, or the bonus token")
     committed_tokens: int = Field(description="prompt + generated tokens now verified")
-    compute_ms: float = Field(description="the verifier's model time for this round")
+    compute_ms: float = Field(description="the verifier's model time for this round (its whole batch's pass)")
+    queue_ms: float = Field(0.0, description="time the round waited for its batch")
 
 
 class GenerateRequest(_Strict):
@@ -70,6 +82,7 @@ class GenerateRequest(_Strict):
     protocol_version: int = PROTOCOL_VERSION
     prompt_token_ids: list[int] = Field(min_length=1)
     sampling: SamplingParams = SamplingParams()
+    slo: SloTargets | None = None
     max_tokens: int = Field(ge=1)
     stop_token_ids: list[int] = Field(default_factory=list)
 

@@ -1,0 +1,142 @@
+"""The engine's scheduler with the harness's bigram backend: batching across sessions, session
+release only after in-flight work, chunked prefill that cannot stall other rounds, overload."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from tests.harness import BigramBackend, greedy_continuation
+from verifier.backends.base import ScoreBatch
+from verifier.core.protocol import SamplingParams, SessionCreate, VerifyRequest
+from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
+
+
+class GatedBackend(BigramBackend):
+    """Every pass waits for ``gate`` (set by the test) and takes at least ``pass_s``."""
+
+    def __init__(self, pass_s: float = 0.0, **kwargs: int) -> None:
+        super().__init__(**kwargs)
+        self.gate = threading.Event()
+        self.gate.set()
+        self.pass_s = pass_s
+        self.entered = threading.Event()
+        self.batches: list[list[int]] = []  # the new-token counts of each pass
+
+    def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
+        self.entered.set()
+        self.gate.wait(10)
+        time.sleep(self.pass_s)
+        self.batches.append([len(batch.tokens_of(i)) for i in range(len(batch))])
+        return super().score(batch)
+
+
+async def session(engine: VerifierEngine, prompt: list[int]) -> str:
+    return (await engine.create_session(SessionCreate(prompt_token_ids=prompt, sampling=SamplingParams()))).session_id
+
+
+def test_rounds_of_many_sessions_share_one_pass() -> None:
+    async def body() -> None:
+        backend = GatedBackend()
+        engine = VerifierEngine(backend, 60, 16)
+        sids = [await session(engine, [i + 1, i + 2]) for i in range(6)]
+        backend.gate.clear()
+        rounds = [asyncio.create_task(engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[i + 3, i + 4])))
+                  for i, sid in enumerate(sids)]
+        await asyncio.sleep(0.05)  # all six queued while the gate is closed (the first may be in a pass)
+        backend.gate.set()
+        results = await asyncio.gather(*rounds)
+        assert [r.accepted for r in results] == [2] * 6
+        assert [r.next_token_id for r in results] == [greedy_continuation(i + 2, 3)[-1] for i in range(6)]
+        assert max(len(b) for b in backend.batches) >= 5  # one pass served (nearly) all of them
+        assert engine.scheduler.stats.batches < 6 + 6  # fewer passes than jobs (6 prefills + 6 rounds)
+        await engine.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_session_ended_mid_round_is_released_only_after_its_pass() -> None:
+    async def body() -> None:
+        backend = GatedBackend()
+        engine = VerifierEngine(backend, 60, 4)
+        sid = await session(engine, [1, 2, 3])
+        backend.gate.clear()
+        backend.entered.clear()
+        task = asyncio.create_task(engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[4, 5])))
+        await asyncio.to_thread(backend.entered.wait, 5)  # the round is inside the backend now
+        assert engine.end_session(sid)  # the edge hung up
+        assert backend.released == 0  # its state is still being scored
+        backend.gate.set()
+        result = await task
+        assert result.accepted == 2 and backend.released == 1 and engine.session_count == 0
+        await engine.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_long_prefill_is_chunked_and_does_not_stall_other_rounds() -> None:
+    async def body() -> None:
+        backend = GatedBackend(pass_s=0.01, max_context=2048)
+        engine = VerifierEngine(backend, 60, 4, SchedulingConfig(prefill_chunk=64, max_batch_tokens=80))
+        short = await session(engine, [1, 2])
+        long_prompt = [int(t) for t in np.arange(600) % 15 + 1]
+        creating = asyncio.create_task(session(engine, long_prompt))
+        await asyncio.sleep(0.03)  # the prefill is under way
+        result = await engine.verify(short, VerifyRequest(round=1, draft_token_ids=[3]))
+        assert result.accepted == 1
+        assert not creating.done()  # the round was answered while the long prompt was still prefilling
+        long_sid = await creating
+        assert engine.session(long_sid).state.length == 599
+        prefill_passes = [b for b in backend.batches if 64 in b]
+        assert len(prefill_passes) >= 9 and all(sum(b) <= 80 for b in backend.batches)
+        await engine.aclose()
+
+    asyncio.run(body())
+
+
+def test_overload_is_refused_with_a_retry_hint_never_queued_forever() -> None:
+    async def body() -> None:
+        backend = GatedBackend(pass_s=0.05)
+        config = SchedulingConfig(max_batch_rounds=1, max_queue_delay_s=0.2)
+        engine = VerifierEngine(backend, 60, 16, config)
+        engine.scheduler.estimator.coef = np.array([0.1, 0.0, 0.0, 0.0])  # 100 ms a pass, as measured
+        sids = [await session(engine, [1]) for _ in range(6)]  # 1-token prompts: no prefill pass
+        backend.gate.clear()
+        tasks = [asyncio.create_task(engine.verify(sid, VerifyRequest(round=1))) for sid in sids]
+        outcomes = await asyncio.gather(*[_settle(t, backend) for t in tasks])
+        refused = [o for o in outcomes if isinstance(o, EngineError)]
+        assert refused and all(e.status == 503 and e.code == "overloaded" and e.retry_after_s for e in refused)
+        assert any(not isinstance(o, EngineError) for o in outcomes)
+        assert engine.scheduler.stats.refused == len(refused)
+        await engine.aclose()
+
+    asyncio.run(body())
+
+
+async def _settle(task: asyncio.Task[object], backend: GatedBackend) -> object:
+    await asyncio.sleep(0.02)
+    backend.gate.set()
+    try:
+        return await task
+    except EngineError as exc:
+        return exc
+
+
+def test_a_backend_failure_fails_the_round_and_keeps_the_session_usable() -> None:
+    async def body() -> None:
+        backend = BigramBackend(fail_on_extend=1)  # the first round's pass fails (1-token prompt: no prefill)
+        engine = VerifierEngine(backend, 60, 4)
+        sid = await session(engine, [1])
+        with pytest.raises(EngineError) as err:
+            await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2]))
+        assert err.value.status == 500
+        ok = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2]))
+        assert (ok.accepted, ok.next_token_id) == (1, 3)
+        await engine.aclose()
+
+    asyncio.run(body())

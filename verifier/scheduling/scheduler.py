@@ -1,0 +1,162 @@
+"""The verifier's scheduler: one queue of work from every session, one batched pass at a time.
+
+Each ``Job`` is the new tokens of one session: a verify round, or a chunk of a prompt being
+prefilled. The loop asks the policy for the next batch, runs the backend's ``score`` on it in
+a worker thread, feeds the measured time to the estimator and hands each job its logits
+through its ``done`` callback, which runs on the event loop whether or not anyone still awaits
+the job (a round is committed even if its edge hung up; a retried round is then answered from
+the session). Jobs of one session never overlap: the engine submits a session's next job only
+after its previous one finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
+from verifier.scheduling.estimator import BatchShape, VerifyTimeEstimator
+from verifier.scheduling.policy import Budget, Candidate, plan_batch, queue_delay
+
+log = logging.getLogger(__name__)
+
+Logits = npt.NDArray[np.float32]
+
+
+class Overloaded(Exception):
+    """The queue is too long for this job to start within the bound; retry after ``retry_after_s``."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+@dataclass(eq=False)
+class Job:
+    state: SequenceState
+    token_ids: list[int]
+    logits_rows: int
+    deadline: float  # on the scheduler's clock (time.monotonic)
+    value: float  # expected committed tokens
+    done: Callable[[Job, Logits | None, BaseException | None], None]
+    arrival: float = field(default_factory=time.monotonic)
+    key: int = 0
+    queue_s: float = 0.0  # set when its batch starts
+    compute_s: float = 0.0  # set when its batch ends: the whole batch's model time
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.key, self.arrival, self.deadline, len(self.token_ids), self.state.length, self.value)
+
+
+@dataclass
+class SchedulerStats:
+    batches: int = 0
+    batch_rows: int = 0  # new tokens scored, summed over batches
+    batch_items: int = 0
+    refused: int = 0
+    deadline_misses: int = 0
+    jobs: int = 0
+    queue_wait_s: float = 0.0
+    compute_s: float = 0.0
+
+
+class BatchScheduler:
+    def __init__(self, backend: TargetBackend, estimator: VerifyTimeEstimator, budget: Budget,
+                 max_queue_delay_s: float) -> None:
+        self._backend = backend
+        self.estimator = estimator
+        self._budget = budget
+        self._max_queue_delay_s = max_queue_delay_s
+        self._queue: dict[int, Job] = {}
+        self._keys = itertools.count(1)
+        self._wake = asyncio.Event()
+        self._busy_until = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self.stats = SchedulerStats()
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="batch-scheduler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+        for job in self._queue.values():
+            job.done(job, None, RuntimeError("the verifier is shutting down"))
+        self._queue.clear()
+
+    def submit(self, job: Job, admit_always: bool = False) -> None:
+        """Queue a job; raises Overloaded (before queueing) when it could not start within the
+        bound. ``admit_always`` skips that check (the later chunks of a prefill already admitted)."""
+        now = time.monotonic()
+        job.key = next(self._keys)
+        job.arrival = now
+        if not admit_always:
+            delay = queue_delay([j.candidate() for j in self._queue.values()], job.candidate(), now,
+                                self.estimator.predict, self._budget, self._busy_until)
+            if delay > self._max_queue_delay_s:
+                self.stats.refused += 1
+                raise Overloaded(f"the verifier is overloaded: a round would wait {delay:.1f} s "
+                                 f"(bound {self._max_queue_delay_s:.1f} s)", retry_after_s=max(1.0, delay))
+        self._queue[job.key] = job
+        self.stats.jobs += 1
+        self._wake.set()
+
+    async def _run(self) -> None:
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            now = time.monotonic()
+            plan = plan_batch([j.candidate() for j in self._queue.values()], now, self.estimator.predict,
+                              self._budget)
+            jobs = [self._queue.pop(k) for k in plan.keys]
+            await self._execute(jobs, plan.predicted_s)
+
+    async def _execute(self, jobs: list[Job], predicted_s: float) -> None:
+        shape = BatchShape.of([(len(j.token_ids), j.state.length) for j in jobs])
+        batch = ScoreBatch.of([(j.state, j.token_ids, j.logits_rows) for j in jobs])
+        start = time.monotonic()
+        self._busy_until = start + predicted_s
+        try:
+            rows = await asyncio.to_thread(self._backend.score, batch)
+        except Exception as exc:  # noqa: BLE001 - every job of the batch learns of the failure
+            log.exception("batch failed", extra={"items": len(jobs)})
+            for job in jobs:
+                job.done(job, None, exc)
+            return
+        finally:
+            self._busy_until = 0.0
+        end = time.monotonic()
+        self.estimator.observe(shape, end - start)
+        self.stats.batches += 1
+        self.stats.batch_items += len(jobs)
+        self.stats.batch_rows += sum(shape.new_tokens)
+        self.stats.compute_s += end - start
+        for job, logits in zip(jobs, rows, strict=True):
+            job.queue_s = start - job.arrival
+            job.compute_s = end - start
+            self.stats.queue_wait_s += job.queue_s
+            if end > job.deadline:
+                self.stats.deadline_misses += 1
+            try:
+                job.done(job, logits, None)
+            except Exception:  # noqa: BLE001 - one job's bookkeeping must not stop the loop
+                log.exception("job completion failed")
