@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from proxy.draft.base import Drafter
 from proxy.verifier_client import VerifierClient
 from verifier.core.drafting import DraftSampling
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import SamplingParams, SloTargets
 
 
 @dataclass
@@ -62,6 +62,7 @@ class GenerationRequest:
     gamma: int
     stop_token_ids: frozenset[int]
     confidence_threshold: float = 0.0
+    slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
 
 
 def _draft_sampling(req: GenerationRequest, proposal_support: int) -> DraftSampling:
@@ -78,7 +79,7 @@ async def speculative_loop(
     """Stop-and-wait speculative decoding; gamma == 0 is cloud-only decoding."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     dsampling = _draft_sampling(req, proposal_support)
-    session = await client.create_session(req.prompt_token_ids, sampling)
+    session = await client.create_session(req.prompt_token_ids, sampling, req.slo)
     up0, down0 = client.bytes_up, client.bytes_down
     try:
         context = list(req.prompt_token_ids)
@@ -118,7 +119,8 @@ async def cloud_loop(
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     up0, down0 = client.bytes_up, client.bytes_down
     t0 = time.perf_counter()
-    async for chunk in client.generate(req.prompt_token_ids, sampling, req.max_tokens, sorted(req.stop_token_ids)):
+    async for chunk in client.generate(req.prompt_token_ids, sampling, req.max_tokens, sorted(req.stop_token_ids),
+                                       req.slo):
         stats.rounds += 1
         stats.verify_compute_s += chunk.compute_ms / 1000
         stats.verify_wait_s = time.perf_counter() - t0

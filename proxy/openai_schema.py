@@ -48,6 +48,10 @@ class TandemOptions(_Strict):
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="end a round before a draft token with confidence below this"
     )
+    tpot_slo_ms: float | None = Field(
+        None, gt=0, le=600_000, description="time-per-output-token target the verifier schedules this request by"
+    )
+    ttft_slo_ms: float | None = Field(None, gt=0, le=600_000, description="time-to-first-token target")
 
 
 def _neutral(name: str, value: object, neutral: object) -> None:

@@ -13,6 +13,7 @@ from proxy.decoding import GenerationRequest
 from proxy.errors import bad_request
 from proxy.openai_schema import SamplingFields
 from proxy.settings import EdgeSettings, Mode
+from verifier.core.protocol import SloTargets
 
 _SEED_MASK = (1 << 63) - 1
 
@@ -75,5 +76,7 @@ def resolve(
         stop_token_ids=stop_token_ids,
         confidence_threshold=(opts.confidence_threshold if opts and opts.confidence_threshold is not None
                               else settings.confidence_threshold),
+        slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
+             if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
     )
     return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())

@@ -18,6 +18,7 @@ from verifier.core.protocol import (
     ServerInfo,
     SessionCreate,
     SessionCreated,
+    SloTargets,
     VerifyResponse,
 )
 
@@ -68,8 +69,10 @@ class VerifierClient:
         resp = await self._call("GET", f"{API_PREFIX}/info")
         return ServerInfo.model_validate_json(resp.content)
 
-    async def create_session(self, prompt_token_ids: list[int], sampling: SamplingParams) -> SessionCreated:
-        body = SessionCreate(prompt_token_ids=prompt_token_ids, sampling=sampling).model_dump_json()
+    async def create_session(self, prompt_token_ids: list[int], sampling: SamplingParams,
+                             slo: SloTargets | None = None) -> SessionCreated:
+        body = SessionCreate(prompt_token_ids=prompt_token_ids, sampling=sampling, slo=slo).model_dump_json(
+            exclude_none=True)
         resp = await self._call("POST", f"{API_PREFIX}/sessions", body)
         return SessionCreated.model_validate_json(resp.content)
 
@@ -80,11 +83,13 @@ class VerifierClient:
                                 req.model_dump_json(exclude_none=True), retries=1)
         return VerifyResponse.model_validate_json(resp.content)
 
-    async def generate(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                       stop_token_ids: list[int]) -> AsyncGenerator[GeneratedTokens, None]:
+    async def generate(
+        self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int, stop_token_ids: list[int],
+        slo: SloTargets | None = None,
+    ) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding: the target generates in the cloud and streams token ids."""
         body = GenerateRequest(prompt_token_ids=prompt_token_ids, sampling=sampling, max_tokens=max_tokens,
-                               stop_token_ids=stop_token_ids).model_dump_json()
+                               stop_token_ids=stop_token_ids, slo=slo).model_dump_json(exclude_none=True)
         self.bytes_up += len(body)
         try:
             async with self._client.stream("POST", f"{API_PREFIX}/generate", content=body,

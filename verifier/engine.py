@@ -123,6 +123,9 @@ class VerifierEngine:
     def session_count(self) -> int:
         return len(self._sessions)
 
+    def session_ids(self) -> list[str]:
+        return list(self._sessions)
+
     def session(self, session_id: str) -> Session:
         """A live session (404 EngineError if it ended or expired)."""
         session = self._sessions.get(session_id)

@@ -124,3 +124,21 @@ def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None
         await h.aclose()
 
     asyncio.run(body())
+
+
+def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
+    async def body() -> None:
+        from verifier.core.protocol import SloTargets
+
+        h = await start()
+        req = GenerationRequest(prompt_token_ids=[1, 2], max_tokens=3, temperature=0.0, top_p=1.0, seed=0, gamma=2,
+                                stop_token_ids=frozenset(), slo=SloTargets(tpot_ms=42.0))
+        loop = speculative_loop(req, h.drafters[0], h.client, GenerationStats(mode="speculative"), 16)
+        await loop.__anext__()
+        engine = h.verifier.ready_engine()
+        (live,) = [engine.session(sid) for sid in engine.session_ids()]
+        assert live.slo.tpot_ms == 42.0 and live.slo.ttft_ms == 5000.0  # the other target: the default
+        await loop.aclose()
+        await h.aclose()
+
+    asyncio.run(body())

@@ -48,3 +48,10 @@ def test_a_model_free_edge_refuses_draft_mode_and_thresholds() -> None:
         with pytest.raises(OpenAIError) as err:
             resolve(chat(tandem=tandem), [1], settings, 100, False, frozenset(), None)
         assert err.value.param == param
+
+
+def test_latency_targets_pass_through_to_the_verifier() -> None:
+    prep = resolve(chat(tandem={"tpot_slo_ms": 80, "ttft_slo_ms": 900}), [1], EdgeSettings(), 100, True,
+                   frozenset(), None)
+    assert prep.gen.slo is not None and (prep.gen.slo.tpot_ms, prep.gen.slo.ttft_ms) == (80, 900)
+    assert resolve(chat(), [1], EdgeSettings(), 100, True, frozenset(), None).gen.slo is None
