@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     def factory() -> TargetBackend:
         return load_backend(
             settings.backend, model, settings.dtype, settings.device, settings.threads, settings.max_context,
-            settings.cpu_linear,
+            settings.cpu_linear, {"auto": None, "varlen": True, "per-item": False}[settings.torch_batching],
         )
 
     from verifier.app import create_app

@@ -28,6 +28,11 @@ class VerifierSettings(BaseSettings):
         "on CPU), torch's default BLAS, or auto (oneDNN on CPU in float32)",
     )
     device: str = Field("cpu", description="torch device, e.g. cpu or cuda")
+    torch_batching: Literal["auto", "varlen", "per-item"] = Field(
+        "auto",
+        description="how the torch backend scores a batch: varlen (one pass over every round's new tokens, "
+        "Llama-family models), per-item (one transformers forward per round), auto (varlen where supported)",
+    )
     threads: int | None = Field(
         None, description="compute threads (default: all usable cores but one, left to the server)"
     )

@@ -17,10 +17,11 @@ def load_backend(
     threads: int | None,
     max_context: int | None,
     cpu_linear: str = "auto",
+    varlen: bool | None = None,
 ) -> TargetBackend:
     if name == "torch":
         from verifier.backends.torch_backend import TorchBackend
 
         return TorchBackend(Path(model_path), dtype=dtype, device=device, threads=threads,
-                            max_context=max_context, cpu_linear=cpu_linear)
+                            max_context=max_context, cpu_linear=cpu_linear, varlen=varlen)
     raise ValueError(f"unknown backend {name!r}; available: torch")

@@ -59,6 +59,7 @@ class Job:
 class SchedulerStats:
     batches: int = 0
     batch_rows: int = 0  # new tokens scored, summed over batches
+    round_rows: int = 0  # of which verify rounds (the rest: prompt prefill)
     batch_items: int = 0
     refused: int = 0
     deadline_misses: int = 0
@@ -149,6 +150,7 @@ class BatchScheduler:
         self.stats.batches += 1
         self.stats.batch_items += len(jobs)
         self.stats.batch_rows += sum(shape.new_tokens)
+        self.stats.round_rows += sum(len(j.token_ids) for j in jobs if j.logits_rows > 0)
         self.stats.compute_s += end - start
         for job, logits in zip(jobs, rows, strict=True):
             job.queue_s = start - job.arrival
