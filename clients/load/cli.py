@@ -191,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 timings, wall = asyncio.run(_run_point(mode, n, args, url, all_traces))
                 after = verifier.stats() if verifier else {}
                 rows = int(after["round_rows"] - before["round_rows"]) if verifier else None
-                point = summarise(mode, n, timings, wall, args.tpot_slo_ms / 1000, rows)
+                point = summarise(mode, n, timings, wall, args.tpot_slo_ms / 1000, rows,
+                                  after.get("estimator_median_error") if verifier else None)
                 points.append(point)
                 errors[f"{mode}/{n}"] = sorted({t.error for t in timings if t.error})
                 print(json.dumps(asdict(point)), flush=True)

@@ -24,6 +24,7 @@ class LoadPoint:
     ttft_p50_ms: float
     verifier_rows_per_token: float | None  # round tokens scored by the verifier per committed token (no prefill)
     acceptance: float | None  # accepted / drafted
+    estimator_median_error: float | None = None  # the verifier's pass-time estimate, median relative error
 
 
 def percentile(xs: Sequence[float], q: float) -> float:
@@ -35,7 +36,7 @@ def percentile(xs: Sequence[float], q: float) -> float:
 
 
 def summarise(mode: str, clients: int, timings: Sequence[RequestTiming], wall_s: float, tpot_slo_s: float,
-              verifier_rows: int | None) -> LoadPoint:
+              verifier_rows: int | None, estimator_error: float | None = None) -> LoadPoint:
     ok = [t for t in timings if t.error is None]
     tpots = [x for t in ok if (x := t.tpot_s()) is not None]
     ttfts = [x for t in ok if (x := t.ttft_s()) is not None]
@@ -57,6 +58,7 @@ def summarise(mode: str, clients: int, timings: Sequence[RequestTiming], wall_s:
         ttft_p50_ms=round(percentile(ttfts, 0.5) * 1000, 1),
         verifier_rows_per_token=round(verifier_rows / tokens, 3) if verifier_rows is not None and tokens else None,
         acceptance=round(sum(t.accepted for t in ok) / drafted, 4) if drafted else None,
+        estimator_median_error=round(estimator_error, 4) if estimator_error is not None else None,
     )
 
 
@@ -70,12 +72,12 @@ def capacity(points: Sequence[LoadPoint], mode: str, min_attainment: float = 0.9
 def markdown(points: Sequence[LoadPoint], tpot_slo_ms: float, command: str) -> str:
     lines = [f"Command: `{command}`", "", f"TPOT SLO: {tpot_slo_ms:g} ms.", "",
              "| mode | clients | requests | errors | tok/s | goodput tok/s | SLO attainment | TPOT p50 ms | "
-             "TPOT p99 ms | TTFT p50 ms | verifier rows/token | acceptance |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "TPOT p99 ms | TTFT p50 ms | verifier rows/token | acceptance | estimator error |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in points:
         lines.append(f"| {p.mode} | {p.clients} | {p.requests} | {p.errors} | {p.throughput_tok_s} | "
                      f"{p.goodput_tok_s} | {p.slo_attainment} | {p.tpot_p50_ms} | {p.tpot_p99_ms} | "
-                     f"{p.ttft_p50_ms} | {p.verifier_rows_per_token} | {p.acceptance} |")
+                     f"{p.ttft_p50_ms} | {p.verifier_rows_per_token} | {p.acceptance} | {p.estimator_median_error} |")
     lines += ["", "| mode | capacity (clients at >= 90% SLO attainment) |", "|---|---|"]
     for mode in dict.fromkeys(p.mode for p in points):
         lines.append(f"| {mode} | {capacity(points, mode)} |")
