@@ -162,7 +162,7 @@ async def _run_point(mode: str, n: int, args: argparse.Namespace, url: str,
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "tandem-load " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
     client_cpus = _cpus(args.client_cpus)
     if client_cpus:
         os.sched_setaffinity(0, set(client_cpus) & os.sched_getaffinity(0) or os.sched_getaffinity(0))
@@ -171,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     points: list[LoadPoint] = []
     errors: dict[str, list[str]] = {}
 
-    first = Verifier([], verifier_cpus, args.out / "verifier-record.log")
+    first = Verifier([], verifier_cpus, args.out / "logs" / "verifier-record.log")
     try:
         print("recording draft traces ...", flush=True)
         all_traces = asyncio.run(_record(args, first.url))
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
 
     for mode in modes:
         verifier = None if mode == "openai" else Verifier(VERIFIER_FLAGS[mode], verifier_cpus,
-                                                         args.out / f"verifier-{mode}.log")
+                                                         args.out / "logs" / f"verifier-{mode}.log")
         try:
             url = verifier.url if verifier else ""
             asyncio.run(_run_point(mode, 1, args, url, all_traces[:1]))  # warm-up, not measured
