@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import chisquare
 
-from tests.harness import V, BigramBackend
+from tests.harness import BigramBackend, V
 from verifier.backends.base import ScoreBatch, SequenceState
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, draw_draft_token
