@@ -49,6 +49,8 @@ def build_app(settings: EdgeSettings) -> FastAPI:
 
     async def close(service: EdgeService) -> None:
         await service.client.aclose()
+        if service.round_log is not None:
+            service.round_log.close()
 
     return create_app(factory, close)
 

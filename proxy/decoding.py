@@ -14,8 +14,9 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from proxy.draft.base import Drafter
+from proxy.round_log import RoundLog
 from proxy.verifier_client import VerifierClient
-from verifier.core.drafting import DraftSampling
+from verifier.core.drafting import DraftSampling, DraftTrigger
 from verifier.core.protocol import SamplingParams, SloTargets
 
 
@@ -61,12 +62,12 @@ class GenerationRequest:
     seed: int
     gamma: int
     stop_token_ids: frozenset[int]
-    confidence_threshold: float = 0.0
+    trigger: DraftTrigger | None = None  # when a model drafter ends a round early (None: gamma tokens)
     slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
 
 
-def _draft_sampling(req: GenerationRequest, proposal_support: int) -> DraftSampling:
-    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support, req.confidence_threshold)
+def _draft_sampling(req: GenerationRequest, proposal_support: int, record_features: bool = False) -> DraftSampling:
+    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support, req.trigger, record_features)
 
 
 async def speculative_loop(
@@ -75,10 +76,12 @@ async def speculative_loop(
     client: VerifierClient,
     stats: GenerationStats,
     proposal_support: int,
+    round_log: RoundLog | None = None,
 ) -> AsyncGenerator[list[int], None]:
-    """Stop-and-wait speculative decoding; gamma == 0 is cloud-only decoding."""
+    """Stop-and-wait speculative decoding; gamma == 0 is cloud-only decoding. With a round log,
+    every round's draft-token features and outcome are appended to it."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
-    dsampling = _draft_sampling(req, proposal_support)
+    dsampling = _draft_sampling(req, proposal_support, record_features=round_log is not None)
     session = await client.create_session(req.prompt_token_ids, sampling, req.slo)
     up0, down0 = client.bytes_up, client.bytes_down
     try:
@@ -102,6 +105,8 @@ async def speculative_loop(
             stats.accepted += result.accepted
             if result.accepted < len(drafts):
                 stats.rejections += 1
+            if round_log is not None:
+                round_log.write(drafts, result.accepted)
             new = [d.token_id for d in drafts[: result.accepted]] + [result.next_token_id]
             context.extend(new)
             produced += len(new)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from pathlib import Path
 
 from proxy.decoding import GenerationRequest
 from proxy.errors import bad_request
 from proxy.openai_schema import SamplingFields
 from proxy.settings import EdgeSettings, Mode
+from verifier.core.controller import AcceptancePredictor
+from verifier.core.drafting import ConfidenceTrigger, DraftTrigger, PredictorTrigger
 from verifier.core.protocol import SloTargets
 
 _SEED_MASK = (1 << 63) - 1
@@ -48,34 +51,52 @@ def max_tokens_for(req: SamplingFields, prompt_tokens: int, context_limit: int, 
     return requested
 
 
-def resolve(
-    req: SamplingFields,
-    prompt_ids: list[int],
-    settings: EdgeSettings,
-    context_limit: int,
-    standalone: bool,
-    stop_token_ids: frozenset[int],
-    default_max: int | None,
-) -> PreparedRequest:
+@dataclass(frozen=True)
+class EdgeDefaults:
+    """What the edge brings to every request: its settings, the context it can hold, whether its
+    drafter can answer alone, the tokens that end a turn, and its round trigger."""
+
+    settings: EdgeSettings
+    context_limit: int
+    standalone: bool
+    stop_token_ids: frozenset[int]
+    trigger: DraftTrigger | None
+
+
+def build_trigger(settings: EdgeSettings) -> DraftTrigger | None:
+    """The edge's default round trigger (None for a model-free drafter: its drafts carry no logits)."""
+    if settings.drafter != "llama":
+        return None
+    if settings.trigger == "predictor":
+        if not settings.controller:
+            raise ValueError("trigger 'predictor' needs --controller (a file from `tandem-draft fit-controller`)")
+        return PredictorTrigger(AcceptancePredictor.load(Path(settings.controller)), settings.controller_min_accept)
+    return ConfidenceTrigger(settings.confidence_threshold)
+
+
+def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None) -> PreparedRequest:
     """The generation a request asks for, with this edge's defaults filled in."""
+    settings = edge.settings
     opts = req.tandem
     mode = mode_of(req, settings)
-    if mode == "draft" and not standalone:
+    if mode == "draft" and not edge.standalone:
         raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {settings.drafter!r}",
                           "tandem.mode", "unsupported_mode")
-    if opts and opts.confidence_threshold and not standalone:
+    if opts and opts.confidence_threshold and not edge.standalone:
         raise bad_request(f"confidence_threshold needs a draft model's probabilities; this edge drafts with "
                           f"{settings.drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
+    trigger: DraftTrigger | None = edge.trigger
+    if opts and opts.confidence_threshold is not None:  # a request's own threshold wins
+        trigger = ConfidenceTrigger(opts.confidence_threshold)
     gen = GenerationRequest(
         prompt_token_ids=prompt_ids,
-        max_tokens=max_tokens_for(req, len(prompt_ids), context_limit, default_max),
+        max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         seed=(req.seed & _SEED_MASK) if req.seed is not None else secrets.randbits(63),
         gamma=opts.gamma if opts and opts.gamma is not None else settings.gamma,
-        stop_token_ids=stop_token_ids,
-        confidence_threshold=(opts.confidence_threshold if opts and opts.confidence_threshold is not None
-                              else settings.confidence_threshold),
+        stop_token_ids=edge.stop_token_ids,
+        trigger=trigger,
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
     )

@@ -21,7 +21,8 @@ from proxy.errors import OpenAIError, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter
 from proxy.prompting import PromptBuilder
-from proxy.resolve import PreparedRequest, mode_of, resolve
+from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, mode_of, resolve
+from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
@@ -41,6 +42,8 @@ class EdgeService:
         self.drafters = drafters
         self.prompts = PromptBuilder(tokenizer)
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
+        self.trigger = build_trigger(settings)
+        self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.created = int(time.time())
 
     @property
@@ -68,8 +71,9 @@ class EdgeService:
         return self._resolve(req, self.prompts.text(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
 
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
-        return resolve(req, prompt_ids, self.settings, self.context_limit(), self.drafters.standalone,
-                       self.tokenizer.stop_token_ids, default_max)
+        edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
+                            self.tokenizer.stop_token_ids, self.trigger)
+        return resolve(req, prompt_ids, edge, default_max)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished. Raises OpenAIError for failures."""
@@ -108,4 +112,5 @@ class EdgeService:
         drafter = await stack.enter_async_context(self.drafters.lease())
         if mode == "draft":
             return draft_loop(prep.gen, drafter, stats)
-        return speculative_loop(prep.gen, drafter, self.client, stats, self.settings.proposal_support)
+        return speculative_loop(prep.gen, drafter, self.client, stats, self.settings.proposal_support,
+                                self.round_log)

@@ -36,8 +36,22 @@ class EdgeSettings(BaseSettings):
         0.3,
         ge=0.0,
         le=1.0,
-        description="a model drafter ends the round before a token whose top-1 probability is below this "
-        "(0: always draft gamma); n-gram drafts carry no probability and ignore it",
+        description="trigger 'confidence': a model drafter ends the round before a token whose top-1 probability "
+        "is below this (0: always draft gamma); n-gram drafts carry no probability and ignore it",
+    )
+    trigger: Literal["confidence", "predictor"] = Field(
+        "confidence",
+        description="when a round goes to verification: 'confidence' (the threshold above) or 'predictor' (the "
+        "rejection predictor in --controller, fitted by `tandem-draft fit-controller`)",
+    )
+    controller: str | None = Field(None, description="the rejection predictor's JSON file (trigger 'predictor')")
+    controller_min_accept: float = Field(
+        0.5, gt=0.0, lt=1.0, description="trigger 'predictor': end the round before a token whose predicted "
+        "chance of acceptance is below this"
+    )
+    round_log: str | None = Field(
+        None, description="append every speculative round (each draft token's confidence, entropy and margin, and "
+        "how many were accepted) to this JSONL file: the training data of `tandem-draft fit-controller`"
     )
     n_ctx: int = Field(4096, ge=64, description="context window of the draft model")
     threads: int | None = Field(

@@ -14,7 +14,7 @@ import numpy.typing as npt
 from llama_cpp import Llama
 
 from proxy.draft.base import Drafter
-from verifier.core.drafting import DraftSampling, DraftToken, confidence, draw_draft_token, draw_standalone_token
+from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
 from verifier.core.gguf import last_logits
 
 
@@ -57,7 +57,7 @@ class LlamaDrafter(Drafter):
             if len(ctx) >= limit:
                 break
             logits = self.sync(ctx)
-            if sampling.confidence_threshold > 0 and confidence(logits) < sampling.confidence_threshold:
+            if sampling.trigger is not None and sampling.trigger.stop_before(logits):
                 break  # the target would likely reject it: verify what we have
             token = draw_draft_token(logits, sampling, position=len(ctx))
             drafted.append(token)

@@ -7,13 +7,14 @@ from collections.abc import AsyncGenerator
 
 from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
 from tests.harness import EOS, BigramBackend, ScriptedDrafter, V, greedy_continuation, start
+from verifier.core.drafting import ConfidenceTrigger
 
 
 def request(prompt: list[int], max_tokens: int, gamma: int = 4, temperature: float = 0.0,
             threshold: float = 0.0) -> GenerationRequest:
     return GenerationRequest(prompt_token_ids=prompt, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
                              seed=7, gamma=gamma, stop_token_ids=frozenset({EOS}),
-                             confidence_threshold=threshold)
+                             trigger=ConfidenceTrigger(threshold))
 
 
 async def collect(loop: AsyncGenerator[list[int], None], limit: int) -> list[int]:
@@ -139,6 +140,27 @@ def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
         (live,) = [engine.session(sid) for sid in engine.session_ids()]
         assert live.slo.tpot_ms == 42.0 and live.slo.ttft_ms == 5000.0  # the other target: the default
         await loop.aclose()
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from proxy.round_log import RoundLog
+    from verifier.core.controller import labelled_tokens, read_rounds
+
+    async def body() -> None:
+        h = await start()
+        log = RoundLog(tmp_path / "rounds.jsonl")
+        stats = GenerationStats(mode="speculative")
+        await collect(speculative_loop(request([1, 2, 3], 12), h.drafters[0], h.client, stats, 16, log), 12)
+        log.close()
+        rounds = read_rounds(tmp_path / "rounds.jsonl")
+        assert 0 < len(rounds) <= stats.rounds  # a last round with no draft tokens is not logged
+        assert sum(a for _, a in rounds) == stats.accepted
+        assert all(len(f) == 3 for features, _ in rounds for f in features)
+        x, y = labelled_tokens(rounds)
+        assert y.sum() == stats.accepted and (1 - y).sum() == stats.rejections
         await h.aclose()
 
     asyncio.run(body())

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from proxy.errors import OpenAIError
 from proxy.openai_schema import ChatCompletionRequest
-from proxy.resolve import max_tokens_for, resolve
+from proxy.resolve import EdgeDefaults, build_trigger, max_tokens_for, resolve
 from proxy.settings import EdgeSettings
+from verifier.core.controller import AcceptancePredictor
+from verifier.core.drafting import ConfidenceTrigger, PredictorTrigger
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -31,27 +35,43 @@ def test_over_the_context_is_refused(prompt: int, asked: int | None, param: str)
     assert err.value.code == "context_length_exceeded" and err.value.param == param
 
 
+def edge(settings: EdgeSettings, standalone: bool = True) -> EdgeDefaults:
+    return EdgeDefaults(settings, 100, standalone, frozenset({0}), build_trigger(settings))
+
+
 def test_defaults_and_tandem_options() -> None:
     settings = EdgeSettings(gamma=3, confidence_threshold=0.25)
-    prep = resolve(chat(seed=-1), [1, 2], settings, 100, True, frozenset({0}), None)
-    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.gamma, prep.gen.confidence_threshold) == (1.0, 1.0, 3, 0.25)
+    prep = resolve(chat(seed=-1), [1, 2], edge(settings), None)
+    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.gamma) == (1.0, 1.0, 3)
+    assert prep.gen.trigger == ConfidenceTrigger(0.25)
     assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "speculative"
-    prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], settings, 100,
-                   True, frozenset(), None)
-    assert (prep.mode, prep.gen.gamma, prep.gen.confidence_threshold) == ("cloud", 0, 0.0)
+    prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], edge(settings), None)
+    assert (prep.mode, prep.gen.gamma, prep.gen.trigger) == ("cloud", 0, ConfidenceTrigger(0.0))
 
 
 def test_a_model_free_edge_refuses_draft_mode_and_thresholds() -> None:
     settings = EdgeSettings(drafter="ngram")
+    assert build_trigger(settings) is None
     for tandem, param in [({"mode": "draft"}, "tandem.mode"), ({"confidence_threshold": 0.5},
                                                                 "tandem.confidence_threshold")]:
         with pytest.raises(OpenAIError) as err:
-            resolve(chat(tandem=tandem), [1], settings, 100, False, frozenset(), None)
+            resolve(chat(tandem=tandem), [1], edge(settings, standalone=False), None)
         assert err.value.param == param
 
 
 def test_latency_targets_pass_through_to_the_verifier() -> None:
-    prep = resolve(chat(tandem={"tpot_slo_ms": 80, "ttft_slo_ms": 900}), [1], EdgeSettings(), 100, True,
-                   frozenset(), None)
+    prep = resolve(chat(tandem={"tpot_slo_ms": 80, "ttft_slo_ms": 900}), [1], edge(EdgeSettings()), None)
     assert prep.gen.slo is not None and (prep.gen.slo.tpot_ms, prep.gen.slo.ttft_ms) == (80, 900)
-    assert resolve(chat(), [1], EdgeSettings(), 100, True, frozenset(), None).gen.slo is None
+    assert resolve(chat(), [1], edge(EdgeSettings()), None).gen.slo is None
+
+
+def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None:
+    AcceptancePredictor((4.0, 0.0, 0.0), -2.0).save(tmp_path / "c.json")
+    settings = EdgeSettings(trigger="predictor", controller=str(tmp_path / "c.json"), controller_min_accept=0.6)
+    trigger = build_trigger(settings)
+    assert trigger == PredictorTrigger(AcceptancePredictor((4.0, 0.0, 0.0), -2.0), 0.6)
+    # a request's own threshold still wins
+    prep = resolve(chat(tandem={"confidence_threshold": 0.1}), [1], edge(settings), None)
+    assert prep.gen.trigger == ConfidenceTrigger(0.1)
+    with pytest.raises(ValueError):
+        build_trigger(EdgeSettings(trigger="predictor"))

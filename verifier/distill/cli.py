@@ -75,6 +75,30 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(asdict(report), indent=2) if args.json else format_table(report))
 
 
+def cmd_fit_controller(args: argparse.Namespace) -> None:
+    """Fit the edge's rejection predictor on logged rounds; report held-out log loss against a
+    predictor that knows only the base rate."""
+    import numpy as np
+
+    from verifier.core.controller import AcceptancePredictor, fit_predictor, labelled_tokens, log_loss, read_rounds
+
+    rounds = [r for path in args.round_log for r in read_rounds(path)]
+    held = set(np.random.default_rng(args.seed).permutation(len(rounds))[: int(len(rounds) * args.holdout)].tolist())
+    train_x, train_y = labelled_tokens([r for i, r in enumerate(rounds) if i not in held])
+    test_x, test_y = labelled_tokens([r for i, r in enumerate(rounds) if i in held])
+    model = fit_predictor(train_x, train_y)
+    model.save(args.out)
+    report = {"rounds": len(rounds), "train_tokens": int(train_y.size), "heldout_tokens": int(test_y.size),
+              "weights": dict(zip(("confidence", "entropy", "margin"), model.weights, strict=True)),
+              "bias": model.bias, "out": str(args.out)}
+    if test_y.size:
+        rate = float(np.clip(train_y.mean(), 1e-6, 1 - 1e-6))
+        base = AcceptancePredictor((0.0, 0.0, 0.0), float(np.log(rate / (1 - rate))))
+        report |= {"heldout_log_loss": round(log_loss(model, test_x, test_y), 4),
+                   "heldout_log_loss_base_rate": round(log_loss(base, test_x, test_y), 4)}
+    print(json.dumps(report, indent=2))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tandem-draft", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=cmd_eval)
+    f = sub.add_parser("fit-controller", help="fit the edge's rejection predictor on logged rounds")
+    f.add_argument("--round-log", type=Path, nargs="+", required=True, help="JSONL files of an edge's --round-log")
+    f.add_argument("--out", type=Path, required=True, help="predictor JSON for the edge's --controller")
+    f.add_argument("--holdout", type=float, default=0.2, help="share of rounds held out to report the fit")
+    f.add_argument("--seed", type=int, default=0)
+    f.set_defaults(func=cmd_fit_controller)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from proxy.draft.llama_drafter import LlamaDrafter
-from verifier.core.drafting import DraftSampling, confidence
+from verifier.core.controller import AcceptancePredictor
+from verifier.core.drafting import ConfidenceTrigger, DraftSampling, PredictorTrigger, confidence
 from verifier.core.gguf import load_llama
 from verifier.core.models import target_gguf_path
 
@@ -50,7 +51,19 @@ def test_drafting_stops_before_the_first_unconfident_token(drafter: LlamaDrafter
     full = drafter.propose(ctx, 8, GREEDY)
     sure = [confidence(drafter.sync(ctx + [d.token_id for d in full[:i]])) for i in range(len(full))]
     threshold = float(np.median(sure))
-    cut = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, confidence_threshold=threshold))
+    cut = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=ConfidenceTrigger(threshold)))
     expected = next((i for i, c in enumerate(sure) if c < threshold), len(full))
     assert [d.token_id for d in cut] == [d.token_id for d in full[:expected]]
-    assert drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, confidence_threshold=1.0)) == []
+    assert drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=ConfidenceTrigger(1.0))) == []
+
+
+def test_the_predictor_trigger_stops_where_its_predicted_acceptance_drops(drafter: LlamaDrafter) -> None:
+    """A predictor that looks only at confidence (weight 10, bias -5: p = 0.5 at confidence 0.5)
+    cuts exactly where a confidence threshold of 0.5 does."""
+    ctx = list(range(2000, 2030))
+    by_predictor = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=PredictorTrigger(
+        AcceptancePredictor((10.0, 0.0, 0.0), -5.0), 0.5)))
+    by_threshold = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=ConfidenceTrigger(0.5)))
+    assert [d.token_id for d in by_predictor] == [d.token_id for d in by_threshold]
+    recorded = drafter.propose(ctx, 3, DraftSampling(0.0, 1.0, 0, record_features=True))
+    assert all(d.features is not None and 0 < d.features[0] <= 1 for d in recorded)
