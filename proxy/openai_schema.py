@@ -48,6 +48,10 @@ class TandemOptions(_Strict):
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="end a round before a draft token with confidence below this"
     )
+    trigger: Literal["confidence", "predictor"] | None = Field(
+        None, description="when a round goes to verification: the confidence threshold or the edge's rejection "
+        "predictor (needs an edge started with --controller)"
+    )
     tpot_slo_ms: float | None = Field(
         None, gt=0, le=600_000, description="time-per-output-token target the verifier schedules this request by"
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from proxy.decoding import GenerationRequest
 from proxy.errors import bad_request
-from proxy.openai_schema import SamplingFields
+from proxy.openai_schema import SamplingFields, TandemOptions
 from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import ConfidenceTrigger, DraftTrigger, PredictorTrigger
@@ -60,7 +60,15 @@ class EdgeDefaults:
     context_limit: int
     standalone: bool
     stop_token_ids: frozenset[int]
-    trigger: DraftTrigger | None
+    trigger: DraftTrigger | None  # the default
+    predictor: PredictorTrigger | None = None  # loaded from --controller, for requests that ask for it
+
+
+def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
+    """The rejection predictor of --controller, if one is configured."""
+    if not settings.controller:
+        return None
+    return PredictorTrigger(AcceptancePredictor.load(Path(settings.controller)), settings.controller_min_accept)
 
 
 def build_trigger(settings: EdgeSettings) -> DraftTrigger | None:
@@ -68,10 +76,24 @@ def build_trigger(settings: EdgeSettings) -> DraftTrigger | None:
     if settings.drafter != "llama":
         return None
     if settings.trigger == "predictor":
-        if not settings.controller:
+        predictor = load_predictor(settings)
+        if predictor is None:
             raise ValueError("trigger 'predictor' needs --controller (a file from `tandem-draft fit-controller`)")
-        return PredictorTrigger(AcceptancePredictor.load(Path(settings.controller)), settings.controller_min_accept)
+        return predictor
     return ConfidenceTrigger(settings.confidence_threshold)
+
+
+def _trigger_for(opts: TandemOptions | None, edge: EdgeDefaults) -> DraftTrigger | None:
+    """A request's own trigger choice (tandem.trigger, tandem.confidence_threshold), else the edge's."""
+    if opts and opts.trigger == "predictor":
+        if edge.predictor is None:
+            raise bad_request("trigger 'predictor' needs an edge started with --controller", "tandem.trigger",
+                              "unsupported_parameter")
+        return edge.predictor
+    if opts and (opts.confidence_threshold is not None or opts.trigger == "confidence"):
+        threshold = opts.confidence_threshold
+        return ConfidenceTrigger(edge.settings.confidence_threshold if threshold is None else threshold)
+    return edge.trigger
 
 
 def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None) -> PreparedRequest:
@@ -85,9 +107,10 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     if opts and opts.confidence_threshold and not edge.standalone:
         raise bad_request(f"confidence_threshold needs a draft model's probabilities; this edge drafts with "
                           f"{settings.drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
-    trigger: DraftTrigger | None = edge.trigger
-    if opts and opts.confidence_threshold is not None:  # a request's own threshold wins
-        trigger = ConfidenceTrigger(opts.confidence_threshold)
+    if opts and opts.trigger and not edge.standalone:
+        raise bad_request(f"a trigger needs a draft model's probabilities; this edge drafts with "
+                          f"{settings.drafter!r}", "tandem.trigger", "unsupported_parameter")
+    trigger = _trigger_for(opts, edge)
     gen = GenerationRequest(
         prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),

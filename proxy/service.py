@@ -21,7 +21,7 @@ from proxy.errors import OpenAIError, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter
 from proxy.prompting import PromptBuilder
-from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, mode_of, resolve
+from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_predictor, mode_of, resolve
 from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
@@ -43,6 +43,7 @@ class EdgeService:
         self.prompts = PromptBuilder(tokenizer)
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
         self.trigger = build_trigger(settings)
+        self.predictor = load_predictor(settings) if settings.drafter == "llama" else None
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.created = int(time.time())
 
@@ -72,7 +73,7 @@ class EdgeService:
 
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
-                            self.tokenizer.stop_token_ids, self.trigger)
+                            self.tokenizer.stop_token_ids, self.trigger, self.predictor)
         return resolve(req, prompt_ids, edge, default_max)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:

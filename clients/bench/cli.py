@@ -43,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--alt-draft", default="target",
                    help="draft GGUF of the *-alt modes (compare two drafts side by side); "
                         "'target' = the target's own GGUF")
+    p.add_argument("--controller", type=Path, default=None,
+                   help="rejection predictor for the *-predictor modes (a file from `tandem-draft fit-controller`)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--edge-cpus", default="0", help="cores the edge is pinned to, unless a scenario says")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     prompts = load_prompts(args.prompts, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    bed = Testbed(args.out / "logs", _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma)
+    edge_args = ("--controller", str(args.controller)) if args.controller else ()
+    bed = Testbed(args.out / "logs", _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma, edge_args)
     drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")

@@ -33,6 +33,8 @@ MODES: dict[str, Mode] = {
         Mode("vanilla", {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0}, True, "stop_and_wait"),
         # Tandem as it is today: the edge's own defaults (stop-and-wait, rounds cut by the draft's confidence)
         Mode("tandem", {"mode": "speculative"}, True, "stop_and_wait"),
+        # rounds cut by the rejection predictor instead (needs --controller)
+        Mode("tandem-predictor", {"mode": "speculative", "trigger": "predictor"}, True, "stop_and_wait"),
         # the same modes with the alternative draft (--alt-draft), for side-by-side draft comparisons
         Mode("edge-alt", {"mode": "draft"}, False, "edge", draft="alt"),
         Mode("vanilla-alt", {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0}, True, "stop_and_wait",

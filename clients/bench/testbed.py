@@ -73,8 +73,9 @@ class RelayThread:
 
 class Testbed:
     def __init__(self, log_dir: Path, verifier_cpus: tuple[int, ...] | None,
-                 edge_cpus: tuple[int, ...] | None, gamma: int) -> None:
+                 edge_cpus: tuple[int, ...] | None, gamma: int, edge_args: tuple[str, ...] = ()) -> None:
         self.log_dir = log_dir
+        self.edge_args = edge_args  # extra flags for every edge (e.g. --controller)
         self.verifier_cpus = verifier_cpus
         self.edge_cpus = edge_cpus
         self.gamma = gamma
@@ -104,6 +105,7 @@ class Testbed:
                 "--threads", str(threads), "--slots", "1", "--gamma", str(self.gamma), "--verifier-timeout-s", "120"]
         if draft_model:
             args += ["--draft-model", draft_model]
+        args += list(self.edge_args)
         edge = self.track(Process(args, self.log_dir / f"edge-{scenario.name}-{tag}.log", cpus))
         url = f"http://127.0.0.1:{port}"
         wait_healthy(url, edge.proc, "edge")

@@ -8,7 +8,7 @@ import pytest
 
 from proxy.errors import OpenAIError
 from proxy.openai_schema import ChatCompletionRequest
-from proxy.resolve import EdgeDefaults, build_trigger, max_tokens_for, resolve
+from proxy.resolve import EdgeDefaults, build_trigger, load_predictor, max_tokens_for, resolve
 from proxy.settings import EdgeSettings
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import ConfidenceTrigger, PredictorTrigger
@@ -36,7 +36,7 @@ def test_over_the_context_is_refused(prompt: int, asked: int | None, param: str)
 
 
 def edge(settings: EdgeSettings, standalone: bool = True) -> EdgeDefaults:
-    return EdgeDefaults(settings, 100, standalone, frozenset({0}), build_trigger(settings))
+    return EdgeDefaults(settings, 100, standalone, frozenset({0}), build_trigger(settings), load_predictor(settings))
 
 
 def test_defaults_and_tandem_options() -> None:
@@ -75,3 +75,14 @@ def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None
     assert prep.gen.trigger == ConfidenceTrigger(0.1)
     with pytest.raises(ValueError):
         build_trigger(EdgeSettings(trigger="predictor"))
+
+
+def test_a_request_picks_its_trigger(tmp_path: Path) -> None:
+    AcceptancePredictor((4.0, 0.0, 0.0), -2.0).save(tmp_path / "c.json")
+    with_controller = EdgeSettings(controller=str(tmp_path / "c.json"), confidence_threshold=0.3)
+    assert resolve(chat(), [1], edge(with_controller), None).gen.trigger == ConfidenceTrigger(0.3)
+    picked = resolve(chat(tandem={"trigger": "predictor"}), [1], edge(with_controller), None).gen.trigger
+    assert isinstance(picked, PredictorTrigger)
+    with pytest.raises(OpenAIError) as err:
+        resolve(chat(tandem={"trigger": "predictor"}), [1], edge(EdgeSettings()), None)
+    assert err.value.param == "tandem.trigger"
