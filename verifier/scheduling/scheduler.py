@@ -129,7 +129,12 @@ class BatchScheduler:
             plan = plan_batch([j.candidate() for j in self._queue.values()], now, self.estimator.predict,
                               self._budget)
             jobs = [self._queue.pop(k) for k in plan.keys]
-            await self._execute(jobs, plan.predicted_s)
+            try:
+                await self._execute(jobs, plan.predicted_s)
+            except Exception as exc:  # noqa: BLE001 - the loop must outlive any one batch
+                log.exception("batch could not run", extra={"items": len(jobs)})
+                for job in jobs:
+                    job.done(job, None, exc)
 
     async def _execute(self, jobs: list[Job], predicted_s: float) -> None:
         shape = BatchShape.of([(len(j.token_ids), j.state.length) for j in jobs])

@@ -140,3 +140,25 @@ def test_a_backend_failure_fails_the_round_and_keeps_the_session_usable() -> Non
         await engine.aclose()
 
     asyncio.run(body())
+
+
+def test_the_loop_outlives_a_batch_that_cannot_even_be_built() -> None:
+    """A job whose batch cannot be formed fails alone; the scheduler keeps serving."""
+
+    async def body() -> None:
+        engine = VerifierEngine(BigramBackend(), 60, 4)
+        sid = await session(engine, [1])
+        broken = engine.session(sid).state
+        failures: list[BaseException | None] = []
+        engine.scheduler.start()
+        from verifier.scheduling.scheduler import Job
+
+        job = Job(broken, [], 0, time.monotonic() + 1, 1.0, lambda j, logits, exc: failures.append(exc))
+        engine.scheduler.submit(job)  # no tokens: ScoreBatch refuses it
+        await asyncio.sleep(0.05)
+        assert len(failures) == 1 and isinstance(failures[0], ValueError)
+        ok = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2]))
+        assert ok.accepted == 1
+        await engine.aclose()
+
+    asyncio.run(body())
