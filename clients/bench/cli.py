@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clients.bench.cpu import DutyCycle, cpu_seconds
+from clients.bench.cpu import DutyCycle, cpu_seconds, parse_cpus
 from clients.bench.measure import MODES, RequestResult, run_request, summarise
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
@@ -69,10 +69,6 @@ def _draft_path(name: str) -> str:
     return str(resolve_draft(name))
 
 
-def _cpus(text: str) -> tuple[int, ...] | None:
-    return tuple(int(c) for c in text.split(",") if c.strip()) or None
-
-
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
@@ -86,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     edge_args = ("--controller", str(args.controller)) if args.controller else ()
-    bed = Testbed(args.out / "logs", _cpus(args.verifier_cpus), _cpus(args.edge_cpus), args.gamma, edge_args)
+    bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, edge_args)
     drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")

@@ -8,6 +8,11 @@ import threading
 import time
 
 
+def parse_cpus(text: str) -> tuple[int, ...] | None:
+    """A comma list of core numbers; None for an empty one (no pinning)."""
+    return tuple(int(c) for c in text.split(",") if c.strip()) or None
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 from clients.bench.cpu import DutyCycle
@@ -38,6 +39,20 @@ class Process:
 
     def stop(self) -> None:
         stop_process(self.proc)
+
+
+def start_verifier(log: Path, cpus: tuple[int, ...] | None, flags: Sequence[str] = ()) -> tuple[Process, int]:
+    """A verifier process on a free loopback port, healthy; pinned: one thread per core,
+    unpinned: the verifier's own thread default (all cores but one)."""
+    port = free_port()
+    threads = ["--threads", str(len(cpus))] if cpus else []
+    proc = Process(["-m", "verifier.cli", "--port", str(port), *threads, *flags], log, cpus)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc.proc, "verifier")
+    except BaseException:
+        proc.stop()
+        raise
+    return proc, port
 
 
 class RelayThread:
@@ -89,12 +104,8 @@ class Testbed:
         return process
 
     def start_verifier(self) -> None:
-        self.verifier_port = free_port()
-        # pinned: one thread per core; unpinned: the verifier's own default (all cores but one)
-        threads = ["--threads", str(len(self.verifier_cpus))] if self.verifier_cpus else []
-        self.verifier = self.track(Process(["-m", "verifier.cli", "--port", str(self.verifier_port), *threads],
-                                           self.log_dir / "verifier.log", self.verifier_cpus))
-        wait_healthy(f"http://127.0.0.1:{self.verifier_port}", self.verifier.proc, "verifier")
+        self.verifier, self.verifier_port = start_verifier(self.log_dir / "verifier.log", self.verifier_cpus)
+        self.track(self.verifier)
 
     def start_edge(self, scenario: Scenario, relay: RelayThread, draft_model: str | None,
                    tag: str) -> tuple[Process, DutyCycle, str]:

@@ -32,11 +32,11 @@ from pathlib import Path
 
 import httpx
 
-from clients.bench.testbed import Process
+from clients.bench.cpu import parse_cpus
+from clients.bench.testbed import start_verifier
 from clients.load import trace as traces
 from clients.load.replay import RequestTiming, replay_speculative, stream_cloud, stream_openai
 from clients.load.report import LoadPoint, markdown, summarise
-from clients.procs import free_port, wait_healthy
 from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_client import VerifierClient
@@ -79,19 +79,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _cpus(text: str) -> tuple[int, ...] | None:
-    return tuple(int(c) for c in text.split(",") if c.strip()) or None
-
-
 class Verifier:
     """A verifier process for one mode, pinned, with a client to it."""
 
     def __init__(self, flags: list[str], cpus: tuple[int, ...] | None, log: Path) -> None:
-        self.port = free_port()
-        threads = ["--threads", str(len(cpus))] if cpus else []
-        self.proc = Process(["-m", "verifier.cli", "--port", str(self.port), *threads, *flags], log, cpus)
-        self.url = f"http://127.0.0.1:{self.port}"
-        wait_healthy(self.url, self.proc.proc, "verifier")
+        self.proc, port = start_verifier(log, cpus, flags)
+        self.url = f"http://127.0.0.1:{port}"
 
     def stats(self) -> dict[str, float]:
         return dict(httpx.get(f"{self.url}/v1/stats", timeout=10).json())
@@ -163,10 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     command = "tandem-load " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    client_cpus = _cpus(args.client_cpus)
+    client_cpus = parse_cpus(args.client_cpus)
     if client_cpus:
         os.sched_setaffinity(0, set(client_cpus) & os.sched_getaffinity(0) or os.sched_getaffinity(0))
-    verifier_cpus = _cpus(args.verifier_cpus)
+    verifier_cpus = parse_cpus(args.verifier_cpus)
     modes = [m for m in args.modes.split(",") if m]
     points: list[LoadPoint] = []
     errors: dict[str, list[str]] = {}
