@@ -65,18 +65,19 @@ class EdgeDefaults:
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
-    """The rejection predictor of --controller, if one is configured."""
-    if not settings.controller:
+    """The rejection predictor of --controller, if one is configured (a model-free drafter has
+    no logits to predict from)."""
+    if not settings.controller or settings.drafter != "llama":
         return None
     return PredictorTrigger(AcceptancePredictor.load(Path(settings.controller)), settings.controller_min_accept)
 
 
-def build_trigger(settings: EdgeSettings) -> DraftTrigger | None:
-    """The edge's default round trigger (None for a model-free drafter: its drafts carry no logits)."""
+def build_trigger(settings: EdgeSettings, predictor: PredictorTrigger | None) -> DraftTrigger | None:
+    """The edge's default round trigger, given its loaded predictor (None for a model-free
+    drafter: its drafts carry no logits)."""
     if settings.drafter != "llama":
         return None
     if settings.trigger == "predictor":
-        predictor = load_predictor(settings)
         if predictor is None:
             raise ValueError("trigger 'predictor' needs --controller (a file from `tandem-draft fit-controller`)")
         return predictor

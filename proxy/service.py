@@ -42,8 +42,8 @@ class EdgeService:
         self.drafters = drafters
         self.prompts = PromptBuilder(tokenizer)
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
-        self.trigger = build_trigger(settings)
-        self.predictor = load_predictor(settings) if settings.drafter == "llama" else None
+        self.predictor = load_predictor(settings)
+        self.trigger = build_trigger(settings, self.predictor)
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.created = int(time.time())
 

@@ -36,7 +36,8 @@ def test_over_the_context_is_refused(prompt: int, asked: int | None, param: str)
 
 
 def edge(settings: EdgeSettings, standalone: bool = True) -> EdgeDefaults:
-    return EdgeDefaults(settings, 100, standalone, frozenset({0}), build_trigger(settings), load_predictor(settings))
+    predictor = load_predictor(settings)
+    return EdgeDefaults(settings, 100, standalone, frozenset({0}), build_trigger(settings, predictor), predictor)
 
 
 def test_defaults_and_tandem_options() -> None:
@@ -51,7 +52,7 @@ def test_defaults_and_tandem_options() -> None:
 
 def test_a_model_free_edge_refuses_draft_mode_and_thresholds() -> None:
     settings = EdgeSettings(drafter="ngram")
-    assert build_trigger(settings) is None
+    assert build_trigger(settings, None) is None
     for tandem, param in [({"mode": "draft"}, "tandem.mode"), ({"confidence_threshold": 0.5},
                                                                 "tandem.confidence_threshold")]:
         with pytest.raises(OpenAIError) as err:
@@ -68,13 +69,13 @@ def test_latency_targets_pass_through_to_the_verifier() -> None:
 def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None:
     AcceptancePredictor((4.0, 0.0, 0.0), -2.0).save(tmp_path / "c.json")
     settings = EdgeSettings(trigger="predictor", controller=str(tmp_path / "c.json"), controller_min_accept=0.6)
-    trigger = build_trigger(settings)
+    trigger = build_trigger(settings, load_predictor(settings))
     assert trigger == PredictorTrigger(AcceptancePredictor((4.0, 0.0, 0.0), -2.0), 0.6)
     # a request's own threshold still wins
     prep = resolve(chat(tandem={"confidence_threshold": 0.1}), [1], edge(settings), None)
     assert prep.gen.trigger == ConfidenceTrigger(0.1)
     with pytest.raises(ValueError):
-        build_trigger(EdgeSettings(trigger="predictor"))
+        build_trigger(EdgeSettings(trigger="predictor"), None)
 
 
 def test_a_request_picks_its_trigger(tmp_path: Path) -> None:
