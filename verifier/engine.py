@@ -65,11 +65,24 @@ class SchedulingConfig:
     ttft_ms: float = 5000.0
 
 
+@dataclass(frozen=True)
+class LatencyTargets:
+    """A session's latency targets, the request's where it set them, else the engine's defaults."""
+
+    tpot_ms: float
+    ttft_ms: float
+
+    @classmethod
+    def of(cls, requested: SloTargets | None, config: SchedulingConfig) -> LatencyTargets:
+        return cls(tpot_ms=requested.tpot_ms if requested and requested.tpot_ms else config.tpot_ms,
+                   ttft_ms=requested.ttft_ms if requested and requested.ttft_ms else config.ttft_ms)
+
+
 @dataclass
 class Session:
     session_id: str
     sampling: SamplingParams
-    slo: SloTargets
+    slo: LatencyTargets
     state: SequenceState
     committed: list[int]
     prompt_tokens: int
@@ -178,8 +191,7 @@ class VerifierEngine:
             self.expire_idle()
             if len(self._sessions) >= self._max_sessions:
                 raise EngineError(503, "verifier is at its session limit", "overloaded", 1.0)
-        slo = SloTargets(tpot_ms=(req.slo.tpot_ms if req.slo and req.slo.tpot_ms else self._config.tpot_ms),
-                         ttft_ms=(req.slo.ttft_ms if req.slo and req.slo.ttft_ms else self._config.ttft_ms))
+        slo = LatencyTargets.of(req.slo, self._config)
         sid = secrets.token_hex(12)
         session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self.backend.new_state(),
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
@@ -201,15 +213,13 @@ class VerifierEngine:
         """Prefill the prompt in chunks, each its own job, so a long prompt never holds a pass
         long enough to stall other sessions' rounds. Only the first chunk may be refused."""
         chunk = self._config.prefill_chunk
-        deadline_at = time.monotonic() + (session.slo.ttft_ms or self._config.ttft_ms) / 1000
+        deadline_at = time.monotonic() + session.slo.ttft_ms / 1000
         for start in range(0, len(prefix), chunk):
             future = self._submit(session, prefix[start:start + chunk], 0, max(0.0, deadline_at - time.monotonic()),
                                   value=1.0, admit_always=start > 0)
             try:
                 await asyncio.shield(future)
-            except (EngineError, asyncio.CancelledError):
-                raise
-            except Exception as exc:  # the backend failed
+            except Exception as exc:  # the backend failed (cancellation is no Exception: it propagates)
                 raise EngineError(500, f"prefill failed: {type(exc).__name__}: {exc}", "internal_error") from exc
 
     def _check_round(self, session: Session, req: VerifyRequest) -> list[SparseDist] | None:
@@ -245,8 +255,8 @@ class VerifierEngine:
             proposals = self._check_round(session, req)
             draft = list(req.draft_token_ids)
             value = session.expected_tokens(len(draft))
-            tpot_s = (session.slo.tpot_ms or self._config.tpot_ms) / 1000
-            future = self._submit(session, [session.committed[-1], *draft], len(draft) + 1, tpot_s * value, value)
+            deadline_s = session.slo.tpot_ms / 1000 * value
+            future = self._submit(session, [session.committed[-1], *draft], len(draft) + 1, deadline_s, value)
             outcome_future: asyncio.Future[VerifyResponse] = asyncio.get_running_loop().create_future()
 
             def finish(done: asyncio.Future[JobResult]) -> None:
