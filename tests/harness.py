@@ -64,10 +64,13 @@ class ListState(SequenceState):
 
 
 class BigramBackend(TargetBackend):
-    """Scores with ``bigram_logits``; counts what it scored, its passes and releases;
-    ``fail_on_extend`` makes its n-th scored item raise (a backend crash mid-request)."""
+    """Scores each token with ``logits_of(token)`` (``bigram_logits`` by default); counts what it
+    scored, its passes and releases; ``fail_on_extend`` makes its n-th scored item raise (a
+    backend crash mid-request)."""
 
-    def __init__(self, max_context: int = 512, fail_on_extend: int | None = None) -> None:
+    def __init__(self, max_context: int = 512, fail_on_extend: int | None = None,
+                 logits_of: Callable[[int], npt.NDArray[np.float32]] = bigram_logits) -> None:
+        self.logits_of = logits_of
         self.info = ModelInfo(model="bigram", backend="fake", vocab_size=V, max_context=max_context,
                               eos_token_ids=[EOS])
         self.scored = 0
@@ -93,7 +96,7 @@ class BigramBackend(TargetBackend):
             raise RuntimeError("backend crashed")
         state.tokens.extend(token_ids)
         self.scored += len(token_ids)
-        rows = np.stack([bigram_logits(t) for t in token_ids])
+        rows = np.stack([self.logits_of(t) for t in token_ids])
         return rows[len(rows) - logits_rows:] if logits_rows else rows[:0]
 
     def truncate(self, state: SequenceState, length: int) -> None:

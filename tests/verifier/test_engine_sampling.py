@@ -7,11 +7,9 @@ import asyncio
 import itertools
 
 import numpy as np
-import numpy.typing as npt
 from scipy.stats import chisquare
 
 from tests.harness import BigramBackend, V
-from verifier.backends.base import ScoreBatch, SequenceState
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, draw_draft_token
 from verifier.core.protocol import SamplingParams, SessionCreate
@@ -20,23 +18,6 @@ from verifier.engine import VerifierEngine
 
 TARGET = np.random.default_rng(11).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
 DRAFT = np.random.default_rng(12).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
-
-
-class MarkovBackend(BigramBackend):
-    """A target whose next-token logits are a fixed random row per previous token."""
-
-    def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
-        self.batch_sizes.append(len(batch))
-        out = []
-        for i, state in enumerate(batch.states):
-            tokens = batch.tokens_of(i).tolist()
-            self._extend(state, tokens, 0)
-            rows = np.stack([TARGET[t] for t in tokens])
-            out.append(rows[len(rows) - batch.logits_rows[i]:])
-        return out
-
-    def _extend(self, state: SequenceState, token_ids: list[int], logits_rows: int) -> npt.NDArray[np.float32]:
-        return super()._extend(state, token_ids, 0)
 
 
 async def two_tokens(engine: VerifierEngine, seed: int) -> tuple[int, int]:
@@ -61,7 +42,7 @@ async def two_tokens(engine: VerifierEngine, seed: int) -> tuple[int, int]:
 
 def test_sampled_rounds_of_concurrent_sessions_follow_the_target() -> None:
     async def body() -> tuple[list[tuple[int, int]], list[int]]:
-        backend = MarkovBackend()
+        backend = BigramBackend(logits_of=lambda t: TARGET[t])  # a random row per previous token
         engine = VerifierEngine(backend, 60, 128)
         draws: list[tuple[int, int]] = []
         for start in range(0, 4000, 100):  # 100 sessions in flight at a time
