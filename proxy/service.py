@@ -73,7 +73,8 @@ class EdgeService:
 
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
-                            self.tokenizer.stop_token_ids, self.trigger, self.predictor)
+                            self.tokenizer.stop_token_ids, self.trigger, self.predictor,
+                            self.verifier.verifies_sampled)
         return resolve(req, prompt_ids, edge, default_max)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
@@ -94,6 +95,8 @@ class EdgeService:
         except VerifierUnavailable as exc:
             raise verifier_unavailable(str(exc)) from exc
         except VerifierRejected as exc:
+            if exc.code == "unsupported_sampling":
+                raise OpenAIError(400, str(exc), "invalid_request_error", "temperature", exc.code) from exc
             raise OpenAIError(502, f"verifier refused the request: {exc}", "server_error", None,
                               "verifier_error") from exc
         tail = emitter.finish()

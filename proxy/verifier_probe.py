@@ -14,6 +14,7 @@ class VerifierProbe:
         self._client = client
         self._vocab_size = vocab_size
         self.max_context: int | None = None
+        self.verifies_sampled = True  # the verifier can check sampled drafts (else: greedy ones only)
 
     async def check(self) -> bool:
         """Whether the verifier answers; raises OpenAIError (502) for a vocabulary mismatch."""
@@ -26,6 +27,7 @@ class VerifierProbe:
                 502, f"the verifier's model has a vocabulary of {info.vocab_size} tokens, the edge's draft "
                 f"{self._vocab_size}: they cannot work together", "server_error", None, "model_mismatch")
         self.max_context = info.max_context
+        self.verifies_sampled = info.verifies_sampled
         return True
 
     async def ensure_known(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uvicorn
 from pydantic_settings import CliApp
 
-from verifier.backends import TargetBackend, load_backend
+from verifier.backends import BackendOptions, TargetBackend, load_backend
 from verifier.core.logs import configure_logging
 from verifier.core.models import default_target_dir
 from verifier.engine import SchedulingConfig
@@ -18,10 +18,14 @@ def main(argv: list[str] | None = None) -> None:
     model = settings.model or str(default_target_dir())
 
     def factory() -> TargetBackend:
-        return load_backend(
-            settings.backend, model, settings.dtype, settings.device, settings.threads, settings.max_context,
-            settings.cpu_linear, {"auto": None, "varlen": True, "per-item": False}[settings.torch_batching],
-        )
+        return load_backend(settings.backend, model, BackendOptions(
+            dtype=settings.dtype, device=settings.device, threads=settings.threads,
+            max_context=settings.max_context, cpu_linear=settings.cpu_linear,
+            varlen={"auto": None, "varlen": True, "per-item": False}[settings.torch_batching],
+            vllm_block_size=settings.vllm_block_size, vllm_enforce_eager=settings.vllm_enforce_eager,
+            vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+            vllm_kv_cache_gib=settings.vllm_kv_cache_gib,
+        ))
 
     from verifier.app import create_app
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 
-from verifier.backends.base import SequenceState, TargetBackend
+from verifier.backends.base import NativeDecoder, SequenceState, TargetBackend
 from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
 from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
@@ -110,6 +110,7 @@ class EngineStats:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
+    native_streams: int = 0  # cloud-only generations decoded by the backend itself
 
 
 @dataclass(frozen=True)
@@ -183,10 +184,12 @@ class VerifierEngine:
         info = self.backend.info
         if req.protocol_version != PROTOCOL_VERSION:
             raise EngineError(400, f"unsupported protocol_version {req.protocol_version}", "bad_protocol")
-        if any(t < 0 or t >= info.vocab_size for t in req.prompt_token_ids):
-            raise EngineError(400, "prompt token id outside the vocabulary", "invalid_token")
-        if len(req.prompt_token_ids) >= info.max_context:
-            raise EngineError(400, "prompt fills the target's context", "context_length_exceeded")
+        self._check_prompt(req.prompt_token_ids)
+        if req.sampling.temperature > 0 and not self.backend.full_distributions:
+            raise EngineError(400, f"the {info.backend} backend verifies greedy drafts only (temperature 0); "
+                              f"sampled ones (temperature {req.sampling.temperature}) need a backend with full "
+                              "distributions (--backend torch); cloud-only decoding samples on any backend",
+                              "unsupported_sampling")
         if len(self._sessions) >= self._max_sessions:
             self.expire_idle()
             if len(self._sessions) >= self._max_sessions:
@@ -208,6 +211,13 @@ class VerifierEngine:
         self.stats.sessions_created += 1
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
         return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
+
+    def _check_prompt(self, prompt_token_ids: list[int]) -> None:
+        info = self.backend.info
+        if any(t < 0 or t >= info.vocab_size for t in prompt_token_ids):
+            raise EngineError(400, "prompt token id outside the vocabulary", "invalid_token")
+        if len(prompt_token_ids) >= info.max_context:
+            raise EngineError(400, "prompt fills the target's context", "context_length_exceeded")
 
     async def _prefill(self, session: Session, prefix: list[int]) -> None:
         """Prefill the prompt in chunks, each its own job, so a long prompt never holds a pass
@@ -310,8 +320,12 @@ class VerifierEngine:
         return resp
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
-        """Cloud-only decoding through the same round code path (rounds with no drafts),
-        so its greedy output is by construction the verifier's greedy output."""
+        """Cloud-only decoding: the backend's own decoding where it has one (vLLM), else the
+        round code path with no drafts, so its greedy output is by construction the verifier's."""
+        if isinstance(self.backend, NativeDecoder):
+            async for tokens in self._decode_natively(self.backend, req):
+                yield tokens
+            return
         created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
                                                           sampling=req.sampling, slo=req.slo))
         stops = set(req.stop_token_ids)
@@ -324,6 +338,24 @@ class VerifierEngine:
                     break
         finally:
             self.end_session(created.session_id)
+
+    async def _decode_natively(self, decoder: NativeDecoder, req: GenerateRequest
+                               ) -> AsyncGenerator[GeneratedTokens, None]:
+        if req.protocol_version != PROTOCOL_VERSION:
+            raise EngineError(400, f"unsupported protocol_version {req.protocol_version}", "bad_protocol")
+        self._check_prompt(req.prompt_token_ids)
+        room = self.backend.info.max_context - len(req.prompt_token_ids)
+        self.stats.native_streams += 1
+        last = time.perf_counter()
+        stream = decoder.decode(list(req.prompt_token_ids), req.sampling, min(req.max_tokens, room),
+                                list(req.stop_token_ids))
+        try:
+            async for tokens in stream:
+                now = time.perf_counter()  # the backend's pace, queueing included: all it tells us
+                yield GeneratedTokens(token_ids=tokens, compute_ms=(now - last) * 1000.0)
+                last = now
+        finally:
+            await stream.aclose()
 
     def end_session(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)
@@ -349,3 +381,4 @@ class VerifierEngine:
         await self.scheduler.stop()
         for sid in list(self._sessions):
             self.end_session(sid)
+        self.backend.close()

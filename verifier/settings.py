@@ -18,7 +18,10 @@ class VerifierSettings(BaseSettings):
     model: str | None = Field(
         None, description="target model (HF directory for torch); default: the prepared SmolLM2-135M-Instruct"
     )
-    backend: Literal["torch"] = Field("torch", description="target backend")
+    backend: Literal["torch", "vllm"] = Field(
+        "torch", description="target backend: vllm (vLLM's engine, batching and prefix cache; greedy sessions "
+        "only for now) or torch (PyTorch/transformers, every sampling setting)"
+    )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="weights/compute dtype (float32 keeps greedy ties stable on CPU)"
     )
@@ -32,6 +35,14 @@ class VerifierSettings(BaseSettings):
         "auto",
         description="how the torch backend scores a batch: varlen (one pass over every round's new tokens, "
         "Llama-family models), per-item (one transformers forward per round), auto (varlen where supported)",
+    )
+    vllm_block_size: int = Field(
+        32, ge=1, description="vLLM KV block size: a round recomputes the context tail since the last full block"
+    )
+    vllm_enforce_eager: bool = Field(True, description="vLLM without CUDA graphs / torch.compile (CPU needs it)")
+    vllm_gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of GPU memory")
+    vllm_kv_cache_gib: int = Field(
+        1, ge=1, description="vLLM's KV cache on CPU, GiB (VLLM_CPU_KVCACHE_SPACE wins if set)"
     )
     threads: int | None = Field(
         None, description="compute threads (default: all usable cores but one, left to the server)"

@@ -69,6 +69,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--draft-model", default=None, help="draft GGUF whose traces the edges replay (default: the edge's)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--client-cpus", default="0", help="cores this load generator is pinned to ('' = none)")
+    p.add_argument("--backend", choices=["torch", "vllm"], default="torch",
+                   help="the verifier backend of the tandem and cloud modes (and of the trace recording); "
+                   "one-lock is always today's torch verifier")
     p.add_argument("--openai-url", default=None, help="base URL of an OpenAI-compatible server (mode openai)")
     p.add_argument("--openai-model", default="SmolLM2-135M-Instruct")
     p.add_argument("--out", type=Path, default=Path("load-results"))
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     points: list[LoadPoint] = []
     errors: dict[str, list[str]] = {}
 
-    first = Verifier([], verifier_cpus, args.out / "logs" / "verifier-record.log")
+    first = Verifier(["--backend", args.backend], verifier_cpus, args.out / "logs" / "verifier-record.log")
     try:
         print("recording draft traces ...", flush=True)
         all_traces = asyncio.run(_record(args, first.url))
@@ -174,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(all_traces)} traces, draft {all_traces[0].draft_s_per_token * 1000:.2f} ms/token", flush=True)
 
     for mode in modes:
-        verifier = None if mode == "openai" else Verifier(VERIFIER_FLAGS[mode], verifier_cpus,
+        flags = VERIFIER_FLAGS[mode] + (["--backend", args.backend] if mode in ("tandem", "cloud") else [])
+        verifier = None if mode == "openai" else Verifier(flags, verifier_cpus,
                                                          args.out / "logs" / f"verifier-{mode}.log")
         try:
             url = verifier.url if verifier else ""

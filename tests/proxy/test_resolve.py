@@ -87,3 +87,15 @@ def test_a_request_picks_its_trigger(tmp_path: Path) -> None:
     with pytest.raises(OpenAIError) as err:
         resolve(chat(tandem={"trigger": "predictor"}), [1], edge(EdgeSettings()), None)
     assert err.value.param == "tandem.trigger"
+
+
+def test_a_greedy_only_verifier_gets_greedy_speculation_and_sampled_requests_go_cloud() -> None:
+    settings = EdgeSettings()
+    greedy_only = EdgeDefaults(settings, 100, True, frozenset({0}), build_trigger(settings, None), None,
+                               verifies_sampled=False)
+    assert resolve(chat(temperature=0), [1], greedy_only, None).mode == "speculative"
+    assert resolve(chat(), [1], greedy_only, None).mode == "cloud"  # temperature 1 by default
+    assert resolve(chat(temperature=0.5, tandem={"mode": "draft"}), [1], greedy_only, None).mode == "draft"
+    with pytest.raises(OpenAIError) as err:
+        resolve(chat(temperature=0.5, tandem={"mode": "speculative"}), [1], greedy_only, None)
+    assert (err.value.status, err.value.param, err.value.code) == (400, "temperature", "unsupported_sampling")

@@ -112,3 +112,17 @@ def test_generate_streams_until_stop_token_and_frees_the_session() -> None:
         capped = [c.token_ids[0] async for c in engine.generate(GenerateRequest(prompt_token_ids=[1], max_tokens=2))]
         assert capped == [2, 3]
     run(body())
+
+
+def test_sampled_sessions_refused_by_a_greedy_only_backend() -> None:
+    class GreedyOnly(BigramBackend):
+        full_distributions = False
+
+    async def body() -> None:
+        engine = VerifierEngine(GreedyOnly(), 60, 8)
+        with pytest.raises(EngineError) as err:
+            await _session(engine, [1, 2, 3], temperature=0.7)
+        assert (err.value.status, err.value.code) == (400, "unsupported_sampling")
+        assert engine.session_count == 0
+        await _session(engine, [1, 2, 3])  # greedy is fine
+    run(body())

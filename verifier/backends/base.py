@@ -10,14 +10,14 @@ the engine's scheduler runs them off the event loop, one batch at a time.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from verifier.core.protocol import ModelInfo
+from verifier.core.protocol import ModelInfo, SamplingParams
 
 #: Linear kernels of the torch backend on CPU (``verifier.backends.torch_backend.use_onednn_linear``)
 CpuLinear = Literal["auto", "onednn", "torch"]
@@ -73,6 +73,9 @@ class ScoreBatch:
 
 class TargetBackend(ABC):
     info: ModelInfo
+    #: rows are whole distributions (logits up to a constant per row). False: only each row's
+    #: top entries are real (the rest -inf), enough for greedy verification and nothing else.
+    full_distributions: bool = True
 
     @abstractmethod
     def new_state(self) -> SequenceState: ...
@@ -88,3 +91,17 @@ class TargetBackend(ABC):
 
     def release(self, state: SequenceState) -> None:  # noqa: B027 - optional hook, no-op by default
         """Free the memory of a state that will not be used again."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """Free the backend itself (engine processes, memory) at shutdown."""
+
+
+class NativeDecoder(ABC):
+    """A backend that also decodes on its own (the cloud-only mode): the engine streams its
+    tokens instead of running one-token rounds, so cloud-only costs what the backend's own
+    serving costs."""
+
+    @abstractmethod
+    def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
+               stop_token_ids: list[int]) -> AsyncGenerator[list[int], None]:
+        """New token ids as they come, on the caller's event loop; closing the iterator aborts."""

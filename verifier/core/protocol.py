@@ -102,6 +102,9 @@ class ModelInfo(_Strict):
     vocab_size: int
     max_context: int
     eos_token_ids: list[int]
+    verifies_sampled: bool = Field(
+        True, description="whether sampled (temperature > 0) drafts can be verified; if not, only greedy ones"
+    )
 
 
 class ServerInfo(ModelInfo):

