@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(all_traces)} traces, draft {all_traces[0].draft_s_per_token * 1000:.2f} ms/token", flush=True)
 
     for mode in modes:
-        flags = VERIFIER_FLAGS[mode] + (["--backend", args.backend] if mode in ("tandem", "cloud") else [])
+        flags = VERIFIER_FLAGS.get(mode, []) + (["--backend", args.backend] if mode in ("tandem", "cloud") else [])
         verifier = None if mode == "openai" else Verifier(flags, verifier_cpus,
                                                          args.out / "logs" / f"verifier-{mode}.log")
         try:
