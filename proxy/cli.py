@@ -17,6 +17,7 @@ from proxy.errors import OpenAIError
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
+from proxy.verifier_channel import VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierClient
 from verifier.core.gguf import load_llama
 from verifier.core.logs import configure_logging
@@ -37,7 +38,8 @@ def build_app(settings: EdgeSettings) -> FastAPI:
             drafters = [LlamaDrafter(load_llama(draft_path, settings.n_ctx, settings.threads))
                         for _ in range(settings.slots)]
         client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s)
-        service = EdgeService(settings, tokenizer, DrafterPool(drafters), client)
+        channel = VerifierChannel(websocket_connector(settings.verifier_url, settings.verifier_timeout_s))
+        service = EdgeService(settings, tokenizer, DrafterPool(drafters), client, channel)
         try:
             reachable = await service.verifier.check()
         except OpenAIError as exc:
@@ -48,6 +50,7 @@ def build_app(settings: EdgeSettings) -> FastAPI:
         return service
 
     async def close(service: EdgeService) -> None:
+        await service.channel.aclose()
         await service.client.aclose()
         if service.round_log is not None:
             service.round_log.close()

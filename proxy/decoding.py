@@ -2,22 +2,33 @@
 
 Each loop is an async generator yielding lists of newly committed token ids. The caller
 stops consuming when it has enough (EOS, stop string, max_tokens); closing the generator
-ends the verifier session. ``speculative_loop`` is stop-and-wait: draft up to gamma tokens
-(fewer when the draft's confidence drops below the request's threshold), verify, repeat.
+ends the verifier session (without waiting). ``speculative_loop`` drives a
+``SpeculationState`` (what is verified, in flight, drafted) by a ``PipelinePolicy`` (when to
+draft, send or wait) and a round trigger (where a round ends); the drafter and the channel
+are its only I/O.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from proxy.draft.base import Drafter
+from proxy.pipeline import Action, PipelinePolicy
 from proxy.round_log import RoundLog
+from proxy.speculation import SpeculationState
+from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient
+from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, DraftTrigger
 from verifier.core.protocol import SamplingParams, SloTargets
+from verifier.core.wire import Stale, Verified
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -30,8 +41,11 @@ class GenerationStats:
     drafted: int = 0
     accepted: int = 0
     rejections: int = 0  # rounds that ended on a rejected draft token
+    stale_rounds: int = 0  # rounds answered stale (drafted on a token that was then rejected)
+    wasted: int = 0  # draft tokens drafted that did not become output
     draft_s: float = 0.0
-    verify_wait_s: float = 0.0  # edge-side wall time of verify calls (network + cloud)
+    verify_wait_s: float = 0.0  # time spent waiting for the verifier with nothing else to do
+    round_trip_s: float = 0.0  # summed time from sending each round to reading its answer
     verify_compute_s: float = 0.0  # cloud compute reported by the verifier
     bytes_up: int = 0
     bytes_down: int = 0
@@ -44,8 +58,11 @@ class GenerationStats:
             "accepted": self.accepted,
             "rejections": self.rejections,
             "acceptance_rate": round(self.accepted / self.drafted, 4) if self.drafted else 0.0,
+            "stale_rounds": self.stale_rounds,
+            "wasted": self.wasted,
             "draft_ms": round(self.draft_s * 1000, 2),
             "verify_wait_ms": round(self.verify_wait_s * 1000, 2),
+            "round_trip_ms": round(self.round_trip_s * 1000, 2),
             "verify_compute_ms": round(self.verify_compute_s * 1000, 2),
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
@@ -60,61 +77,103 @@ class GenerationRequest:
     temperature: float
     top_p: float
     seed: int
-    gamma: int
     stop_token_ids: frozenset[int]
+    policy: PipelinePolicy  # when to draft, send a round or wait; its gamma 0 is cloud-only decoding
     trigger: DraftTrigger | None = None  # when a model drafter ends a round early (None: gamma tokens)
     slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
 
 
 def _draft_sampling(req: GenerationRequest, proposal_support: int, record_features: bool = False) -> DraftSampling:
-    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support, req.trigger, record_features)
+    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support, record_features)
+
+
+async def _in_thread(fn: Callable[..., T], *args: object) -> T:
+    """Run a drafter call in a worker thread; if the caller is cancelled, wait for the thread
+    to finish first (the drafter goes back to its pool only once nothing uses it)."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await future
+        raise
 
 
 async def speculative_loop(
     req: GenerationRequest,
     drafter: Drafter,
-    client: VerifierClient,
+    channel: VerifierChannel,
     stats: GenerationStats,
     proposal_support: int,
     round_log: RoundLog | None = None,
 ) -> AsyncGenerator[list[int], None]:
-    """Stop-and-wait speculative decoding; gamma == 0 is cloud-only decoding. With a round log,
-    every round's draft-token features and outcome are appended to it."""
+    """Speculative decoding over the verifier channel, by ``req.policy``: stop-and-wait, or
+    pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
+    tokens only. With a round log, every verified round's draft-token features and outcome are
+    appended to it."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
-    dsampling = _draft_sampling(req, proposal_support, record_features=round_log is not None)
-    session = await client.create_session(req.prompt_token_ids, sampling, req.slo)
-    up0, down0 = client.bytes_up, client.bytes_down
-    try:
-        context = list(req.prompt_token_ids)
-        produced = 0
-        round_ = 0
-        while produced < req.max_tokens:
-            gamma = min(req.gamma, req.max_tokens - produced - 1)  # every round also yields one token
-            drafts = []
-            if gamma > 0:
-                t0 = time.perf_counter()
-                drafts = await asyncio.to_thread(drafter.propose, context, gamma, dsampling, req.stop_token_ids)
-                stats.draft_s += time.perf_counter() - t0
-            t0 = time.perf_counter()
-            round_ += 1
-            result = await client.verify(session.session_id, round_, drafts)
+    trigger = req.trigger
+    features = round_log is not None or bool(trigger and trigger.needs_features)
+    dsampling = _draft_sampling(req, proposal_support, features)
+    policy = req.policy
+    limit = len(req.prompt_token_ids) + req.max_tokens
+    session = await channel.open(req.prompt_token_ids, sampling, req.slo)
+    state = SpeculationState.start(req.prompt_token_ids)
+    sent_at: dict[int, float] = {}
+    nothing_at: int | None = None  # a length at which the drafter had nothing to propose
+
+    def apply(answer: Verified | Stale) -> list[int]:
+        nonlocal nothing_at
+        applied = state.apply(answer)
+        stats.round_trip_s += time.perf_counter() - sent_at.pop(answer.seq)
+        nothing_at = None
+        if applied.stale:
+            stats.stale_rounds += 1
+        elif isinstance(answer, Verified):
             stats.rounds += 1
-            stats.verify_wait_s += time.perf_counter() - t0
-            stats.verify_compute_s += result.compute_ms / 1000
-            stats.drafted += len(drafts)
-            stats.accepted += result.accepted
-            if result.accepted < len(drafts):
-                stats.rejections += 1
-            if round_log is not None:
-                round_log.write(drafts, result.accepted)
-            new = [d.token_id for d in drafts[: result.accepted]] + [result.next_token_id]
-            context.extend(new)
-            produced += len(new)
-            stats.bytes_up = client.bytes_up - up0
-            stats.bytes_down = client.bytes_down - down0
-            yield new
+            stats.drafted += applied.drafted
+            stats.accepted += applied.accepted
+            stats.rejections += int(applied.accepted < applied.drafted)
+            stats.verify_compute_s += answer.compute_us / 1e6
+            if round_log is not None and applied.round is not None:
+                round_log.write(applied.round.drafts, applied.accepted)
+        stats.wasted = state.made - state.used - state.ahead
+        stats.bytes_up, stats.bytes_down = session.bytes_up, session.bytes_down
+        return applied.verified
+
+    try:
+        while True:
+            while (ready := session.poll()) is not None:
+                if new := apply(ready):
+                    yield new
+            tokens = state.tokens
+            can_draft = len(tokens) < limit - 1 and nothing_at != len(tokens) \
+                and not (state.ahead and tokens[-1] in req.stop_token_ids)
+            action = policy.next_action(state, can_draft)
+            if action is Action.DRAFT:
+                t0 = time.perf_counter()
+                token = await _in_thread(drafter.draft, list(tokens), dsampling)
+                stats.draft_s += time.perf_counter() - t0
+                if token is None:
+                    nothing_at = len(tokens)
+                    continue
+                state.add_draft(token, new_round=trigger is not None and trigger.ends_round_before(token, state.open))
+                if len(state.open) >= policy.gamma:
+                    state.close_round()
+            elif action is Action.SEND:
+                sent = state.take_round(allow_empty=True)
+                if sent is None:
+                    raise RuntimeError("the pipeline policy asked to send with nothing to send")
+                sent_at[sent.seq] = time.perf_counter()
+                await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+            else:
+                t0 = time.perf_counter()
+                answer = await session.next()
+                stats.verify_wait_s += time.perf_counter() - t0
+                if new := apply(answer):
+                    yield new
     finally:
-        await asyncio.shield(client.end_session(session.session_id))
+        session.close()
 
 
 async def cloud_loop(

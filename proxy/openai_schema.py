@@ -48,6 +48,13 @@ class TandemOptions(_Strict):
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="end a round before a draft token with confidence below this"
     )
+    cumulative_threshold: float | None = Field(
+        None, ge=0.0, le=1.0, description="end a round before a draft token where the product of the round's "
+        "confidences falls to this (PipeSD's second threshold; 0 off)"
+    )
+    pipeline: bool | None = Field(
+        None, description="draft on while rounds are verified (true) or wait for each round (false: stop-and-wait)"
+    )
     trigger: Literal["confidence", "predictor"] | None = Field(
         None, description="when a round goes to verification: the confidence threshold or the edge's rejection "
         "predictor (needs an edge started with --controller)"

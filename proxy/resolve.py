@@ -13,9 +13,10 @@ from pathlib import Path
 from proxy.decoding import GenerationRequest
 from proxy.errors import bad_request
 from proxy.openai_schema import SamplingFields, TandemOptions
+from proxy.pipeline import PipelinePolicy
 from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
-from verifier.core.drafting import ConfidenceTrigger, DraftTrigger, PredictorTrigger
+from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.protocol import SloTargets
 
 _SEED_MASK = (1 << 63) - 1
@@ -82,7 +83,7 @@ def build_trigger(settings: EdgeSettings, predictor: PredictorTrigger | None) ->
         if predictor is None:
             raise ValueError("trigger 'predictor' needs --controller (a file from `tandem-draft fit-controller`)")
         return predictor
-    return ConfidenceTrigger(settings.confidence_threshold)
+    return DualThresholdTrigger(settings.confidence_threshold, settings.cumulative_threshold)
 
 
 def _trigger_for(opts: TandemOptions | None, edge: EdgeDefaults) -> DraftTrigger | None:
@@ -92,10 +93,19 @@ def _trigger_for(opts: TandemOptions | None, edge: EdgeDefaults) -> DraftTrigger
             raise bad_request("trigger 'predictor' needs an edge started with --controller", "tandem.trigger",
                               "unsupported_parameter")
         return edge.predictor
-    if opts and (opts.confidence_threshold is not None or opts.trigger == "confidence"):
-        threshold = opts.confidence_threshold
-        return ConfidenceTrigger(edge.settings.confidence_threshold if threshold is None else threshold)
+    if opts and (opts.confidence_threshold is not None or opts.cumulative_threshold is not None
+                 or opts.trigger == "confidence"):
+        per_token, cumulative = opts.confidence_threshold, opts.cumulative_threshold
+        return DualThresholdTrigger(edge.settings.confidence_threshold if per_token is None else per_token,
+                                    edge.settings.cumulative_threshold if cumulative is None else cumulative)
     return edge.trigger
+
+
+def policy_for(opts: TandemOptions | None, settings: EdgeSettings) -> PipelinePolicy:
+    """How a request's speculation runs: pipelined (the default) or stop-and-wait, gamma tokens a round."""
+    gamma = opts.gamma if opts and opts.gamma is not None else settings.gamma
+    pipelined = opts.pipeline if opts and opts.pipeline is not None else settings.pipeline
+    return PipelinePolicy.pipelined(gamma, settings.max_inflight) if pipelined else PipelinePolicy.stop_and_wait(gamma)
 
 
 def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None) -> PreparedRequest:
@@ -106,7 +116,7 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     if mode == "draft" and not edge.standalone:
         raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {settings.drafter!r}",
                           "tandem.mode", "unsupported_mode")
-    if opts and opts.confidence_threshold and not edge.standalone:
+    if opts and (opts.confidence_threshold or opts.cumulative_threshold) and not edge.standalone:
         raise bad_request(f"confidence_threshold needs a draft model's probabilities; this edge drafts with "
                           f"{settings.drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
     if opts and opts.trigger and not edge.standalone:
@@ -119,8 +129,8 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         seed=(req.seed & _SEED_MASK) if req.seed is not None else secrets.randbits(63),
-        gamma=opts.gamma if opts and opts.gamma is not None else settings.gamma,
         stop_token_ids=edge.stop_token_ids,
+        policy=policy_for(opts, settings),
         trigger=trigger,
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),

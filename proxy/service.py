@@ -25,6 +25,7 @@ from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_pre
 from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
+from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
 from proxy.verifier_probe import VerifierProbe
 
@@ -35,10 +36,11 @@ COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completio
 
 class EdgeService:
     def __init__(self, settings: EdgeSettings, tokenizer: Tokenizer, drafters: DrafterPool,
-                 client: VerifierClient) -> None:
+                 client: VerifierClient, channel: VerifierChannel) -> None:
         self.settings = settings
         self.tokenizer = tokenizer
         self.client = client
+        self.channel = channel
         self.drafters = drafters
         self.prompts = PromptBuilder(tokenizer)
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
@@ -116,5 +118,5 @@ class EdgeService:
         drafter = await stack.enter_async_context(self.drafters.lease())
         if mode == "draft":
             return draft_loop(prep.gen, drafter, stats)
-        return speculative_loop(prep.gen, drafter, self.client, stats, self.settings.proposal_support,
+        return speculative_loop(prep.gen, drafter, self.channel, stats, self.settings.proposal_support,
                                 self.round_log)

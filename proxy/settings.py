@@ -39,6 +39,15 @@ class EdgeSettings(BaseSettings):
         description="trigger 'confidence': a model drafter ends the round before a token whose top-1 probability "
         "is below this (0: always draft gamma); n-gram drafts carry no probability and ignore it",
     )
+    cumulative_threshold: float = Field(
+        0.0, ge=0.0, le=1.0,
+        description="trigger 'confidence': also end the round before a token where the product of the round's "
+        "confidences falls to this (PipeSD's dual threshold; 0: off)",
+    )
+    pipeline: bool = Field(
+        True, description="draft on top of unverified tokens while rounds are verified (off: stop-and-wait)"
+    )
+    max_inflight: int = Field(3, ge=1, le=16, description="pipelined: rounds of one request in flight at once")
     trigger: Literal["confidence", "predictor"] = Field(
         "confidence",
         description="when a round goes to verification: 'confidence' (the threshold above) or 'predictor' (the "

@@ -1,14 +1,13 @@
-"""HTTP client of the verify API (transport only; no decoding logic here)."""
+"""HTTP client of the verify API's JSON routes: info and cloud-only generation (transport only;
+sessions and rounds go over the channel, ``proxy.verifier_channel``)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 
 import httpx
 from pydantic import ValidationError
 
-from verifier.core.codec import encode_round
-from verifier.core.drafting import DraftToken
 from verifier.core.errors import ErrorBody, ErrorEnvelope
 from verifier.core.protocol import (
     API_PREFIX,
@@ -16,10 +15,7 @@ from verifier.core.protocol import (
     GenerateRequest,
     SamplingParams,
     ServerInfo,
-    SessionCreate,
-    SessionCreated,
     SloTargets,
-    VerifyResponse,
 )
 
 
@@ -69,20 +65,6 @@ class VerifierClient:
         resp = await self._call("GET", f"{API_PREFIX}/info")
         return ServerInfo.model_validate_json(resp.content)
 
-    async def create_session(self, prompt_token_ids: list[int], sampling: SamplingParams,
-                             slo: SloTargets | None = None) -> SessionCreated:
-        body = SessionCreate(prompt_token_ids=prompt_token_ids, sampling=sampling, slo=slo).model_dump_json(
-            exclude_none=True)
-        resp = await self._call("POST", f"{API_PREFIX}/sessions", body)
-        return SessionCreated.model_validate_json(resp.content)
-
-    async def verify(self, session_id: str, round_: int, drafts: Sequence[DraftToken]) -> VerifyResponse:
-        req = encode_round(round_, drafts)
-        # a round is idempotent on the verifier, so one retry after a transport error is safe
-        resp = await self._call("POST", f"{API_PREFIX}/sessions/{session_id}/verify",
-                                req.model_dump_json(exclude_none=True), retries=1)
-        return VerifyResponse.model_validate_json(resp.content)
-
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int, stop_token_ids: list[int],
         slo: SloTargets | None = None,
@@ -104,12 +86,6 @@ class VerifierClient:
                         yield GeneratedTokens.model_validate_json(line)
         except (httpx.TransportError, httpx.TimeoutException) as exc:
             raise VerifierUnavailable(f"{type(exc).__name__} talking to the verifier") from exc
-
-    async def end_session(self, session_id: str) -> None:
-        try:
-            await self._client.delete(f"{API_PREFIX}/sessions/{session_id}")
-        except httpx.HTTPError:
-            pass  # the session's TTL frees it on the verifier
 
 
 def _raise_for_status(resp: httpx.Response) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from proxy.errors import OpenAIError
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
+from verifier.core.wire import PROTOCOL_VERSION
 
 
 class VerifierProbe:
@@ -22,6 +23,10 @@ class VerifierProbe:
             info = await self._client.info()
         except (VerifierUnavailable, VerifierRejected):
             return False
+        if info.protocol_version != PROTOCOL_VERSION:
+            raise OpenAIError(
+                502, f"the verifier speaks verify protocol {info.protocol_version}, this edge {PROTOCOL_VERSION}: "
+                "run the same Tandem version on both", "server_error", None, "protocol_mismatch")
         if info.vocab_size != self._vocab_size:
             raise OpenAIError(
                 502, f"the verifier's model has a vocabulary of {info.vocab_size} tokens, the edge's draft "

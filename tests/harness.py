@@ -1,6 +1,7 @@
-"""An in-memory edge and verifier for fast tests: the real apps, engine, client and decoding
-loops, wired through httpx's ASGI transport, over a tiny deterministic target backend, a
-scripted drafter and a letter tokenizer. No sockets, no model files.
+"""An in-memory edge and verifier for fast tests: the real apps, engine, client, channel and
+decoding loops, wired through httpx's ASGI transport (HTTP routes) and an in-memory frame link
+(the channel), over a tiny deterministic target backend, a scripted drafter and a letter
+tokenizer. No sockets, no model files.
 
 The target is a bigram model over ``V`` tokens whose greedy next token is ``successor(prev)``,
 cycling through 1..V-1 (it never ends a turn by itself); token 0 is the end of turn. A token
@@ -9,6 +10,9 @@ cycling through 1..V-1 (it never ends a turn by itself); token 0 is the end of t
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,12 +27,17 @@ from proxy.draft.pool import DrafterPool
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
+from proxy.verifier_channel import Connector, FrameLink, VerifierChannel
 from proxy.verifier_client import VerifierClient
 from verifier.app import VerifierService
 from verifier.app import create_app as create_verifier_app
 from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
+from verifier.channel import ChannelConnection
 from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
 from verifier.core.protocol import ModelInfo
+from verifier.core.sampling import SparseDist
+from verifier.core.wire import Round
+from verifier.engine import VerifierEngine
 
 V = 16
 EOS = 0
@@ -145,21 +154,87 @@ class ScriptedDrafter(Drafter):
             return row
         return bigram_logits(prev)
 
-    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
-                stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
         self.calls += 1
-        ctx = list(context)
-        out: list[DraftToken] = []
-        for _ in range(gamma):
-            token = draw_draft_token(self._logits(ctx), sampling, len(ctx))
-            out.append(token)
-            ctx.append(token.token_id)
-            if token.token_id in stop_token_ids:
-                break
-        return out
+        return draw_draft_token(self._logits(context), sampling, len(context))
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
         return draw_standalone_token(self._logits(context), sampling, len(context))
+
+
+@dataclass
+class LinkFaults:
+    """What the in-memory link does to frames: a delay per frame (seconds, up to ``jitter_s``
+    at random), with answers to the edge free to overtake each other (``reorder``); frames to
+    the verifier keep their order, as on one TCP connection."""
+
+    jitter_s: float = 0.0
+    reorder: bool = False
+    seed: int = 0
+
+
+class MemoryLink:
+    """The edge's end of an in-memory connection to a ChannelConnection on the verifier."""
+
+    def __init__(self, engine_of: Callable[[], object], faults: LinkFaults) -> None:
+        self._faults = faults
+        self._rng = random.Random(faults.seed)
+        self._up: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._down: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._up_wire: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+        self._down_wire: asyncio.Queue[tuple[float, bytes | None]] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        connection = ChannelConnection(engine_of(), self._to_edge)  # type: ignore[arg-type]
+        self._server = asyncio.create_task(connection.serve(self._up.get))
+        self._pumps = [asyncio.create_task(self._pump(self._up_wire, self._up)),
+                       asyncio.create_task(self._pump(self._down_wire, self._down))]
+
+    def _delay(self) -> float:
+        return self._rng.uniform(0, self._faults.jitter_s) if self._faults.jitter_s else 0.0
+
+    @staticmethod
+    async def _pump(wire: asyncio.Queue[tuple[float, bytes | None]], out: asyncio.Queue[bytes | None]) -> None:
+        """Deliver in order, each frame at its time (never before the one ahead of it)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            at, data = await wire.get()
+            await asyncio.sleep(max(0.0, at - loop.time()))
+            out.put_nowait(data)
+
+    async def _to_edge(self, data: bytes) -> None:
+        at = asyncio.get_running_loop().time() + self._delay()
+        if not self._faults.reorder:
+            self._down_wire.put_nowait((at, data))
+            return
+
+        async def deliver() -> None:  # on its own: may overtake frames sent before it
+            await asyncio.sleep(at - asyncio.get_running_loop().time())
+            self._down.put_nowait(data)
+
+        task = asyncio.create_task(deliver())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def send(self, data: bytes) -> None:
+        self._up_wire.put_nowait((asyncio.get_running_loop().time() + self._delay(), data))
+
+    async def receive(self) -> bytes | None:
+        return await self._down.get()
+
+    async def close(self) -> None:
+        self._up.put_nowait(None)
+        self._down.put_nowait(None)
+        with contextlib.suppress(BaseException):
+            await self._server
+        for pump in self._pumps:
+            pump.cancel()
+
+
+def memory_connector(verifier: VerifierService, faults: LinkFaults | None = None) -> Connector:
+    async def connect() -> FrameLink:
+        return MemoryLink(verifier.ready_engine, faults or LinkFaults())
+
+    return connect
 
 
 @dataclass
@@ -167,6 +242,7 @@ class Harness:
     backend: BigramBackend
     verifier_app: FastAPI
     client: VerifierClient
+    channel: VerifierChannel
     drafters: list[ScriptedDrafter]
     service: EdgeService
     edge_app: FastAPI
@@ -187,6 +263,7 @@ class Harness:
     async def aclose(self) -> None:
         for http in self.closers:
             await http.aclose()
+        await self.channel.aclose()
         await self.client.aclose()
 
 
@@ -194,6 +271,7 @@ async def start(
     backend: BigramBackend | None = None,
     transport_wrapper: Callable[[httpx.AsyncBaseTransport], httpx.AsyncBaseTransport] | None = None,
     slots: int = 1,
+    faults: LinkFaults | None = None,
     **settings: object,
 ) -> Harness:
     """A verifier app (backend loaded) and an edge app speaking to it in memory."""
@@ -205,13 +283,23 @@ async def start(
     if transport_wrapper is not None:
         transport = transport_wrapper(transport)
     client = VerifierClient(VERIFIER_URL, timeout_s=30, transport=transport)
+    channel = VerifierChannel(memory_connector(verifier_app.state.service, faults))
     drafters = [ScriptedDrafter() for _ in range(slots)]
     edge_settings = EdgeSettings(served_model_name="bigram", **settings)  # type: ignore[arg-type]
-    service = EdgeService(edge_settings, LetterTokenizer(), DrafterPool(drafters), client)
+    service = EdgeService(edge_settings, LetterTokenizer(), DrafterPool(drafters), client, channel)
 
     async def factory() -> EdgeService:
         return service
 
     edge_app = create_edge_app(factory)
     edge_app.state.service = service  # the ASGI transport runs no lifespan
-    return Harness(backend, verifier_app, client, drafters, service, edge_app)
+    return Harness(backend, verifier_app, client, channel, drafters, service, edge_app)
+
+
+def next_round(engine: VerifierEngine, session_id: str, drafts: list[int] | tuple[int, ...] = (),
+               proposals: list[SparseDist] | None = None) -> Round:
+    """The round an edge sends next for a session, drafting on its verified tokens (stop-and-wait)."""
+    s = engine.session(session_id)
+    return Round(sid=0, seq=1, epoch=s.epoch, start=len(s.committed), draft_token_ids=list(drafts),
+                 proposal_ids=[q.ids.tolist() for q in proposals] if proposals else None,
+                 proposal_probs=[q.probs.tolist() for q in proposals] if proposals else None)

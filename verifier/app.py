@@ -8,23 +8,16 @@ import logging
 import math
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verifier.backends.base import TargetBackend
+from verifier.channel import ChannelConnection
 from verifier.core.errors import error_envelope, error_type
-from verifier.core.protocol import (
-    API_PREFIX,
-    PROTOCOL_VERSION,
-    GenerateRequest,
-    ServerInfo,
-    SessionCreate,
-    SessionCreated,
-    VerifyRequest,
-    VerifyResponse,
-)
+from verifier.core.protocol import API_PREFIX, CHANNEL_PATH, GenerateRequest, ServerInfo
+from verifier.core.wire import PROTOCOL_VERSION, SUBPROTOCOL, ChannelError, encode
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
 
 log = logging.getLogger(__name__)
@@ -134,13 +127,40 @@ def create_app(
                 "queue_depth": scheduler.queue_depth,
                 "estimator_median_error": scheduler.estimator.median_relative_error()}
 
-    @app.post(f"{API_PREFIX}/sessions", status_code=201)
-    async def create_session(req: SessionCreate) -> SessionCreated:
-        return await service.ready_engine().create_session(req)
+    @app.websocket(CHANNEL_PATH)
+    async def channel(websocket: WebSocket) -> None:
+        """The persistent channel of protocol v2 (verifier.core.wire): one per edge connection."""
+        offered = websocket.scope.get("subprotocols", [])
+        await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
+        connection: ChannelConnection | None = None
 
-    @app.post(f"{API_PREFIX}/sessions/{{session_id}}/verify")
-    async def verify(session_id: str, req: VerifyRequest) -> VerifyResponse:
-        return await service.ready_engine().verify(session_id, req)
+        async def send(data: bytes) -> None:
+            await websocket.send_bytes(data)
+
+        async def refuse(code: str, message: str) -> None:
+            await send(encode(ChannelError(code=code, message=message)))
+            await websocket.close(code=1008, reason=code)
+
+        if SUBPROTOCOL not in offered:
+            await refuse("bad_protocol", f"this verifier speaks protocol {PROTOCOL_VERSION} (WebSocket subprotocol "
+                         f"{SUBPROTOCOL!r}); the edge offered {offered or 'none'}")
+            return
+        if service.engine is None:
+            await refuse("not_ready", service.load_error or "model is still loading")
+            return
+        connection = ChannelConnection(service.engine, send)
+
+        async def receive() -> bytes | None:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return None
+            data = message.get("bytes")
+            return data if data is not None else (message.get("text") or "").encode()
+
+        with contextlib.suppress(WebSocketDisconnect):
+            await connection.serve(receive)
+        with contextlib.suppress(Exception):
+            await websocket.close()
 
     @app.post(f"{API_PREFIX}/generate")
     async def generate(req: GenerateRequest) -> StreamingResponse:
@@ -162,11 +182,5 @@ def create_app(
                 await tokens.aclose()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
-
-    @app.delete(f"{API_PREFIX}/sessions/{{session_id}}", status_code=204)
-    async def end_session(session_id: str) -> Response:
-        if not service.ready_engine().end_session(session_id):
-            raise EngineError(404, f"no session {session_id!r}", "session_not_found")
-        return Response(status_code=204)
 
     return app

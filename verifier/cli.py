@@ -38,7 +38,9 @@ def main(argv: list[str] | None = None) -> None:
         ttft_ms=settings.ttft_slo_ms,
     )
     app = create_app(factory, settings.session_ttl_s, settings.max_sessions, scheduling)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    # the channel's WebSockets through the sans-I/O websockets implementation (its legacy one is deprecated)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
+                ws="websockets-sansio")
 
 
 if __name__ == "__main__":

@@ -25,17 +25,15 @@ from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
 from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
 from verifier.core.protocol import (
-    PROTOCOL_VERSION,
     GeneratedTokens,
     GenerateRequest,
     SamplingParams,
     SessionCreate,
     SessionCreated,
     SloTargets,
-    VerifyRequest,
-    VerifyResponse,
 )
 from verifier.core.sampling import SparseDist, target_distribution
+from verifier.core.wire import MAX_ROUND_DRAFTS, PROTOCOL_VERSION, Round, parts_from_sent
 from verifier.scheduling.estimator import VerifyTimeEstimator
 from verifier.scheduling.policy import Budget
 from verifier.scheduling.scheduler import BatchScheduler, Job, Logits, Overloaded
@@ -87,8 +85,7 @@ class Session:
     committed: list[int]
     prompt_tokens: int
     last_used: float
-    last_round: int = 0
-    last_response: VerifyResponse | None = None
+    epoch: int = 0  # advanced when the verified sequence parts from what the edge sent (verifier.core.wire)
     accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
     rejections: int = 0
     in_flight: bool = False  # a job of this session is queued or being scored
@@ -111,6 +108,19 @@ class EngineStats:
     drafted: int = 0
     accepted: int = 0
     native_streams: int = 0  # cloud-only generations decoded by the backend itself
+    stale_rounds: int = 0  # rounds answered stale, without computing
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """A scored round: ``accepted`` draft tokens, then ``next_token_id``; ``committed_tokens`` is
+    the verified length now; the pass's model time and the round's wait for it."""
+
+    accepted: int
+    next_token_id: int
+    committed_tokens: int
+    compute_s: float
+    queue_s: float
 
 
 @dataclass(frozen=True)
@@ -232,47 +242,64 @@ class VerifierEngine:
             except Exception as exc:  # the backend failed (cancellation is no Exception: it propagates)
                 raise EngineError(500, f"prefill failed: {type(exc).__name__}: {exc}", "internal_error") from exc
 
-    def _check_round(self, session: Session, req: VerifyRequest) -> list[SparseDist] | None:
+    def _check_round(self, session: Session, r: Round) -> list[SparseDist] | None:
         vocab = self.backend.info.vocab_size
-        drafted = len(req.draft_token_ids)
-        if any(t < 0 or t >= vocab for t in req.draft_token_ids):
+        drafted = len(r.draft_token_ids)
+        if drafted > MAX_ROUND_DRAFTS:
+            raise EngineError(400, f"a round carries at most {MAX_ROUND_DRAFTS} draft tokens", "invalid_round")
+        if any(t < 0 or t >= vocab for t in r.draft_token_ids):
             raise EngineError(400, "draft token id outside the vocabulary", "invalid_token")
-        if req.proposals is not None:
-            if len(req.proposals) != drafted:
-                raise EngineError(400, "one proposal per draft token is required", "invalid_proposal")
-            if session.sampling.temperature == 0:
-                raise EngineError(400, "proposals are meaningless for a greedy session", "invalid_proposal")
-        if len(session.committed) + drafted >= self.backend.info.max_context:
-            raise EngineError(400, "round would exceed the target's context", "context_length_exceeded")
-        proposals = decode_proposals(req)
         try:
-            for dist in proposals or ():
-                dist.validate(vocab)
+            proposals = decode_proposals(r)
+            if proposals is not None:
+                if len(proposals) != drafted:
+                    raise ValueError("one proposal per draft token is required")
+                if session.sampling.temperature == 0:
+                    raise ValueError("proposals are meaningless for a greedy session")
+                for dist in proposals:
+                    dist.validate(vocab)
         except ValueError as exc:
             raise EngineError(400, str(exc), "invalid_proposal") from exc
+        if r.start + drafted >= self.backend.info.max_context:
+            raise EngineError(400, "round would exceed the target's context", "context_length_exceeded")
         return proposals
 
-    async def verify(self, session_id: str, req: VerifyRequest) -> VerifyResponse:
+    async def verify(self, session_id: str, r: Round) -> RoundResult | None:
+        """Score one round of a session (rounds of a session are scored in the order of calls);
+        None when it is stale: drafted in an earlier epoch, or on a bonus position the verified
+        token does not match (docs/verify-api.md)."""
         session = self.session(session_id)
         async with session.lock:
+            if session.released:
+                raise EngineError(404, f"session {session_id!r} ended", "session_not_found")
             session.last_used = time.monotonic()
-            if req.round == session.last_round and session.last_response is not None:
-                return session.last_response  # a retried round: answer, never re-apply
-            if req.round != session.last_round + 1:
-                raise EngineError(
-                    409, f"expected round {session.last_round + 1}, got {req.round}", "round_out_of_order"
-                )
-            proposals = self._check_round(session, req)
-            draft = list(req.draft_token_ids)
+            if r.epoch < session.epoch:
+                self.stats.stale_rounds += 1
+                return None
+            if r.epoch > session.epoch:
+                raise EngineError(400, f"round of epoch {r.epoch}; the session is in epoch {session.epoch}",
+                                  "invalid_round")
+            proposals = self._check_round(session, r)
+            draft = list(r.draft_token_ids)
+            overlap = len(session.committed) - r.start
+            if overlap not in (0, 1) or (overlap == 1 and not draft):
+                raise EngineError(400, f"round starts at position {r.start}; {len(session.committed)} tokens are "
+                                  "verified", "invalid_round")
+            if overlap == 1:  # drafted on past the previous round's bonus token, unknown to the edge then
+                if parts_from_sent(0, 0, session.committed[-1], draft[0]):
+                    session.epoch += 1
+                    self.stats.stale_rounds += 1
+                    return None
+                draft, proposals = draft[1:], proposals[1:] if proposals else None
             value = session.expected_tokens(len(draft))
             deadline_s = session.slo.tpot_ms / 1000 * value
             future = self._submit(session, [session.committed[-1], *draft], len(draft) + 1, deadline_s, value)
-            outcome_future: asyncio.Future[VerifyResponse] = asyncio.get_running_loop().create_future()
+            outcome_future: asyncio.Future[RoundResult] = asyncio.get_running_loop().create_future()
 
             def finish(done: asyncio.Future[JobResult]) -> None:
                 """Apply the round when its batch is done, whoever still waits for it."""
                 try:
-                    outcome_future.set_result(self._apply_round(session, req.round, draft, proposals, done.result()))
+                    outcome_future.set_result(self._apply_round(session, draft, proposals, overlap, done.result()))
                 except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the round
                     if not session.released:
                         self.backend.truncate(session.state, len(session.committed) - 1)
@@ -285,8 +312,8 @@ class VerifierEngine:
             future.add_done_callback(finish)
             return await asyncio.shield(outcome_future)
 
-    def _apply_round(self, session: Session, round_: int, draft: list[int], proposals: list[SparseDist] | None,
-                     result: JobResult) -> VerifyResponse:
+    def _apply_round(self, session: Session, draft: list[int], proposals: list[SparseDist] | None, overlap: int,
+                     result: JobResult) -> RoundResult:
         sp = session.sampling
         logits = result.logits
         try:
@@ -303,25 +330,20 @@ class VerifierEngine:
         if not session.released:
             self.backend.truncate(session.state, len(session.committed) - 1)
         session.accepted += outcome.accepted
-        session.rejections += int(outcome.accepted < len(draft))
-        resp = VerifyResponse(
-            round=round_,
-            accepted=outcome.accepted,
-            next_token_id=outcome.next_token_id,
-            committed_tokens=len(session.committed),
-            compute_ms=result.compute_s * 1000.0,
-            queue_ms=result.queue_s * 1000.0,
-        )
-        session.last_round = round_
-        session.last_response = resp
+        rejected = parts_from_sent(outcome.accepted, len(draft), outcome.next_token_id, None)
+        session.rejections += int(rejected)
+        session.epoch += int(rejected)
         self.stats.rounds += 1
-        self.stats.drafted += len(draft)
-        self.stats.accepted += outcome.accepted
-        return resp
+        self.stats.drafted += len(draft) + overlap
+        self.stats.accepted += outcome.accepted + overlap
+        return RoundResult(accepted=outcome.accepted + overlap, next_token_id=outcome.next_token_id,
+                           committed_tokens=len(session.committed), compute_s=result.compute_s,
+                           queue_s=result.queue_s)
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding: the backend's own decoding where it has one (vLLM), else the
         round code path with no drafts, so its greedy output is by construction the verifier's."""
+        self._check_request(req.protocol_version, req.prompt_token_ids)
         if isinstance(self.backend, NativeDecoder):
             async for tokens in self._decode_natively(self.backend, req):
                 yield tokens
@@ -332,8 +354,12 @@ class VerifierEngine:
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         try:
             for i in range(min(req.max_tokens, room)):
-                r = await self.verify(created.session_id, VerifyRequest(round=i + 1))
-                yield GeneratedTokens(token_ids=[r.next_token_id], compute_ms=r.compute_ms)
+                start = len(req.prompt_token_ids) + i
+                r = await self.verify(created.session_id, Round(sid=0, seq=i + 1, epoch=0, start=start,
+                                                                 draft_token_ids=[]))
+                if r is None:
+                    raise EngineError(500, "a plain decoding step was answered stale", "internal_error")
+                yield GeneratedTokens(token_ids=[r.next_token_id], compute_ms=r.compute_s * 1000)
                 if r.next_token_id in stops:
                     break
         finally:
@@ -341,7 +367,6 @@ class VerifierEngine:
 
     async def _decode_natively(self, decoder: NativeDecoder, req: GenerateRequest
                                ) -> AsyncGenerator[GeneratedTokens, None]:
-        self._check_request(req.protocol_version, req.prompt_token_ids)
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         self.stats.native_streams += 1
         last = time.perf_counter()

@@ -4,7 +4,8 @@ One direction of a link is a FIFO serialisation queue (bandwidth, possibly chang
 time) followed by a propagation delay with jitter. A TCP stream never reorders, so a chunk
 never arrives before the one sent ahead of it. During an outage nothing is transmitted:
 chunks wait and go out when the link is back ("stall"), as TCP retransmission would deliver
-them; the relay implements the other outage mode ("reset": connections are cut).
+them; the relay implements the other outage mode ("reset": connections are cut). A lost chunk
+(``loss``) arrives one retransmission timeout late, and everything behind it waits.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ class DirectionSpec:
     mbps: float | None = None  # None: unlimited
     schedule: tuple[RateStep, ...] = ()  # piecewise-constant rate, repeating every period_s
     period_s: float | None = None
+    loss: float = 0.0  # chance a chunk is lost once: it arrives a retransmission timeout late
+    rto_ms: float = 200.0  # TCP's minimum retransmission timeout on Linux
 
     def rate_bytes_per_s(self, t: float) -> float | None:
         if self.schedule:
@@ -80,6 +83,8 @@ class Direction:
         self._free_at = start + (nbytes / rate if rate else 0.0)
         jitter = self._rng.uniform(-self.spec.jitter_ms, self.spec.jitter_ms) if self.spec.jitter_ms else 0.0
         delay = max(0.0, self.spec.delay_ms + jitter) / 1000.0
+        if self.spec.loss and self._rng.random() < self.spec.loss:
+            delay += self.spec.rto_ms / 1000.0  # retransmitted; TCP holds what follows behind it
         delivery = max(self._free_at + delay, self._last_delivery)
         self._last_delivery = delivery
         return delivery

@@ -20,26 +20,33 @@ class Mode:
     name: str
     tandem: dict[str, Any]  # the request's `tandem` extension
     lossless: bool  # greedy text must equal cloud-only's
-    bound: str  # which analytic bound applies: cloud | edge | stop_and_wait
+    bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
     draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft)
 
+
+VANILLA = {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0, "pipeline": False}
+PICOSPEC = {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0, "pipeline": True}
 
 MODES: dict[str, Mode] = {
     m.name: m
     for m in (
         Mode("cloud", {"mode": "cloud"}, True, "cloud"),
         Mode("edge", {"mode": "draft"}, False, "edge"),
-        # plain speculative decoding: always gamma 4, no confidence cut-off
-        Mode("vanilla", {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0}, True, "stop_and_wait"),
-        # Tandem as it is today: the edge's own defaults (stop-and-wait, rounds cut by the draft's confidence)
-        Mode("tandem", {"mode": "speculative"}, True, "stop_and_wait"),
+        # plain speculative decoding: stop-and-wait, always gamma 4, no confidence cut-off
+        Mode("vanilla", VANILLA, True, "stop_and_wait"),
+        # PicoSpec-style: drafting goes on during verification (rollback on rejection), gamma 4, no cut-off
+        Mode("picospec", PICOSPEC, True, "pipelined"),
+        # Tandem: the edge's own defaults (pipelined, rounds cut by the draft's confidence)
+        Mode("tandem", {"mode": "speculative"}, True, "pipelined"),
+        # the edge's defaults, but waiting for each round (Tandem before the pipeline)
+        Mode("tandem-serial", {"mode": "speculative", "pipeline": False}, True, "stop_and_wait"),
         # rounds cut by the rejection predictor instead (needs --controller)
-        Mode("tandem-predictor", {"mode": "speculative", "trigger": "predictor"}, True, "stop_and_wait"),
+        Mode("tandem-predictor", {"mode": "speculative", "trigger": "predictor"}, True, "pipelined"),
         # the same modes with the alternative draft (--alt-draft), for side-by-side draft comparisons
         Mode("edge-alt", {"mode": "draft"}, False, "edge", draft="alt"),
-        Mode("vanilla-alt", {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0}, True, "stop_and_wait",
-             draft="alt"),
-        Mode("tandem-alt", {"mode": "speculative"}, True, "stop_and_wait", draft="alt"),
+        Mode("vanilla-alt", VANILLA, True, "stop_and_wait", draft="alt"),
+        Mode("picospec-alt", PICOSPEC, True, "pipelined", draft="alt"),
+        Mode("tandem-alt", {"mode": "speculative"}, True, "pipelined", draft="alt"),
     )
 }
 
@@ -128,6 +135,8 @@ class ModeSummary:
     alpha: float
     mean_accepted_length: float
     rounds_per_token: float
+    stale_rounds: int
+    wasted_drafts_per_token: float
     bytes_up_per_token: float
     bytes_down_per_token: float
     cloud_ms_per_token: float
@@ -162,7 +171,8 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         gamma = drafted / rounds if rounds else 0.0
         t_draft = draft_ms / 1000 / drafted if drafted else 0.0
         t_verify = compute_ms / 1000 / rounds if rounds else 0.0
-        bound = bounds.stop_and_wait_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_verify) if rounds else 0.0
+        law = bounds.pipelined_tokens_per_s if mode.bound == "pipelined" else bounds.stop_and_wait_tokens_per_s
+        bound = law(alpha, gamma, t_draft, rtt_s, t_verify) if rounds else 0.0
     return ModeSummary(
         scenario=results[0].scenario if results else "", mode=mode.name, requests=len(results), tokens=tokens,
         ttft_ms_median=round(statistics.median([r.ttft_s for r in results]) * 1000, 1) if results else 0.0,
@@ -173,6 +183,8 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         alpha=round(alpha, 4),
         mean_accepted_length=round(accepted / rounds, 3) if rounds and drafted else 0.0,
         rounds_per_token=round(rounds / tokens, 4) if tokens else 0.0,
+        stale_rounds=sum(x.get("stale_rounds", 0) for x in s),
+        wasted_drafts_per_token=round(sum(x.get("wasted", 0) for x in s) / tokens, 3) if tokens else 0.0,
         bytes_up_per_token=round(sum(r.bytes_up for r in results) / tokens, 1) if tokens else 0.0,
         bytes_down_per_token=round(sum(r.bytes_down for r in results) / tokens, 1) if tokens else 0.0,
         cloud_ms_per_token=round(compute_ms / tokens, 2) if tokens else 0.0,

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = [
-    ("mode", "mode"), ("tokens_per_s", "tok/s"), ("ttft_ms_median", "TTFT ms"), ("tpot_ms_median", "TPOT ms"),
+    ("mode", "mode"), ("tokens_per_s", "tok/s"), ("vs_cloud", "x cloud"), ("ttft_ms_median", "TTFT ms"),
+    ("tpot_ms_median", "TPOT ms"),
     ("tpot_ms_p90", "TPOT p90"), ("acceptance_rate", "accepted/drafted"), ("alpha", "alpha"),
     ("mean_accepted_length", "acc/round"),
-    ("rounds_per_token", "rounds/tok"), ("bytes_up_per_token", "B up/tok"), ("bytes_down_per_token", "B down/tok"),
+    ("rounds_per_token", "rounds/tok"), ("stale_rounds", "stale"), ("wasted_drafts_per_token", "wasted/tok"),
+    ("bytes_up_per_token", "B up/tok"), ("bytes_down_per_token", "B down/tok"),
     ("cloud_ms_per_token", "cloud ms/tok"), ("edge_cpu_ms_per_token", "edge CPU ms/tok"),
     ("bound_tokens_per_s", "bound tok/s"), ("measured_over_bound", "meas/bound"),
 ]
@@ -23,8 +25,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("")
         lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
         lines.append("|" + "---|" * len(COLUMNS))
+        cloud = sc["modes"].get("cloud", {}).get("tokens_per_s", 0.0)
         for summary in sc["modes"].values():
-            lines.append("| " + " | ".join(str(summary[k]) for k, _ in COLUMNS) + " |")
+            row = {**summary, "vs_cloud": round(summary["tokens_per_s"] / cloud, 2) if cloud else ""}
+            lines.append("| " + " | ".join(str(row.get(k, "")) for k, _ in COLUMNS) + " |")
         lines.append("")
     lines.append(f"Greedy identity with cloud-only: **{'PASS' if report['lossless_ok'] else 'FAIL'}**"
                  + ("" if report["lossless_ok"] else f" ({len(report['mismatches'])} mismatches)"))

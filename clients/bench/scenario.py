@@ -38,7 +38,8 @@ class Scenario:
 def _direction(d: dict[str, Any]) -> DirectionSpec:
     schedule = tuple(RateStep(float(s["at_s"]), float(s["mbps"])) for s in d.get("schedule", []))
     return DirectionSpec(delay_ms=float(d.get("delay_ms", 0.0)), jitter_ms=float(d.get("jitter_ms", 0.0)),
-                         mbps=d.get("mbps"), schedule=schedule, period_s=d.get("period_s"))
+                         mbps=d.get("mbps"), schedule=schedule, period_s=d.get("period_s"),
+                         loss=float(d.get("loss", 0.0)), rto_ms=float(d.get("rto_ms", 200.0)))
 
 
 def load_scenario(ref: str | Path) -> Scenario:

@@ -39,6 +39,7 @@ from clients.load.replay import RequestTiming, replay_speculative, stream_cloud,
 from clients.load.report import LoadPoint, markdown, summarise
 from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.tokenizer import Tokenizer
+from proxy.verifier_channel import VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierClient
 from verifier.core.chat_template import ChatTemplate
 from verifier.core.gguf import load_llama
@@ -116,11 +117,11 @@ async def _record(args: argparse.Namespace, verifier_url: str) -> list[traces.Tr
     return out
 
 
-async def _one_request(mode: str, args: argparse.Namespace, client: VerifierClient, http: httpx.AsyncClient | None,
-                       t: traces.Trace, slo: SloTargets) -> RequestTiming:
+async def _one_request(mode: str, args: argparse.Namespace, client: VerifierClient, channel: VerifierChannel,
+                       http: httpx.AsyncClient | None, t: traces.Trace, slo: SloTargets) -> RequestTiming:
     try:
         if mode in ("tandem", "one-lock"):
-            return await replay_speculative(client, t, args.max_tokens, args.gamma, args.confidence_threshold, slo)
+            return await replay_speculative(channel, t, args.max_tokens, args.gamma, args.confidence_threshold, slo)
         if mode == "cloud":
             return await stream_cloud(client, t, args.max_tokens, slo)
         if http is None:
@@ -138,10 +139,13 @@ async def _run_point(mode: str, n: int, args: argparse.Namespace, url: str,
     http = httpx.AsyncClient(base_url=args.openai_url, timeout=600) if args.openai_url else None
     slo = SloTargets(tpot_ms=args.tpot_slo_ms)
 
+    channels = [VerifierChannel(websocket_connector(url, 600)) for _ in range(n)]  # one connection per edge
+
     async def one_client(i: int) -> list[RequestTiming]:
         out = []
         for r in range(args.requests_per_client):
-            out.append(await _one_request(mode, args, client, http, all_traces[(i + r) % len(all_traces)], slo))
+            out.append(await _one_request(mode, args, client, channels[i], http,
+                                          all_traces[(i + r) % len(all_traces)], slo))
         return out
 
     try:
@@ -150,6 +154,8 @@ async def _run_point(mode: str, n: int, args: argparse.Namespace, url: str,
         wall = time.perf_counter() - start
     finally:
         await client.aclose()
+        for channel in channels:
+            await channel.aclose()
         if http is not None:
             await http.aclose()
     return [t for c in per_client for t in c], wall

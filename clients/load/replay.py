@@ -1,7 +1,7 @@
 """Replayed edges and cloud-only clients, timed per token.
 
-``replay_speculative`` sends a trace's rounds through the real verify API as a real edge does
-(stop-and-wait, up to gamma draft tokens, cut before the first token whose confidence is below
+``replay_speculative`` sends a trace's rounds through the real verifier channel as a real edge
+does (stop-and-wait, up to gamma draft tokens, cut before the first token whose confidence is below
 the threshold), sleeping the draft time instead of drafting, and checks every committed token
 against the target's recorded answer. ``stream_cloud`` is the target decoding alone on Tandem's
 verifier; ``stream_openai`` streams from any OpenAI-compatible server (vLLM's own, for the
@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from clients.load.trace import Trace
+from proxy.speculation import SpeculationState
+from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient
+from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import SamplingParams, SloTargets
 
@@ -61,11 +64,12 @@ def drafts_at(trace: Trace, position: int, gamma: int, threshold: float) -> list
     return out
 
 
-async def replay_speculative(client: VerifierClient, trace: Trace, max_tokens: int, gamma: int, threshold: float,
-                             slo: SloTargets | None) -> RequestTiming:
+async def replay_speculative(channel: VerifierChannel, trace: Trace, max_tokens: int, gamma: int,
+                             threshold: float, slo: SloTargets | None) -> RequestTiming:
     timing = RequestTiming(time.perf_counter())
     target = trace.target_token_ids[:max_tokens]
-    session = await client.create_session(trace.prompt_token_ids, SamplingParams(), slo)
+    session = await channel.open(trace.prompt_token_ids, SamplingParams(), slo)
+    state = SpeculationState.start(trace.prompt_token_ids)
     try:
         p = 0
         while p < len(target):
@@ -73,19 +77,25 @@ async def replay_speculative(client: VerifierClient, trace: Trace, max_tokens: i
             drafts = drafts_at(trace, p, k, threshold) if k > 0 else []
             if drafts:
                 await asyncio.sleep(len(drafts) * trace.draft_s_per_token)
-            timing.rounds += 1
-            result = await client.verify(session.session_id, timing.rounds, [DraftToken(t, None) for t in drafts])
-            committed = [*drafts[: result.accepted], result.next_token_id]
+            for token in drafts:
+                state.add_draft(DraftToken(token, None))
+            sent = state.take_round(allow_empty=True)
+            if sent is None:
+                raise RuntimeError("nothing to send")
+            await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+            applied = state.apply(await session.next())
+            committed = applied.verified
             if committed != target[p:p + len(committed)]:
                 raise ReplayMismatch(f"position {p}: committed {committed}, the target's answer has "
                                      f"{target[p:p + len(committed)]}")
             now = time.perf_counter()
             timing.token_times.extend([now] * len(committed))
+            timing.rounds += 1
             timing.drafted += len(drafts)
-            timing.accepted += result.accepted
+            timing.accepted += applied.accepted
             p += len(committed)
     finally:
-        await client.end_session(session.session_id)
+        session.close()
     return timing
 
 

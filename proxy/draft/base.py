@@ -15,9 +15,9 @@ class Drafter(ABC):
     standalone: bool = True
 
     @abstractmethod
-    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
-                stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
-        """Up to gamma draft tokens after context; stops early after a stop token."""
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+        """The draft token after ``context`` (with its proposal when sampling and the draft's
+        confidence when it has one); None when it has nothing to propose there."""
 
     @abstractmethod
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:

@@ -48,23 +48,10 @@ class LlamaDrafter(Drafter):
         self._logits = last_logits(self._llm)
         return self._logits
 
-    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
-                stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
-        drafted: list[DraftToken] = []
-        ctx = list(context)
-        limit = self._llm.n_ctx()
-        for _ in range(gamma):
-            if len(ctx) >= limit:
-                break
-            logits = self.sync(ctx)
-            if sampling.trigger is not None and sampling.trigger.stop_before(logits):
-                break  # the target would likely reject it: verify what we have
-            token = draw_draft_token(logits, sampling, position=len(ctx))
-            drafted.append(token)
-            ctx.append(token.token_id)
-            if token.token_id in stop_token_ids:
-                break
-        return drafted
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+        if len(context) >= self._llm.n_ctx():
+            return None
+        return draw_draft_token(self.sync(context), sampling, position=len(context))
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
         return draw_standalone_token(self.sync(context), sampling, position=len(context))

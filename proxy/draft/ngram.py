@@ -32,14 +32,9 @@ class NgramDrafter(Drafter):
         self._max = max_ngram
         self._min = min_ngram
 
-    def propose(self, context: list[int], gamma: int, sampling: DraftSampling,
-                stop_token_ids: frozenset[int] = frozenset()) -> list[DraftToken]:
-        out: list[DraftToken] = []
-        for tok in lookup(context, gamma, self._max, self._min):
-            out.append(DraftToken(tok, None))
-            if tok in stop_token_ids:
-                break
-        return out
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+        follow = lookup(context, 1, self._max, self._min)
+        return DraftToken(follow[0], None) if follow else None
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
         raise RuntimeError("the n-gram drafter cannot generate on its own (edge-only mode needs a model)")

@@ -86,7 +86,9 @@ def test_confidence_threshold_cuts_rounds_short(edge: Server) -> None:
 
     never, always = stats(0.0), stats(1.0)
     assert never["drafted"] > 0 and never["drafted"] >= 3 * never["rounds"]  # full rounds (the last may be short)
-    assert always["drafted"] == 0 and always["rounds"] == 24  # no token is that certain: one token per round
+    # no token is that certain: every round carries its first draft token only (the last one, at the
+    # token budget, may carry none)
+    assert always["rounds"] - 1 <= always["drafted"] <= always["rounds"] and 12 <= always["rounds"] <= 24
 
 
 def test_ngram_drafter_is_lossless_and_drafts_from_the_prompt(ngram_edge: Server, edge: Server) -> None:

@@ -11,16 +11,22 @@ backend re-issues them without cache reads).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
+from proxy.speculation import SpeculationState
+from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from tests.conftest import MODEL_ID, Server, start_server
+from verifier.core.codec import encode_round
+from verifier.core.drafting import DraftToken
+from verifier.core.protocol import SamplingParams
+from verifier.core.wire import Verified
 
 pytestmark = pytest.mark.integration
 
@@ -83,58 +89,90 @@ def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server) -> None:
         assert speculative.usage.completion_tokens == reference.usage.completion_tokens  # type: ignore[union-attr]
 
 
+class ByHand:
+    """Rounds sent by hand over the verifier channel, stop-and-wait (the edge's own state
+    machine keeps their positions and epochs)."""
+
+    def __init__(self, session: ChannelSession, prompt: list[int]) -> None:
+        self.session = session
+        self.state = SpeculationState.start(prompt)
+
+    @classmethod
+    async def open(cls, channel: VerifierChannel, prompt: list[int]) -> ByHand:
+        return cls(await channel.open(prompt, SamplingParams()), prompt)
+
+    async def round(self, draft: list[int]) -> Verified:
+        for token in draft:
+            self.state.add_draft(DraftToken(token, None))
+        sent = self.state.take_round(allow_empty=True)
+        assert sent is not None
+        await self.session.send_round(encode_round(self.session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+        answer = await self.session.next()
+        assert isinstance(answer, Verified)
+        self.state.apply(answer)
+        return answer
+
+
 def test_concurrent_sessions_share_batches_and_stay_exact(vllm_verifier: Server) -> None:
-    """Four sessions' rounds sent at once: batched into shared vLLM passes, each answered as
-    vLLM's greedy decoding of its own context says (one wrong draft per round, moving)."""
+    """Four sessions' rounds sent at once on one channel: batched into shared vLLM passes, each
+    answered as vLLM's greedy decoding of its own context says (one wrong draft per round, moving)."""
     url = vllm_verifier.url
     prompts = [list(range(2000 + 97 * i, 2000 + 97 * i + 40 + 11 * i)) for i in range(4)]
     truths = [generate(vllm_verifier, p, 20) for p in prompts]
-    sessions = [httpx.post(f"{url}/v1/sessions", json={"prompt_token_ids": p}).json()["session_id"] for p in prompts]
-    done = [0] * 4
     before = httpx.get(f"{url}/v1/stats").json()
 
-    def one_round(i: int, round_: int) -> None:
-        wrong_at = (round_ + i) % 4  # 3 means: no wrong draft
-        draft = list(truths[i][done[i]:done[i] + 3])
-        if wrong_at < 3:
-            draft[wrong_at] = (draft[wrong_at] + 1) % 49152
-        resp = httpx.post(f"{url}/v1/sessions/{sessions[i]}/verify", timeout=120,
-                          json={"round": round_, "draft_token_ids": draft}).json()
-        accepted = 3 if wrong_at == 3 else wrong_at
-        assert resp["accepted"] == accepted and resp["next_token_id"] == truths[i][done[i] + accepted], (i, resp)
-        done[i] += accepted + 1
+    async def body() -> None:
+        channel = VerifierChannel(websocket_connector(url, 120))
+        sessions = [await ByHand.open(channel, p) for p in prompts]
+        done = [0] * 4
 
-    with ThreadPoolExecutor(4) as pool:
+        async def one_round(i: int, round_: int) -> None:
+            wrong_at = (round_ + i) % 4  # 3 means: no wrong draft
+            draft = list(truths[i][done[i]:done[i] + 3])
+            if wrong_at < 3:
+                draft[wrong_at] = (draft[wrong_at] + 1) % 49152
+            resp = await sessions[i].round(draft)
+            accepted = 3 if wrong_at == 3 else wrong_at
+            assert resp.accepted == accepted and resp.next_token_id == truths[i][done[i] + accepted], (i, resp)
+            done[i] += accepted + 1
+
         for round_ in range(1, 4):
-            list(pool.map(lambda i: one_round(i, round_), range(4)))  # noqa: B023 - consumed at once
+            await asyncio.gather(*(one_round(i, round_) for i in range(4)))
+        for s in sessions:
+            s.session.close()
+        await channel.aclose()
+
+    asyncio.run(body())
     after = httpx.get(f"{url}/v1/stats").json()
     assert after["batches"] - before["batches"] < after["batch_items"] - before["batch_items"]
-    for sid in sessions:
-        httpx.delete(f"{url}/v1/sessions/{sid}")
 
 
 def test_rounds_by_hand_accept_reject_and_block_boundaries(vllm_verifier: Server) -> None:
     """Drafts that are vLLM's own greedy continuation are all accepted; a wrong draft is
     rejected at its position with vLLM's greedy token instead, whatever the context length
     modulo the KV block size (the boundary cases are the re-issued ones)."""
-    url = vllm_verifier.url
     prompt = list(range(1000, 1000 + 2 * BLOCK - 3))  # committed crosses block boundaries as rounds go
     truth = generate(vllm_verifier, prompt, 24)
     assert len(truth) == 24
-    session = httpx.post(f"{url}/v1/sessions", json={"prompt_token_ids": prompt}).json()["session_id"]
-    committed = 0  # tokens of truth verified so far
-    for round_, (k, wrong_at) in enumerate([(4, None), (3, 1), (1, None), (5, 0), (4, None), (2, None)], start=1):
-        draft = list(truth[committed:committed + k])
-        if wrong_at is not None:
-            draft[wrong_at] = (draft[wrong_at] + 1) % 49152
-        resp = httpx.post(f"{url}/v1/sessions/{session}/verify",
-                          json={"round": round_, "draft_token_ids": draft}).json()
-        expected_accepted = k if wrong_at is None else wrong_at
-        assert resp["accepted"] == expected_accepted, (round_, resp)
-        assert resp["next_token_id"] == truth[committed + expected_accepted], (round_, resp)
-        committed += expected_accepted + 1
-        assert resp["committed_tokens"] == len(prompt) + committed
-    assert httpx.delete(f"{url}/v1/sessions/{session}").status_code == 204
+
+    async def body() -> None:
+        channel = VerifierChannel(websocket_connector(vllm_verifier.url, 120))
+        by_hand = await ByHand.open(channel, prompt)
+        committed = 0  # tokens of truth verified so far
+        for round_, (k, wrong_at) in enumerate([(4, None), (3, 1), (1, None), (5, 0), (4, None), (2, None)]):
+            draft = list(truth[committed:committed + k])
+            if wrong_at is not None:
+                draft[wrong_at] = (draft[wrong_at] + 1) % 49152
+            resp = await by_hand.round(draft)
+            expected_accepted = k if wrong_at is None else wrong_at
+            assert resp.accepted == expected_accepted, (round_, resp)
+            assert resp.next_token_id == truth[committed + expected_accepted], (round_, resp)
+            committed += expected_accepted + 1
+            assert resp.committed_tokens == len(prompt) + committed
+        by_hand.session.close()
+        await channel.aclose()
+
+    asyncio.run(body())
 
 
 def test_sampled_requests_are_served_cloud_only_by_vllm(vllm_edge: Server, vllm_verifier: Server) -> None:

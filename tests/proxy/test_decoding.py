@@ -5,16 +5,30 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator
 
+import pytest
+
 from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
-from tests.harness import EOS, BigramBackend, ScriptedDrafter, V, greedy_continuation, start
-from verifier.core.drafting import ConfidenceTrigger
+from proxy.pipeline import PipelinePolicy
+from tests.harness import EOS, BigramBackend, Harness, LinkFaults, ScriptedDrafter, V, greedy_continuation, start
+from verifier.core.drafting import DualThresholdTrigger
 
 
 def request(prompt: list[int], max_tokens: int, gamma: int = 4, temperature: float = 0.0,
-            threshold: float = 0.0) -> GenerationRequest:
+            threshold: float = 0.0, pipelined: bool = False) -> GenerationRequest:
+    policy = PipelinePolicy.pipelined(gamma) if pipelined else PipelinePolicy.stop_and_wait(gamma)
     return GenerationRequest(prompt_token_ids=prompt, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
-                             seed=7, gamma=gamma, stop_token_ids=frozenset({EOS}),
-                             trigger=ConfidenceTrigger(threshold))
+                             seed=7, stop_token_ids=frozenset({EOS}), policy=policy,
+                             trigger=DualThresholdTrigger(threshold))
+
+
+async def settled(h: Harness) -> int:
+    """Live verifier sessions once the edge's Close frames have arrived (they are not waited for)."""
+    engine = h.verifier.ready_engine()
+    for _ in range(100):
+        if engine.session_count == 0:
+            break
+        await asyncio.sleep(0.001)
+    return engine.session_count
 
 
 async def collect(loop: AsyncGenerator[list[int], None], limit: int) -> list[int]:
@@ -34,13 +48,13 @@ def test_speculative_greedy_equals_the_targets_greedy_with_rejections() -> None:
         h = await start()
         stats = GenerationStats(mode="speculative")
         req = request([1, 2, 3], max_tokens=11)
-        out = await collect(speculative_loop(req, h.drafters[0], h.client, stats, 16), 11)
+        out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 11)
         assert out == greedy_continuation(3, 11)
         # the drafter is wrong at every third position: rounds end on rejections, and recover
         assert stats.rejections > 0 and 0 < stats.accepted < stats.drafted
         assert stats.rounds * 1 + stats.accepted == 11  # each round commits its accepted tokens + one
         assert stats.bytes_up > 0 and stats.bytes_down > 0
-        assert h.verifier.ready_engine().session_count == 0  # closing the loop ended the session
+        assert await settled(h) == 0  # closing the loop ended the session
         await h.aclose()
 
     asyncio.run(body())
@@ -51,7 +65,7 @@ def test_a_perfect_drafter_commits_gamma_plus_one_per_round() -> None:
         h = await start()
         h.drafters[0].wrong = lambda p: False
         stats = GenerationStats(mode="speculative")
-        out = await collect(speculative_loop(request([4], 10, gamma=4), h.drafters[0], h.client, stats, 16), 10)
+        out = await collect(speculative_loop(request([4], 10, gamma=4), h.drafters[0], h.channel, stats, 16), 10)
         assert out == greedy_continuation(4, 10)
         assert stats.rounds == 2 and stats.accepted == stats.drafted == 8 and stats.rejections == 0
         await h.aclose()
@@ -63,13 +77,13 @@ def test_gamma_zero_and_cloud_loop_are_plain_target_decoding() -> None:
     async def body() -> None:
         h = await start()
         plain = GenerationStats(mode="speculative")
-        out0 = await collect(speculative_loop(request([5], 6, gamma=0), h.drafters[0], h.client, plain, 16), 6)
+        out0 = await collect(speculative_loop(request([5], 6, gamma=0), h.drafters[0], h.channel, plain, 16), 6)
         cloud = GenerationStats(mode="cloud")
         out1 = await collect(cloud_loop(request([5], 6), h.client, cloud), 6)
         assert out0 == out1 == greedy_continuation(5, 6)
         assert plain.drafted == 0 and plain.rounds == 6 and h.drafters[0].calls == 0
         assert cloud.rounds == 6 and cloud.verify_compute_s > 0
-        assert h.verifier.ready_engine().session_count == 0
+        assert await settled(h) == 0
         await h.aclose()
 
     asyncio.run(body())
@@ -94,7 +108,7 @@ def test_sampled_speculation_is_seeded_and_reproducible() -> None:
         for _ in range(2):
             stats = GenerationStats(mode="speculative")
             req = request([2, 3], 12, temperature=1.0)
-            outs.append(await collect(speculative_loop(req, h.drafters[0], h.client, stats, 4), 12))
+            outs.append(await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 4), 12))
             assert stats.drafted > 0
         assert outs[0] == outs[1] and all(0 <= t < V for t in outs[0])
         await h.aclose()
@@ -106,7 +120,7 @@ def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None
     async def body() -> None:
         h = await start(BigramBackend(fail_on_extend=3))  # prefill, round 1, then the crash
         stats = GenerationStats(mode="speculative")
-        loop = speculative_loop(request([1, 2], 20), h.drafters[0], h.client, stats, 16)
+        loop = speculative_loop(request([1, 2], 20), h.drafters[0], h.channel, stats, 16)
         got: list[int] = []
         try:
             async for new in loop:
@@ -121,7 +135,7 @@ def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None
 
         assert isinstance(error, VerifierRejected) and error.status == 500
         assert got == greedy_continuation(2, len(got)) and len(got) > 0
-        assert h.verifier.ready_engine().session_count == 0
+        assert await settled(h) == 0
         await h.aclose()
 
     asyncio.run(body())
@@ -132,9 +146,10 @@ def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
         from verifier.core.protocol import SloTargets
 
         h = await start()
-        req = GenerationRequest(prompt_token_ids=[1, 2], max_tokens=3, temperature=0.0, top_p=1.0, seed=0, gamma=2,
-                                stop_token_ids=frozenset(), slo=SloTargets(tpot_ms=42.0))
-        loop = speculative_loop(req, h.drafters[0], h.client, GenerationStats(mode="speculative"), 16)
+        req = GenerationRequest(prompt_token_ids=[1, 2], max_tokens=3, temperature=0.0, top_p=1.0, seed=0,
+                                stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(2),
+                                slo=SloTargets(tpot_ms=42.0))
+        loop = speculative_loop(req, h.drafters[0], h.channel, GenerationStats(mode="speculative"), 16)
         await loop.__anext__()
         engine = h.verifier.ready_engine()
         (live,) = [engine.session(sid) for sid in engine.session_ids()]
@@ -153,7 +168,7 @@ def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> Non
         h = await start()
         log = RoundLog(tmp_path / "rounds.jsonl")
         stats = GenerationStats(mode="speculative")
-        await collect(speculative_loop(request([1, 2, 3], 12), h.drafters[0], h.client, stats, 16, log), 12)
+        await collect(speculative_loop(request([1, 2, 3], 12), h.drafters[0], h.channel, stats, 16, log), 12)
         log.close()
         rounds = read_rounds(tmp_path / "rounds.jsonl")
         assert 0 < len(rounds) <= stats.rounds  # a last round with no draft tokens is not logged
@@ -161,6 +176,40 @@ def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> Non
         assert all(len(f) == 3 for features, _ in rounds for f in features)
         x, y = labelled_tokens(rounds)
         assert y.sum() == stats.accepted and (1 - y).sum() == stats.rejections
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+@pytest.mark.parametrize("faults", [LinkFaults(jitter_s=0.003), LinkFaults(jitter_s=0.003, reorder=True, seed=5)])
+def test_pipelined_greedy_equals_the_targets_greedy_through_rejections_and_stale_rounds(faults: LinkFaults) -> None:
+    async def body() -> None:
+        h = await start(faults=faults)
+        stats = GenerationStats(mode="speculative")
+        out = await collect(speculative_loop(request([1, 2, 3], 40, pipelined=True), h.drafters[0], h.channel,
+                                             stats, 16), 40)
+        assert out == greedy_continuation(3, 40)
+        # rounds were drafted on top of rounds that then failed: answered stale, never applied
+        assert stats.rejections > 0 and stats.stale_rounds > 0
+        assert h.verifier.ready_engine().stats.stale_rounds >= stats.stale_rounds
+        assert await settled(h) == 0
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_pipelined_rounds_overlap_their_verification() -> None:
+    """A perfect drafter with a slow link: rounds are in flight together, so the request needs
+    far fewer round trips of waiting than rounds."""
+    async def body() -> None:
+        h = await start(faults=LinkFaults(jitter_s=0.02, seed=1))
+        h.drafters[0].wrong = lambda p: False
+        stats = GenerationStats(mode="speculative")
+        out = await collect(speculative_loop(request([4], 30, gamma=2, pipelined=True), h.drafters[0], h.channel,
+                                             stats, 16), 30)
+        assert out == greedy_continuation(4, 30)
+        assert stats.stale_rounds == 0 and stats.rejections == 0
+        assert stats.round_trip_s > 1.5 * stats.verify_wait_s  # waiting overlapped with other rounds' trips
         await h.aclose()
 
     asyncio.run(body())

@@ -8,10 +8,11 @@ import pytest
 
 from proxy.errors import OpenAIError
 from proxy.openai_schema import ChatCompletionRequest
+from proxy.pipeline import PipelinePolicy
 from proxy.resolve import EdgeDefaults, build_trigger, load_predictor, max_tokens_for, resolve
 from proxy.settings import EdgeSettings
 from verifier.core.controller import AcceptancePredictor
-from verifier.core.drafting import ConfidenceTrigger, PredictorTrigger
+from verifier.core.drafting import DualThresholdTrigger, PredictorTrigger
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -43,11 +44,17 @@ def edge(settings: EdgeSettings, standalone: bool = True) -> EdgeDefaults:
 def test_defaults_and_tandem_options() -> None:
     settings = EdgeSettings(gamma=3, confidence_threshold=0.25)
     prep = resolve(chat(seed=-1), [1, 2], edge(settings), None)
-    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.gamma) == (1.0, 1.0, 3)
-    assert prep.gen.trigger == ConfidenceTrigger(0.25)
+    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.pipelined(3))
+    assert prep.gen.trigger == DualThresholdTrigger(0.25)
     assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "speculative"
     prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], edge(settings), None)
-    assert (prep.mode, prep.gen.gamma, prep.gen.trigger) == ("cloud", 0, ConfidenceTrigger(0.0))
+    assert (prep.mode, prep.gen.policy.gamma, prep.gen.trigger) == ("cloud", 0, DualThresholdTrigger(0.0))
+    prep = resolve(chat(tandem={"pipeline": False, "cumulative_threshold": 0.2}), [1], edge(settings), None)
+    assert prep.gen.policy == PipelinePolicy.stop_and_wait(3)
+    assert prep.gen.trigger == DualThresholdTrigger(0.25, 0.2)
+    stop_and_wait = EdgeSettings(pipeline=False, max_inflight=2, cumulative_threshold=0.1)
+    prep = resolve(chat(tandem={"pipeline": True}), [1], edge(stop_and_wait), None)
+    assert prep.gen.policy == PipelinePolicy.pipelined(4, 2) and prep.gen.trigger == DualThresholdTrigger(0.3, 0.1)
 
 
 def test_a_model_free_edge_refuses_draft_mode_and_thresholds() -> None:
@@ -73,7 +80,7 @@ def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None
     assert trigger == PredictorTrigger(AcceptancePredictor((4.0, 0.0, 0.0), -2.0), 0.6)
     # a request's own threshold still wins
     prep = resolve(chat(tandem={"confidence_threshold": 0.1}), [1], edge(settings), None)
-    assert prep.gen.trigger == ConfidenceTrigger(0.1)
+    assert prep.gen.trigger == DualThresholdTrigger(0.1)
     with pytest.raises(ValueError):
         build_trigger(EdgeSettings(trigger="predictor"), None)
 
@@ -81,7 +88,7 @@ def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None
 def test_a_request_picks_its_trigger(tmp_path: Path) -> None:
     AcceptancePredictor((4.0, 0.0, 0.0), -2.0).save(tmp_path / "c.json")
     with_controller = EdgeSettings(controller=str(tmp_path / "c.json"), confidence_threshold=0.3)
-    assert resolve(chat(), [1], edge(with_controller), None).gen.trigger == ConfidenceTrigger(0.3)
+    assert resolve(chat(), [1], edge(with_controller), None).gen.trigger == DualThresholdTrigger(0.3)
     picked = resolve(chat(tandem={"trigger": "predictor"}), [1], edge(with_controller), None).gen.trigger
     assert isinstance(picked, PredictorTrigger)
     with pytest.raises(OpenAIError) as err:

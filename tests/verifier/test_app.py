@@ -21,12 +21,13 @@ async def _call(method: str, path: str, backend: BigramBackend | None = None, **
 
 @pytest.mark.parametrize("method,path,kwargs,status,code", [
     ("GET", "/v1/nope", {}, 404, "not_found"),
-    ("GET", "/v1/sessions", {}, 405, "method_not_allowed"),
-    ("POST", "/v1/sessions", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
+    ("POST", "/v1/info", {}, 405, "method_not_allowed"),
+    ("POST", "/v1/generate", {"content": b"{not json", "headers": {"content-type": "application/json"}}, 400,
      "invalid_request"),
-    ("POST", "/v1/sessions", {"json": {"prompt_token_ids": []}}, 400, "invalid_request"),
-    ("POST", "/v1/sessions/abc/verify", {"json": {"round": 1}}, 404, "session_not_found"),
-    ("POST", "/v1/sessions", {"json": {"prompt_token_ids": [V + 1]}}, 400, "invalid_token"),
+    ("POST", "/v1/generate", {"json": {"prompt_token_ids": [], "max_tokens": 2}}, 400, "invalid_request"),
+    ("POST", "/v1/generate", {"json": {"prompt_token_ids": [V + 1], "max_tokens": 2}}, 400, "invalid_token"),
+    ("POST", "/v1/generate", {"json": {"prompt_token_ids": [1], "max_tokens": 2, "protocol_version": 1}}, 400,
+     "bad_protocol"),
 ])
 def test_errors_come_in_the_envelope(method: str, path: str, kwargs: dict[str, object], status: int,
                                      code: str) -> None:
@@ -37,8 +38,8 @@ def test_errors_come_in_the_envelope(method: str, path: str, kwargs: dict[str, o
 
 
 def test_a_backend_crash_is_a_500_in_the_envelope() -> None:
-    resp = asyncio.run(_call("POST", "/v1/sessions", BigramBackend(fail_on_extend=1),
-                             json={"prompt_token_ids": [1, 2, 3]}))
+    resp = asyncio.run(_call("POST", "/v1/generate", BigramBackend(fail_on_extend=1),
+                             json={"prompt_token_ids": [1, 2, 3], "max_tokens": 2}))
     assert resp.status_code == 500
     assert resp.json()["error"]["code"] == "internal_error"
 
@@ -46,4 +47,4 @@ def test_a_backend_crash_is_a_500_in_the_envelope() -> None:
 def test_info_names_the_model_and_the_protocol() -> None:
     info = asyncio.run(_call("GET", "/v1/info")).json()
     assert info == {"model": "bigram", "backend": "fake", "vocab_size": V, "max_context": 512,
-                    "eos_token_ids": [0], "verifies_sampled": True, "protocol_version": 1}
+                    "eos_token_ids": [0], "verifies_sampled": True, "protocol_version": 2}

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
-from tests.harness import BigramBackend, V
-from verifier.core.protocol import Proposal, SamplingParams, SessionCreate, VerifyRequest
+from tests.harness import BigramBackend, V, next_round
+from verifier.core.protocol import SamplingParams, SessionCreate
+from verifier.core.sampling import SparseDist
+from verifier.core.wire import Round
 from verifier.engine import EngineError, VerifierEngine
 
 
@@ -27,29 +30,46 @@ def test_greedy_rounds_commit_and_roll_back() -> None:
         sid = await _session(engine, [1, 2, 3])
         # KV holds the prompt minus its pending last token
         assert engine.session(sid).state.length == 2
-        r = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[4, 5, 7, 1]))
-        assert (r.accepted, r.next_token_id, r.committed_tokens) == (2, 6, 3 + 3)
+        r = await engine.verify(sid, next_round(engine, sid, [4, 5, 7, 1]))
+        assert r is not None and (r.accepted, r.next_token_id, r.committed_tokens) == (2, 6, 3 + 3)
         assert engine.session(sid).state.length == 5  # rolled back past the rejected tokens
-        r2 = await engine.verify(sid, VerifyRequest(round=2, draft_token_ids=[7, 8]))
-        assert (r2.accepted, r2.next_token_id) == (2, 9)
-        assert engine.session(sid).committed == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+        assert engine.session(sid).epoch == 1  # the rejection parted the verified tokens from the drafts
+        r2 = await engine.verify(sid, next_round(engine, sid, [7, 8]))
+        assert r2 is not None and (r2.accepted, r2.next_token_id) == (2, 9)
+        assert engine.session(sid).committed == [1, 2, 3, 4, 5, 6, 7, 8, 9] and engine.session(sid).epoch == 1
         scored_before = backend.scored
-        await engine.verify(sid, VerifyRequest(round=3, draft_token_ids=[]))
+        await engine.verify(sid, next_round(engine, sid, []))
         assert backend.scored - scored_before == 1  # a round scores only the new tokens
         assert engine.end_session(sid) and backend.released == 1
     run(body())
 
 
-def test_repeated_round_is_idempotent_and_gaps_refused() -> None:
+def test_pipelined_rounds_overlap_on_the_bonus_token_or_come_back_stale() -> None:
     async def body() -> None:
-        engine = VerifierEngine(BigramBackend(), 60, 8)
+        backend = BigramBackend()
+        engine = VerifierEngine(backend, 60, 8)
         sid = await _session(engine, [1])
-        first = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2, 3]))
-        again = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2, 3]))
-        assert first == again and engine.session(sid).committed == [1, 2, 3, 4]
-        with pytest.raises(EngineError) as err:
-            await engine.verify(sid, VerifyRequest(round=5, draft_token_ids=[]))
-        assert err.value.status == 409
+
+        def rnd(epoch: int, start: int, drafts: list[int]) -> Round:
+            return Round(sid=0, seq=1, epoch=epoch, start=start, draft_token_ids=drafts)
+
+        # round A drafts positions 1-2, round B (sent before A's answer) drafts 3-4 on top of it
+        a = await engine.verify(sid, rnd(0, 1, [2, 3]))
+        assert a is not None and (a.accepted, a.next_token_id, a.committed_tokens) == (2, 4, 4)
+        b = await engine.verify(sid, rnd(0, 3, [4, 5]))  # B's first draft is A's bonus token: kept
+        assert b is not None and (b.accepted, b.next_token_id, b.committed_tokens) == (2, 6, 6)
+        scored = backend.scored
+        c = await engine.verify(sid, rnd(0, 5, [9, 7]))  # drafted on 9 where the bonus was 6: stale
+        assert c is None and engine.session(sid).epoch == 1 and backend.scored == scored
+        assert await engine.verify(sid, rnd(0, 7, [8])) is None  # anything else of epoch 0: stale too
+        d = await engine.verify(sid, rnd(1, 6, [7, 1]))  # the edge's next round, in the new epoch
+        assert d is not None and (d.accepted, d.next_token_id) == (1, 8) and engine.session(sid).epoch == 2
+        assert engine.stats.stale_rounds == 2
+        for bad in (rnd(3, 8, [9]), rnd(2, 5, [9]), rnd(2, 10, [9]), rnd(2, 7, [])):  # future epoch, gaps
+            with pytest.raises(EngineError) as err:
+                await engine.verify(sid, bad)
+            assert err.value.code == "invalid_round"
+        assert engine.session(sid).committed == [1, 2, 3, 4, 5, 6, 7, 8]
     run(body())
 
 
@@ -60,19 +80,20 @@ def test_bad_inputs_are_refused_without_damage() -> None:
             await _session(engine, [V + 3])
         sid = await _session(engine, [1], temperature=1.0, seed=3)
         with pytest.raises(EngineError):
-            await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[99]))
-        bad = Proposal(ids=[2, 2], probs=[0.5, 0.5])
+            await engine.verify(sid, next_round(engine, sid, [99]))
+        bad = SparseDist(np.array([2, 2]), np.array([0.5, 0.5]))
         with pytest.raises(EngineError):
-            await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2], proposals=[bad]))
-        outside = Proposal(ids=[3], probs=[1.0])
+            await engine.verify(sid, next_round(engine, sid, [2], [bad]))
+        outside = SparseDist(np.array([3]), np.array([1.0]))
         with pytest.raises(EngineError):
-            await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2], proposals=[outside]))
+            await engine.verify(sid, next_round(engine, sid, [2], [outside]))
+        with pytest.raises(EngineError):
+            await engine.verify(sid, next_round(engine, sid, [2] * 65))
         assert engine.session(sid).state.length == 0 and engine.session(sid).committed == [1]
-        ok = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2], proposals=[
-            Proposal(ids=[2], probs=[1.0])]))
-        assert ok.round == 1
+        ok = await engine.verify(sid, next_round(engine, sid, [2], [SparseDist(np.array([2]), np.array([1.0]))]))
+        assert ok is not None and ok.committed_tokens == 3
         with pytest.raises(EngineError) as err:
-            await engine.verify("nope", VerifyRequest(round=1))
+            await engine.verify("nope", next_round(engine, sid))
         assert err.value.status == 404
     run(body())
 

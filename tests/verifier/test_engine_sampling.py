@@ -34,7 +34,9 @@ async def two_tokens(engine: VerifierEngine, seed: int) -> tuple[int, int]:
             drafts.append(token)
             ctx.append(token.token_id)
         round_ += 1
-        result = await engine.verify(created.session_id, encode_round(round_, drafts))
+        session = engine.session(created.session_id)
+        result = await engine.verify(created.session_id, encode_round(0, round_, session.epoch, len(out), drafts))
+        assert result is not None
         out += [d.token_id for d in drafts[: result.accepted]] + [result.next_token_id]
     engine.end_session(created.session_id)
     return out[1], out[2]

@@ -7,6 +7,7 @@ defines the words); then rejection sampling on the verifier is exact.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,22 +29,48 @@ from verifier.core.sampling import (
 DEFAULT_PROPOSAL_SUPPORT = 16
 
 
-class DraftTrigger(Protocol):
-    """When to send a round for verification: a model drafter asks before each draft token."""
+@dataclass(frozen=True)
+class DraftToken:
+    token_id: int
+    proposal: SparseDist | None  # the q it was drawn from; None for id-only drafts
+    features: tuple[float, float, float] | None = None  # (confidence, entropy, margin) when recorded
+    confidence: float | None = None  # the draft model's top-1 probability here (None: a model-free drafter)
 
-    def stop_before(self, logits: npt.NDArray[np.float32]) -> bool:
-        """Whether to end the round before drafting from these logits."""
+
+class DraftTrigger(Protocol):
+    """When a round goes to verification: asked for each new draft token, whether the round
+    drafted so far should be sent before it (the token then starts the next round)."""
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether it reads ``DraftToken.features`` (the drafter then records them)."""
+        ...
+
+    def ends_round_before(self, token: DraftToken, round_so_far: Sequence[DraftToken]) -> bool:
         ...
 
 
 @dataclass(frozen=True)
-class ConfidenceTrigger:
-    """End the round before a token whose confidence is below ``threshold`` (0: never)."""
+class DualThresholdTrigger:
+    """PipeSD's dual threshold: end the round before token n when its confidence P(d_n) <=
+    ``per_token`` or the product of the round's confidences through it, C_n, <= ``cumulative``
+    (0 disables either). ``DualThresholdTrigger(t)`` is a plain confidence cut-off."""
 
-    threshold: float
+    per_token: float
+    cumulative: float = 0.0
+    needs_features: bool = False
 
-    def stop_before(self, logits: npt.NDArray[np.float32]) -> bool:
-        return self.threshold > 0 and confidence(logits) < self.threshold
+    def ends_round_before(self, token: DraftToken, round_so_far: Sequence[DraftToken]) -> bool:
+        if token.confidence is None or not round_so_far:
+            return False  # a model-free draft carries no confidence; a round is never empty by choice
+        if self.per_token > 0 and token.confidence <= self.per_token:
+            return True
+        if self.cumulative > 0:
+            c = token.confidence
+            for d in round_so_far:
+                c *= d.confidence if d.confidence is not None else 1.0
+            return c <= self.cumulative
+        return False
 
 
 @dataclass(frozen=True)
@@ -53,9 +80,12 @@ class PredictorTrigger:
 
     predictor: AcceptancePredictor
     min_accept: float
+    needs_features: bool = True
 
-    def stop_before(self, logits: npt.NDArray[np.float32]) -> bool:
-        return self.predictor.p_accept(draft_features(logits)) < self.min_accept
+    def ends_round_before(self, token: DraftToken, round_so_far: Sequence[DraftToken]) -> bool:
+        if token.features is None or not round_so_far:
+            return False
+        return self.predictor.p_accept(token.features) < self.min_accept
 
 
 @dataclass(frozen=True)
@@ -66,17 +96,8 @@ class DraftSampling:
     top_p: float
     seed: int
     proposal_support: int = DEFAULT_PROPOSAL_SUPPORT
-    #: when a model drafter ends its round early (None: always gamma tokens)
-    trigger: DraftTrigger | None = None
-    #: keep each draft token's features (for the round log the predictor is trained from)
+    #: keep each draft token's features (for the round log and the rejection predictor)
     record_features: bool = False
-
-
-@dataclass(frozen=True)
-class DraftToken:
-    token_id: int
-    proposal: SparseDist | None  # the q it was drawn from; None for id-only drafts
-    features: tuple[float, float, float] | None = None  # (confidence, entropy, margin) when recorded
 
 
 def confidence(logits: npt.ArrayLike) -> float:
@@ -89,15 +110,16 @@ def confidence(logits: npt.ArrayLike) -> float:
 
 
 def draw_draft_token(logits: npt.ArrayLike, sampling: DraftSampling, position: int) -> DraftToken:
-    """A draft token from draft logits: argmax when greedy, else a draw from the
-    top-``proposal_support`` cut of the tempered/top_p distribution, which is sent up as q."""
+    """A draft token from draft logits, with the draft's confidence: argmax when greedy, else a
+    draw from the top-``proposal_support`` cut of the tempered/top_p distribution, sent up as q."""
     features = draft_features(logits) if sampling.record_features else None
+    conf = features[0] if features is not None else confidence(logits)
     if sampling.temperature == 0:
-        return DraftToken(int(np.argmax(logits)), None, features)
+        return DraftToken(int(np.argmax(logits)), None, features, conf)
     dist = target_distribution(logits, sampling.temperature, sampling.top_p)
     q = truncate_support(dist, sampling.proposal_support)
     u = keyed_uniform(sampling.seed, position, Stream.DRAFT)
-    return DraftToken(int(q.ids[sample_index(q.probs, u)]), q, features)
+    return DraftToken(int(q.ids[sample_index(q.probs, u)]), q, features, conf)
 
 
 def draw_standalone_token(logits: npt.ArrayLike, sampling: DraftSampling, position: int) -> int:

@@ -1,19 +1,19 @@
-"""The verify API, version 1: the only contract between an edge and the cloud verifier.
+"""The verify API's JSON side: server info, cloud-only generation, session parameters.
 
-JSON over HTTP. Documented in docs/verify-api.md; words as defined in
-``verifier.core.sampling``. A session holds the verified prefix of one generation; each
-``verify`` call carries only the new draft tokens of one round (a few bytes: ids, plus the
-sparse proposal when sampling) and gets back how many were accepted and the one next token.
-Rounds are numbered so a retried call is answered from the session's memory instead of
-being applied twice.
+Together with the frames of ``verifier.core.wire`` (sessions and rounds on the persistent
+channel) the only contract between an edge and the cloud verifier, one protocol version for
+both. Documented in docs/verify-api.md; words as defined in ``verifier.core.sampling``.
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PROTOCOL_VERSION = 1
+from verifier.core.wire import PROTOCOL_VERSION
+
 API_PREFIX = "/v1"
+#: the WebSocket route of the channel (sessions and rounds, ``verifier.core.wire``)
+CHANNEL_PATH = f"{API_PREFIX}/channel"
 
 
 class _Strict(BaseModel):
@@ -39,6 +39,8 @@ class SloTargets(_Strict):
 
 
 class SessionCreate(_Strict):
+    """A session's parameters (from the channel's ``Open`` frame), validated."""
+
     protocol_version: int = PROTOCOL_VERSION
     prompt_token_ids: list[int] = Field(min_length=1)
     sampling: SamplingParams = SamplingParams()
@@ -50,30 +52,6 @@ class SessionCreated(_Strict):
     protocol_version: int = PROTOCOL_VERSION
     prompt_tokens: int
     max_context: int
-
-
-class Proposal(_Strict):
-    """The sparse distribution q a draft token was drawn from (token ids and their probs)."""
-
-    ids: list[int] = Field(min_length=1)
-    probs: list[float] = Field(min_length=1)
-
-
-class VerifyRequest(_Strict):
-    round: int = Field(ge=1, description="1, 2, 3, ... per session; a repeat is idempotent")
-    draft_token_ids: list[int] = Field(default_factory=list, max_length=64)
-    proposals: list[Proposal] | None = Field(
-        None, description="one per draft token when sampling; null means id-only drafts"
-    )
-
-
-class VerifyResponse(_Strict):
-    round: int
-    accepted: int = Field(description="leading draft tokens kept")
-    next_token_id: int = Field(description="the recovered token, or the bonus token")
-    committed_tokens: int = Field(description="prompt + generated tokens now verified")
-    compute_ms: float = Field(description="the verifier's model time for this round (its whole batch's pass)")
-    queue_ms: float = Field(0.0, description="time the round waited for its batch")
 
 
 class GenerateRequest(_Strict):

@@ -35,6 +35,15 @@ def test_jitter_never_reorders_and_stays_in_bounds() -> None:
     assert statistics.pstdev(lat) > 0.002  # there is jitter
 
 
+def test_a_lost_chunk_arrives_a_retransmission_late_and_holds_what_follows() -> None:
+    d = Direction(DirectionSpec(delay_ms=10, loss=0.1, rto_ms=200), seed=3)
+    times = [d.schedule(i * 0.01, 100) for i in range(2000)]
+    assert times == sorted(times)  # in order, as TCP delivers
+    late = [t - i * 0.01 for i, t in enumerate(times) if t - i * 0.01 > 0.2]
+    assert 0.05 < len(late) / 2000 < 0.4  # the lost ones and those queued behind them
+    assert max(t - i * 0.01 for i, t in enumerate(times)) <= 0.21 + 1e-9
+
+
 def test_outage_stalls_until_the_link_returns() -> None:
     d = Direction(DirectionSpec(delay_ms=5), outages=(Outage(1.0, 5.0),))
     assert d.schedule(0.5, 10) == pytest.approx(0.505)

@@ -36,7 +36,7 @@ def test_a_replayed_edge_commits_the_targets_answer() -> None:
     async def body() -> None:
         h = await start()
         t = trace([1, 2], 12, wrong_at={1, 6})
-        timing = await replay_speculative(h.client, t, 12, 4, 0.0, None)
+        timing = await replay_speculative(h.channel, t, 12, 4, 0.0, None)
         assert timing.tokens == 12 and timing.accepted < timing.drafted and timing.rounds < 12
         cloud = await stream_cloud(h.client, t, 12, None)
         assert cloud.tokens == 12 and cloud.rounds == 12
@@ -52,7 +52,7 @@ def test_a_trace_that_is_not_the_targets_answer_is_caught() -> None:
         t = trace([1, 2], 6, set())
         bad = Trace(t.prompt_token_ids, [9, *t.target_token_ids[1:]], t.draft_token_ids, t.confidences, 0.0)
         with pytest.raises(ReplayMismatch):
-            await replay_speculative(h.client, bad, 6, 4, 0.0, None)
+            await replay_speculative(h.channel, bad, 6, 4, 0.0, None)
         await h.aclose()
 
     asyncio.run(body())

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from proxy.draft.llama_drafter import LlamaDrafter
-from verifier.core.controller import AcceptancePredictor
-from verifier.core.drafting import ConfidenceTrigger, DraftSampling, PredictorTrigger, confidence
+from verifier.core.drafting import DraftSampling, DraftToken, confidence
 from verifier.core.gguf import load_llama
 from verifier.core.models import target_gguf_path
 
@@ -20,15 +19,23 @@ def drafter() -> LlamaDrafter:
     return LlamaDrafter(load_llama(target_gguf_path(), 512, 1))
 
 
+def draft_n(drafter: LlamaDrafter, ctx: list[int], n: int, sampling: DraftSampling) -> list[DraftToken]:
+    out: list[DraftToken] = []
+    for _ in range(n):
+        token = drafter.draft(ctx + [d.token_id for d in out], sampling)
+        assert token is not None
+        out.append(token)
+    return out
+
+
 def test_rounds_evaluate_only_new_tokens(drafter: LlamaDrafter) -> None:
     prompt = list(range(1000, 1040))
-    drafts = drafter.propose(prompt, 4, GREEDY)
-    assert len(drafts) == 4
+    drafts = draft_n(drafter, prompt, 4, GREEDY)
     base = drafter.evaluated_tokens
     # the verifier accepted 2 and corrected the 3rd: only the correction is new
     ctx = prompt + [d.token_id for d in drafts[:2]] + [7]
-    drafter.propose(ctx, 4, GREEDY)
-    # the rollback keeps 40 + 2 cached tokens; the round evaluates the correction + 3 new drafts
+    draft_n(drafter, ctx, 4, GREEDY)
+    # the rollback keeps 40 + 2 cached tokens; drafting evaluates the correction + 3 new drafts
     assert drafter.evaluated_tokens - base == 1 + 3
 
 
@@ -41,29 +48,20 @@ def test_cached_state_gives_the_same_logits_as_a_fresh_start(drafter: LlamaDraft
 
 
 def test_sampled_drafts_carry_their_proposal(drafter: LlamaDrafter) -> None:
-    drafts = drafter.propose(list(range(3000, 3010)), 3, DraftSampling(0.8, 0.95, seed=4, proposal_support=8))
+    drafts = draft_n(drafter, list(range(3000, 3010)), 3, DraftSampling(0.8, 0.95, seed=4, proposal_support=8))
     for d in drafts:
         assert d.proposal is not None and d.proposal.prob_of(d.token_id) > 0 and d.proposal.ids.size <= 8
 
 
-def test_drafting_stops_before_the_first_unconfident_token(drafter: LlamaDrafter) -> None:
-    ctx = list(range(1000, 1040))
-    full = drafter.propose(ctx, 8, GREEDY)
-    sure = [confidence(drafter.sync(ctx + [d.token_id for d in full[:i]])) for i in range(len(full))]
-    threshold = float(np.median(sure))
-    cut = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=ConfidenceTrigger(threshold)))
-    expected = next((i for i, c in enumerate(sure) if c < threshold), len(full))
-    assert [d.token_id for d in cut] == [d.token_id for d in full[:expected]]
-    assert drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=ConfidenceTrigger(1.0))) == []
-
-
-def test_the_predictor_trigger_stops_where_its_predicted_acceptance_drops(drafter: LlamaDrafter) -> None:
-    """A predictor that looks only at confidence (weight 10, bias -5: p = 0.5 at confidence 0.5)
-    cuts exactly where a confidence threshold of 0.5 does."""
+def test_draft_tokens_carry_the_drafts_confidence_and_features_when_asked(drafter: LlamaDrafter) -> None:
     ctx = list(range(2000, 2030))
-    by_predictor = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=PredictorTrigger(
-        AcceptancePredictor((10.0, 0.0, 0.0), -5.0), 0.5)))
-    by_threshold = drafter.propose(ctx, 8, DraftSampling(0.0, 1.0, 0, trigger=ConfidenceTrigger(0.5)))
-    assert [d.token_id for d in by_predictor] == [d.token_id for d in by_threshold]
-    recorded = drafter.propose(ctx, 3, DraftSampling(0.0, 1.0, 0, record_features=True))
-    assert all(d.features is not None and 0 < d.features[0] <= 1 for d in recorded)
+    plain = drafter.draft(ctx, GREEDY)
+    assert plain is not None and plain.features is None
+    assert plain.confidence == confidence(drafter.sync(ctx))
+    recorded = drafter.draft(ctx, DraftSampling(0.0, 1.0, 0, record_features=True))
+    assert recorded is not None and recorded.features is not None
+    assert recorded.features[0] == recorded.confidence == plain.confidence
+
+
+def test_no_draft_past_the_context_window(drafter: LlamaDrafter) -> None:
+    assert drafter.draft(list(range(100, 612)), GREEDY) is None  # n_ctx 512 is full

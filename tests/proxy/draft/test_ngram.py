@@ -20,8 +20,8 @@ def test_lookup_nothing_to_find() -> None:
     assert lookup([], 4) == []
 
 
-def test_drafter_gives_id_only_proposals_and_stops_at_eos() -> None:
+def test_drafter_gives_id_only_tokens_and_none_without_a_match() -> None:
     d = NgramDrafter()
-    drafts = d.propose([4, 5, 2, 9, 9, 4, 5], 4, DraftSampling(0.7, 1.0, 0), frozenset({2}))
-    assert [x.token_id for x in drafts] == [2]
-    assert all(x.proposal is None for x in drafts)
+    token = d.draft([4, 5, 2, 9, 9, 4, 5], DraftSampling(0.7, 1.0, 0))
+    assert token is not None and token.token_id == 2 and token.proposal is None and token.confidence is None
+    assert d.draft([1, 2, 3], DraftSampling(0.0, 1.0, 0)) is None

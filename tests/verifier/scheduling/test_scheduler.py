@@ -11,9 +11,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from tests.harness import BigramBackend, greedy_continuation
+from tests.harness import BigramBackend, greedy_continuation, next_round
 from verifier.backends.base import ScoreBatch
-from verifier.core.protocol import SamplingParams, SessionCreate, VerifyRequest
+from verifier.core.protocol import SamplingParams, SessionCreate
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
 
 
@@ -46,7 +46,7 @@ def test_rounds_of_many_sessions_share_one_pass() -> None:
         engine = VerifierEngine(backend, 60, 16)
         sids = [await session(engine, [i + 1, i + 2]) for i in range(6)]
         backend.gate.clear()
-        rounds = [asyncio.create_task(engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[i + 3, i + 4])))
+        rounds = [asyncio.create_task(engine.verify(sid, next_round(engine, sid, [i + 3, i + 4])))
                   for i, sid in enumerate(sids)]
         await asyncio.sleep(0.05)  # all six queued while the gate is closed (the first may be in a pass)
         backend.gate.set()
@@ -67,7 +67,7 @@ def test_a_session_ended_mid_round_is_released_only_after_its_pass() -> None:
         sid = await session(engine, [1, 2, 3])
         backend.gate.clear()
         backend.entered.clear()
-        task = asyncio.create_task(engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[4, 5])))
+        task = asyncio.create_task(engine.verify(sid, next_round(engine, sid, [4, 5])))
         await asyncio.to_thread(backend.entered.wait, 5)  # the round is inside the backend now
         assert engine.end_session(sid)  # the edge hung up
         assert backend.released == 0  # its state is still being scored
@@ -87,7 +87,7 @@ def test_a_long_prefill_is_chunked_and_does_not_stall_other_rounds() -> None:
         long_prompt = [int(t) for t in np.arange(600) % 15 + 1]
         creating = asyncio.create_task(session(engine, long_prompt))
         await asyncio.sleep(0.03)  # the prefill is under way
-        result = await engine.verify(short, VerifyRequest(round=1, draft_token_ids=[3]))
+        result = await engine.verify(short, next_round(engine, short, [3]))
         assert result.accepted == 1
         assert not creating.done()  # the round was answered while the long prompt was still prefilling
         long_sid = await creating
@@ -107,7 +107,7 @@ def test_overload_is_refused_with_a_retry_hint_never_queued_forever() -> None:
         engine.scheduler.estimator.coef = np.array([0.1, 0.0, 0.0, 0.0])  # 100 ms a pass, as measured
         sids = [await session(engine, [1]) for _ in range(6)]  # 1-token prompts: no prefill pass
         backend.gate.clear()
-        tasks = [asyncio.create_task(engine.verify(sid, VerifyRequest(round=1))) for sid in sids]
+        tasks = [asyncio.create_task(engine.verify(sid, next_round(engine, sid))) for sid in sids]
         outcomes = await asyncio.gather(*[_settle(t, backend) for t in tasks])
         refused = [o for o in outcomes if isinstance(o, EngineError)]
         assert refused and all(e.status == 503 and e.code == "overloaded" and e.retry_after_s for e in refused)
@@ -133,9 +133,9 @@ def test_a_backend_failure_fails_the_round_and_keeps_the_session_usable() -> Non
         engine = VerifierEngine(backend, 60, 4)
         sid = await session(engine, [1])
         with pytest.raises(EngineError) as err:
-            await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2]))
+            await engine.verify(sid, next_round(engine, sid, [2]))
         assert err.value.status == 500
-        ok = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2]))
+        ok = await engine.verify(sid, next_round(engine, sid, [2]))
         assert (ok.accepted, ok.next_token_id) == (1, 3)
         await engine.aclose()
 
@@ -157,7 +157,7 @@ def test_the_loop_outlives_a_batch_that_cannot_even_be_built() -> None:
         engine.scheduler.submit(job)  # no tokens: ScoreBatch refuses it
         await asyncio.sleep(0.05)
         assert len(failures) == 1 and isinstance(failures[0], ValueError)
-        ok = await engine.verify(sid, VerifyRequest(round=1, draft_token_ids=[2]))
+        ok = await engine.verify(sid, next_round(engine, sid, [2]))
         assert ok.accepted == 1
         await engine.aclose()
 

@@ -1,0 +1,187 @@
+"""The channel over a real WebSocket: the verifier app served by uvicorn on loopback (over the
+bigram backend, so no model loads), the edge's websocket connector, and a raw websockets
+client for what a broken or foreign edge sends."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import uvicorn
+import websockets
+from websockets.asyncio.client import connect
+
+from clients.procs import free_port
+from proxy.speculation import SpeculationState
+from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
+from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+from tests.harness import BigramBackend, V, greedy_continuation
+from verifier.app import create_app
+from verifier.core.codec import encode_round
+from verifier.core.drafting import DraftToken
+from verifier.core.protocol import CHANNEL_PATH, SamplingParams
+from verifier.core.wire import SUBPROTOCOL, ChannelError, Open, Verified, decode_verifier_frame, encode
+
+
+class ServedVerifier:
+    """The verifier app in a uvicorn server on its own thread."""
+
+    def __init__(self, backend: BigramBackend) -> None:
+        self.backend = backend
+        self.app = create_app(lambda: backend, session_ttl_s=60.0, max_sessions=8)
+        self.port = free_port()
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning", ws="websockets-sansio")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServedVerifier:
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not (self.server.started and self.app.state.service.engine is not None):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the verifier app did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+    def live_sessions(self) -> int:
+        return int(self.app.state.service.engine.session_count)
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[ServedVerifier]:
+    with ServedVerifier(BigramBackend()) as verifier:
+        yield verifier
+
+
+@contextlib.asynccontextmanager
+async def channel_to(url: str) -> AsyncIterator[VerifierChannel]:
+    channel = VerifierChannel(websocket_connector(url, 10))
+    try:
+        yield channel
+    finally:
+        await channel.aclose()
+
+
+async def greedy_run(session: ChannelSession, prompt: list[int], n: int) -> list[int]:
+    """Stop-and-wait rounds with a perfect two-token draft until n tokens are verified."""
+    state = SpeculationState.start(prompt)
+    while state.verified - len(prompt) < n:
+        last = state.tokens[-1]
+        for t in greedy_continuation(last, 2):
+            state.add_draft(DraftToken(t, None))
+        sent = state.take_round()
+        assert sent is not None
+        await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+        state.apply(await session.next())
+    return state.tokens[len(prompt):len(prompt) + n]
+
+
+def test_many_sessions_share_one_connection_and_stay_exact(served: ServedVerifier) -> None:
+    async def body() -> None:
+        async with channel_to(served.url) as channel:
+            sessions = [await channel.open([i + 1], SamplingParams()) for i in range(5)]
+            outs = await asyncio.gather(*(greedy_run(s, [i + 1], 9) for i, s in enumerate(sessions)))
+            assert outs == [greedy_continuation(i + 1, 9) for i in range(5)]
+            assert channel.sessions == 5 and all(s.bytes_up > 0 and s.bytes_down > 0 for s in sessions)
+            for s in sessions:
+                s.close()
+        for _ in range(100):
+            if served.live_sessions() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert served.live_sessions() == 0  # Close frames (never waited for) ended every session
+
+    asyncio.run(body())
+
+
+def test_refusals_keep_the_verifiers_status_and_code(served: ServedVerifier) -> None:
+    async def body() -> None:
+        async with channel_to(served.url) as channel:
+            bad = await channel.open([V + 5], SamplingParams())  # the Open is refused after it went out
+            with pytest.raises(VerifierRejected) as err:
+                await bad.next()
+            assert (err.value.status, err.value.code) == (400, "invalid_token")
+            ok = await channel.open([1, 2], SamplingParams())
+            await ok.send_round(encode_round(ok.sid, 1, 0, 5, [DraftToken(3, None)]))  # starts past the end
+            with pytest.raises(VerifierRejected) as err:
+                await ok.next()
+            assert err.value.code == "invalid_round"
+            again = await channel.open([1, 2], SamplingParams())  # the connection itself is fine
+            assert await greedy_run(again, [1, 2], 3) == greedy_continuation(2, 3)
+
+    asyncio.run(body())
+
+
+def test_a_dropped_connection_fails_its_sessions_and_the_next_one_reconnects(served: ServedVerifier) -> None:
+    async def body() -> None:
+        async with channel_to(served.url) as channel:
+            first = await channel.open([1], SamplingParams())
+            link = channel._link  # noqa: SLF001 - cut the connection under the session
+            assert link is not None
+            await link.close()
+            with pytest.raises(VerifierUnavailable):
+                await first.next()
+            second = await channel.open([3], SamplingParams())
+            assert await greedy_run(second, [3], 4) == greedy_continuation(3, 4)
+        for _ in range(100):
+            if served.live_sessions() == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert served.live_sessions() == 0  # the verifier ended the dropped connection's session
+
+    asyncio.run(body())
+
+
+def test_no_verifier_is_unavailable() -> None:
+    async def body() -> None:
+        async with channel_to(f"http://127.0.0.1:{free_port()}") as channel:
+            with pytest.raises(VerifierUnavailable):
+                await channel.open([1], SamplingParams())
+
+    asyncio.run(body())
+
+
+def test_a_foreign_protocol_version_and_garbage_are_refused_clearly(served: ServedVerifier) -> None:
+    async def body() -> None:
+        url = f"ws://127.0.0.1:{served.port}{CHANNEL_PATH}"
+        async with connect(url, subprotocols=["tandem.verify.v1"], proxy=None) as ws:  # type: ignore[list-item]
+            assert ws.subprotocol is None
+            frame = decode_verifier_frame(await ws.recv())  # type: ignore[arg-type]
+            assert isinstance(frame, ChannelError) and frame.code == "bad_protocol" and SUBPROTOCOL in frame.message
+            with pytest.raises(websockets.ConnectionClosed):
+                await ws.recv()
+        async with connect(url, subprotocols=[SUBPROTOCOL], proxy=None) as ws:  # type: ignore[list-item]
+            await ws.send(encode(Open(sid=1, prompt_token_ids=[1])))
+            await ws.send(b"\x93\x63garbage")
+            frame = decode_verifier_frame(await ws.recv())  # type: ignore[arg-type]
+            assert isinstance(frame, ChannelError) and frame.code == "invalid_frame"
+        # and the server goes on serving
+        async with channel_to(served.url) as channel:
+            session = await channel.open([2], SamplingParams())
+            assert await greedy_run(session, [2], 2) == greedy_continuation(2, 2)
+
+    asyncio.run(body())
+
+
+def test_verified_answers_are_a_few_bytes(served: ServedVerifier) -> None:
+    async def body() -> None:
+        async with channel_to(served.url) as channel:
+            session = await channel.open([1], SamplingParams())
+            await session.send_round(encode_round(session.sid, 1, 0, 1, [DraftToken(2, None), DraftToken(3, None)]))
+            answer = await session.next()
+            assert isinstance(answer, Verified) and answer.accepted == 2
+            assert session.bytes_down < 20 and session.bytes_up < 64  # the Open frame (4 floats), then 12
+
+    asyncio.run(body())

@@ -1,0 +1,140 @@
+"""One edge's persistent channel on the verifier: frames in, sessions and rounds out.
+
+Transport-agnostic (the WebSocket route in ``verifier.app`` and in-memory tests both drive
+it): ``serve`` reads frames until the edge goes away, then ends every session the edge
+opened. Each session gets one worker task with an inbox, so its rounds are scored one after
+the other in the order they arrived, while sessions of the same connection proceed
+independently (their rounds share the scheduler's batches).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
+
+from verifier.core.protocol import SamplingParams, SessionCreate, SloTargets
+from verifier.core.wire import (
+    ChannelError,
+    Close,
+    EdgeFrame,
+    Failed,
+    FrameError,
+    Open,
+    Round,
+    Stale,
+    Verified,
+    VerifierFrame,
+    decode_edge_frame,
+    encode,
+)
+from verifier.engine import EngineError, VerifierEngine
+
+log = logging.getLogger(__name__)
+
+Receive = Callable[[], Awaitable[bytes | None]]  # None: the edge closed the connection
+Send = Callable[[bytes], Awaitable[None]]
+
+
+def session_of(frame: Open) -> SessionCreate:
+    """The validated session parameters of an Open frame (raises EngineError 400)."""
+    try:
+        slo = SloTargets(tpot_ms=frame.tpot_ms or None, ttft_ms=frame.ttft_ms or None)
+        sampling = SamplingParams(temperature=frame.temperature, top_p=frame.top_p, seed=frame.seed)
+        return SessionCreate(prompt_token_ids=frame.prompt_token_ids, sampling=sampling,
+                             slo=slo if slo.tpot_ms or slo.ttft_ms else None)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise EngineError(400, f"{where}: {first['msg']}", "invalid_request") from exc
+
+
+class ChannelConnection:
+    def __init__(self, engine: VerifierEngine, send: Send) -> None:
+        self._engine = engine
+        self._send_raw = send
+        self._send_lock = asyncio.Lock()
+        self._inboxes: dict[int, asyncio.Queue[Round]] = {}
+        self._workers: dict[int, asyncio.Task[None]] = {}
+
+    async def send(self, frame: VerifierFrame) -> None:
+        async with self._send_lock:
+            await self._send_raw(encode(frame))
+
+    async def serve(self, receive: Receive) -> None:
+        """Handle frames until the edge closes the connection or sends one that is not a frame."""
+        try:
+            while (data := await receive()) is not None:
+                try:
+                    frame = decode_edge_frame(data)
+                except FrameError as exc:
+                    await self.send(ChannelError(code="invalid_frame", message=f"not a protocol frame: {exc}"))
+                    return
+                await self._dispatch(frame)
+        finally:
+            for sid in list(self._workers):
+                self._end(sid)
+
+    async def _dispatch(self, frame: EdgeFrame) -> None:
+        if isinstance(frame, Open):
+            if frame.sid in self._workers:
+                await self.send(Failed(sid=frame.sid, seq=0, status=400, code="invalid_session",
+                                       message=f"session {frame.sid} is already open on this connection"))
+                return
+            inbox: asyncio.Queue[Round] = asyncio.Queue()
+            self._inboxes[frame.sid] = inbox
+            self._workers[frame.sid] = asyncio.create_task(self._session(frame, inbox))
+        elif isinstance(frame, Round):
+            queue = self._inboxes.get(frame.sid)
+            if queue is None:
+                return  # a round of a session that failed or was closed: nobody waits for it
+            queue.put_nowait(frame)
+        elif isinstance(frame, Close):
+            self._end(frame.sid)
+
+    def _end(self, sid: int) -> None:
+        self._inboxes.pop(sid, None)
+        worker = self._workers.pop(sid, None)
+        if worker is not None:
+            worker.cancel()  # its `finally` ends the engine's session (rounds in flight finish first)
+
+    async def _session(self, opened: Open, inbox: asyncio.Queue[Round]) -> None:
+        sid = opened.sid
+        session_id: str | None = None
+        seq = 0
+        try:
+            created = await self._engine.create_session(session_of(opened))
+            session_id = created.session_id
+            while True:
+                r = await inbox.get()
+                seq = r.seq
+                result = await self._engine.verify(session_id, r)
+                if result is None:
+                    await self.send(Stale(sid=sid, seq=r.seq))
+                else:
+                    await self.send(Verified(sid=sid, seq=r.seq, accepted=result.accepted,
+                                             next_token_id=result.next_token_id,
+                                             committed_tokens=result.committed_tokens,
+                                             compute_us=round(result.compute_s * 1e6),
+                                             queue_us=round(result.queue_s * 1e6)))
+        except EngineError as exc:
+            retry = math.ceil(exc.retry_after_s * 1000) if exc.retry_after_s else 0
+            with contextlib.suppress(Exception):
+                await self.send(Failed(sid=sid, seq=seq, status=exc.status, code=exc.code, message=str(exc),
+                                       retry_after_ms=retry))
+            self._inboxes.pop(sid, None)
+            self._workers.pop(sid, None)
+        except Exception as exc:  # a bug or a lost connection: this session ends, the server goes on
+            log.exception("session worker failed", extra={"sid": sid})
+            with contextlib.suppress(Exception):
+                await self.send(Failed(sid=sid, seq=seq, status=500, code="internal_error",
+                                       message=f"internal error: {type(exc).__name__}"))
+            self._inboxes.pop(sid, None)
+            self._workers.pop(sid, None)
+        finally:
+            if session_id is not None:
+                self._engine.end_session(session_id)

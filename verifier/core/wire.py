@@ -1,0 +1,153 @@
+"""The verify protocol, version 2: compact frames on one persistent channel per edge.
+
+One WebSocket connection (subprotocol ``tandem.verify.v2``) carries the sessions of many
+requests; each binary message is one frame, a msgpack array ``[tag, fields...]``
+(msgspec ``array_like`` structs: no field names on the wire). Documented in
+docs/verify-api.md; words as defined in ``verifier.core.sampling``.
+
+Sessions are numbered by the edge (``sid``, unique per connection), so opening one costs no
+round trip: ``Open`` and the first ``Round`` go out back to back. Rounds of a session are
+numbered by the edge (``seq``) and may be in flight several at once; each says at which
+absolute position its draft tokens start (``start``) and on which *epoch* of the session it
+was drafted. The epoch counts the times the verified sequence parted from what the edge had
+sent: both sides advance it by the same rule (``parts_from_sent``), so a round drafted on a
+rejected token is recognised by its old epoch and answered ``Stale`` without computing.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+PROTOCOL_VERSION = 2
+SUBPROTOCOL = f"tandem.verify.v{PROTOCOL_VERSION}"
+#: the most draft tokens one round may carry
+MAX_ROUND_DRAFTS = 64
+
+
+class _Frame(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
+    pass
+
+
+# ---- edge -> verifier ------------------------------------------------------------------------
+class Open(_Frame, tag=1):
+    """Start a session: prefill the prompt. Sampling and SLO fields as in ``SessionCreate``
+    (``tpot_ms``/``ttft_ms`` 0: the verifier's defaults)."""
+
+    sid: int
+    prompt_token_ids: list[int]
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    tpot_ms: float = 0.0
+    ttft_ms: float = 0.0
+
+
+class Round(_Frame, tag=2):
+    """Draft tokens for positions ``start .. start + len(draft_token_ids) - 1`` of the sequence.
+
+    ``proposal_ids``/``proposal_probs``: one sparse q per draft token when sampling (None:
+    id-only drafts, treated as one-hot). A round with no draft tokens asks for one token of
+    plain target decoding; it may only be sent when no other round of its session is in flight."""
+
+    sid: int
+    seq: int
+    epoch: int
+    start: int
+    draft_token_ids: list[int]
+    proposal_ids: list[list[int]] | None = None
+    proposal_probs: list[list[float]] | None = None
+
+
+class Close(_Frame, tag=3):
+    """End a session; rounds of it still queued are dropped. No answer."""
+
+    sid: int
+
+
+# ---- verifier -> edge ------------------------------------------------------------------------
+class Verified(_Frame, tag=11):
+    """A round's outcome: the first ``accepted`` draft tokens are verified, then
+    ``next_token_id`` (the recovered or bonus token); ``committed_tokens`` = prompt + verified
+    output now. ``compute_us``: model time of the pass that scored it (shared with the other
+    rounds of its batch); ``queue_us``: time it waited for that pass."""
+
+    sid: int
+    seq: int
+    accepted: int
+    next_token_id: int
+    committed_tokens: int
+    compute_us: int
+    queue_us: int
+
+
+class Stale(_Frame, tag=12):
+    """The round was drafted on a token that is no longer the verified one: not computed."""
+
+    sid: int
+    seq: int
+
+
+class Failed(_Frame, tag=13):
+    """A session's open (``seq`` 0) or round was refused; the session is gone on the verifier.
+    ``status``/``code`` as the HTTP API's errors; ``retry_after_ms`` > 0 when retrying may work."""
+
+    sid: int
+    seq: int
+    status: int
+    code: str
+    message: str
+    retry_after_ms: int = 0
+
+
+class ChannelError(_Frame, tag=14):
+    """The connection itself is refused (protocol version, malformed frame); it is closed next."""
+
+    code: str
+    message: str
+
+
+EdgeFrame = Open | Round | Close
+VerifierFrame = Verified | Stale | Failed | ChannelError
+
+_encoder = msgspec.msgpack.Encoder()
+_edge_decoder = msgspec.msgpack.Decoder(EdgeFrame)
+_verifier_decoder = msgspec.msgpack.Decoder(VerifierFrame)
+
+
+class FrameError(ValueError):
+    """Bytes that are not a frame of this protocol version."""
+
+
+def encode(frame: EdgeFrame | VerifierFrame) -> bytes:
+    return _encoder.encode(frame)
+
+
+def decode_edge_frame(data: bytes) -> EdgeFrame:
+    """A frame an edge sent (raises FrameError)."""
+    try:
+        frame: EdgeFrame = _edge_decoder.decode(data)
+        return frame
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(str(exc)) from exc
+
+
+def decode_verifier_frame(data: bytes) -> VerifierFrame:
+    """A frame the verifier sent (raises FrameError)."""
+    try:
+        frame: VerifierFrame = _verifier_decoder.decode(data)
+        return frame
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise FrameError(str(exc)) from exc
+
+
+def parts_from_sent(accepted: int, drafted: int, next_token_id: int, next_sent: int | None) -> bool:
+    """Whether a verified round ends the epoch it was drafted in.
+
+    It does when a draft token was rejected (``accepted < drafted``), or when all were
+    accepted but the round after it was already sent and its first draft token (``next_sent``,
+    at the bonus token's position) is not the bonus token. The verifier applies it when it
+    scores that next round; the edge when it reads the verified round. Both see the same
+    facts, so their epochs agree without a message."""
+    if accepted < drafted:
+        return True
+    return next_sent is not None and next_sent != next_token_id
