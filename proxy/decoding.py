@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from proxy.draft.base import Drafter
 from proxy.pipeline import Action, PipelinePolicy
+from proxy.rates import LinkEstimates, Path, choose
 from proxy.round_log import RoundLog
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import VerifierChannel
@@ -49,6 +50,8 @@ class GenerationStats:
     verify_compute_s: float = 0.0  # cloud compute reported by the verifier
     bytes_up: int = 0
     bytes_down: int = 0
+    paths: list[str] = field(default_factory=list)  # mode auto: the paths that served it, in order
+    why: str = ""  # mode auto: the estimates behind the last choice
 
     def as_dict(self) -> dict[str, float | int | str]:
         d: dict[str, float | int | str] = {
@@ -67,6 +70,9 @@ class GenerationStats:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
         }
+        if self.paths:
+            d["path"] = ">".join(self.paths)
+            d["why"] = self.why
         return d
 
 
@@ -106,11 +112,12 @@ async def speculative_loop(
     stats: GenerationStats,
     proposal_support: int,
     round_log: RoundLog | None = None,
+    estimates: LinkEstimates | None = None,
 ) -> AsyncGenerator[list[int], None]:
     """Speculative decoding over the verifier channel, by ``req.policy``: stop-and-wait, or
     pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
     tokens only. With a round log, every verified round's draft-token features and outcome are
-    appended to it."""
+    appended to it; with link estimates, every round's timings and every draft time feed them."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     trigger = req.trigger
     features = round_log is not None or bool(trigger and trigger.needs_features)
@@ -120,16 +127,21 @@ async def speculative_loop(
     session = await channel.open(req.prompt_token_ids, sampling, req.slo)
     state = SpeculationState.start(req.prompt_token_ids)
     sent_at: dict[int, float] = {}
+    alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
     nothing_at: int | None = None  # a length at which the drafter had nothing to propose
 
     def apply(answer: Verified | Stale) -> list[int]:
         nonlocal nothing_at
         applied = state.apply(answer)
-        stats.round_trip_s += time.perf_counter() - sent_at.pop(answer.seq)
+        trip = time.perf_counter() - sent_at.pop(answer.seq)
+        stats.round_trip_s += trip
         nothing_at = None
         if applied.stale:
             stats.stale_rounds += 1
         elif isinstance(answer, Verified):
+            if estimates is not None and answer.seq in alone:
+                estimates.observe_round(applied.drafted, applied.accepted, trip,
+                                        (answer.compute_us + answer.queue_us) / 1e6)
             stats.rounds += 1
             stats.drafted += applied.drafted
             stats.accepted += applied.accepted
@@ -137,6 +149,7 @@ async def speculative_loop(
             stats.verify_compute_s += answer.compute_us / 1e6
             if round_log is not None and applied.round is not None:
                 round_log.write(applied.round.drafts, applied.accepted)
+        alone.discard(answer.seq)
         stats.wasted = state.made - state.used - state.ahead
         stats.bytes_up, stats.bytes_down = session.bytes_up, session.bytes_down
         return applied.verified
@@ -153,7 +166,10 @@ async def speculative_loop(
             if action is Action.DRAFT:
                 t0 = time.perf_counter()
                 token = await _in_thread(drafter.draft, list(tokens), dsampling)
-                stats.draft_s += time.perf_counter() - t0
+                elapsed = time.perf_counter() - t0
+                stats.draft_s += elapsed
+                if estimates is not None and token is not None:
+                    estimates.observe_draft(elapsed)
                 if token is None:
                     nothing_at = len(tokens)
                     continue
@@ -165,6 +181,8 @@ async def speculative_loop(
                 if sent is None:
                     raise RuntimeError("the pipeline policy asked to send with nothing to send")
                 sent_at[sent.seq] = time.perf_counter()
+                if len(state.inflight) == 1:
+                    alone.add(sent.seq)
                 await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
             else:
                 t0 = time.perf_counter()
@@ -177,12 +195,14 @@ async def speculative_loop(
 
 
 async def cloud_loop(
-    req: GenerationRequest, client: VerifierClient, stats: GenerationStats
+    req: GenerationRequest, client: VerifierClient, stats: GenerationStats, estimates: LinkEstimates | None = None
 ) -> AsyncGenerator[list[int], None]:
-    """Cloud-only baseline: the target decodes alone in the cloud and streams token ids."""
+    """Cloud-only: the target decodes alone in the cloud and streams token ids. Its step times
+    (after the first token, which includes the prefill) feed the link estimates."""
     sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
-    up0, down0 = client.bytes_up, client.bytes_down
-    t0 = time.perf_counter()
+    up0, down0 = client.bytes_up - stats.bytes_up, client.bytes_down - stats.bytes_down  # counts add up
+    t0 = time.perf_counter() - stats.verify_wait_s
+    first = True
     async for chunk in client.generate(req.prompt_token_ids, sampling, req.max_tokens, sorted(req.stop_token_ids),
                                        req.slo):
         stats.rounds += 1
@@ -190,6 +210,9 @@ async def cloud_loop(
         stats.verify_wait_s = time.perf_counter() - t0
         stats.bytes_up = client.bytes_up - up0
         stats.bytes_down = client.bytes_down - down0
+        if estimates is not None and not first and chunk.token_ids:
+            estimates.observe_cloud_step(chunk.compute_ms / 1000 / len(chunk.token_ids))
+        first = False
         yield chunk.token_ids
 
 
@@ -205,3 +228,60 @@ async def draft_loop(
         stats.draft_s += time.perf_counter() - t0
         context.append(token)
         yield [token]
+
+
+def _why(rates: dict[Path, float] | None, reason: str) -> str:
+    if rates is None:
+        return reason
+    return reason + ": estimated tok/s " + ", ".join(f"{p} {r:.1f}" for p, r in rates.items())
+
+
+async def adaptive_loop(
+    req: GenerationRequest,
+    drafter: Drafter,
+    channel: VerifierChannel,
+    client: VerifierClient,
+    stats: GenerationStats,
+    proposal_support: int,
+    estimates: LinkEstimates,
+    explore: bool = False,
+    round_log: RoundLog | None = None,
+) -> AsyncGenerator[list[int], None]:
+    """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rates``):
+    pipelined or stop-and-wait speculation (``req.policy`` gives gamma and the pipeline depth),
+    or cloud streaming; speculation hands over to cloud streaming mid-request when the estimates
+    turn (the cloud continues from the verified tokens, so the output stays lossless).
+    ``explore``: speculate whatever the estimates say, to refresh them."""
+    gamma = req.policy.gamma
+    rates = estimates.rates(gamma, req.max_tokens)
+    if rates is None or explore or gamma == 0:
+        path: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
+        stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
+    else:
+        path = choose(rates, None)
+        stats.why = _why(rates, "fastest")
+    stats.paths.append(path)
+    produced: list[int] = []
+    if path != "cloud":
+        policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)
+        spec = speculative_loop(replace(req, policy=policy), drafter, channel, stats, proposal_support, round_log,
+                                estimates)
+        handover = False
+        try:
+            async for new in spec:
+                produced.extend(new)
+                yield new
+                left = req.max_tokens - len(produced)
+                rates = estimates.rates(gamma, left)
+                if left > 0 and rates is not None and choose(rates, path) == "cloud":
+                    stats.why = _why(rates, f"{path} fell behind after {len(produced)} tokens")
+                    handover = True
+                    break
+        finally:
+            await spec.aclose()
+        if not handover:
+            return
+        stats.paths.append("cloud")
+    rest = replace(req, prompt_token_ids=[*req.prompt_token_ids, *produced], max_tokens=req.max_tokens - len(produced))
+    async for new in cloud_loop(rest, client, stats, estimates):
+        yield new

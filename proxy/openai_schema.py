@@ -43,7 +43,7 @@ class ChatMessage(_Strict):
 class TandemOptions(_Strict):
     """Tandem's own per-request extension (OpenAI SDK: ``extra_body={"tandem": {...}}``)."""
 
-    mode: Mode | None = Field(None, description="speculative | cloud | draft (edge only)")
+    mode: Mode | None = Field(None, description="auto | speculative | cloud | draft (edge only)")
     gamma: int | None = Field(None, ge=0, le=32, description="draft tokens per round")
     confidence_threshold: float | None = Field(
         None, ge=0.0, le=1.0, description="end a round before a draft token with confidence below this"

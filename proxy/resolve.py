@@ -135,7 +135,7 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
     )
-    if mode == "speculative" and gen.temperature > 0 and not edge.verifies_sampled:
+    if mode in ("auto", "speculative") and gen.temperature > 0 and not edge.verifies_sampled:
         if opts and opts.mode == "speculative":
             raise bad_request("this verifier checks greedy drafts only (temperature 0); sampled speculation needs "
                               "a verifier with full distributions (--backend torch), or use mode 'cloud'",

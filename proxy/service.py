@@ -13,17 +13,17 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
-from typing import Literal
 
-from proxy.decoding import GenerationStats, cloud_loop, draft_loop, speculative_loop
+from proxy.decoding import GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
 from proxy.draft.pool import DrafterPool
 from proxy.errors import OpenAIError, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter
 from proxy.prompting import PromptBuilder
+from proxy.rates import LinkEstimates, choose
 from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_predictor, mode_of, resolve
 from proxy.round_log import RoundLog
-from proxy.settings import EdgeSettings
+from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
@@ -47,6 +47,8 @@ class EdgeService:
         self.predictor = load_predictor(settings)
         self.trigger = build_trigger(settings, self.predictor)
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
+        self.estimates = LinkEstimates()  # what this edge measured of its link and verifier (mode auto)
+        self._cloud_streak = 0  # requests in a row the estimates sent to the cloud
         self.created = int(time.time())
 
     @property
@@ -112,11 +114,20 @@ class EdgeService:
     async def _loop(self, prep: PreparedRequest, stats: GenerationStats,
                     stack: contextlib.AsyncExitStack) -> AsyncGenerator[list[int], None]:
         """The decoding loop of the request's mode; a drafter leased for its lifetime if it needs one."""
-        mode: Literal["speculative", "cloud", "draft"] = prep.mode
+        mode: Mode = prep.mode
         if mode == "cloud":
-            return cloud_loop(prep.gen, self.client, stats)
+            return cloud_loop(prep.gen, self.client, stats, self.estimates)
         drafter = await stack.enter_async_context(self.drafters.lease())
         if mode == "draft":
             return draft_loop(prep.gen, drafter, stats)
-        return speculative_loop(prep.gen, drafter, self.channel, stats, self.settings.proposal_support,
-                                self.round_log)
+        if mode == "speculative":
+            return speculative_loop(prep.gen, drafter, self.channel, stats, self.settings.proposal_support,
+                                    self.round_log, self.estimates)
+        rates = self.estimates.rates(prep.gen.policy.gamma, prep.gen.max_tokens)
+        to_cloud = rates is not None and choose(rates, None) == "cloud"
+        self._cloud_streak = self._cloud_streak + 1 if to_cloud else 0
+        explore = self._cloud_streak >= self.settings.explore_every
+        if explore:
+            self._cloud_streak = 0
+        return adaptive_loop(prep.gen, drafter, self.channel, self.client, stats, self.settings.proposal_support,
+                             self.estimates, explore, self.round_log)

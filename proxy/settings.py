@@ -9,7 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from verifier.core.drafting import DEFAULT_PROPOSAL_SUPPORT
 
-Mode = Literal["speculative", "cloud", "draft"]
+Mode = Literal["auto", "speculative", "cloud", "draft"]
 
 
 class EdgeSettings(BaseSettings):
@@ -25,8 +25,14 @@ class EdgeSettings(BaseSettings):
     verifier_url: str = Field("http://127.0.0.1:8100", description="base URL of the cloud verifier")
     served_model_name: str = Field("SmolLM2-135M-Instruct", description="model id clients must send")
     mode: Mode = Field(
-        "speculative",
-        description="speculative: draft here, verify in the cloud; cloud: target only; draft: edge only",
+        "auto",
+        description="auto: the fastest lossless way by what the edge measures (pipelined or stop-and-wait "
+        "speculation, or cloud streaming), switching mid-request; speculative: draft here, verify in the cloud; "
+        "cloud: target only; draft: edge only",
+    )
+    explore_every: int = Field(
+        8, ge=1, description="mode auto: speculate on every n-th request the estimates send to the cloud, so that "
+        "the acceptance estimate stays current",
     )
     drafter: Literal["llama", "ngram"] = Field(
         "llama", description="llama: the draft GGUF in llama.cpp; ngram: model-free prompt lookup"

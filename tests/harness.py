@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -78,8 +79,9 @@ class BigramBackend(TargetBackend):
     backend crash mid-request)."""
 
     def __init__(self, max_context: int = 512, fail_on_extend: int | None = None,
-                 logits_of: Callable[[int], npt.NDArray[np.float32]] = bigram_logits) -> None:
+                 logits_of: Callable[[int], npt.NDArray[np.float32]] = bigram_logits, pass_s: float = 0.0) -> None:
         self.logits_of = logits_of
+        self.pass_s = pass_s  # each pass takes at least this long (a model's time)
         self.info = ModelInfo(model="bigram", backend="fake", vocab_size=V, max_context=max_context,
                               eos_token_ids=[EOS])
         self.scored = 0
@@ -93,6 +95,8 @@ class BigramBackend(TargetBackend):
         return ListState()
 
     def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
+        if self.pass_s:
+            time.sleep(self.pass_s)
         self.passes += 1
         self.batch_sizes.append(len(batch))
         return [self._extend(s, batch.tokens_of(i).tolist(), batch.logits_rows[i]) for i, s in enumerate(batch.states)]

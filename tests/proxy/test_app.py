@@ -70,7 +70,8 @@ def test_stream_chunks_have_openais_shape() -> None:
         assert all(set(c["choices"][0]["delta"]) == {"content"} for c in middle) and len(middle) == 4
         assert all(c["usage"] is None and "tandem" not in c for c in [first, *middle])
         assert final["choices"][0]["delta"] == {} and final["choices"][0]["finish_reason"] == "length"
-        assert final["tandem"]["mode"] == "speculative" and final["usage"] is None
+        assert final["tandem"]["mode"] == "auto" and final["usage"] is None
+        assert final["tandem"]["path"].startswith("pipelined") and final["tandem"]["why"]  # which path, and why
         assert usage["choices"] == [] and usage["usage"]["completion_tokens"] == 4
         for c in chunks:
             assert c["object"] == "chat.completion.chunk" and c["id"] == first["id"]

@@ -46,7 +46,7 @@ def test_defaults_and_tandem_options() -> None:
     prep = resolve(chat(seed=-1), [1, 2], edge(settings), None)
     assert (prep.gen.temperature, prep.gen.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.pipelined(3))
     assert prep.gen.trigger == DualThresholdTrigger(0.25)
-    assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "speculative"
+    assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "auto"
     prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], edge(settings), None)
     assert (prep.mode, prep.gen.policy.gamma, prep.gen.trigger) == ("cloud", 0, DualThresholdTrigger(0.0))
     prep = resolve(chat(tandem={"pipeline": False, "cumulative_threshold": 0.2}), [1], edge(settings), None)
@@ -100,7 +100,7 @@ def test_a_greedy_only_verifier_gets_greedy_speculation_and_sampled_requests_go_
     settings = EdgeSettings()
     greedy_only = EdgeDefaults(settings, 100, True, frozenset({0}), build_trigger(settings, None), None,
                                verifies_sampled=False)
-    assert resolve(chat(temperature=0), [1], greedy_only, None).mode == "speculative"
+    assert resolve(chat(temperature=0), [1], greedy_only, None).mode == "auto"
     assert resolve(chat(), [1], greedy_only, None).mode == "cloud"  # temperature 1 by default
     assert resolve(chat(temperature=0.5, tandem={"mode": "draft"}), [1], greedy_only, None).mode == "draft"
     with pytest.raises(OpenAIError) as err:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 
-def per_token_alpha(accepted: int, rejections: int) -> float:
+def per_token_alpha(accepted: float, rejections: float) -> float:
     """Per-token acceptance probability from rounds truncated at the first rejection:
     accepted / (accepted + rejections), the maximum-likelihood estimate of a geometric
     acceptance process. (accepted / drafted is biased low: it counts the tokens drafted

@@ -1,0 +1,116 @@
+"""How fast each way of answering would go over this edge's link, from what it measured: pure.
+
+Three paths serve a request losslessly: pipelined speculation, stop-and-wait speculation and
+cloud streaming. Their rates follow the bounds of ``verifier.core.bounds`` once the edge knows
+the round trip, the verifier's time per pass (a line in the rows it scores: one row is a cloud
+decoding step), the draft time per token and the acceptance. Every estimate is an exponentially
+weighted average, so it follows a link or a workload that changes. ``choose`` picks the fastest
+path, keeping the current one unless another is faster by a margin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from verifier.core import bounds
+
+Path = Literal["pipelined", "stop_and_wait", "cloud"]
+PATHS: tuple[Path, ...] = ("pipelined", "stop_and_wait", "cloud")
+
+
+@dataclass
+class Ewma:
+    """An exponentially weighted mean; None until the first sample."""
+
+    weight: float = 0.1
+    value: float | None = None
+
+    def add(self, x: float) -> None:
+        self.value = x if self.value is None else (1 - self.weight) * self.value + self.weight * x
+
+
+@dataclass
+class PassTimeFit:
+    """Verifier time of a pass as ``c0 + c1 * rows``: a decayed least-squares line through the
+    (rows, seconds) of the rounds seen. ``step_s`` (one row) is a cloud decoding step."""
+
+    decay: float = 0.95
+    _n: float = 0.0
+    _sx: float = 0.0
+    _sy: float = 0.0
+    _sxx: float = 0.0
+    _sxy: float = 0.0
+
+    def add(self, rows: int, seconds: float) -> None:
+        d = self.decay
+        self._n = d * self._n + 1
+        self._sx = d * self._sx + rows
+        self._sy = d * self._sy + seconds
+        self._sxx = d * self._sxx + rows * rows
+        self._sxy = d * self._sxy + rows * seconds
+
+    def predict(self, rows: float) -> float | None:
+        if self._n == 0:
+            return None
+        mean_x, mean_y = self._sx / self._n, self._sy / self._n
+        var = self._sxx / self._n - mean_x * mean_x
+        if var < 1e-9:  # one size of pass seen so far: the time does not grow with rows
+            return max(0.0, mean_y)
+        slope = max(0.0, (self._sxy / self._n - mean_x * mean_y) / var)
+        return max(0.0, mean_y + slope * (rows - mean_x))
+
+
+@dataclass
+class LinkEstimates:
+    """What one edge has measured of its verifier and link."""
+
+    rtt_s: Ewma = field(default_factory=Ewma)  # a round's trip minus the verifier's time for it
+    draft_s: Ewma = field(default_factory=Ewma)  # draft time per token
+    passes: PassTimeFit = field(default_factory=PassTimeFit)  # verifier time (queue + compute) per pass
+    cloud_step_s: Ewma = field(default_factory=Ewma)  # measured on cloud-only requests
+    accepted: float = 0.0  # decayed counts for the per-token acceptance
+    rejections: float = 0.0
+    decay: float = 0.98
+    rounds: int = 0
+
+    def observe_round(self, drafted: int, accepted: int, trip_s: float, verifier_s: float) -> None:
+        self.rounds += 1
+        self.rtt_s.add(max(0.0, trip_s - verifier_s))
+        self.passes.add(drafted + 1, verifier_s)
+        self.accepted = self.decay * self.accepted + accepted
+        self.rejections = self.decay * self.rejections + int(accepted < drafted)
+
+    def observe_draft(self, seconds: float) -> None:
+        self.draft_s.add(seconds)
+
+    def observe_cloud_step(self, seconds: float) -> None:
+        self.cloud_step_s.add(seconds)
+
+    @property
+    def alpha(self) -> float:
+        return bounds.per_token_alpha(self.accepted, self.rejections)
+
+    def rates(self, gamma: int, remaining: int) -> dict[Path, float] | None:
+        """Tokens per second of each path for the rest of a request (``remaining`` tokens), or
+        None before the first verified round."""
+        rtt, draft = self.rtt_s.value, self.draft_s.value
+        verify = self.passes.predict(gamma + 1)
+        step = self.cloud_step_s.value if self.cloud_step_s.value is not None else self.passes.predict(1)
+        if rtt is None or draft is None or verify is None or step is None:
+            return None
+        alpha = min(self.alpha, 0.999)
+        n = max(1, remaining)
+        return {
+            "pipelined": bounds.pipelined_tokens_per_s(alpha, gamma, draft, rtt, verify),
+            "stop_and_wait": bounds.stop_and_wait_tokens_per_s(alpha, gamma, draft, rtt, verify),
+            "cloud": bounds.cloud_tokens_per_s(n, step, rtt) if step > 0 else float("inf"),
+        }
+
+
+def choose(rates: dict[Path, float], current: Path | None, margin: float = 0.1) -> Path:
+    """The fastest path; the current one stays unless another is faster by ``margin``."""
+    best = max(PATHS, key=lambda p: rates[p])
+    if current is not None and rates[best] <= rates[current] * (1 + margin):
+        return current
+    return best

@@ -1,0 +1,51 @@
+"""The edge's rate estimates and path choice, by hand (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from proxy.rates import Ewma, LinkEstimates, PassTimeFit, choose
+from verifier.core import bounds
+
+
+def test_ewma_and_the_pass_time_line() -> None:
+    e = Ewma(weight=0.5)
+    e.add(4.0)
+    e.add(8.0)
+    assert e.value == 6.0
+    fit = PassTimeFit()
+    assert fit.predict(3) is None
+    fit.add(5, 0.080)
+    assert fit.predict(1) == pytest.approx(0.080)  # one size seen: no slope to extrapolate by
+    for rows, seconds in [(1, 0.050), (3, 0.060), (5, 0.070), (2, 0.055)]:
+        fit.add(rows, seconds)
+    assert 0.040 < (fit.predict(1) or 0) < 0.060 and (fit.predict(5) or 0) > (fit.predict(1) or 0)
+    never_negative = PassTimeFit()
+    for rows, seconds in [(1, 0.05), (9, 0.01)]:
+        never_negative.add(rows, seconds)
+    assert never_negative.predict(1) == pytest.approx(0.03, rel=0.05)  # a falling line is clamped flat
+
+
+def test_rates_follow_the_bounds_with_what_was_measured() -> None:
+    est = LinkEstimates()
+    assert est.rates(4, 50) is None
+    for accepted in (4, 4, 2, 4):  # 14 accepted, 1 rejection: alpha 14/15
+        est.observe_round(drafted=4, accepted=accepted, trip_s=0.160, verifier_s=0.060)
+        est.observe_draft(0.010)
+    rates = est.rates(4, 50)
+    assert rates is not None
+    alpha = 14 / 15
+    assert est.alpha == pytest.approx(alpha, rel=0.02)  # decayed counts
+    assert rates["stop_and_wait"] == pytest.approx(bounds.stop_and_wait_tokens_per_s(est.alpha, 4, 0.010, 0.100,
+                                                                                      0.060))
+    assert rates["pipelined"] == pytest.approx(bounds.pipelined_tokens_per_s(est.alpha, 4, 0.010, 0.100, 0.060))
+    assert rates["cloud"] == pytest.approx(bounds.cloud_tokens_per_s(50, 0.060, 0.100))  # a 1-row pass, no slope
+    est.observe_cloud_step(0.030)
+    assert est.rates(4, 50)["cloud"] == pytest.approx(bounds.cloud_tokens_per_s(50, 0.030, 0.100))  # type: ignore[index]
+
+
+def test_choose_keeps_the_current_path_unless_another_wins_by_the_margin() -> None:
+    rates = {"pipelined": 20.0, "stop_and_wait": 15.0, "cloud": 21.0}
+    assert choose(rates, None) == "cloud"  # type: ignore[arg-type]
+    assert choose(rates, "pipelined") == "pipelined"  # type: ignore[arg-type]  # 5% better is not enough
+    assert choose({**rates, "cloud": 23.0}, "pipelined") == "cloud"  # type: ignore[arg-type]
