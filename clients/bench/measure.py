@@ -36,17 +36,20 @@ MODES: dict[str, Mode] = {
         Mode("vanilla", VANILLA, True, "stop_and_wait"),
         # PicoSpec-style: drafting goes on during verification (rollback on rejection), gamma 4, no cut-off
         Mode("picospec", PICOSPEC, True, "pipelined"),
-        # Tandem: the edge's own defaults (pipelined, rounds cut by the draft's confidence)
-        Mode("tandem", {"mode": "speculative"}, True, "pipelined"),
+        # Tandem: the edge's own defaults (mode auto: the fastest path by its estimates; pipelined
+        # speculation with rounds cut by the draft's confidence, or cloud streaming)
+        Mode("tandem", {"mode": "auto"}, True, "pipelined"),
+        # the edge's defaults, always speculating (pipelined)
+        Mode("tandem-pipelined", {"mode": "speculative"}, True, "pipelined"),
         # the edge's defaults, but waiting for each round (Tandem before the pipeline)
         Mode("tandem-serial", {"mode": "speculative", "pipeline": False}, True, "stop_and_wait"),
         # rounds cut by the rejection predictor instead (needs --controller)
-        Mode("tandem-predictor", {"mode": "speculative", "trigger": "predictor"}, True, "pipelined"),
+        Mode("tandem-predictor", {"mode": "auto", "trigger": "predictor"}, True, "pipelined"),
         # the same modes with the alternative draft (--alt-draft), for side-by-side draft comparisons
         Mode("edge-alt", {"mode": "draft"}, False, "edge", draft="alt"),
         Mode("vanilla-alt", VANILLA, True, "stop_and_wait", draft="alt"),
         Mode("picospec-alt", PICOSPEC, True, "pipelined", draft="alt"),
-        Mode("tandem-alt", {"mode": "speculative"}, True, "pipelined", draft="alt"),
+        Mode("tandem-alt", {"mode": "auto"}, True, "pipelined", draft="alt"),
     )
 }
 
