@@ -81,7 +81,7 @@ def test_confidence_threshold_cuts_rounds_short(edge: Server) -> None:
     def stats(threshold: float) -> dict[str, int]:
         r = client.chat.completions.create(
             model=MODEL_ID, messages=[{"role": "user", "content": PROMPTS[4]}], temperature=0, max_tokens=24,
-            extra_body={"tandem": {"gamma": 4, "confidence_threshold": threshold}})
+            extra_body={"tandem": {"mode": "speculative", "gamma": 4, "confidence_threshold": threshold}})
         return r.model_extra["tandem"]  # type: ignore[index,no-any-return]
 
     never, always = stats(0.0), stats(1.0)
@@ -96,7 +96,8 @@ def test_ngram_drafter_is_lossless_and_drafts_from_the_prompt(ngram_edge: Server
               "Then repeat it once more.")
     client = openai.OpenAI(base_url=f"{ngram_edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
     r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}],
-                                       temperature=0, max_tokens=MAX_TOKENS)
+                                       temperature=0, max_tokens=MAX_TOKENS,
+                                       extra_body={"tandem": {"mode": "speculative"}})
     stats = r.model_extra["tandem"]  # type: ignore[index]
     assert stats["drafted"] > 0 and stats["accepted"] > 0  # lookup found the repeated text
     assert (r.choices[0].message.content, r.usage.completion_tokens) == edge_greedy(edge, prompt)  # type: ignore[union-attr]
