@@ -7,7 +7,7 @@ is decided here, before any token is generated.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from proxy.decoding import GenerationRequest
@@ -141,4 +141,10 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
                               "a verifier with full distributions (--backend torch), or use mode 'cloud'",
                               "temperature", "unsupported_sampling")
         mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
+    elif mode == "auto" and gen.temperature > 0 and req.seed is not None \
+            and not (opts and opts.pipeline is not None):
+        # a seeded sample is reproducible only on one path with fixed round boundaries: which
+        # position is drafted and which is drawn by the verifier depends on timing when pipelined
+        gen = replace(gen, policy=PipelinePolicy.stop_and_wait(gen.policy.gamma))
+        mode = "speculative"
     return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())

@@ -44,9 +44,11 @@ def edge(settings: EdgeSettings, standalone: bool = True) -> EdgeDefaults:
 def test_defaults_and_tandem_options() -> None:
     settings = EdgeSettings(gamma=3, confidence_threshold=0.25)
     prep = resolve(chat(seed=-1), [1, 2], edge(settings), None)
-    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.pipelined(3))
+    # a seeded sample: one reproducible path (stop-and-wait speculation)
+    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.stop_and_wait(3))
     assert prep.gen.trigger == DualThresholdTrigger(0.25)
-    assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "auto"
+    assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "speculative"
+    assert resolve(chat(), [1, 2], edge(settings), None).gen.policy == PipelinePolicy.pipelined(3)
     prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], edge(settings), None)
     assert (prep.mode, prep.gen.policy.gamma, prep.gen.trigger) == ("cloud", 0, DualThresholdTrigger(0.0))
     prep = resolve(chat(tandem={"pipeline": False, "cumulative_threshold": 0.2}), [1], edge(settings), None)
@@ -106,3 +108,10 @@ def test_a_greedy_only_verifier_gets_greedy_speculation_and_sampled_requests_go_
     with pytest.raises(OpenAIError) as err:
         resolve(chat(temperature=0.5, tandem={"mode": "speculative"}), [1], greedy_only, None)
     assert (err.value.status, err.value.param, err.value.code) == (400, "temperature", "unsupported_sampling")
+
+
+def test_a_seeded_sample_in_mode_auto_takes_one_reproducible_path() -> None:
+    prep = resolve(chat(temperature=0.8, seed=5), [1], edge(EdgeSettings()), None)
+    assert prep.mode == "speculative" and prep.gen.policy == PipelinePolicy.stop_and_wait(4)
+    assert resolve(chat(temperature=0.8), [1], edge(EdgeSettings()), None).mode == "auto"
+    assert resolve(chat(temperature=0, seed=5), [1], edge(EdgeSettings()), None).mode == "auto"  # greedy: any path
