@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import ssl
 import subprocess
 import time
 
@@ -15,14 +16,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float = 300.0) -> None:
-    """Poll url/health until 200; raise if the process exits or the timeout passes."""
+def wait_healthy(url: str, proc: subprocess.Popen[bytes], name: str, timeout: float = 300.0,
+                 verify: ssl.SSLContext | bool = True) -> None:
+    """Poll url/health until 200; raise if the process exits or the timeout passes. ``verify``:
+    the TLS context trusting an https:// url's certificate."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with code {proc.returncode}")
         try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+            if httpx.get(f"{url}/health", timeout=2, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass

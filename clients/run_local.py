@@ -1,4 +1,5 @@
-"""`make run`: start the verifier and the edge on loopback, print how to call them,
+"""`make run`: start the verifier and the edge on loopback, print how to call them, restart
+either one if it crashes (the edge keeps answering meanwhile, by its --on-cloud-loss policy),
 stop both cleanly on Ctrl-C."""
 
 from __future__ import annotations
@@ -29,6 +30,38 @@ Tandem is up.
 Ctrl-C stops both.
 """
 
+MAX_RESTARTS = 5  # in RESTART_WINDOW_S; more means it cannot run: stop
+RESTART_WINDOW_S = 120.0
+
+
+class Supervised:
+    """One server process, restarted when it exits unasked."""
+
+    def __init__(self, name: str, argv: list[str], url: str, start_timeout_s: float) -> None:
+        self.name = name
+        self.argv = argv
+        self.url = url
+        self.start_timeout_s = start_timeout_s
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.restarts: list[float] = []
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.argv)
+        wait_healthy(self.url, self.proc, self.name, self.start_timeout_s)
+
+    def exited(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def restart(self) -> None:
+        """Start it again, or raise RuntimeError when it keeps failing."""
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S] + [now]
+        if len(self.restarts) > MAX_RESTARTS:
+            raise RuntimeError(f"{self.name} crashed {len(self.restarts)} times in {RESTART_WINDOW_S:.0f} s")
+        print(f"{self.name} exited with code {self.exited()}; restarting it", file=sys.stderr, flush=True)
+        self.start()
+        print(f"{self.name} is back", file=sys.stderr, flush=True)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -39,9 +72,15 @@ def main() -> None:
                         "vLLM's own sampling; torch: sampled requests speculate too)")
     args = parser.parse_args()
     ver_url = f"http://127.0.0.1:{args.verifier_port}"
-    procs: list[subprocess.Popen[bytes]] = []
+    servers = [
+        Supervised("verifier", [sys.executable, "-m", "verifier.cli", "--port", str(args.verifier_port),
+                                "--backend", args.backend], ver_url, 300),
+        Supervised("edge", [sys.executable, "-m", "proxy.cli", "--port", str(args.edge_port),
+                            "--verifier-url", ver_url], f"http://127.0.0.1:{args.edge_port}", 120),
+    ]
 
     def stop(*_: object) -> None:
+        procs = [s.proc for s in servers if s.proc is not None]
         for p in reversed(procs):
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
@@ -56,20 +95,18 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, terminate)
     try:
-        procs.append(subprocess.Popen([sys.executable, "-m", "verifier.cli", "--port", str(args.verifier_port),
-                                       "--backend", args.backend]))
-        wait_healthy(ver_url, procs[0], "verifier", 300)
-        procs.append(subprocess.Popen([sys.executable, "-m", "proxy.cli", "--port", str(args.edge_port),
-                                       "--verifier-url", ver_url]))
-        wait_healthy(f"http://127.0.0.1:{args.edge_port}", procs[1], "edge", 120)
+        for server in servers:
+            server.start()
         draft = resolve_draft(EdgeSettings().draft_model)  # what the edge reads from its environment
         print(SNIPPET.format(edge=args.edge_port, ver=args.verifier_port, draft=draft, backend=args.backend),
               flush=True)
-        while all(p.poll() is None for p in procs):
+        while True:
+            for server in servers:
+                if server.exited() is not None:
+                    server.restart()
             time.sleep(0.5)
-        print("a server exited; stopping", file=sys.stderr)
     except RuntimeError as exc:
-        print(f"failed to start: {exc}", file=sys.stderr)
+        print(f"stopping: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
     finally:

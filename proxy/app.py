@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
@@ -17,14 +19,23 @@ from proxy.openai_responses import ModelCard, ModelList, ResponseBuilder, dump
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
 from proxy.output import Event, TextDelta
 from proxy.service import EdgeService
+from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 
 log = logging.getLogger(__name__)
+
+HEALTH_MAX_AGE_S = 2.0  # /health asks the verifier at most this often
+DEGRADED_HEADER = "x-tandem-degraded"  # set when the draft model answered alone (unverified output)
 
 
 def create_app(
     service_factory: Callable[[], Awaitable[EdgeService]],
     close: Callable[[EdgeService], Awaitable[None]] | None = None,
+    max_body_bytes: int = 4 << 20,
+    keys: KeyRing | None = None,
+    cors_origins: tuple[str, ...] = (),
 ) -> FastAPI:
+    """The edge's app. ``keys``: API keys the /v1 routes require (none: open); ``cors_origins``:
+    browser origins allowed to call it (none: CORS off)."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await service_factory()
@@ -35,19 +46,42 @@ def create_app(
 
     app = FastAPI(title="Tandem edge (OpenAI-compatible)", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])
+    app.add_middleware(BearerAuth, ring=keys or KeyRing({}))  # outermost: nobody unknown gets further
 
     def service_of(request: Request) -> EdgeService:
         service: EdgeService = request.app.state.service
         return service
 
+    @app.get("/livez")
+    async def livez() -> dict[str, str]:
+        """The process serves HTTP (restart it if not)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Whether the edge can answer requests now; never calls the verifier. With the verifier's
+        circuit open it still can, unless its cloud-loss policy is 'fail' or it has no model to
+        answer alone."""
+        service = service_of(request)
+        state = service.breaker.state(time.monotonic())
+        ready = state != "open" or (service.settings.on_cloud_loss != "fail" and service.drafters.standalone)
+        return JSONResponse({"status": "ready" if ready else "not_ready", "verifier_circuit": state},
+                            status_code=200 if ready else 503)
+
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
+        """Liveness plus what the edge knows of its verifier (asked at most every few seconds);
+        ``degraded`` while the verifier's circuit is open."""
         service = service_of(request)
-        try:
-            reachable = await service.verifier.check()
-        except OpenAIError:
-            reachable = False
-        return {"status": "ok", "model": service.model_id, "verifier": "ok" if reachable else "unreachable"}
+        reachable = await service.verifier.reachable(max_age_s=HEALTH_MAX_AGE_S)
+        state = service.breaker.state(time.monotonic())
+        return {"status": "ok" if state == "closed" else "degraded", "model": service.model_id,
+                "verifier": "ok" if reachable else "unreachable", "verifier_circuit": state,
+                "on_cloud_loss": service.settings.on_cloud_loss}
 
     @app.get("/v1/models")
     async def models(request: Request) -> ModelList:
@@ -84,7 +118,10 @@ async def _complete(
     except BaseException:
         await events.aclose()
         raise
-    return EventSourceResponse(_sse(first, events, builder, req.include_usage()), ping=15)
+    # a stream degraded from its start (the verifier known down) says so in its headers too
+    degraded = isinstance(first, TextDelta) and first.degraded
+    return EventSourceResponse(_sse(first, events, builder, req.include_usage()), ping=15,
+                               headers={DEGRADED_HEADER: "true"} if degraded else None)
 
 
 async def _full(events: AsyncGenerator[Event, None], builder: ResponseBuilder) -> JSONResponse:
@@ -94,7 +131,8 @@ async def _full(events: AsyncGenerator[Event, None], builder: ResponseBuilder) -
             if isinstance(ev, TextDelta):
                 parts.append(ev.text)
             else:
-                return JSONResponse(dump(builder.full("".join(parts), ev)))
+                headers = {DEGRADED_HEADER: "true"} if ev.stats.get("degraded") else None
+                return JSONResponse(dump(builder.full("".join(parts), ev)), headers=headers)
     finally:
         await events.aclose()
     raise OpenAIError(500, "generation ended without a result", "server_error")
@@ -126,7 +164,7 @@ async def _sse(
             yield data(dump(builder.chunk("", first=True), include_usage))
         async for ev in chained():
             if isinstance(ev, TextDelta):
-                yield data(dump(builder.chunk(ev.text), include_usage))
+                yield data(dump(builder.chunk(ev.text, degraded=ev.degraded), include_usage))
             else:
                 yield data(dump(builder.chunk(None, ev.finish_reason, stats=ev.stats), include_usage))
                 if include_usage:

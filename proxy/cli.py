@@ -18,7 +18,8 @@ from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel, websocket_connector
-from proxy.verifier_client import VerifierClient
+from proxy.verifier_client import VerifierClient, client_tls
+from verifier.core.asgi import KeyRing
 from verifier.core.gguf import load_llama
 from verifier.core.logs import configure_logging
 from verifier.core.models import resolve_draft
@@ -37,8 +38,11 @@ def build_app(settings: EdgeSettings) -> FastAPI:
         else:
             drafters = [LlamaDrafter(load_llama(draft_path, settings.n_ctx, settings.threads))
                         for _ in range(settings.slots)]
-        client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s)
-        channel = VerifierChannel(websocket_connector(settings.verifier_url, settings.verifier_timeout_s))
+        tls = client_tls(settings.verifier_ca_bundle)
+        client = VerifierClient(settings.verifier_url, settings.verifier_timeout_s, token=settings.verifier_token,
+                                tls=tls)
+        channel = VerifierChannel(websocket_connector(settings.verifier_url, settings.verifier_timeout_s,
+                                                      token=settings.verifier_token, tls=tls))
         service = EdgeService(settings, tokenizer, DrafterPool(drafters), client, channel)
         try:
             reachable = await service.verifier.check()
@@ -55,13 +59,15 @@ def build_app(settings: EdgeSettings) -> FastAPI:
         if service.round_log is not None:
             service.round_log.close()
 
-    return create_app(factory, close)
+    keys = KeyRing.load(settings.api_key, settings.api_key_file)
+    return create_app(factory, close, settings.max_body_bytes, keys, tuple(settings.cors_origins))
 
 
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(EdgeSettings, cli_args=argv)
     configure_logging(settings.log_level)
-    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
+                ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
 
 
 if __name__ == "__main__":

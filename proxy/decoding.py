@@ -19,13 +19,12 @@ from typing import TypeVar
 
 from proxy.draft.base import Drafter
 from proxy.pipeline import Action, PipelinePolicy
-from proxy.rates import LinkEstimates, Path, choose
+from proxy.rates import Explorer, LinkEstimates, Path, choose
 from proxy.round_log import RoundLog
-from proxy.speculation import SpeculationState
-from proxy.verifier_channel import VerifierChannel
+from proxy.speculation import Applied, SpeculationState
+from proxy.verifier_channel import ChannelSession, VerifierChannel
 from proxy.verifier_client import VerifierClient
-from verifier.core.codec import encode_round
-from verifier.core.drafting import DraftSampling, DraftTrigger
+from verifier.core.drafting import DraftSampling, DraftToken, DraftTrigger
 from verifier.core.protocol import SamplingParams, SloTargets
 from verifier.core.wire import Stale, Verified
 
@@ -52,9 +51,13 @@ class GenerationStats:
     bytes_down: int = 0
     paths: list[str] = field(default_factory=list)  # mode auto: the paths that served it, in order
     why: str = ""  # mode auto: the estimates behind the last choice
+    cloud_losses: int = 0  # times the verifier was lost during the request (each one resumed or fell back)
+    degraded: bool = False  # the draft model continued alone: the tokens from then on are unverified
+    degraded_reason: str = ""
+    unverified_tokens: int = 0
 
-    def as_dict(self) -> dict[str, float | int | str]:
-        d: dict[str, float | int | str] = {
+    def as_dict(self) -> dict[str, bool | float | int | str]:
+        d: dict[str, bool | float | int | str] = {
             "mode": self.mode,
             "rounds": self.rounds,
             "drafted": self.drafted,
@@ -73,6 +76,12 @@ class GenerationStats:
         if self.paths:
             d["path"] = ">".join(self.paths)
             d["why"] = self.why
+        if self.cloud_losses:
+            d["cloud_losses"] = self.cloud_losses
+        if self.degraded:
+            d["degraded"] = True
+            d["degraded_reason"] = self.degraded_reason
+            d["unverified_tokens"] = self.unverified_tokens
         return d
 
 
@@ -113,6 +122,7 @@ async def speculative_loop(
     proposal_support: int,
     round_log: RoundLog | None = None,
     estimates: LinkEstimates | None = None,
+    round_timeout_s: float | None = None,
 ) -> AsyncGenerator[list[int], None]:
     """Speculative decoding over the verifier channel, by ``req.policy``: stop-and-wait, or
     pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
@@ -183,15 +193,27 @@ async def speculative_loop(
                 sent_at[sent.seq] = time.perf_counter()
                 if len(state.inflight) == 1:
                     alone.add(sent.seq)
-                await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+                await session.send(sent)
             else:
                 t0 = time.perf_counter()
-                answer = await session.next()
+                answer = await session.next(round_timeout_s)
                 stats.verify_wait_s += time.perf_counter() - t0
                 if new := apply(answer):
                     yield new
     finally:
         session.close()
+
+
+async def stop_and_wait_round(session: ChannelSession, state: SpeculationState, drafts: list[DraftToken]) -> Applied:
+    """One round by hand: ``drafts`` (possibly none) sent as a round, its answer waited for and
+    applied (the load generator's replayed edges and tests drive the verifier this way)."""
+    for token in drafts:
+        state.add_draft(token)
+    sent = state.take_round(allow_empty=True)
+    if sent is None:
+        raise ValueError("a round needs drafts or a verified prefix to extend")
+    await session.send(sent)
+    return state.apply(await session.next())
 
 
 async def cloud_loop(
@@ -244,16 +266,18 @@ async def adaptive_loop(
     stats: GenerationStats,
     proposal_support: int,
     estimates: LinkEstimates,
-    explore: bool = False,
+    explorer: Explorer,
     round_log: RoundLog | None = None,
+    round_timeout_s: float | None = None,
 ) -> AsyncGenerator[list[int], None]:
     """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rates``):
     pipelined or stop-and-wait speculation (``req.policy`` gives gamma and the pipeline depth),
     or cloud streaming; speculation hands over to cloud streaming mid-request when the estimates
     turn (the cloud continues from the verified tokens, so the output stays lossless).
-    ``explore``: speculate whatever the estimates say, to refresh them."""
+    ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them."""
     gamma = req.policy.gamma
     rates = estimates.rates(gamma, req.max_tokens)
+    explore = explorer.explore(rates is not None and choose(rates, None) == "cloud")
     if rates is None or explore or gamma == 0:
         path: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
@@ -265,7 +289,7 @@ async def adaptive_loop(
     if path != "cloud":
         policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)
         spec = speculative_loop(replace(req, policy=policy), drafter, channel, stats, proposal_support, round_log,
-                                estimates)
+                                estimates, round_timeout_s)
         handover = False
         try:
             async for new in spec:

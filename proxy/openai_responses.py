@@ -14,16 +14,28 @@ from pydantic import BaseModel, model_serializer
 
 from proxy.output import Finished
 
+DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone
+
 
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    unverified_tokens: int | None = None  # Tandem: completion tokens the cloud did not verify (degraded)
 
     @classmethod
     def of(cls, f: Finished) -> Usage:
+        unverified = f.stats.get("unverified_tokens") if f.stats.get("degraded") else None
         return cls(prompt_tokens=f.prompt_tokens, completion_tokens=f.completion_tokens,
-                   total_tokens=f.prompt_tokens + f.completion_tokens)
+                   total_tokens=f.prompt_tokens + f.completion_tokens,
+                   unverified_tokens=int(unverified) if unverified is not None else None)
+
+    @model_serializer(mode="wrap")
+    def _tandem_only_when_set(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if body.get("unverified_tokens") is None:
+            body.pop("unverified_tokens", None)
+        return body
 
 
 class ChatMessageOut(BaseModel):
@@ -68,21 +80,21 @@ class _Object(BaseModel):
     object: str
     created: int
     model: str
-    system_fingerprint: None = None
+    system_fingerprint: str | None = None  # DEGRADED_FINGERPRINT when the draft model answered alone
 
 
 class ChatCompletion(_Object):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
-    tandem: dict[str, float | int | str]
+    tandem: dict[str, bool | float | int | str]
 
 
 class ChatCompletionChunk(_Object):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
-    tandem: dict[str, float | int | str] | None = None
+    tandem: dict[str, bool | float | int | str] | None = None
 
 
 class TextCompletion(_Object):
@@ -91,7 +103,7 @@ class TextCompletion(_Object):
     object: Literal["text_completion"] = "text_completion"
     choices: list[TextChoice]
     usage: Usage | None = None
-    tandem: dict[str, float | int | str] | None = None
+    tandem: dict[str, bool | float | int | str] | None = None
 
 
 class ModelCard(BaseModel):
@@ -129,26 +141,35 @@ class ResponseBuilder:
         self.created = int(time.time())
         self.model = model
 
-    def _ids(self) -> dict[str, Any]:
-        return {"id": self.id, "created": self.created, "model": self.model}
+    def _ids(self, degraded: bool = False) -> dict[str, Any]:
+        return {"id": self.id, "created": self.created, "model": self.model,
+                "system_fingerprint": DEGRADED_FINGERPRINT if degraded else None}
 
     def full(self, text: str, f: Finished) -> ChatCompletion | TextCompletion:
+        ids = self._ids(bool(f.stats.get("degraded")))
         if self.chat:
-            return ChatCompletion(**self._ids(), usage=Usage.of(f), tandem=f.stats, choices=[
+            return ChatCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
                 ChatChoice(message=ChatMessageOut(content=text), finish_reason=f.finish_reason)])
-        return TextCompletion(**self._ids(), usage=Usage.of(f), tandem=f.stats, choices=[
+        return TextCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
             TextChoice(text=text, finish_reason=f.finish_reason)])
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
-              stats: dict[str, float | int | str] | None = None) -> Chunk:
+              stats: dict[str, bool | float | int | str] | None = None, degraded: bool = False) -> Chunk:
+        """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint)."""
+        degraded = degraded or bool(stats and stats.get("degraded"))
+        tandem: dict[str, bool | float | int | str] | None = stats
+        if tandem is None and degraded:
+            tandem = {"degraded": True}
         if self.chat:
             delta = ChatDelta(role="assistant" if first else None, content=text)
-            return ChatCompletionChunk(**self._ids(), tandem=stats, choices=[
+            return ChatCompletionChunk(**self._ids(degraded), tandem=tandem, choices=[
                 ChatChunkChoice(delta=delta, finish_reason=finish)])
-        return TextCompletion(**self._ids(), tandem=stats, choices=[TextChoice(text=text or "", finish_reason=finish)])
+        return TextCompletion(**self._ids(degraded), tandem=tandem,
+                              choices=[TextChoice(text=text or "", finish_reason=finish)])
 
     def usage_chunk(self, f: Finished) -> Chunk:
         """The final chunk of a stream with include_usage: no choices, the usage."""
+        ids = self._ids(bool(f.stats.get("degraded")))
         if self.chat:
-            return ChatCompletionChunk(**self._ids(), choices=[], usage=Usage.of(f))
-        return TextCompletion(**self._ids(), choices=[], usage=Usage.of(f))
+            return ChatCompletionChunk(**ids, choices=[], usage=Usage.of(f))
+        return TextCompletion(**ids, choices=[], usage=Usage.of(f))

@@ -13,6 +13,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from proxy.settings import Mode
 
+MAX_MESSAGES = 4096  # messages of one chat request
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -65,6 +67,25 @@ class TandemOptions(_Strict):
     ttft_slo_ms: float | None = Field(None, gt=0, le=600_000, description="time-to-first-token target")
 
 
+def _lone_surrogate(value: object, path: str) -> str | None:
+    """Where in a parsed JSON body a string holds a lone UTF-16 surrogate ("\\ud800" escapes
+    that pair with nothing), which no UTF-8 text can hold; None if nowhere."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return path or "body"
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _lone_surrogate(key, path) is not None:
+            return path or "body"
+        where = _lone_surrogate(item, f"{path}.{key}" if path else str(key))
+        if where is not None:
+            return where
+    return None
+
+
 def _neutral(name: str, value: object, neutral: object) -> None:
     if value is not None and value != neutral:
         raise ValueError(f"{name}={value!r} is not supported by this server (only {neutral!r})")
@@ -85,6 +106,15 @@ class SamplingFields(_Strict):
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     tandem: TandemOptions | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: object) -> object:
+        where = _lone_surrogate(data, "")
+        if where is not None:
+            raise ValueError(f"{where} holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), "
+                             "which is not valid Unicode text")
+        return data
 
     @field_validator("n")
     @classmethod
@@ -124,7 +154,7 @@ class SamplingFields(_Strict):
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: list[ChatMessage] = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
     max_completion_tokens: int | None = Field(None, ge=1)
     logprobs: bool | None = None
     top_logprobs: int | None = None

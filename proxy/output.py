@@ -16,6 +16,7 @@ from proxy.tokenizer import Tokenizer
 @dataclass(frozen=True)
 class TextDelta:
     text: str
+    degraded: bool = False  # produced (in part) by the draft model alone, unverified
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class Finished:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
-    stats: dict[str, float | int | str]
+    stats: dict[str, bool | float | int | str]
 
 
 Event = TextDelta | Finished

@@ -31,9 +31,10 @@ class Ewma:
 
 
 @dataclass
-class PassTimeFit:
-    """Verifier time of a pass as ``c0 + c1 * rows``: a decayed least-squares line through the
-    (rows, seconds) of the rounds seen. ``step_s`` (one row) is a cloud decoding step."""
+class LineFit:
+    """A decayed least-squares line ``y = c0 + c1 * x`` through the samples seen, its slope kept
+    non-negative (a cost does not fall as the work grows). The verifier's pass time against the
+    rows it scores (one row is a cloud decoding step); a batch's send time against its size."""
 
     decay: float = 0.95
     _n: float = 0.0
@@ -42,23 +43,27 @@ class PassTimeFit:
     _sxx: float = 0.0
     _sxy: float = 0.0
 
-    def add(self, rows: int, seconds: float) -> None:
+    def add(self, x: float, y: float) -> None:
         d = self.decay
         self._n = d * self._n + 1
-        self._sx = d * self._sx + rows
-        self._sy = d * self._sy + seconds
-        self._sxx = d * self._sxx + rows * rows
-        self._sxy = d * self._sxy + rows * seconds
+        self._sx = d * self._sx + x
+        self._sy = d * self._sy + y
+        self._sxx = d * self._sxx + x * x
+        self._sxy = d * self._sxy + x * y
 
-    def predict(self, rows: float) -> float | None:
+    def slope(self) -> float:
+        """0 until two different x were seen (nothing to tell a slope by)."""
+        if self._n == 0:
+            return 0.0
+        mean_x, mean_y = self._sx / self._n, self._sy / self._n
+        var = self._sxx / self._n - mean_x * mean_x
+        return max(0.0, (self._sxy / self._n - mean_x * mean_y) / var) if var >= 1e-9 else 0.0
+
+    def predict(self, x: float) -> float | None:
         if self._n == 0:
             return None
         mean_x, mean_y = self._sx / self._n, self._sy / self._n
-        var = self._sxx / self._n - mean_x * mean_x
-        if var < 1e-9:  # one size of pass seen so far: the time does not grow with rows
-            return max(0.0, mean_y)
-        slope = max(0.0, (self._sxy / self._n - mean_x * mean_y) / var)
-        return max(0.0, mean_y + slope * (rows - mean_x))
+        return max(0.0, mean_y + self.slope() * (x - mean_x))
 
 
 @dataclass
@@ -67,7 +72,7 @@ class LinkEstimates:
 
     rtt_s: Ewma = field(default_factory=Ewma)  # a round's trip minus the verifier's time for it
     draft_s: Ewma = field(default_factory=Ewma)  # draft time per token
-    passes: PassTimeFit = field(default_factory=PassTimeFit)  # verifier time (queue + compute) per pass
+    passes: LineFit = field(default_factory=LineFit)  # verifier time (queue + compute) per pass, by rows
     cloud_step_s: Ewma = field(default_factory=Ewma)  # measured on cloud-only requests
     accepted: float = 0.0  # decayed counts for the per-token acceptance
     rejections: float = 0.0
@@ -106,6 +111,22 @@ class LinkEstimates:
             "stop_and_wait": bounds.stop_and_wait_tokens_per_s(alpha, gamma, draft, rtt, verify),
             "cloud": bounds.cloud_tokens_per_s(n, step, rtt) if step > 0 else float("inf"),
         }
+
+
+@dataclass
+class Explorer:
+    """Mode auto's exploration: every ``every``-th request in a row that the estimates send to
+    the cloud speculates anyway, so the acceptance estimate stays current."""
+
+    every: int
+    streak: int = 0  # requests in a row the estimates sent to the cloud
+
+    def explore(self, to_cloud: bool) -> bool:
+        self.streak = self.streak + 1 if to_cloud else 0
+        if self.streak >= self.every:
+            self.streak = 0
+            return True
+        return False
 
 
 def choose(rates: dict[Path, float], current: Path | None, margin: float = 0.1) -> Path:

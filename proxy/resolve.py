@@ -7,7 +7,7 @@ is decided here, before any token is generated.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from proxy.decoding import GenerationRequest
@@ -18,6 +18,7 @@ from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.protocol import SloTargets
+from verifier.core.sampling import effective_temperature
 
 _SEED_MASK = (1 << 63) - 1
 
@@ -101,10 +102,16 @@ def _trigger_for(opts: TandemOptions | None, edge: EdgeDefaults) -> DraftTrigger
     return edge.trigger
 
 
-def policy_for(opts: TandemOptions | None, settings: EdgeSettings) -> PipelinePolicy:
-    """How a request's speculation runs: pipelined (the default) or stop-and-wait, gamma tokens a round."""
+def policy_for(opts: TandemOptions | None, settings: EdgeSettings, seeded_sample: bool) -> PipelinePolicy:
+    """How a request's speculation runs: pipelined (the default) or stop-and-wait, gamma tokens a
+    round. A seeded sample is reproducible only with fixed round boundaries (when pipelined, which
+    position is drafted and which is drawn by the verifier depends on timing): it waits for each
+    round unless the request chose ``tandem.pipeline`` itself."""
     gamma = opts.gamma if opts and opts.gamma is not None else settings.gamma
-    pipelined = opts.pipeline if opts and opts.pipeline is not None else settings.pipeline
+    if opts and opts.pipeline is not None:
+        pipelined = opts.pipeline
+    else:
+        pipelined = settings.pipeline and not seeded_sample
     return PipelinePolicy.pipelined(gamma, settings.max_inflight) if pipelined else PipelinePolicy.stop_and_wait(gamma)
 
 
@@ -123,14 +130,16 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         raise bad_request(f"a trigger needs a draft model's probabilities; this edge drafts with "
                           f"{settings.drafter!r}", "tandem.trigger", "unsupported_parameter")
     trigger = _trigger_for(opts, edge)
+    temperature = 1.0 if req.temperature is None else effective_temperature(req.temperature)
+    seeded_sample = temperature > 0 and req.seed is not None
     gen = GenerationRequest(
         prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
-        temperature=1.0 if req.temperature is None else req.temperature,
+        temperature=temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
         seed=(req.seed & _SEED_MASK) if req.seed is not None else secrets.randbits(63),
         stop_token_ids=edge.stop_token_ids,
-        policy=policy_for(opts, settings),
+        policy=policy_for(opts, settings, seeded_sample),
         trigger=trigger,
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
@@ -141,10 +150,6 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
                               "a verifier with full distributions (--backend torch), or use mode 'cloud'",
                               "temperature", "unsupported_sampling")
         mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
-    elif mode == "auto" and gen.temperature > 0 and req.seed is not None \
-            and not (opts and opts.pipeline is not None):
-        # a seeded sample is reproducible only on one path with fixed round boundaries: which
-        # position is drafted and which is drawn by the verifier depends on timing when pipelined
-        gen = replace(gen, policy=PipelinePolicy.stop_and_wait(gen.policy.gamma))
-        mode = "speculative"
+    elif mode == "auto" and seeded_sample:
+        mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently
     return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())

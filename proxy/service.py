@@ -9,19 +9,23 @@ to HTTP/SSE.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator
 
-from proxy.decoding import GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
+from proxy.breaker import CircuitBreaker
+from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
+from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool
-from proxy.errors import OpenAIError, verifier_unavailable
+from proxy.errors import OpenAIError, bad_request, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter
 from proxy.prompting import PromptBuilder
-from proxy.rates import LinkEstimates, choose
+from proxy.rates import Explorer, LinkEstimates
 from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_predictor, mode_of, resolve
+from proxy.resume import Loop, RecoveryPolicy, resumable
 from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
@@ -48,7 +52,10 @@ class EdgeService:
         self.trigger = build_trigger(settings, self.predictor)
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.estimates = LinkEstimates()  # what this edge measured of its link and verifier (mode auto)
-        self._cloud_streak = 0  # requests in a row the estimates sent to the cloud
+        self.explorer = Explorer(settings.explore_every)
+        self.recovery = RecoveryPolicy(settings.on_cloud_loss, settings.cloud_wait_s)
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
         self.created = int(time.time())
 
     @property
@@ -69,11 +76,20 @@ class EdgeService:
     async def prepare(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
         """Validate a request and resolve it into one generation (raises OpenAIError)."""
         self.check_model(req.model)
-        if mode_of(req, self.settings) != "draft":
+        if mode_of(req, self.settings) != "draft" and self.breaker.state(time.monotonic()) == "closed":
             await self.verifier.ensure_known()
+        chars = sum(len(m.text()) for m in req.messages) if isinstance(req, ChatCompletionRequest) \
+            else len(req.prompt_text())
+        limit = self.context_limit()
+        if chars > limit * self.longest_piece:  # cannot fit whatever the tokens: refused before templating
+            raise bad_request(f"This model's maximum context length is {limit} tokens; your prompt has {chars} "
+                              f"characters, more than {limit} tokens can hold.",
+                              "messages" if isinstance(req, ChatCompletionRequest) else "prompt",
+                              "context_length_exceeded")
+        # templating and tokenising a long prompt is CPU work: off the event loop
         if isinstance(req, ChatCompletionRequest):
-            return self._resolve(req, self.prompts.chat(req), None)
-        return self._resolve(req, self.prompts.text(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
+            return self._resolve(req, await asyncio.to_thread(self.prompts.chat, req), None)
+        return self._resolve(req, await asyncio.to_thread(self.prompts.text, req), COMPLETIONS_DEFAULT_MAX_TOKENS)
 
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
@@ -93,7 +109,7 @@ class EdgeService:
                 stack.push_async_callback(tokens.aclose)
                 async for new in tokens:
                     for text in emitter.push(new):
-                        yield TextDelta(text)
+                        yield TextDelta(text, stats.degraded)
                     if emitter.done:
                         break
         except VerifierUnavailable as exc:
@@ -105,29 +121,37 @@ class EdgeService:
                               "verifier_error") from exc
         tail = emitter.finish()
         if tail:
-            yield TextDelta(tail)
+            yield TextDelta(tail, stats.degraded)
         out = stats.as_dict()
         out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
         yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out)
 
     async def _loop(self, prep: PreparedRequest, stats: GenerationStats,
-                    stack: contextlib.AsyncExitStack) -> AsyncGenerator[list[int], None]:
-        """The decoding loop of the request's mode; a drafter leased for its lifetime if it needs one."""
+                    stack: contextlib.AsyncExitStack) -> Loop:
+        """The decoding loop of the request's mode, resumed or continued on the draft model when
+        the verifier is lost (``proxy.resume``); a drafter leased for its lifetime if it needs one."""
         mode: Mode = prep.mode
-        if mode == "cloud":
-            return cloud_loop(prep.gen, self.client, stats, self.estimates)
-        drafter = await stack.enter_async_context(self.drafters.lease())
         if mode == "draft":
-            return draft_loop(prep.gen, drafter, stats)
-        if mode == "speculative":
-            return speculative_loop(prep.gen, drafter, self.channel, stats, self.settings.proposal_support,
-                                    self.round_log, self.estimates)
-        rates = self.estimates.rates(prep.gen.policy.gamma, prep.gen.max_tokens)
-        to_cloud = rates is not None and choose(rates, None) == "cloud"
-        self._cloud_streak = self._cloud_streak + 1 if to_cloud else 0
-        explore = self._cloud_streak >= self.settings.explore_every
-        if explore:
-            self._cloud_streak = 0
-        return adaptive_loop(prep.gen, drafter, self.channel, self.client, stats, self.settings.proposal_support,
-                             self.estimates, explore, self.round_log)
+            return draft_loop(prep.gen, await stack.enter_async_context(self.drafters.lease()), stats)
+        drafter: Drafter | None = None
+        if mode != "cloud":
+            drafter = await stack.enter_async_context(self.drafters.lease())
+
+        def cloud(req: GenerationRequest) -> Loop:
+            if mode == "cloud" or drafter is None:
+                return cloud_loop(req, self.client, stats, self.estimates)
+            if mode == "speculative":
+                return speculative_loop(req, drafter, self.channel, stats, self.settings.proposal_support,
+                                        self.round_log, self.estimates, self.settings.round_timeout_s)
+            return adaptive_loop(req, drafter, self.channel, self.client, stats, self.settings.proposal_support,
+                                 self.estimates, self.explorer, self.round_log, self.settings.round_timeout_s)
+
+        async def alone(req: GenerationRequest) -> Loop | None:
+            if not self.drafters.standalone:
+                return None
+            if drafter is not None:
+                return draft_loop(req, drafter, stats)
+            return draft_loop(req, await stack.enter_async_context(self.drafters.lease()), stats)
+
+        return resumable(prep.gen, cloud, alone, self.recovery, self.breaker, stats)

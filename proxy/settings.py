@@ -80,4 +80,39 @@ class EdgeSettings(BaseSettings):
         description="when sampling, the draft samples its top-K proposal and sends it up",
     )
     verifier_timeout_s: float = Field(60.0, gt=0, description="timeout of one call to the verifier")
+    round_timeout_s: float = Field(
+        15.0, gt=0, description="a speculative round not answered within this counts as a lost verifier (the "
+        "channel is dropped and the request goes on by --on-cloud-loss)",
+    )
+    on_cloud_loss: Literal["wait", "draft", "fail"] = Field(
+        "wait",
+        description="when the verifier is lost mid-request: wait (reconnect with backoff and resume losslessly "
+        "from the tokens already produced, up to --cloud-wait-s, then continue as 'draft'); draft (the draft "
+        "model continues alone, the response marked degraded); fail (an error to the client)",
+    )
+    cloud_wait_s: float = Field(
+        30.0, ge=0, description="on-cloud-loss 'wait': how long to try to get the verifier back"
+    )
+    breaker_failures: int = Field(
+        3, ge=1, description="failures in a row after which the edge stops trying the verifier for a cooldown"
+    )
+    breaker_cooldown_s: float = Field(5.0, gt=0, description="how long the edge leaves a failing verifier alone")
+    api_key: list[str] = Field(
+        default_factory=list, description="API keys clients must send as 'Authorization: Bearer <key>' on /v1 routes "
+        "(repeat the flag for several; none and no --api-key-file: open)",
+    )
+    api_key_file: str | None = Field(None, description="a file of API keys, one per line ('key' or 'name key')")
+    cors_origins: list[str] = Field(
+        default_factory=list, description="browser origins allowed to call the edge (CORS; none: off)"
+    )
+    verifier_token: str | None = Field(
+        None, description="this edge's token for the verifier (sent as a bearer token; see the verifier's "
+        "--auth-tokens-file)",
+    )
+    verifier_ca_bundle: str | None = Field(
+        None, description="CA certificates (PEM) to trust for an https:// verifier URL (default: the system's)"
+    )
+    ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate (PEM)")
+    ssl_keyfile: str | None = Field(None, description="the private key of --ssl-certfile (PEM)")
+    max_body_bytes: int = Field(4 << 20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: str = Field("info", description="logging level")

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.rates import LineFit
+
 
 @dataclass(frozen=True)
 class CostModel:
@@ -60,28 +62,23 @@ def plan_time(sizes: list[int], cost: CostModel) -> float:
 
 @dataclass
 class CostFit:
-    """Online fit of the cost model: batch send times against sizes (a decayed least-squares
-    line), and the mean draft time per token."""
+    """Online fit of the cost model: batch send times against sizes (a decayed line), and the
+    mean draft time per token."""
 
-    decay: float = 0.95
-    _stats: list[float] = field(default_factory=lambda: [0.0] * 5)  # n, sx, sy, sxx, sxy
+    sends: LineFit = field(default_factory=LineFit)
     _g: float | None = None
 
     def add_batch(self, size: int, seconds: float) -> None:
-        n, sx, sy, sxx, sxy = (self.decay * v for v in self._stats)
-        self._stats = [n + 1, sx + size, sy + seconds, sxx + size * size, sxy + size * seconds]
+        self.sends.add(size, seconds)
 
     def add_draft(self, seconds_per_token: float) -> None:
         self._g = seconds_per_token if self._g is None else 0.9 * self._g + 0.1 * seconds_per_token
 
     def model(self) -> CostModel | None:
-        n, sx, sy, sxx, sxy = self._stats
-        if n == 0 or self._g is None:
+        a = self.sends.predict(0)
+        if a is None or self._g is None:
             return None
-        mx, my = sx / n, sy / n
-        var = sxx / n - mx * mx
-        beta = max(0.0, (sxy / n - mx * my) / var) if var > 1e-9 else 0.0
-        return CostModel(a=max(0.0, my - beta * mx), beta=beta, g=self._g)
+        return CostModel(a=a, beta=self.sends.slope(), g=self._g)
 
 
 @dataclass

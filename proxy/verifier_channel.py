@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+import ssl
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Protocol
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+from proxy.speculation import SentRound
+from proxy.verifier_client import VerifierRejected, VerifierUnavailable, auth_headers
+from verifier.core.codec import encode_round
 from verifier.core.protocol import CHANNEL_PATH, SamplingParams, SloTargets
 from verifier.core.wire import (
     SUBPROTOCOL,
@@ -72,14 +75,24 @@ class WebSocketLink:
         await self._ws.close()
 
 
-def websocket_connector(base_url: str, timeout_s: float) -> Connector:
-    """Connects to the verifier at ``base_url`` (http(s)://host:port) with protocol v2."""
+def websocket_connector(base_url: str, timeout_s: float, token: str | None = None,
+                        tls: ssl.SSLContext | None = None) -> Connector:
+    """Connects to the verifier at ``base_url`` (http(s)://host:port; https gives wss) with
+    protocol v2, presenting ``token`` as a bearer token."""
     url = "ws" + base_url.rstrip("/").removeprefix("http") + CHANNEL_PATH
+    secure = url.startswith("wss://")
 
     async def connect_link() -> FrameLink:
         try:
             ws = await connect(url, subprotocols=[SUBPROTOCOL], compression=None, proxy=None,  # type: ignore[list-item]
-                               open_timeout=min(5.0, timeout_s), max_size=1 << 20)
+                               open_timeout=min(5.0, timeout_s), max_size=1 << 20,
+                               additional_headers=auth_headers(token), ssl=tls if secure else None)
+        except websockets.InvalidStatus as exc:
+            status = exc.response.status_code
+            if status in (401, 403):
+                raise VerifierRejected(401, "the verifier refused this edge's token (--verifier-token)",
+                                       "invalid_api_key") from exc
+            raise VerifierUnavailable(f"HTTP {status} connecting to the verifier's channel") from exc
         except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
             raise VerifierUnavailable(f"{type(exc).__name__} connecting to the verifier's channel") from exc
         if ws.subprotocol != SUBPROTOCOL:
@@ -120,7 +133,12 @@ class ChannelSession:
             self._inbox.put_nowait(self._early.pop(self._next_seq))
             self._next_seq += 1
 
+    async def send(self, sent: SentRound) -> None:
+        """Send one round of this session's speculation."""
+        await self.send_round(encode_round(self.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+
     async def send_round(self, round_: Round) -> None:
+        """Send a round frame as it is (tests send malformed ones on purpose)."""
         self.bytes_up += await self._channel.send(round_)
 
     def poll(self) -> Answer | None:
@@ -133,8 +151,15 @@ class ChannelSession:
             raise item
         return item
 
-    async def next(self) -> Answer:
-        item = await self._inbox.get()
+    async def next(self, timeout_s: float | None = None) -> Answer:
+        """The next answer. One that does not come within ``timeout_s`` means the link or the
+        verifier stalls: the connection is dropped (every session on it is failed; the next
+        session connects again) and VerifierUnavailable raised."""
+        try:
+            item = await asyncio.wait_for(self._inbox.get(), timeout_s)
+        except TimeoutError:
+            self._channel.drop(f"no answer from the verifier within {timeout_s:g} s")
+            raise VerifierUnavailable(f"no answer from the verifier within {timeout_s:g} s") from None
         if isinstance(item, Exception):
             raise item
         return item
@@ -143,7 +168,7 @@ class ChannelSession:
         """End the session on the verifier; returns at once (the frame goes out in the background)."""
         if not self.closed:
             self.closed = True
-            self._channel.forget(self.sid, send_close=True)
+            self._channel.forget(self.sid)
 
 
 class VerifierChannel:
@@ -199,11 +224,15 @@ class VerifierChannel:
             raise
         return session
 
-    def forget(self, sid: int, send_close: bool) -> None:
-        if self._sessions.pop(sid, None) is not None and send_close and self._link is not None:
-            task = asyncio.get_running_loop().create_task(self._send_quietly(Close(sid=sid)))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+    def forget(self, sid: int) -> None:
+        """Drop a session and tell the verifier (a Close nobody waits for)."""
+        if self._sessions.pop(sid, None) is not None and self._link is not None:
+            self._in_background(self._send_quietly(Close(sid=sid)))
+
+    def _in_background(self, work: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _send_quietly(self, frame: EdgeFrame) -> None:
         """Send on the current connection, if any (a session's Close: a new connection knows no session)."""
@@ -240,6 +269,11 @@ class VerifierChannel:
             reason = VerifierUnavailable(f"{type(exc).__name__} reading from the verifier")
         self._lost(link, reason)
 
+    def drop(self, reason: str) -> None:
+        """Give up the current connection (it stalls): its sessions fail, the next one reconnects."""
+        if self._link is not None:
+            self._lost(self._link, VerifierUnavailable(reason))
+
     def _lost(self, link: FrameLink, reason: Exception) -> None:
         """The connection is gone: fail its sessions; the next session connects again."""
         if self._link is not link:
@@ -248,9 +282,7 @@ class VerifierChannel:
         for session in self._sessions.values():
             session.deliver(reason, 0)
         self._sessions.clear()
-        task = asyncio.get_running_loop().create_task(self._close_quietly(link))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._in_background(self._close_quietly(link))
 
     async def _close_quietly(self, link: FrameLink) -> None:
         with contextlib.suppress(Exception):

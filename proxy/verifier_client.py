@@ -3,6 +3,7 @@ sessions and rounds go over the channel, ``proxy.verifier_channel``)."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncGenerator
 
 import httpx
@@ -33,13 +34,25 @@ class VerifierRejected(Exception):
         self.code = code
 
 
+def client_tls(ca_bundle: str | None) -> ssl.SSLContext:
+    """The TLS context for an https:// verifier: the system's CAs, or only those in ``ca_bundle``."""
+    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
+
+
+def auth_headers(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 class VerifierClient:
-    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None) -> None:
+    def __init__(self, base_url: str, timeout_s: float, transport: httpx.AsyncBaseTransport | None = None,
+                 token: str | None = None, tls: ssl.SSLContext | None = None) -> None:
         self._client = httpx.AsyncClient(
             base_url=base_url.rstrip("/"),
             timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
             transport=transport,
             limits=httpx.Limits(max_keepalive_connections=32, max_connections=64),
+            headers=auth_headers(token),
+            verify=tls if tls is not None else True,
         )
         self.bytes_up = 0
         self.bytes_down = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from proxy.errors import OpenAIError
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
 from verifier.core.wire import PROTOCOL_VERSION
@@ -16,6 +18,19 @@ class VerifierProbe:
         self._vocab_size = vocab_size
         self.max_context: int | None = None
         self.verifies_sampled = True  # the verifier can check sampled drafts (else: greedy ones only)
+        self._last: tuple[float, bool] | None = None  # (when, reachable) of the last check
+
+    async def reachable(self, max_age_s: float) -> bool:
+        """Whether the verifier answered, asking it again only when the last answer is older than
+        ``max_age_s`` (health probes must not load the verifier)."""
+        now = time.monotonic()
+        if self._last is None or now - self._last[0] >= max_age_s:
+            try:
+                ok = await self.check()
+            except OpenAIError:
+                ok = False
+            self._last = (time.monotonic(), ok)
+        return self._last[1]
 
     async def check(self) -> bool:
         """Whether the verifier answers; raises OpenAIError (502) for a vocabulary mismatch."""

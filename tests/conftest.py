@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,19 +28,23 @@ class Server:
         stop_process(self.proc)
 
 
-def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0) -> Server:
-    port = free_port()
+def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0, port: int | None = None,
+                 ca_bundle: str | None = None) -> Server:
+    """``ca_bundle``: the server runs HTTPS with a certificate this bundle trusts."""
+    port = port or free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
         proc = subprocess.Popen(
             [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
             cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
         )
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if ca_bundle else 'http'}://127.0.0.1:{port}"
     try:
-        wait_healthy(url, proc, module, timeout)
+        wait_healthy(url, proc, module, timeout, verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle
+                     else True)
     except RuntimeError as exc:
         proc.kill()
+        proc.wait()
         raise RuntimeError(f"{exc}:\n{log.read_text()[-3000:]}") from exc
     return Server(url, proc, log)
 
@@ -66,10 +71,10 @@ def edge(verifier: Server, logs_dir: Path) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def orphan_edge(logs_dir: Path) -> Iterator[Server]:
-    """An edge whose verifier does not exist."""
+    """An edge whose verifier does not exist, told to fail when the cloud is lost."""
     dead = f"http://127.0.0.1:{free_port()}"
     server = start_server("proxy.cli", ["--verifier-url", dead, "--threads", "1", "--slots", "1",
-                                        "--n-ctx", "512"], logs_dir / "orphan-edge.log")
+                                        "--n-ctx", "512", "--on-cloud-loss", "fail"], logs_dir / "orphan-edge.log")
     yield server
     server.stop()
 

@@ -34,6 +34,7 @@ from verifier.app import VerifierService
 from verifier.app import create_app as create_verifier_app
 from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
 from verifier.channel import ChannelConnection
+from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
 from verifier.core.protocol import ModelInfo
 from verifier.core.sampling import SparseDist
@@ -295,7 +296,7 @@ async def start(
     async def factory() -> EdgeService:
         return service
 
-    edge_app = create_edge_app(factory)
+    edge_app = create_edge_app(factory, max_body_bytes=edge_settings.max_body_bytes)
     edge_app.state.service = service  # the ASGI transport runs no lifespan
     return Harness(backend, verifier_app, client, channel, drafters, service, edge_app)
 
@@ -304,6 +305,5 @@ def next_round(engine: VerifierEngine, session_id: str, drafts: list[int] | tupl
                proposals: list[SparseDist] | None = None) -> Round:
     """The round an edge sends next for a session, drafting on its verified tokens (stop-and-wait)."""
     s = engine.session(session_id)
-    return Round(sid=0, seq=1, epoch=s.epoch, start=len(s.committed), draft_token_ids=list(drafts),
-                 proposal_ids=[q.ids.tolist() for q in proposals] if proposals else None,
-                 proposal_probs=[q.probs.tolist() for q in proposals] if proposals else None)
+    qs: list[SparseDist | None] = list(proposals) if proposals else [None] * len(drafts)
+    return encode_round(0, 1, s.epoch, len(s.committed), [DraftToken(t, q) for t, q in zip(drafts, qs, strict=True)])

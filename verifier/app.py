@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verifier.backends.base import TargetBackend
 from verifier.channel import ChannelConnection
+from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 from verifier.core.errors import error_envelope, error_type
 from verifier.core.protocol import API_PREFIX, CHANNEL_PATH, GenerateRequest, ServerInfo
 from verifier.core.wire import PROTOCOL_VERSION, SUBPROTOCOL, ChannelError, encode
@@ -60,7 +61,11 @@ def create_app(
     session_ttl_s: float = 120.0,
     max_sessions: int = 64,
     scheduling: SchedulingConfig | None = None,
+    keys: KeyRing | None = None,
+    max_body_bytes: int = 16 << 20,
 ) -> FastAPI:
+    """The verifier's app. ``keys``: the edges' tokens every /v1 route and the channel require
+    (none: open; /health stays open for probes)."""
     service = VerifierService(backend_factory, session_ttl_s, max_sessions, scheduling or SchedulingConfig())
 
     @contextlib.asynccontextmanager
@@ -84,6 +89,8 @@ def create_app(
 
     app = FastAPI(title="Tandem verifier", version=str(PROTOCOL_VERSION), lifespan=lifespan)
     app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BearerAuth, ring=keys or KeyRing({}))
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
@@ -132,7 +139,6 @@ def create_app(
         """The persistent channel of protocol v2 (verifier.core.wire): one per edge connection."""
         offered = websocket.scope.get("subprotocols", [])
         await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
-        connection: ChannelConnection | None = None
 
         async def send(data: bytes) -> None:
             await websocket.send_bytes(data)

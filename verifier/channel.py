@@ -121,20 +121,18 @@ class ChannelConnection:
                                              committed_tokens=result.committed_tokens,
                                              compute_us=round(result.compute_s * 1e6),
                                              queue_us=round(result.queue_s * 1e6)))
-        except EngineError as exc:
-            retry = math.ceil(exc.retry_after_s * 1000) if exc.retry_after_s else 0
-            with contextlib.suppress(Exception):
-                await self.send(Failed(sid=sid, seq=seq, status=exc.status, code=exc.code, message=str(exc),
+        except Exception as exc:
+            err = exc if isinstance(exc, EngineError) else None
+            if err is None:  # a bug: this session ends, the server goes on
+                log.exception("session worker failed", extra={"sid": sid})
+                err = EngineError(500, f"internal error: {type(exc).__name__}", "internal_error")
+            retry = math.ceil(err.retry_after_s * 1000) if err.retry_after_s else 0
+            with contextlib.suppress(Exception):  # the connection may be gone already
+                await self.send(Failed(sid=sid, seq=seq, status=err.status, code=err.code, message=str(err),
                                        retry_after_ms=retry))
-            self._inboxes.pop(sid, None)
-            self._workers.pop(sid, None)
-        except Exception as exc:  # a bug or a lost connection: this session ends, the server goes on
-            log.exception("session worker failed", extra={"sid": sid})
-            with contextlib.suppress(Exception):
-                await self.send(Failed(sid=sid, seq=seq, status=500, code="internal_error",
-                                       message=f"internal error: {type(exc).__name__}"))
-            self._inboxes.pop(sid, None)
-            self._workers.pop(sid, None)
         finally:
+            if self._workers.get(sid) is asyncio.current_task():  # not ended by Close or the connection
+                self._inboxes.pop(sid, None)
+                self._workers.pop(sid, None)
             if session_id is not None:
                 self._engine.end_session(session_id)

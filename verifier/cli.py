@@ -6,6 +6,7 @@ import uvicorn
 from pydantic_settings import CliApp
 
 from verifier.backends import BackendOptions, TargetBackend, load_backend
+from verifier.core.asgi import KeyRing
 from verifier.core.logs import configure_logging
 from verifier.core.models import default_target_dir
 from verifier.engine import SchedulingConfig
@@ -37,10 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         tpot_ms=settings.tpot_slo_ms,
         ttft_ms=settings.ttft_slo_ms,
     )
-    app = create_app(factory, settings.session_ttl_s, settings.max_sessions, scheduling)
+    keys = KeyRing.load(key_file=settings.auth_tokens_file)
+    app = create_app(factory, settings.session_ttl_s, settings.max_sessions, scheduling, keys,
+                     settings.max_body_bytes)
     # the channel's WebSockets through the sans-I/O websockets implementation (its legacy one is deprecated)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
-                ws="websockets-sansio")
+                ws="websockets-sansio", ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
 
 
 if __name__ == "__main__":

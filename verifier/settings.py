@@ -64,4 +64,11 @@ class VerifierSettings(BaseSettings):
         "for every token it is expected to commit (per session: SessionCreate.slo)"
     )
     ttft_slo_ms: float = Field(5000.0, gt=0, description="default time-to-first-token target: a prefill's deadline")
+    auth_tokens_file: str | None = Field(
+        None, description="the edges' tokens, one per line ('name token' or 'token'): every /v1 route and the "
+        "channel then need one as 'Authorization: Bearer <token>' (/health stays open); none: open",
+    )
+    ssl_certfile: str | None = Field(None, description="serve HTTPS/WSS with this certificate (PEM)")
+    ssl_keyfile: str | None = Field(None, description="the private key of --ssl-certfile (PEM)")
+    max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: str = Field("info", description="logging level")

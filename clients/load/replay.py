@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 import httpx
 
 from clients.load.trace import Trace
+from proxy.decoding import stop_and_wait_round
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient
-from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import SamplingParams, SloTargets
 
@@ -77,13 +77,7 @@ async def replay_speculative(channel: VerifierChannel, trace: Trace, max_tokens:
             drafts = drafts_at(trace, p, k, threshold) if k > 0 else []
             if drafts:
                 await asyncio.sleep(len(drafts) * trace.draft_s_per_token)
-            for token in drafts:
-                state.add_draft(DraftToken(token, None))
-            sent = state.take_round(allow_empty=True)
-            if sent is None:
-                raise RuntimeError("nothing to send")
-            await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
-            applied = state.apply(await session.next())
+            applied = await stop_and_wait_round(session, state, [DraftToken(token, None) for token in drafts])
             committed = applied.verified
             if committed != target[p:p + len(committed)]:
                 raise ReplayMismatch(f"position {p}: committed {committed}, the target's answer has "

@@ -216,12 +216,14 @@ def test_long_sampled_generation_completes(edge: Server, temperature: float, top
 
 
 def test_error_inside_a_stream_is_an_sse_error_event_then_done(logs_dir) -> None:  # type: ignore[no-untyped-def]
-    """A verifier that dies mid-stream: the client gets the tokens so far, then an error event."""
+    """A verifier that dies mid-stream under --on-cloud-loss fail: the client gets the tokens so
+    far, then an error event."""
     from tests.conftest import start_server
 
     ver = start_server("verifier.cli", ["--threads", "1"], logs_dir / "doomed-verifier.log")
     edge = start_server("proxy.cli", ["--verifier-url", ver.url, "--threads", "1", "--slots", "1", "--n-ctx", "1024",
-                                      "--verifier-timeout-s", "5"], logs_dir / "doomed-edge.log")
+                                      "--verifier-timeout-s", "5", "--on-cloud-loss", "fail"],
+                        logs_dir / "doomed-edge.log")
     try:
         body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Write a long story about a cat."}],
                 "max_tokens": 300, "temperature": 0, "stream": True}

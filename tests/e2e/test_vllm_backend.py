@@ -20,13 +20,12 @@ import httpx
 import openai
 import pytest
 
-from proxy.speculation import SpeculationState
+from proxy.decoding import stop_and_wait_round
+from proxy.speculation import Applied, SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from tests.conftest import MODEL_ID, Server, start_server
-from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import SamplingParams
-from verifier.core.wire import Verified
 
 pytestmark = pytest.mark.integration
 
@@ -101,16 +100,10 @@ class ByHand:
     async def open(cls, channel: VerifierChannel, prompt: list[int]) -> ByHand:
         return cls(await channel.open(prompt, SamplingParams()), prompt)
 
-    async def round(self, draft: list[int]) -> Verified:
-        for token in draft:
-            self.state.add_draft(DraftToken(token, None))
-        sent = self.state.take_round(allow_empty=True)
-        assert sent is not None
-        await self.session.send_round(encode_round(self.session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
-        answer = await self.session.next()
-        assert isinstance(answer, Verified)
-        self.state.apply(answer)
-        return answer
+    async def round(self, draft: list[int]) -> Applied:
+        applied = await stop_and_wait_round(self.session, self.state, [DraftToken(t, None) for t in draft])
+        assert not applied.stale
+        return applied
 
 
 def test_concurrent_sessions_share_batches_and_stay_exact(vllm_verifier: Server) -> None:
@@ -133,7 +126,7 @@ def test_concurrent_sessions_share_batches_and_stay_exact(vllm_verifier: Server)
                 draft[wrong_at] = (draft[wrong_at] + 1) % 49152
             resp = await sessions[i].round(draft)
             accepted = 3 if wrong_at == 3 else wrong_at
-            assert resp.accepted == accepted and resp.next_token_id == truths[i][done[i] + accepted], (i, resp)
+            assert resp.accepted == accepted and resp.verified[-1] == truths[i][done[i] + accepted], (i, resp)
             done[i] += accepted + 1
 
         for round_ in range(1, 4):
@@ -166,9 +159,9 @@ def test_rounds_by_hand_accept_reject_and_block_boundaries(vllm_verifier: Server
             resp = await by_hand.round(draft)
             expected_accepted = k if wrong_at is None else wrong_at
             assert resp.accepted == expected_accepted, (round_, resp)
-            assert resp.next_token_id == truth[committed + expected_accepted], (round_, resp)
+            assert resp.verified[-1] == truth[committed + expected_accepted], (round_, resp)
             committed += expected_accepted + 1
-            assert resp.committed_tokens == len(prompt) + committed
+            assert by_hand.state.verified == len(prompt) + committed
         by_hand.session.close()
         await channel.aclose()
 

@@ -219,26 +219,28 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
     """A drafter that is always wrong over a slow link: after a few rounds the estimates say
     cloud streaming is faster; the rest comes from the cloud, continuing the verified tokens."""
     from proxy.decoding import adaptive_loop
-    from proxy.rates import LinkEstimates
+    from proxy.rates import Explorer, LinkEstimates
 
     async def body() -> None:
         h = await start(BigramBackend(pass_s=0.005), faults=LinkFaults(jitter_s=0.004, seed=2))
         h.drafters[0].wrong = lambda p: True
         estimates = LinkEstimates()
+        explorer = Explorer(every=2)
         stats = GenerationStats(mode="auto")
         req = request([1, 2], 40, pipelined=True)
-        out = await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, stats, 16, estimates), 40)
+        out = await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, stats, 16, estimates, explorer),
+                            40)
         assert out == greedy_continuation(2, 40)
         assert stats.paths == ["pipelined", "cloud"] and "fell behind" in stats.why
         rates = estimates.rates(4, 40)
         assert rates is not None and rates["cloud"] > rates["pipelined"]
-        # the next request starts in the cloud; every explore_every-th still speculates
+        # the next request starts in the cloud; every explore_every-th (here the 2nd) still speculates
         again = GenerationStats(mode="auto")
-        assert await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, again, 16, estimates), 40) \
-            == greedy_continuation(2, 40)
+        assert await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, again, 16, estimates, explorer),
+                             40) == greedy_continuation(2, 40)
         assert again.paths == ["cloud"] and again.drafted == 0
         explored = GenerationStats(mode="auto")
-        await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, explored, 16, estimates, explore=True), 40)
+        await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, explored, 16, estimates, explorer), 40)
         assert explored.paths[0] == "pipelined" and explored.drafted > 0
         await h.aclose()
 
@@ -248,14 +250,14 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
 def test_auto_keeps_speculating_while_it_wins() -> None:
     """A perfect drafter and a 5 ms verifier pass: five tokens a pass beat one a pass."""
     from proxy.decoding import adaptive_loop
-    from proxy.rates import LinkEstimates
+    from proxy.rates import Explorer, LinkEstimates
 
     async def body() -> None:
         h = await start(BigramBackend(pass_s=0.005), faults=LinkFaults(jitter_s=0.004, seed=3))
         h.drafters[0].wrong = lambda p: False
         stats = GenerationStats(mode="auto")
         out = await collect(adaptive_loop(request([3], 40, pipelined=True), h.drafters[0], h.channel, h.client,
-                                          stats, 16, LinkEstimates()), 40)
+                                          stats, 16, LinkEstimates(), Explorer(every=8)), 40)
         assert out == greedy_continuation(3, 40) and stats.paths == ["pipelined"]
         await h.aclose()
 

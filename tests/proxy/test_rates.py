@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.rates import Ewma, LinkEstimates, PassTimeFit, choose
+from proxy.rates import Ewma, LineFit, LinkEstimates, choose
 from verifier.core import bounds
 
 
@@ -13,14 +13,14 @@ def test_ewma_and_the_pass_time_line() -> None:
     e.add(4.0)
     e.add(8.0)
     assert e.value == 6.0
-    fit = PassTimeFit()
+    fit = LineFit()
     assert fit.predict(3) is None
     fit.add(5, 0.080)
     assert fit.predict(1) == pytest.approx(0.080)  # one size seen: no slope to extrapolate by
     for rows, seconds in [(1, 0.050), (3, 0.060), (5, 0.070), (2, 0.055)]:
         fit.add(rows, seconds)
     assert 0.040 < (fit.predict(1) or 0) < 0.060 and (fit.predict(5) or 0) > (fit.predict(1) or 0)
-    never_negative = PassTimeFit()
+    never_negative = LineFit()
     for rows, seconds in [(1, 0.05), (9, 0.01)]:
         never_negative.add(rows, seconds)
     assert never_negative.predict(1) == pytest.approx(0.03, rel=0.05)  # a falling line is clamped flat
@@ -49,3 +49,12 @@ def test_choose_keeps_the_current_path_unless_another_wins_by_the_margin() -> No
     assert choose(rates, None) == "cloud"  # type: ignore[arg-type]
     assert choose(rates, "pipelined") == "pipelined"  # type: ignore[arg-type]  # 5% better is not enough
     assert choose({**rates, "cloud": 23.0}, "pipelined") == "cloud"  # type: ignore[arg-type]
+
+
+def test_the_explorer_speculates_every_nth_request_sent_to_the_cloud() -> None:
+    from proxy.rates import Explorer
+
+    explorer = Explorer(every=3)
+    picks = [explorer.explore(to_cloud) for to_cloud in [True, True, True, True, False, True, True, True]]
+    # the 3rd in a row explores and restarts the count; a request sent to speculation resets it
+    assert picks == [False, False, True, False, False, False, False, True]

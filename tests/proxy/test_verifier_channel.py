@@ -16,6 +16,7 @@ import websockets
 from websockets.asyncio.client import connect
 
 from clients.procs import free_port
+from proxy.decoding import stop_and_wait_round
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable
@@ -78,13 +79,8 @@ async def greedy_run(session: ChannelSession, prompt: list[int], n: int) -> list
     """Stop-and-wait rounds with a perfect two-token draft until n tokens are verified."""
     state = SpeculationState.start(prompt)
     while state.verified - len(prompt) < n:
-        last = state.tokens[-1]
-        for t in greedy_continuation(last, 2):
-            state.add_draft(DraftToken(t, None))
-        sent = state.take_round()
-        assert sent is not None
-        await session.send_round(encode_round(session.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
-        state.apply(await session.next())
+        drafts = [DraftToken(t, None) for t in greedy_continuation(state.tokens[-1], 2)]
+        await stop_and_wait_round(session, state, drafts)
     return state.tokens[len(prompt):len(prompt) + n]
 
 

@@ -7,8 +7,9 @@ both. Documented in docs/verify-api.md; words as defined in ``verifier.core.samp
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from verifier.core.sampling import effective_temperature
 from verifier.core.wire import PROTOCOL_VERSION
 
 API_PREFIX = "/v1"
@@ -23,9 +24,14 @@ class _Strict(BaseModel):
 class SamplingParams(_Strict):
     """How the target distribution is formed. temperature 0 means greedy."""
 
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    temperature: float = Field(0.0, ge=0.0, le=2.0, description="below 1e-5: greedy (0)")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
     seed: int = Field(0, ge=0, description="keys all randomness of the session")
+
+    @field_validator("temperature")
+    @classmethod
+    def _greedy_below_floor(cls, v: float) -> float:
+        return effective_temperature(v)
 
 
 class SloTargets(_Strict):

@@ -39,6 +39,16 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
+#: temperatures below this are greedy, on the edge and the verifier alike (vLLM's rule too):
+#: logits divided by a temperature near the smallest float overflow to inf, and below 1e-5 the
+#: tempered distribution is the argmax for any two logits that float32 tells apart
+GREEDY_BELOW = 1e-5
+
+
+def effective_temperature(temperature: float) -> float:
+    """The temperature a request is served at: 0 (greedy) below ``GREEDY_BELOW``."""
+    return 0.0 if temperature < GREEDY_BELOW else temperature
+
 _SEED_MASK = (1 << 63) - 1
 
 

@@ -16,6 +16,8 @@ rejected token is recognised by its old epoch and answered ``Stale`` without com
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import msgspec
 
 PROTOCOL_VERSION = 2
@@ -109,6 +111,8 @@ class ChannelError(_Frame, tag=14):
 EdgeFrame = Open | Round | Close
 VerifierFrame = Verified | Stale | Failed | ChannelError
 
+T = TypeVar("T")
+
 _encoder = msgspec.msgpack.Encoder()
 _edge_decoder = msgspec.msgpack.Decoder(EdgeFrame)
 _verifier_decoder = msgspec.msgpack.Decoder(VerifierFrame)
@@ -122,22 +126,23 @@ def encode(frame: EdgeFrame | VerifierFrame) -> bytes:
     return _encoder.encode(frame)
 
 
-def decode_edge_frame(data: bytes) -> EdgeFrame:
-    """A frame an edge sent (raises FrameError)."""
+def _decode(decoder: msgspec.msgpack.Decoder[T], data: bytes) -> T:
     try:
-        frame: EdgeFrame = _edge_decoder.decode(data)
-        return frame
+        return decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise FrameError(str(exc)) from exc
+
+
+def decode_edge_frame(data: bytes) -> EdgeFrame:
+    """A frame an edge sent (raises FrameError)."""
+    frame: EdgeFrame = _decode(_edge_decoder, data)
+    return frame
 
 
 def decode_verifier_frame(data: bytes) -> VerifierFrame:
     """A frame the verifier sent (raises FrameError)."""
-    try:
-        frame: VerifierFrame = _verifier_decoder.decode(data)
-        return frame
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise FrameError(str(exc)) from exc
+    frame: VerifierFrame = _decode(_verifier_decoder, data)
+    return frame
 
 
 def parts_from_sent(accepted: int, drafted: int, next_token_id: int, next_sent: int | None) -> bool:

@@ -33,3 +33,10 @@ def test_sandbox_blocks_attribute_escape() -> None:
     t = ChatTemplate("{{ messages.__class__.__mro__ }}", "", "")
     with pytest.raises(ChatTemplateError):
         t.render([])
+
+
+def test_message_content_is_text_never_template_code() -> None:
+    """A template-injection attempt in a message renders literally; nothing in it runs."""
+    attack = "{{ ''.__class__.__mro__[1].__subclasses__() }}{% for x in range(10**9) %}x{% endfor %}"
+    out = ChatTemplate(SMOL, "", "").render([{"role": "user", "content": attack}])
+    assert attack in out and "<class" not in out

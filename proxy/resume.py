@@ -1,0 +1,119 @@
+"""Keep answering when the cloud fails: resume losslessly, or continue on the draft model.
+
+``resumable`` wraps a request's decoding loop. The edge holds every token it has handed to
+the client; when the verifier is lost (connection gone, restarted, stalled past the round
+deadline, overloaded) the request goes on by the edge's cloud-loss policy:
+
+- ``wait``: try again with backoff, up to ``wait_s`` from the loss, each time from a new
+  verifier session over prompt + the tokens already produced: the output is the one an
+  uninterrupted run gives (greedy), nothing lost and nothing twice. Past the bound it
+  continues as ``draft`` does.
+- ``draft``: the draft model continues alone; the request is marked degraded and every token
+  from then on is counted as unverified.
+- ``fail``: the loss reaches the client as an error.
+
+A circuit breaker (``proxy.breaker``) spares the verifier when it is known to be down: a
+request that finds it open does not try, and under ``wait`` continues on the draft at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from proxy.breaker import CircuitBreaker, backoff_s
+from proxy.decoding import GenerationRequest, GenerationStats
+from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+
+CloudLossPolicy = Literal["wait", "draft", "fail"]
+Loop = AsyncGenerator[list[int], None]
+# error codes of the verifier after which a new session may succeed (it restarted, it was busy)
+RESUMABLE_CODES = frozenset({"session_not_found", "overloaded"})
+
+
+@dataclass(frozen=True)
+class RecoveryPolicy:
+    on_cloud_loss: CloudLossPolicy = "wait"
+    wait_s: float = 30.0  # 'wait': how long to try to get the cloud back before the draft continues
+
+
+def is_cloud_loss(exc: Exception) -> bool:
+    """Whether a failure means "the cloud is not there" (worth a new session or a fallback),
+    as opposed to a refusal of this request that a retry would only repeat."""
+    if isinstance(exc, VerifierUnavailable):
+        return True
+    return isinstance(exc, VerifierRejected) and exc.code in RESUMABLE_CODES
+
+
+def rest_of(req: GenerationRequest, produced: list[int]) -> GenerationRequest:
+    """The request that continues after ``produced``: the same sampling and seed, the produced
+    tokens appended to the prompt, the budget reduced by them."""
+    if not produced:
+        return req
+    return replace(req, prompt_token_ids=[*req.prompt_token_ids, *produced],
+                   max_tokens=req.max_tokens - len(produced))
+
+
+async def resumable(
+    req: GenerationRequest,
+    cloud: Callable[[GenerationRequest], Loop],
+    draft: Callable[[GenerationRequest], Awaitable[Loop | None]],
+    policy: RecoveryPolicy,
+    breaker: CircuitBreaker,
+    stats: GenerationStats,
+    clock: Callable[[], float] = time.monotonic,
+) -> Loop:
+    """``cloud(rest)`` runs the request's own loop from a point on; ``draft(rest)`` the draft
+    model alone (None when this edge has no model that can answer alone)."""
+    produced: list[int] = []
+    lost_at: float | None = None  # when the current outage began (None: the cloud is answering)
+    attempt = 0
+    while len(produced) < req.max_tokens:
+        loss: Exception
+        if breaker.allows(clock()):
+            loop = cloud(rest_of(req, produced))
+            try:
+                async for new in loop:
+                    if lost_at is not None or breaker.failures:
+                        breaker.succeeded()
+                        lost_at, attempt = None, 0
+                    produced.extend(new)
+                    yield new
+                return
+            except (VerifierUnavailable, VerifierRejected) as exc:
+                if not is_cloud_loss(exc):
+                    raise
+                breaker.failed(clock())
+                stats.cloud_losses += 1
+                loss = exc
+            finally:
+                await loop.aclose()
+        else:
+            loss = VerifierUnavailable("the verifier failed repeatedly; not tried until its cooldown ends")
+            if lost_at is None and policy.on_cloud_loss == "wait":
+                lost_at = clock() - policy.wait_s  # known down before this request: no wait of its own
+        if policy.on_cloud_loss == "fail":
+            raise loss
+        now = clock()
+        if lost_at is None:
+            lost_at = now
+        if policy.on_cloud_loss == "wait" and now - lost_at < policy.wait_s:
+            await asyncio.sleep(min(backoff_s(attempt), policy.wait_s - (now - lost_at)))
+            attempt += 1
+            continue
+        alone = await draft(rest_of(req, produced))
+        if alone is None:
+            raise loss
+        stats.degraded = True
+        stats.degraded_reason = str(loss)
+        try:
+            async for new in alone:
+                stats.unverified_tokens += len(new)
+                produced.extend(new)
+                yield new
+        finally:
+            await alone.aclose()
+        return

@@ -1,0 +1,113 @@
+"""Malformed and hostile requests to the edge (in memory): clear 4xx, never a 500, and the
+edge keeps serving afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from tests.harness import Harness, greedy_continuation, start
+from verifier.core.protocol import SamplingParams
+
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+async def raw_post(h: Harness, path: str, text: str) -> Any:
+    return await h.edge_http().post(path, content=text.encode("utf-8"), headers={"content-type": "application/json"})
+
+
+LONE = '"a\\ud800b"'  # JSON text of a string with an unpaired high surrogate
+
+
+@pytest.mark.parametrize("path,body", [
+    ("/v1/chat/completions", '{"model":"bigram","messages":[{"role":"user","content":LONE}]}'),
+    ("/v1/chat/completions", '{"model":"bigram","messages":[{"role":"user","content":[{"type":"text","text":LONE}]}]}'),
+    ("/v1/completions", '{"model":"bigram","prompt":LONE}'),
+    ("/v1/chat/completions", '{"model":LONE,"messages":[{"role":"user","content":"hi"}]}'),
+    ("/v1/chat/completions", '{"model":"bigram","messages":[{"role":"user","content":"hi"}],"stop":[LONE]}'),
+])
+def test_a_lone_surrogate_is_a_400_and_the_edge_serves_on(path: str, body: str) -> None:
+    async def run() -> None:
+        h = await start()
+        resp = await raw_post(h, path, body.replace("LONE", LONE))
+        assert resp.status_code == 400, resp.text
+        err = resp.json()["error"]
+        assert err["code"] == "invalid_value" and "surrogate" in err["message"]
+        ok = await h.edge_http().post("/v1/chat/completions", json={"model": "bigram", "messages": MESSAGES,
+                                                                      "max_tokens": 3, "temperature": 0})
+        assert ok.status_code == 200
+        await h.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_paired_surrogate_escape_is_ordinary_text() -> None:
+    async def run() -> None:
+        h = await start()
+        body = '{"model":"bigram","messages":[{"role":"user","content":"\\ud83d\\ude00"}],"max_tokens":2}'
+        assert (await raw_post(h, "/v1/chat/completions", body)).status_code == 200
+        await h.aclose()
+
+    asyncio.run(run())
+
+
+@pytest.mark.parametrize("temperature", [1e-310, 5e-324, 9.9e-6])
+def test_a_temperature_below_the_floor_is_greedy_on_both_sides(temperature: float) -> None:
+    assert SamplingParams(temperature=temperature).temperature == 0.0
+    assert SamplingParams(temperature=1e-5).temperature == 1e-5
+
+    async def run() -> None:
+        h = await start()
+        target = "".join(chr(ord("a") + t - 1) for t in greedy_continuation(ord("c") % 15 + 1, 6))
+        for mode in ("speculative", "cloud", "draft"):
+            texts = []
+            for t in (temperature, 0.0):
+                resp = await h.edge_http().post("/v1/completions", json={
+                    "model": "bigram", "prompt": "c", "max_tokens": 6, "temperature": t, "tandem": {"mode": mode}})
+                assert resp.status_code == 200, (mode, resp.text)
+                texts.append(resp.json()["choices"][0]["text"])
+            assert texts[0] == texts[1], mode
+            assert mode == "draft" or texts[0] == target
+        await h.aclose()
+
+    asyncio.run(run())
+
+
+def test_an_oversized_body_is_a_413_before_parsing() -> None:
+    async def run() -> None:
+        h = await start(max_body_bytes=64 << 10)
+        big = json.dumps({"model": "bigram", "messages": [{"role": "user", "content": "x" * (100 << 10)}]})
+        resp = await raw_post(h, "/v1/chat/completions", big)
+        assert resp.status_code == 413 and resp.json()["error"]["code"] == "request_too_large"
+
+        async def chunked() -> Any:  # no Content-Length: counted as it streams in
+            for _ in range(100):
+                yield b"x" * 1024
+
+        resp = await h.edge_http().post("/v1/chat/completions", content=chunked(),
+                                        headers={"content-type": "application/json"})
+        assert resp.status_code == 413
+        ok = await h.edge_http().post("/v1/chat/completions", json={"model": "bigram", "messages": MESSAGES,
+                                                                      "max_tokens": 2})
+        assert ok.status_code == 200
+        await h.aclose()
+
+    asyncio.run(run())
+
+
+def test_too_many_messages_or_too_long_a_prompt_is_refused_before_templating() -> None:
+    async def run() -> None:
+        h = await start()
+        many = {"model": "bigram", "messages": [{"role": "user", "content": "a"}] * 5000}
+        resp = await h.edge_http().post("/v1/chat/completions", json=many)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "messages"
+        limit = h.service.context_limit()
+        long = {"model": "bigram", "prompt": "a" * (limit * h.service.longest_piece + 1)}
+        resp = await h.edge_http().post("/v1/completions", json=long)
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
+        await h.aclose()
+
+    asyncio.run(run())
