@@ -43,7 +43,7 @@ def build_app(settings: EdgeSettings) -> FastAPI:
                                 tls=tls)
         channel = VerifierChannel(websocket_connector(settings.verifier_url, settings.verifier_timeout_s,
                                                       token=settings.verifier_token, tls=tls))
-        service = EdgeService(settings, tokenizer, DrafterPool(drafters), client, channel)
+        service = EdgeService(settings, tokenizer, DrafterPool(drafters, settings.max_waiting), client, channel)
         try:
             reachable = await service.verifier.check()
         except OpenAIError as exc:

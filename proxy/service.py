@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator
 from proxy.breaker import CircuitBreaker
 from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
 from proxy.draft.base import Drafter
-from proxy.draft.pool import DrafterPool
+from proxy.draft.pool import DrafterPool, PoolFull
 from proxy.errors import OpenAIError, bad_request, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter
@@ -112,11 +112,17 @@ class EdgeService:
                         yield TextDelta(text, stats.degraded)
                     if emitter.done:
                         break
+        except PoolFull as exc:
+            raise OpenAIError(429, f"The edge is at capacity: {exc}. Retry shortly.", "rate_limit_error", None,
+                              "too_many_requests", retry_after_s=1.0) from exc
         except VerifierUnavailable as exc:
             raise verifier_unavailable(str(exc)) from exc
         except VerifierRejected as exc:
             if exc.code == "unsupported_sampling":
                 raise OpenAIError(400, str(exc), "invalid_request_error", "temperature", exc.code) from exc
+            if exc.status == 429:
+                raise OpenAIError(429, f"the verifier's quota for this edge is used up: {exc}", "rate_limit_error",
+                                  None, exc.code, retry_after_s=1.0) from exc
             raise OpenAIError(502, f"verifier refused the request: {exc}", "server_error", None,
                               "verifier_error") from exc
         tail = emitter.finish()

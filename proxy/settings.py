@@ -73,6 +73,9 @@ class EdgeSettings(BaseSettings):
         None, description="llama.cpp threads (default: half the cores for decoding, all for prompts)"
     )
     slots: int = Field(2, ge=1, le=64, description="requests drafted concurrently (one KV cache each)")
+    max_waiting: int = Field(
+        64, ge=0, description="requests that may wait for a draft slot; more get 429 with Retry-After"
+    )
     proposal_support: int = Field(
         DEFAULT_PROPOSAL_SUPPORT,
         ge=1,

@@ -291,7 +291,8 @@ async def start(
     channel = VerifierChannel(memory_connector(verifier_app.state.service, faults))
     drafters = [ScriptedDrafter() for _ in range(slots)]
     edge_settings = EdgeSettings(served_model_name="bigram", **settings)  # type: ignore[arg-type]
-    service = EdgeService(edge_settings, LetterTokenizer(), DrafterPool(drafters), client, channel)
+    service = EdgeService(edge_settings, LetterTokenizer(), DrafterPool(drafters, edge_settings.max_waiting), client,
+                          channel)
 
     async def factory() -> EdgeService:
         return service

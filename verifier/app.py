@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verifier.backends.base import TargetBackend
-from verifier.channel import ChannelConnection
+from verifier.channel import ChannelConnection, EdgeQuota
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 from verifier.core.errors import error_envelope, error_type
 from verifier.core.protocol import API_PREFIX, CHANNEL_PATH, GenerateRequest, ServerInfo
@@ -63,6 +63,8 @@ def create_app(
     scheduling: SchedulingConfig | None = None,
     keys: KeyRing | None = None,
     max_body_bytes: int = 16 << 20,
+    max_sessions_per_edge: int = 32,
+    max_queued_rounds: int = 64,
 ) -> FastAPI:
     """The verifier's app. ``keys``: the edges' tokens every /v1 route and the channel require
     (none: open; /health stays open for probes)."""
@@ -91,6 +93,7 @@ def create_app(
     app.state.service = service
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     app.add_middleware(BearerAuth, ring=keys or KeyRing({}))
+    quotas: dict[str, EdgeQuota] = {}  # by key holder: one edge's connections share its quota
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
@@ -154,7 +157,10 @@ def create_app(
         if service.engine is None:
             await refuse("not_ready", service.load_error or "model is still loading")
             return
-        connection = ChannelConnection(service.engine, send)
+        holder = websocket.scope.get("state", {}).get("key_holder")
+        quota = quotas.setdefault(holder, EdgeQuota(max_sessions_per_edge, max_queued_rounds)) if holder \
+            else EdgeQuota(max_sessions_per_edge, max_queued_rounds)  # no keys: each connection on its own
+        connection = ChannelConnection(service.engine, send, quota)
 
         async def receive() -> bytes | None:
             message = await websocket.receive()

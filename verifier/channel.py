@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from pydantic import ValidationError
 
@@ -53,9 +54,20 @@ def session_of(frame: Open) -> SessionCreate:
         raise EngineError(400, f"{where}: {first['msg']}", "invalid_request") from exc
 
 
+@dataclass
+class EdgeQuota:
+    """What one edge may hold at once: sessions over all its connections, rounds waiting in one
+    session. Shared by the connections of one key holder (one per connection without keys)."""
+
+    max_sessions: int = 32
+    max_queued_rounds: int = 64
+    sessions: int = 0
+
+
 class ChannelConnection:
-    def __init__(self, engine: VerifierEngine, send: Send) -> None:
+    def __init__(self, engine: VerifierEngine, send: Send, quota: EdgeQuota | None = None) -> None:
         self._engine = engine
+        self._quota = quota or EdgeQuota()
         self._send_raw = send
         self._send_lock = asyncio.Lock()
         self._inboxes: dict[int, asyncio.Queue[Round]] = {}
@@ -85,16 +97,33 @@ class ChannelConnection:
                 await self.send(Failed(sid=frame.sid, seq=0, status=400, code="invalid_session",
                                        message=f"session {frame.sid} is already open on this connection"))
                 return
+            if self._quota.sessions >= self._quota.max_sessions:
+                await self.send(Failed(sid=frame.sid, seq=0, status=429, code="too_many_sessions",
+                                       message=f"this edge holds {self._quota.sessions} sessions, its limit",
+                                       retry_after_ms=1000))
+                return
+            self._quota.sessions += 1
             inbox: asyncio.Queue[Round] = asyncio.Queue()
             self._inboxes[frame.sid] = inbox
-            self._workers[frame.sid] = asyncio.create_task(self._session(frame, inbox))
+            worker = asyncio.create_task(self._session(frame, inbox))
+            worker.add_done_callback(self._release)  # also when cancelled before it ever ran
+            self._workers[frame.sid] = worker
         elif isinstance(frame, Round):
             queue = self._inboxes.get(frame.sid)
             if queue is None:
                 return  # a round of a session that failed or was closed: nobody waits for it
+            if queue.qsize() >= self._quota.max_queued_rounds:
+                self._end(frame.sid)
+                await self.send(Failed(sid=frame.sid, seq=frame.seq, status=429, code="too_many_rounds",
+                                       message=f"more than {self._quota.max_queued_rounds} rounds of one session "
+                                       "wait; the session is ended", retry_after_ms=1000))
+                return
             queue.put_nowait(frame)
         elif isinstance(frame, Close):
             self._end(frame.sid)
+
+    def _release(self, _: asyncio.Task[None]) -> None:
+        self._quota.sessions -= 1
 
     def _end(self, sid: int) -> None:
         self._inboxes.pop(sid, None)

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     keys = KeyRing.load(key_file=settings.auth_tokens_file)
     app = create_app(factory, settings.session_ttl_s, settings.max_sessions, scheduling, keys,
-                     settings.max_body_bytes)
+                     settings.max_body_bytes, settings.max_sessions_per_edge, settings.max_queued_rounds)
     # the channel's WebSockets through the sans-I/O websockets implementation (its legacy one is deprecated)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 ws="websockets-sansio", ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)

@@ -50,6 +50,12 @@ class VerifierSettings(BaseSettings):
     max_context: int | None = Field(4096, description="cap on prompt + generated tokens per session")
     session_ttl_s: float = Field(120.0, description="idle seconds before a session is freed")
     max_sessions: int = Field(64, description="live sessions at most; more get 503")
+    max_sessions_per_edge: int = Field(
+        32, ge=1, description="live sessions of one edge (one token; one connection without tokens); more get 429"
+    )
+    max_queued_rounds: int = Field(
+        64, ge=1, description="rounds of one session waiting at once; more end the session with 429"
+    )
     max_batch_tokens: int = Field(256, ge=1, description="new tokens scored in one batched pass, at most")
     max_batch_rounds: int = Field(32, ge=1, description="rounds and prefill chunks in one batched pass, at most")
     max_queue_delay_s: float = Field(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Harness, greedy_continuation, start
+from tests.harness import BigramBackend, Harness, greedy_continuation, start
 from verifier.core.protocol import SamplingParams
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -108,6 +108,24 @@ def test_too_many_messages_or_too_long_a_prompt_is_refused_before_templating() -
         long = {"model": "bigram", "prompt": "a" * (limit * h.service.longest_piece + 1)}
         resp = await h.edge_http().post("/v1/completions", json=long)
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
+        await h.aclose()
+
+    asyncio.run(run())
+
+
+def test_requests_beyond_the_waiting_room_get_429_with_retry_after() -> None:
+    async def run() -> None:
+        h = await start(BigramBackend(pass_s=0.02), slots=1, max_waiting=0)
+        slow = asyncio.create_task(h.edge_http().post("/v1/chat/completions", json={
+            "model": "bigram", "messages": MESSAGES, "max_tokens": 30, "temperature": 0,
+            "tandem": {"mode": "speculative"}}))
+        while h.service.drafters.in_use == 0:
+            await asyncio.sleep(0.001)
+        refused = await h.edge_http().post("/v1/chat/completions", json={
+            "model": "bigram", "messages": MESSAGES, "max_tokens": 3, "tandem": {"mode": "speculative"}})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert refused.json()["error"]["code"] == "too_many_requests"
+        assert (await slow).status_code == 200
         await h.aclose()
 
     asyncio.run(run())
