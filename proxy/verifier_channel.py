@@ -93,7 +93,8 @@ def websocket_connector(base_url: str, timeout_s: float, token: str | None = Non
                 raise VerifierRejected(401, "the verifier refused this edge's token (--verifier-token)",
                                        "invalid_api_key") from exc
             raise VerifierUnavailable(f"HTTP {status} connecting to the verifier's channel") from exc
-        except (OSError, TimeoutError, websockets.InvalidHandshake) as exc:
+        except (OSError, TimeoutError, websockets.WebSocketException) as exc:
+            # refused, timed out, or cut during the handshake (a proxy whose upstream is down)
             raise VerifierUnavailable(f"{type(exc).__name__} connecting to the verifier's channel") from exc
         if ws.subprotocol != SUBPROTOCOL:
             reason = "the verifier does not speak it"

@@ -149,6 +149,42 @@ def test_no_verifier_is_unavailable() -> None:
     asyncio.run(body())
 
 
+def test_a_connection_cut_during_the_handshake_is_unavailable() -> None:
+    """A proxy that accepts and then hangs up (its upstream verifier is down): a loss the edge
+    can resume from, not an internal error."""
+
+    async def body() -> None:
+        async def hang_up(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writer.transport.abort()
+
+        server = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with channel_to(f"http://127.0.0.1:{port}") as channel:
+            with pytest.raises(VerifierUnavailable):
+                await channel.open([1], SamplingParams())
+        server.close()
+        await server.wait_closed()
+
+    asyncio.run(body())
+
+
+def test_a_connection_closed_before_the_handshake_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same cut seen a moment earlier: websockets reports ConnectionClosedError from inside
+    the handshake (found by clients/faults.py through the relay); it is a loss too."""
+    import proxy.verifier_channel as vc
+
+    async def closed(*args: object, **kwargs: object) -> object:
+        raise websockets.ConnectionClosedError(None, None)
+
+    monkeypatch.setattr(vc, "connect", closed)
+
+    async def body() -> None:
+        with pytest.raises(VerifierUnavailable):
+            await vc.websocket_connector("http://127.0.0.1:1", 5)()
+
+    asyncio.run(body())
+
+
 def test_a_foreign_protocol_version_and_garbage_are_refused_clearly(served: ServedVerifier) -> None:
     async def body() -> None:
         url = f"ws://127.0.0.1:{served.port}{CHANNEL_PATH}"
