@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                     same = got.text == ref.text
                     rows.append((name, "sampled" if sampled else "greedy", "stream" if stream else "full",
                                  got.error or ("" if got.status == 200 else f"HTTP {got.status}"), same,
-                                 f"{got.tokens}/{ref.tokens}", f"{got.max_gap_s:.1f}",
+                                 f"{got.tokens}/{ref.tokens}", f"{got.max_gap_s:.1f}" if stream else "-",
                                  f"{got.seconds - ref.seconds:+.1f}"))
                     print(" | ".join(str(c) for c in rows[-1]), flush=True)
     finally:

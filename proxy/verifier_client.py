@@ -60,11 +60,13 @@ class VerifierClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
-    async def _call(self, method: str, path: str, body: str | None = None, retries: int = 0) -> httpx.Response:
+    async def _call(self, method: str, path: str, body: str | None = None, retries: int = 0,
+                    timeout_s: float | None = None) -> httpx.Response:
         headers = {"content-type": "application/json"} if body is not None else None
+        timeout = httpx.Timeout(timeout_s) if timeout_s is not None else httpx.USE_CLIENT_DEFAULT
         for attempt in range(retries + 1):
             try:
-                resp = await self._client.request(method, path, content=body, headers=headers)
+                resp = await self._client.request(method, path, content=body, headers=headers, timeout=timeout)
                 break
             except (httpx.TransportError, httpx.TimeoutException) as exc:
                 if attempt == retries:
@@ -74,8 +76,8 @@ class VerifierClient:
         _raise_for_status(resp)
         return resp
 
-    async def info(self) -> ServerInfo:
-        resp = await self._call("GET", f"{API_PREFIX}/info")
+    async def info(self, timeout_s: float | None = None) -> ServerInfo:
+        resp = await self._call("GET", f"{API_PREFIX}/info", timeout_s=timeout_s)
         return ServerInfo.model_validate_json(resp.content)
 
     async def generate(

@@ -8,6 +8,8 @@ from proxy.errors import OpenAIError
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
 from verifier.core.wire import PROTOCOL_VERSION
 
+PROBE_TIMEOUT_S = 2.0  # a health probe waits no longer for a frozen verifier
+
 
 class VerifierProbe:
     """Learns the verifier's context limit once (an edge may start before its verifier) and
@@ -26,16 +28,16 @@ class VerifierProbe:
         now = time.monotonic()
         if self._last is None or now - self._last[0] >= max_age_s:
             try:
-                ok = await self.check()
+                ok = await self.check(timeout_s=PROBE_TIMEOUT_S)
             except OpenAIError:
                 ok = False
             self._last = (time.monotonic(), ok)
         return self._last[1]
 
-    async def check(self) -> bool:
+    async def check(self, timeout_s: float | None = None) -> bool:
         """Whether the verifier answers; raises OpenAIError (502) for a vocabulary mismatch."""
         try:
-            info = await self._client.info()
+            info = await self._client.info(timeout_s)
         except (VerifierUnavailable, VerifierRejected):
             return False
         if info.protocol_version != PROTOCOL_VERSION:
@@ -52,4 +54,4 @@ class VerifierProbe:
 
     async def ensure_known(self) -> None:
         if self.max_context is None:
-            await self.check()
+            await self.check(timeout_s=PROBE_TIMEOUT_S)

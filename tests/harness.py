@@ -34,6 +34,7 @@ from verifier.app import VerifierService
 from verifier.app import create_app as create_verifier_app
 from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
 from verifier.channel import ChannelConnection
+from verifier.core.asgi import KeyRing
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
 from verifier.core.protocol import ModelInfo
@@ -297,7 +298,9 @@ async def start(
     async def factory() -> EdgeService:
         return service
 
-    edge_app = create_edge_app(factory, max_body_bytes=edge_settings.max_body_bytes)
+    edge_app = create_edge_app(factory, max_body_bytes=edge_settings.max_body_bytes,
+                               keys=KeyRing.load(edge_settings.api_key, edge_settings.api_key_file),
+                               cors_origins=tuple(edge_settings.cors_origins))
     edge_app.state.service = service  # the ASGI transport runs no lifespan
     return Harness(backend, verifier_app, client, channel, drafters, service, edge_app)
 

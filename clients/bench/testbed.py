@@ -84,6 +84,8 @@ class RelayThread:
         asyncio.run_coroutine_threadsafe(self.relay.stop(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 class Testbed:

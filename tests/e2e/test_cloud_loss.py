@@ -137,3 +137,40 @@ def test_draft_policy_answers_alone_and_says_so(logs_dir: Path) -> None:
         assert httpx.get(f"{edge.url}/livez").json() == {"status": "ok"}
     finally:
         edge.stop()
+
+
+def test_a_link_outage_through_the_relay_resumes_losslessly(verifier: Server, logs_dir: Path) -> None:
+    """The link emulator between edge and verifier cuts every connection and refuses new ones
+    for 3 s, then holds every packet for 3 s (a stall), in one speculative stream: the text is
+    the uninterrupted answer."""
+    from clients.bench.link import Outage
+    from clients.bench.relay import LinkSpec
+    from clients.bench.testbed import RelayThread
+
+    relay = RelayThread(LinkSpec(), int(verifier.url.rsplit(":", 1)[1]))
+    edge = start_server("proxy.cli", ["--verifier-url", f"http://127.0.0.1:{relay.port}", "--threads", "1",
+                                      "--slots", "1", "--n-ctx", "1024", "--round-timeout-s", "1"],
+                        logs_dir / "relay-edge.log")
+    try:
+        body = {"model": MODEL_ID, "messages": STORY, "max_tokens": 80, "temperature": 0,
+                "tandem": {"mode": "speculative"}}
+        expected = httpx.post(f"{edge.url}/v1/chat/completions", json=body, timeout=120).json()[
+            "choices"][0]["message"]["content"]
+
+        def outage(mode: str) -> None:
+            relay.relay.spec = LinkSpec(outages=(Outage(0.0, 3.0),), outage_mode=mode)
+            relay.restart_clock()
+
+        def on_chunk(n: int) -> None:
+            if n == 5:
+                outage("reset")
+            elif n == 40:
+                outage("stall")
+
+        events = stream_chat(edge, body, on_chunk)
+        assert content_of(events) == expected
+        final = events[-1]["tandem"]
+        assert isinstance(final, dict) and final["cloud_losses"] >= 1 and "degraded" not in final
+    finally:
+        edge.stop()
+        relay.stop()

@@ -1,15 +1,17 @@
-"""Malformed and hostile requests to the edge (in memory): clear 4xx, never a 500, and the
-edge keeps serving afterwards."""
+"""The edge's guards (in memory): malformed and hostile requests get a clear 4xx, never a 500,
+and the edge keeps serving; limits, API keys, CORS."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import BigramBackend, Harness, greedy_continuation, start
+from verifier.core.asgi import KeyRing
 from verifier.core.protocol import SamplingParams
 
 MESSAGES = [{"role": "user", "content": "hi"}]
@@ -129,3 +131,43 @@ def test_requests_beyond_the_waiting_room_get_429_with_retry_after() -> None:
         await h.aclose()
 
     asyncio.run(run())
+
+
+def test_api_keys_guard_the_v1_routes_only() -> None:
+    async def run() -> None:
+        h = await start(api_key=["k-one", "k-two"])
+        http = h.edge_http()
+        for headers in ({}, {"authorization": "Bearer nope"}, {"authorization": "k-one"}):
+            resp = await http.get("/v1/models", headers=headers)
+            assert resp.status_code == 401 and resp.json()["error"]["code"] == "invalid_api_key"
+            assert resp.headers["www-authenticate"] == "Bearer"
+        for key in ("k-one", "k-two"):
+            assert (await http.get("/v1/models", headers={"authorization": f"Bearer {key}"})).status_code == 200
+        assert (await http.get("/livez")).status_code == 200
+        await h.aclose()
+
+    asyncio.run(run())
+
+
+def test_cors_is_off_unless_origins_are_configured() -> None:
+    async def run() -> None:
+        preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
+        closed = await start()
+        resp = await closed.edge_http().options("/v1/chat/completions", headers=preflight)
+        assert "access-control-allow-origin" not in resp.headers
+        await closed.aclose()
+        opened = await start(cors_origins=["https://app.example"])
+        resp = await opened.edge_http().options("/v1/chat/completions", headers=preflight)
+        assert resp.status_code == 200 and resp.headers["access-control-allow-origin"] == "https://app.example"
+        await opened.aclose()
+
+    asyncio.run(run())
+
+
+def test_a_key_file_names_its_holders(tmp_path: Path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text("# app keys\nalice k-a\n\nk-b  # no name\n")
+    ring = KeyRing.load(["k-c"], str(keys))
+    assert ring.holder("Bearer k-a") == "alice" and ring.holder("bearer k-b") == "keys:4"
+    assert ring.holder("Bearer k-c") == "key-1" and ring.holder("Bearer k-d") is None and ring.holder(None) is None
+    assert not KeyRing.load().enabled
