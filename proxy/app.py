@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_MAX_AGE_S = 2.0  # /health asks the verifier at most this often
 DEGRADED_HEADER = "x-tandem-degraded"  # set when the draft model answered alone (unverified output)
+IGNORED_HEADER = "x-tandem-ignored-fields"  # unknown request fields the edge accepted without effect
 
 
 def create_app(
@@ -111,27 +112,32 @@ async def _complete(
     prep = await service.prepare(req)
     builder = ResponseBuilder(kind, service.model_id)
     events = service.generate(prep)
+    ignored = req.ignored_fields()
+    headers = {IGNORED_HEADER: ",".join(ignored)} if ignored else {}
     if not req.stream:
-        return await _full(events, builder)
+        return await _full(events, builder, headers)
     try:
         first = await _primed(events)
     except BaseException:
         await events.aclose()
         raise
     # a stream degraded from its start (the verifier known down) says so in its headers too
-    degraded = isinstance(first, TextDelta) and first.degraded
-    return EventSourceResponse(_sse(first, events, builder, req.include_usage()), ping=15,
-                               headers={DEGRADED_HEADER: "true"} if degraded else None)
+    if isinstance(first, TextDelta) and first.degraded:
+        headers[DEGRADED_HEADER] = "true"
+    return EventSourceResponse(_sse(first, events, builder, req.include_usage()), ping=15, headers=headers)
 
 
-async def _full(events: AsyncGenerator[Event, None], builder: ResponseBuilder) -> JSONResponse:
+async def _full(
+    events: AsyncGenerator[Event, None], builder: ResponseBuilder, headers: dict[str, str]
+) -> JSONResponse:
     parts: list[str] = []
     try:
         async for ev in events:
             if isinstance(ev, TextDelta):
                 parts.append(ev.text)
             else:
-                headers = {DEGRADED_HEADER: "true"} if ev.stats.get("degraded") else None
+                if ev.stats.get("degraded"):
+                    headers = {**headers, DEGRADED_HEADER: "true"}
                 return JSONResponse(dump(builder.full("".join(parts), ev)), headers=headers)
     finally:
         await events.aclose()

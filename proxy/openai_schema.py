@@ -1,15 +1,22 @@
-"""OpenAI request models. Unknown fields are refused (400), never silently ignored.
+"""OpenAI request models.
 
-Fields OpenAI defines but Tandem cannot honour are accepted only at their neutral value
-(``n=1``, ``presence_penalty=0``, ``logprobs=false``...), so clients that always send the
-defaults keep working, and anything else gets a clear 400.
+- Fields Tandem honours are typed and validated.
+- Fields with no effect on generation (``store``, ``metadata``, ``service_tier``, ``user`` as a
+  string or an object, ...) are accepted.
+- Fields that would change the output and that Tandem cannot honour are accepted only at their
+  neutral value (``n=1``, ``presence_penalty=0``, ``tools=[]``, ``response_format`` text...);
+  anything else is a 400 naming the field.
+- Unknown fields are accepted, as vLLM and the llama.cpp server do (real clients send them),
+  and listed by ``ignored_fields()``: the edge reports them in a response header and logs
+  each once (``--strict-fields`` refuses them instead).
+- Tandem's own ``tandem`` options are strict: a typo there is a 400.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from proxy.settings import Mode
 
@@ -20,8 +27,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class StreamOptions(_Strict):
+class _Open(BaseModel):
+    """An OpenAI object: unknown fields are kept aside (``model_extra``) and reported."""
+
+    model_config = ConfigDict(extra="allow")
+
+    def unknown_fields(self, prefix: str = "") -> list[str]:
+        return [prefix + name for name in (self.model_extra or {})]
+
+
+class StreamOptions(_Open):
     include_usage: bool = False
+    include_obfuscation: bool | None = None  # no effect: Tandem's chunks carry no obfuscation padding
 
 
 class TextPart(_Strict):
@@ -29,7 +46,7 @@ class TextPart(_Strict):
     text: str
 
 
-class ChatMessage(_Strict):
+class ChatMessage(_Open):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
     name: str | None = None
@@ -91,7 +108,23 @@ def _neutral(name: str, value: object, neutral: object) -> None:
         raise ValueError(f"{name}={value!r} is not supported by this server (only {neutral!r})")
 
 
-class SamplingFields(_Strict):
+#: fields that would change the output and that this server cannot honour, with the values
+#: that change nothing (None always does)
+UNHONOURED: dict[str, tuple[object, ...]] = {
+    "tools": ([],),
+    "tool_choice": ("none",),
+    "functions": ([],),
+    "function_call": ("none",),
+    "response_format": ({"type": "text"},),
+    "reasoning_effort": (),
+    "audio": (),
+    "modalities": (["text"],),
+    "prediction": (),
+    "web_search_options": (),
+}
+
+
+class SamplingFields(_Open):
     model: str
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
@@ -101,11 +134,37 @@ class SamplingFields(_Strict):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    user: str | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     logit_bias: dict[str, float] | None = None
     tandem: TandemOptions | None = None
+    # no effect on generation: accepted
+    user: str | dict[str, Any] | None = None
+    store: bool | None = None
+    metadata: dict[str, Any] | None = None
+    service_tier: str | None = None
+    safety_identifier: str | None = None
+    prompt_cache_key: str | None = None
+    # would change the output, cannot be honoured: neutral values only (UNHONOURED)
+    tools: Any = None
+    tool_choice: Any = None
+    functions: Any = None
+    function_call: Any = None
+    response_format: Any = None
+    reasoning_effort: Any = None
+    audio: Any = None
+    modalities: Any = None
+    prediction: Any = None
+    web_search_options: Any = None
+
+    @field_validator(*UNHONOURED)
+    @classmethod
+    def _unhonoured_only_neutral(cls, v: Any, info: ValidationInfo) -> Any:
+        name = info.field_name or ""
+        if v is not None and v not in UNHONOURED[name]:
+            raise ValueError(f"{name} is not supported by this server (this model and edge cannot honour it: "
+                             "the output would not be what you asked for)")
+        return v
 
     @model_validator(mode="before")
     @classmethod
@@ -141,6 +200,13 @@ class SamplingFields(_Strict):
             raise ValueError("stream_options is only allowed when stream is true")
         return self
 
+    def ignored_fields(self) -> list[str]:
+        """Unknown fields of the request (dotted paths), in order, each once."""
+        found = self.unknown_fields()
+        if self.stream_options is not None:
+            found += self.stream_options.unknown_fields("stream_options.")
+        return found
+
     def stop_list(self) -> list[str]:
         if self.stop is None:
             return []
@@ -174,6 +240,12 @@ class ChatCompletionRequest(SamplingFields):
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
+
+    def ignored_fields(self) -> list[str]:
+        found = super().ignored_fields()
+        for m in self.messages:
+            found += [f for f in m.unknown_fields("messages[].") if f not in found]
+        return found
 
 
 class CompletionRequest(SamplingFields):

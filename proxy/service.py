@@ -56,6 +56,7 @@ class EdgeService:
         self.recovery = RecoveryPolicy(settings.on_cloud_loss, settings.cloud_wait_s)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
+        self.ignored_seen: set[str] = set()  # unknown request fields logged so far
         self.created = int(time.time())
 
     @property
@@ -76,6 +77,7 @@ class EdgeService:
     async def prepare(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
         """Validate a request and resolve it into one generation (raises OpenAIError)."""
         self.check_model(req.model)
+        self._check_fields(req)
         if mode_of(req, self.settings) != "draft" and self.breaker.state(time.monotonic()) == "closed":
             await self.verifier.ensure_known()
         chars = sum(len(m.text()) for m in req.messages) if isinstance(req, ChatCompletionRequest) \
@@ -90,6 +92,18 @@ class EdgeService:
         if isinstance(req, ChatCompletionRequest):
             return self._resolve(req, await asyncio.to_thread(self.prompts.chat, req), None)
         return self._resolve(req, await asyncio.to_thread(self.prompts.text, req), COMPLETIONS_DEFAULT_MAX_TOKENS)
+
+    def _check_fields(self, req: ChatCompletionRequest | CompletionRequest) -> None:
+        """Unknown fields: a 400 with --strict-fields, else accepted and logged once per name."""
+        ignored = req.ignored_fields()
+        if ignored and self.settings.strict_fields:
+            raise bad_request(f"Unrecognized request argument supplied: {ignored[0]}", ignored[0],
+                              "unsupported_parameter")
+        for name in ignored:
+            if name not in self.ignored_seen:
+                self.ignored_seen.add(name)
+                log.info("unknown request field ignored (reported in the x-tandem-ignored-fields header)",
+                         extra={"field": name})
 
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,

@@ -117,5 +117,9 @@ class EdgeSettings(BaseSettings):
     )
     ssl_certfile: str | None = Field(None, description="serve HTTPS with this certificate (PEM)")
     ssl_keyfile: str | None = Field(None, description="the private key of --ssl-certfile (PEM)")
+    strict_fields: bool = Field(
+        False, description="refuse unknown request fields with a 400 (default: accept them, list them in the "
+        "x-tandem-ignored-fields response header and log each name once)",
+    )
     max_body_bytes: int = Field(4 << 20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: str = Field("info", description="logging level")

@@ -128,7 +128,8 @@ def test_a_failure_before_the_first_token_is_an_http_error() -> None:
 @pytest.mark.parametrize("body,status,param", [
     ({"model": "other", "messages": MESSAGES}, 404, "model"),
     ({"model": "bigram", "messages": MESSAGES, "max_tokens": 10_000}, 400, "max_tokens"),
-    ({"model": "bigram", "messages": MESSAGES, "tools": []}, 400, "tools"),
+    ({"model": "bigram", "messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
+     "tools"),
 ])
 def test_refusals(body: dict[str, Any], status: int, param: str) -> None:
     async def run() -> None:
@@ -138,3 +139,28 @@ def test_refusals(body: dict[str, Any], status: int, param: str) -> None:
         await h.aclose()
 
     asyncio.run(run())
+
+
+def test_unknown_fields_are_accepted_and_reported_or_refused_when_strict() -> None:
+    body = {"model": "bigram", "messages": [{"role": "user", "content": "hi", "refusal": None}], "max_tokens": 2,
+            "frobnicate": 1, "stream_options": {"include_usage": True, "x_extra": 1}, "stream": True}
+
+    async def run() -> None:
+        h = await start()
+        resp = await post(h, "/v1/chat/completions", body)
+        assert resp.status_code == 200
+        assert resp.headers["x-tandem-ignored-fields"] == "frobnicate,stream_options.x_extra,messages[].refusal"
+        plain = await post(h, "/v1/chat/completions", {**body, "stream": False, "stream_options": None})
+        assert plain.status_code == 200 and plain.headers["x-tandem-ignored-fields"] == "frobnicate,messages[].refusal"
+        clean = await post(h, "/v1/chat/completions", {"model": "bigram", "messages": MESSAGES, "max_tokens": 2})
+        assert "x-tandem-ignored-fields" not in clean.headers
+        assert h.service.ignored_seen == {"frobnicate", "stream_options.x_extra", "messages[].refusal"}
+        await h.aclose()
+        strict = await start(strict_fields=True)
+        resp = await post(strict, "/v1/chat/completions", body)
+        assert resp.status_code == 400 and resp.json()["error"]["param"] == "frobnicate"
+        assert resp.json()["error"]["code"] == "unsupported_parameter"
+        await strict.aclose()
+
+    asyncio.run(run())
+

@@ -30,6 +30,27 @@ def test_neutral_values_accepted() -> None:
     chat(n=1, presence_penalty=0, frequency_penalty=0.0, logprobs=False, user="u", seed=3)
 
 
+def test_fields_without_effect_on_generation_are_accepted() -> None:
+    req = chat(store=False, metadata={"k": "v"}, service_tier="auto", user={"id": "u1", "name": "x"},
+               safety_identifier="s", prompt_cache_key="p", parallel_tool_calls=True, tools=[], tool_choice="none",
+               response_format={"type": "text"}, modalities=["text"], stream=True,
+               stream_options={"include_usage": True, "include_obfuscation": False})
+    assert req.ignored_fields() == []
+    assert chat(foo=1, messages=[{"role": "user", "content": "x", "bar": 2}]).ignored_fields() == ["foo",
+                                                                                                   "messages[].bar"]
+
+
+@pytest.mark.parametrize("field,value", [
+    ("reasoning_effort", "low"), ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
+    ("prediction", {"type": "content", "content": "x"}), ("response_format", {"type": "json_object"}),
+    ("tool_choice", "required"), ("functions", [{"name": "f"}]), ("web_search_options", {}),
+])
+def test_fields_that_would_change_the_output_are_refused_by_name(field: str, value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        chat(**{field: value})
+    assert info.value.errors()[0]["loc"] == (field,)
+
+
 def test_text_parts_are_joined() -> None:
     req = chat(messages=[{"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}])
     assert req.messages[0].text() == "ab"
@@ -38,7 +59,7 @@ def test_text_parts_are_joined() -> None:
 @pytest.mark.parametrize("bad", [
     {"temperature": 2.5}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.2}, {"messages": []},
     {"messages": [{"role": "robot", "content": "x"}]}, {"messages": [{"role": "tool", "content": "x"}]},
-    {"n": 2}, {"presence_penalty": 1.0}, {"logprobs": True}, {"tools": []}, {"foo": 1},
+    {"n": 2}, {"presence_penalty": 1.0}, {"logprobs": True}, {"tools": [{"type": "function"}]},
     {"max_tokens": 0}, {"stop": ["a", "b", "c", "d", "e"]}, {"stream_options": {"include_usage": True}},
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
     {"logit_bias": {"1": 2.0}},
