@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any, Literal
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -113,7 +114,8 @@ async def _complete(
     builder = ResponseBuilder(kind, service.model_id)
     events = service.generate(prep)
     ignored = req.ignored_fields()
-    headers = {IGNORED_HEADER: ",".join(ignored)} if ignored else {}
+    # percent-encoded: a header holds latin-1 only, and a field name may hold anything
+    headers = {IGNORED_HEADER: ",".join(quote(name, safe="[]._-") for name in ignored)} if ignored else {}
     if not req.stream:
         return await _full(events, builder, headers)
     try:

@@ -143,18 +143,20 @@ def test_refusals(body: dict[str, Any], status: int, param: str) -> None:
 
 def test_unknown_fields_are_accepted_and_reported_or_refused_when_strict() -> None:
     body = {"model": "bigram", "messages": [{"role": "user", "content": "hi", "refusal": None}], "max_tokens": 2,
-            "frobnicate": 1, "stream_options": {"include_usage": True, "x_extra": 1}, "stream": True}
+            "frobnicate": 1, "héllo, 🌍": 2, "stream_options": {"include_usage": True, "x_extra": 1}, "stream": True}
 
     async def run() -> None:
         h = await start()
         resp = await post(h, "/v1/chat/completions", body)
         assert resp.status_code == 200
-        assert resp.headers["x-tandem-ignored-fields"] == "frobnicate,stream_options.x_extra,messages[].refusal"
+        assert resp.headers["x-tandem-ignored-fields"] == \
+            "frobnicate,h%C3%A9llo%2C%20%F0%9F%8C%8D,stream_options.x_extra,messages[].refusal"
         plain = await post(h, "/v1/chat/completions", {**body, "stream": False, "stream_options": None})
-        assert plain.status_code == 200 and plain.headers["x-tandem-ignored-fields"] == "frobnicate,messages[].refusal"
+        assert plain.status_code == 200
+        assert plain.headers["x-tandem-ignored-fields"] == "frobnicate,h%C3%A9llo%2C%20%F0%9F%8C%8D,messages[].refusal"
         clean = await post(h, "/v1/chat/completions", {"model": "bigram", "messages": MESSAGES, "max_tokens": 2})
         assert "x-tandem-ignored-fields" not in clean.headers
-        assert h.service.ignored_seen == {"frobnicate", "stream_options.x_extra", "messages[].refusal"}
+        assert h.service.ignored_seen == {"frobnicate", "héllo, 🌍", "stream_options.x_extra", "messages[].refusal"}
         await h.aclose()
         strict = await start(strict_fields=True)
         resp = await post(strict, "/v1/chat/completions", body)
