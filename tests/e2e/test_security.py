@@ -48,12 +48,17 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     tls = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
     verifier = start_server("verifier.cli", ["--threads", "1", "--auth-tokens-file", str(tokens), *tls],
                             d / "verifier.log", ca_bundle=str(cert))
-    edge = start_server("proxy.cli", ["--verifier-url", verifier.url, "--verifier-token", "tok-a",
-                                      "--verifier-ca-bundle", str(cert), "--api-key", "app-key", "--threads", "1",
-                                      "--slots", "1", "--n-ctx", "1024", *tls], d / "edge.log", ca_bundle=str(cert))
-    yield {"verifier": verifier, "edge": edge, "cert": str(cert)}
-    edge.stop()
-    verifier.stop()
+    try:  # the verifier stops even when the edge fails to start
+        edge = start_server("proxy.cli", ["--verifier-url", verifier.url, "--verifier-token", "tok-a",
+                                          "--verifier-ca-bundle", str(cert), "--api-key", "app-key", "--threads",
+                                          "1", "--slots", "1", "--n-ctx", "1024", *tls], d / "edge.log",
+                            ca_bundle=str(cert))
+        try:
+            yield {"verifier": verifier, "edge": edge, "cert": str(cert)}
+        finally:
+            edge.stop()
+    finally:
+        verifier.stop()
 
 
 def test_the_sdk_over_https_with_a_key_and_greedy_speculation_through_the_secured_verifier(
