@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from clients.bench.testbed import Process
+from clients.bench.testbed import Process, start_verifier
 from clients.procs import free_port, stop_process, wait_healthy
 
 MODEL = "SmolLM2-135M-Instruct"
@@ -59,9 +59,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     args = parser.parse_args(argv)
     logs = Path(tempfile.mkdtemp(prefix="tandem-soak-"))
-    vport, eport = free_port(), free_port()
-    verifier = Process(["-m", "verifier.cli", "--port", str(vport), "--threads", "1"], logs / "verifier.log", None)
-    wait_healthy(f"http://127.0.0.1:{vport}", verifier.proc, "verifier")
+    verifier, vport = start_verifier(logs / "verifier.log", None, ["--threads", "1"])
+    eport = free_port()
     edge = Process(["-m", "proxy.cli", "--port", str(eport), "--verifier-url", f"http://127.0.0.1:{vport}",
                     "--threads", "1", "--max-waiting", str(args.streams)], logs / "edge.log", None)
     url = f"http://127.0.0.1:{eport}"

@@ -138,7 +138,7 @@ async def _full(
             if isinstance(ev, TextDelta):
                 parts.append(ev.text)
             else:
-                if ev.stats.get("degraded"):
+                if ev.degraded:
                     headers = {**headers, DEGRADED_HEADER: "true"}
                 return JSONResponse(dump(builder.full("".join(parts), ev)), headers=headers)
     finally:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from proxy.draft.base import Drafter
+from proxy.output import Stats
 from proxy.pipeline import Action, PipelinePolicy
 from proxy.rates import Explorer, LinkEstimates, Path, choose
 from proxy.round_log import RoundLog
@@ -56,8 +57,8 @@ class GenerationStats:
     degraded_reason: str = ""
     unverified_tokens: int = 0
 
-    def as_dict(self) -> dict[str, bool | float | int | str]:
-        d: dict[str, bool | float | int | str] = {
+    def as_dict(self) -> Stats:
+        d: Stats = {
             "mode": self.mode,
             "rounds": self.rounds,
             "drafted": self.drafted,

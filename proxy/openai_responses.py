@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, model_serializer
 
-from proxy.output import Finished
+from proxy.output import Finished, Stats
 
 DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone
 
@@ -25,7 +25,7 @@ class Usage(BaseModel):
 
     @classmethod
     def of(cls, f: Finished) -> Usage:
-        unverified = f.stats.get("unverified_tokens") if f.stats.get("degraded") else None
+        unverified = f.stats.get("unverified_tokens") if f.degraded else None
         return cls(prompt_tokens=f.prompt_tokens, completion_tokens=f.completion_tokens,
                    total_tokens=f.prompt_tokens + f.completion_tokens,
                    unverified_tokens=int(unverified) if unverified is not None else None)
@@ -87,14 +87,14 @@ class ChatCompletion(_Object):
     object: Literal["chat.completion"] = "chat.completion"
     choices: list[ChatChoice]
     usage: Usage
-    tandem: dict[str, bool | float | int | str]
+    tandem: Stats
 
 
 class ChatCompletionChunk(_Object):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
-    tandem: dict[str, bool | float | int | str] | None = None
+    tandem: Stats | None = None
 
 
 class TextCompletion(_Object):
@@ -103,7 +103,7 @@ class TextCompletion(_Object):
     object: Literal["text_completion"] = "text_completion"
     choices: list[TextChoice]
     usage: Usage | None = None
-    tandem: dict[str, bool | float | int | str] | None = None
+    tandem: Stats | None = None
 
 
 class ModelCard(BaseModel):
@@ -146,7 +146,7 @@ class ResponseBuilder:
                 "system_fingerprint": DEGRADED_FINGERPRINT if degraded else None}
 
     def full(self, text: str, f: Finished) -> ChatCompletion | TextCompletion:
-        ids = self._ids(bool(f.stats.get("degraded")))
+        ids = self._ids(f.degraded)
         if self.chat:
             return ChatCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
                 ChatChoice(message=ChatMessageOut(content=text), finish_reason=f.finish_reason)])
@@ -154,10 +154,10 @@ class ResponseBuilder:
             TextChoice(text=text, finish_reason=f.finish_reason)])
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
-              stats: dict[str, bool | float | int | str] | None = None, degraded: bool = False) -> Chunk:
+              stats: Stats | None = None, degraded: bool = False) -> Chunk:
         """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint)."""
         degraded = degraded or bool(stats and stats.get("degraded"))
-        tandem: dict[str, bool | float | int | str] | None = stats
+        tandem: Stats | None = stats
         if tandem is None and degraded:
             tandem = {"degraded": True}
         if self.chat:
@@ -169,7 +169,7 @@ class ResponseBuilder:
 
     def usage_chunk(self, f: Finished) -> Chunk:
         """The final chunk of a stream with include_usage: no choices, the usage."""
-        ids = self._ids(bool(f.stats.get("degraded")))
+        ids = self._ids(f.degraded)
         if self.chat:
             return ChatCompletionChunk(**ids, choices=[], usage=Usage.of(f))
         return TextCompletion(**ids, choices=[], usage=Usage.of(f))

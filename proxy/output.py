@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from proxy.textstream import TextStream
 from proxy.tokenizer import Tokenizer
 
+#: a request's ``tandem`` statistics as they reach the client (``GenerationStats.as_dict``)
+Stats = dict[str, bool | float | int | str]
+
 
 @dataclass(frozen=True)
 class TextDelta:
@@ -24,7 +27,12 @@ class Finished:
     finish_reason: str  # "stop" | "length"
     prompt_tokens: int
     completion_tokens: int
-    stats: dict[str, bool | float | int | str]
+    stats: Stats
+
+    @property
+    def degraded(self) -> bool:
+        """The draft model produced some of the output alone (unverified)."""
+        return bool(self.stats.get("degraded"))
 
 
 Event = TextDelta | Finished

@@ -30,8 +30,9 @@ from proxy.verifier_client import VerifierRejected, VerifierUnavailable
 
 CloudLossPolicy = Literal["wait", "draft", "fail"]
 Loop = AsyncGenerator[list[int], None]
-# error codes of the verifier after which a new session may succeed (it restarted, it was busy)
-RESUMABLE_CODES = frozenset({"session_not_found", "overloaded"})
+# refusals after which a new session may succeed: the verifier restarted and forgot the session
+# (an overloaded verifier answers 503, which is VerifierUnavailable already)
+RESUMABLE_CODES = frozenset({"session_not_found"})
 
 
 @dataclass(frozen=True)

@@ -158,8 +158,8 @@ def create_app(
             await refuse("not_ready", service.load_error or "model is still loading")
             return
         holder = websocket.scope.get("state", {}).get("key_holder")
-        quota = quotas.setdefault(holder, EdgeQuota(max_sessions_per_edge, max_queued_rounds)) if holder \
-            else EdgeQuota(max_sessions_per_edge, max_queued_rounds)  # no keys: each connection on its own
+        fresh = EdgeQuota(max_sessions_per_edge, max_queued_rounds)
+        quota = quotas.setdefault(holder, fresh) if holder else fresh  # no keys: each connection on its own
         connection = ChannelConnection(service.engine, send, quota)
 
         async def receive() -> bytes | None:
