@@ -90,17 +90,29 @@ class GenerationStats:
 class GenerationRequest:
     prompt_token_ids: list[int]
     max_tokens: int
-    temperature: float
-    top_p: float
-    seed: int
+    sampling: SamplingParams  # temperature, truncation, seed and logits processing, for draft and target alike
     stop_token_ids: frozenset[int]
     policy: PipelinePolicy  # when to draft, send a round or wait; its gamma 0 is cloud-only decoding
     trigger: DraftTrigger | None = None  # when a model drafter ends a round early (None: gamma tokens)
     slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
+    output_start: int | None = None  # where the output begins in prompt_token_ids (None: after them)
+
+    def output_index(self) -> int:
+        return len(self.prompt_token_ids) if self.output_start is None else self.output_start
+
+    def continued(self, produced: list[int]) -> GenerationRequest:
+        """The request that continues after ``produced``: the same sampling and seed, the produced
+        tokens appended to the prompt (still output for the penalties), the budget reduced by them."""
+        if not produced:
+            return self
+        return replace(self, prompt_token_ids=[*self.prompt_token_ids, *produced],
+                       max_tokens=self.max_tokens - len(produced), output_start=self.output_index())
 
 
 def _draft_sampling(req: GenerationRequest, proposal_support: int, record_features: bool = False) -> DraftSampling:
-    return DraftSampling(req.temperature, req.top_p, req.seed, proposal_support, record_features)
+    sp = req.sampling
+    return DraftSampling(sp.temperature, sp.top_p, sp.seed, proposal_support, record_features, top_k=sp.top_k,
+                         min_p=sp.min_p, processing=sp.processing(), output_start=req.output_index())
 
 
 async def _in_thread(fn: Callable[..., T], *args: object) -> T:
@@ -129,13 +141,12 @@ async def speculative_loop(
     pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
     tokens only. With a round log, every verified round's draft-token features and outcome are
     appended to it; with link estimates, every round's timings and every draft time feed them."""
-    sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     trigger = req.trigger
     features = round_log is not None or bool(trigger and trigger.needs_features)
     dsampling = _draft_sampling(req, proposal_support, features)
     policy = req.policy
     limit = len(req.prompt_token_ids) + req.max_tokens
-    session = await channel.open(req.prompt_token_ids, sampling, req.slo)
+    session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start)
     state = SpeculationState.start(req.prompt_token_ids)
     sent_at: dict[int, float] = {}
     alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
@@ -222,12 +233,11 @@ async def cloud_loop(
 ) -> AsyncGenerator[list[int], None]:
     """Cloud-only: the target decodes alone in the cloud and streams token ids. Its step times
     (after the first token, which includes the prefill) feed the link estimates."""
-    sampling = SamplingParams(temperature=req.temperature, top_p=req.top_p, seed=req.seed)
     up0, down0 = client.bytes_up - stats.bytes_up, client.bytes_down - stats.bytes_down  # counts add up
     t0 = time.perf_counter() - stats.verify_wait_s
     first = True
-    async for chunk in client.generate(req.prompt_token_ids, sampling, req.max_tokens, sorted(req.stop_token_ids),
-                                       req.slo):
+    async for chunk in client.generate(req.prompt_token_ids, req.sampling, req.max_tokens,
+                                       sorted(req.stop_token_ids), req.slo, req.output_start):
         stats.rounds += 1
         stats.verify_compute_s += chunk.compute_ms / 1000
         stats.verify_wait_s = time.perf_counter() - t0
@@ -307,6 +317,5 @@ async def adaptive_loop(
         if not handover:
             return
         stats.paths.append("cloud")
-    rest = replace(req, prompt_token_ids=[*req.prompt_token_ids, *produced], max_tokens=req.max_tokens - len(produced))
-    async for new in cloud_loop(rest, client, stats, estimates):
+    async for new in cloud_loop(req.continued(produced), client, stats, estimates):
         yield new

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from proxy.settings import Mode
+from verifier.core.protocol import MAX_LOGIT_BIAS
 
 MAX_MESSAGES = 4096  # messages of one chat request
 
@@ -134,9 +135,15 @@ class SamplingFields(_Open):
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int | None = None
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
-    logit_bias: dict[str, float] | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        None, max_length=MAX_LOGIT_BIAS)
+    # the extensions vLLM and the llama.cpp server take (OpenAI SDK: extra_body)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+    top_k: int | None = Field(None, ge=-1, description="-1 or 0: off")
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    min_tokens: int | None = Field(None, ge=0)
     tandem: TandemOptions | None = None
     # no effect on generation: accepted
     user: str | dict[str, Any] | None = None
@@ -181,18 +188,20 @@ class SamplingFields(_Open):
         _neutral("n", v, 1)
         return v
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, v: float | None) -> float | None:
-        _neutral("penalty", v, 0.0)
-        return v
-
     @field_validator("logit_bias")
     @classmethod
-    def _no_bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
-        if v:
-            raise ValueError("logit_bias is not supported by this server")
+    def _bias_keys_are_token_ids(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for key in v or {}:
+            if not key.isdigit():
+                raise ValueError(f"logit_bias keys must be token ids (decimal integers), not {key!r}")
         return v
+
+    @model_validator(mode="after")
+    def _min_tokens_within_max(self) -> SamplingFields:
+        limit = self.token_limit()
+        if self.min_tokens is not None and limit is not None and self.min_tokens > limit:
+            raise ValueError(f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({limit})")
+        return self
 
     @model_validator(mode="after")
     def _stream_options_need_stream(self) -> SamplingFields:

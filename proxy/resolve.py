@@ -17,7 +17,7 @@ from proxy.pipeline import PipelinePolicy
 from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
-from verifier.core.protocol import SloTargets
+from verifier.core.protocol import SamplingParams, SloTargets
 from verifier.core.sampling import effective_temperature
 
 _SEED_MASK = (1 << 63) - 1
@@ -65,6 +65,7 @@ class EdgeDefaults:
     trigger: DraftTrigger | None  # the default
     predictor: PredictorTrigger | None = None  # loaded from --controller, for requests that ask for it
     verifies_sampled: bool = True  # the verifier checks sampled drafts (vLLM's backend: greedy ones only)
+    vocab_size: int | None = None  # the token ids logit_bias may name (None: unchecked here)
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
@@ -115,6 +116,28 @@ def policy_for(opts: TandemOptions | None, settings: EdgeSettings, seeded_sample
     return PipelinePolicy.pipelined(gamma, settings.max_inflight) if pipelined else PipelinePolicy.stop_and_wait(gamma)
 
 
+def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> SamplingParams:
+    """The request's sampling, for the draft and the target alike: unset fields neutral, the seed
+    drawn when the request has none, logit_bias keys parsed and checked against the vocabulary."""
+    bias = {int(k): v for k, v in (req.logit_bias or {}).items()}
+    if edge.vocab_size is not None and any(t >= edge.vocab_size for t in bias):
+        raise bad_request(f"logit_bias names a token id outside the vocabulary (0..{edge.vocab_size - 1})",
+                          "logit_bias", "invalid_logit_bias")
+    return SamplingParams(
+        temperature=temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=max(0, req.top_k or 0),
+        min_p=req.min_p or 0.0,
+        seed=(req.seed & _SEED_MASK) if req.seed is not None else secrets.randbits(63),
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,
+        logit_bias=bias,
+        min_tokens=req.min_tokens or 0,
+        stop_token_ids=sorted(edge.stop_token_ids) if req.min_tokens else [],
+    )
+
+
 def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None) -> PreparedRequest:
     """The generation a request asks for, with this edge's defaults filled in."""
     settings = edge.settings
@@ -135,20 +158,20 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     gen = GenerationRequest(
         prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
-        temperature=temperature,
-        top_p=1.0 if req.top_p is None else req.top_p,
-        seed=(req.seed & _SEED_MASK) if req.seed is not None else secrets.randbits(63),
+        sampling=sampling_of(req, temperature, edge),
         stop_token_ids=edge.stop_token_ids,
         policy=policy_for(opts, settings, seeded_sample),
         trigger=trigger,
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
     )
-    if mode in ("auto", "speculative") and gen.temperature > 0 and not edge.verifies_sampled:
+    sampled = gen.sampling.temperature > 0
+    if mode in ("auto", "speculative") and (sampled or gen.sampling.shapes_logits) and not edge.verifies_sampled:
         if opts and opts.mode == "speculative":
-            raise bad_request("this verifier checks greedy drafts only (temperature 0); sampled speculation needs "
-                              "a verifier with full distributions (--backend torch), or use mode 'cloud'",
-                              "temperature", "unsupported_sampling")
+            what = "sampled speculation" if sampled else "speculation with penalties, logit_bias, top_k or min_p"
+            raise bad_request(f"this verifier checks plain greedy drafts only; {what} needs a verifier with full "
+                              "distributions (--backend torch), or use mode 'cloud'",
+                              "temperature" if sampled else None, "unsupported_sampling")
         mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
     elif mode == "auto" and seeded_sample:
         mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Literal
 
 from proxy.breaker import CircuitBreaker, backoff_s
@@ -49,15 +49,6 @@ def is_cloud_loss(exc: Exception) -> bool:
     return isinstance(exc, VerifierRejected) and exc.code in RESUMABLE_CODES
 
 
-def rest_of(req: GenerationRequest, produced: list[int]) -> GenerationRequest:
-    """The request that continues after ``produced``: the same sampling and seed, the produced
-    tokens appended to the prompt, the budget reduced by them."""
-    if not produced:
-        return req
-    return replace(req, prompt_token_ids=[*req.prompt_token_ids, *produced],
-                   max_tokens=req.max_tokens - len(produced))
-
-
 async def resumable(
     req: GenerationRequest,
     cloud: Callable[[GenerationRequest], Loop],
@@ -75,7 +66,7 @@ async def resumable(
     while len(produced) < req.max_tokens:
         loss: Exception
         if breaker.allows(clock()):
-            loop = cloud(rest_of(req, produced))
+            loop = cloud(req.continued(produced))
             try:
                 async for new in loop:
                     if lost_at is not None or breaker.failures:
@@ -105,7 +96,7 @@ async def resumable(
             await asyncio.sleep(min(backoff_s(attempt), policy.wait_s - (now - lost_at)))
             attempt += 1
             continue
-        alone = await draft(rest_of(req, produced))
+        alone = await draft(req.continued(produced))
         if alone is None:
             raise loss
         stats.degraded = True

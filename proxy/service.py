@@ -108,7 +108,7 @@ class EdgeService:
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
                             self.tokenizer.stop_token_ids, self.trigger, self.predictor,
-                            self.verifier.verifies_sampled)
+                            self.verifier.verifies_sampled, self.tokenizer.vocab_size)
         return resolve(req, prompt_ids, edge, default_max)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:

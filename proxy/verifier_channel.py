@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.speculation import SentRound
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable, auth_headers
-from verifier.core.codec import encode_round
+from verifier.core.codec import encode_round, shaping_of
 from verifier.core.protocol import CHANNEL_PATH, SamplingParams, SloTargets
 from verifier.core.wire import (
     SUBPROTOCOL,
@@ -209,15 +209,17 @@ class VerifierChannel:
         return len(data)
 
     async def open(self, prompt_token_ids: list[int], sampling: SamplingParams,
-                   slo: SloTargets | None = None) -> ChannelSession:
-        """Open a session: the Open frame goes out now, its answer comes with the first round's."""
+                   slo: SloTargets | None = None, output_start: int | None = None) -> ChannelSession:
+        """Open a session: the Open frame goes out now, its answer comes with the first round's.
+        ``output_start``: where the output begins in ``prompt_token_ids`` (a resumed generation)."""
         sid = self._next_sid
         self._next_sid += 1
         session = ChannelSession(self, sid)
         self._sessions[sid] = session
         frame = Open(sid=sid, prompt_token_ids=prompt_token_ids, temperature=sampling.temperature,
                      top_p=sampling.top_p, seed=sampling.seed, tpot_ms=(slo.tpot_ms or 0.0) if slo else 0.0,
-                     ttft_ms=(slo.ttft_ms or 0.0) if slo else 0.0)
+                     ttft_ms=(slo.ttft_ms or 0.0) if slo else 0.0, output_start=output_start or 0,
+                     shaping=shaping_of(sampling))
         try:
             session.bytes_up += await self.send(frame)
         except BaseException:

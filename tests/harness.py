@@ -148,8 +148,10 @@ class ScriptedDrafter(Drafter):
     when greedy).
     Sampled drafts come from the bigram's own tempered logits, so they carry real proposals."""
 
-    def __init__(self, wrong: Callable[[int], bool] = lambda p: p % 3 == 2) -> None:
+    def __init__(self, wrong: Callable[[int], bool] = lambda p: p % 3 == 2,
+                 logits_of: Callable[[int], npt.NDArray[np.float32]] = bigram_logits) -> None:
         self.wrong = wrong
+        self.logits_of = logits_of  # the target's rows to draft from (the bigram's by default)
         self.calls = 0
 
     def _logits(self, context: list[int]) -> npt.NDArray[np.float32]:
@@ -158,14 +160,14 @@ class ScriptedDrafter(Drafter):
             row = np.full(V, -5.0, dtype=np.float32)
             row[successor(successor(prev))] = 5.0
             return row
-        return bigram_logits(prev)
+        return self.logits_of(prev)
 
     def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
         self.calls += 1
-        return draw_draft_token(self._logits(context), sampling, len(context))
+        return draw_draft_token(sampling.processed(self._logits(context), context), sampling, len(context))
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
-        return draw_standalone_token(self._logits(context), sampling, len(context))
+        return draw_standalone_token(sampling.processed(self._logits(context), context), sampling, len(context))
 
 
 @dataclass

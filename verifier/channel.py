@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from verifier.core.protocol import SamplingParams, SessionCreate, SloTargets
+from verifier.core.codec import sampling_of
+from verifier.core.protocol import SessionCreate, SloTargets
 from verifier.core.wire import (
     ChannelError,
     Close,
@@ -45,9 +46,9 @@ def session_of(frame: Open) -> SessionCreate:
     """The validated session parameters of an Open frame (raises EngineError 400)."""
     try:
         slo = SloTargets(tpot_ms=frame.tpot_ms or None, ttft_ms=frame.ttft_ms or None)
-        sampling = SamplingParams(temperature=frame.temperature, top_p=frame.top_p, seed=frame.seed)
+        sampling = sampling_of(frame)
         return SessionCreate(prompt_token_ids=frame.prompt_token_ids, sampling=sampling,
-                             slo=slo if slo.tpot_ms or slo.ttft_ms else None)
+                             slo=slo if slo.tpot_ms or slo.ttft_ms else None, output_start=frame.output_start or None)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

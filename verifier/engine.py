@@ -84,6 +84,7 @@ class Session:
     state: SequenceState
     committed: list[int]
     prompt_tokens: int
+    output_start: int  # where the output begins in committed (the penalties count from there)
     last_used: float
     epoch: int = 0  # advanced when the verified sequence parts from what the edge sent (verifier.core.wire)
     accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
@@ -192,12 +193,13 @@ class VerifierEngine:
     # ---- sessions --------------------------------------------------------------------------
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
-        self._check_request(req.protocol_version, req.prompt_token_ids)
-        if req.sampling.temperature > 0 and not info.verifies_sampled:
-            raise EngineError(400, f"the {info.backend} backend verifies greedy drafts only (temperature 0); "
-                              f"sampled ones (temperature {req.sampling.temperature}) need a backend with full "
-                              "distributions (--backend torch); cloud-only decoding samples on any backend",
-                              "unsupported_sampling")
+        self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
+        if not info.verifies_sampled and (req.sampling.temperature > 0 or req.sampling.shapes_logits):
+            what = (f"sampled ones (temperature {req.sampling.temperature})" if req.sampling.temperature > 0
+                    else "penalties, logit_bias, min_tokens, top_k or min_p")
+            raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} need a "
+                              "backend with full distributions (--backend torch); cloud-only decoding honours them "
+                              "on any backend", "unsupported_sampling")
         if len(self._sessions) >= self._max_sessions:
             self.expire_idle()
             if len(self._sessions) >= self._max_sessions:
@@ -206,7 +208,7 @@ class VerifierEngine:
         sid = secrets.token_hex(12)
         session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self.backend.new_state(),
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
-                          last_used=time.monotonic())
+                          output_start=req.output_index(), last_used=time.monotonic())
         try:
             await self._prefill(session, req.prompt_token_ids[:-1])
         except BaseException:
@@ -220,12 +222,15 @@ class VerifierEngine:
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
         return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
 
-    def _check_request(self, protocol_version: int, prompt_token_ids: list[int]) -> None:
+    def _check_request(self, protocol_version: int, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
         info = self.backend.info
         if protocol_version != PROTOCOL_VERSION:
             raise EngineError(400, f"unsupported protocol_version {protocol_version}", "bad_protocol")
         if any(t < 0 or t >= info.vocab_size for t in prompt_token_ids):
             raise EngineError(400, "prompt token id outside the vocabulary", "invalid_token")
+        if any(t < 0 or t >= info.vocab_size for t in sampling.token_ids_named()):
+            raise EngineError(400, "logit_bias or stop_token_ids name a token outside the vocabulary",
+                              "invalid_token")
         if len(prompt_token_ids) >= info.max_context:
             raise EngineError(400, "prompt fills the target's context", "context_length_exceeded")
 
@@ -316,12 +321,16 @@ class VerifierEngine:
                      result: JobResult) -> RoundResult:
         sp = session.sampling
         logits = result.logits
+        processing = sp.processing()
+        if processing.active:
+            start = session.output_start
+            logits = processing.apply_rows(logits, session.committed[:start], session.committed[start:], draft)
         try:
             outcome: RoundOutcome
             if sp.temperature == 0:
                 outcome = verify_greedy(draft, logits)
             else:
-                probs = target_distribution(logits, sp.temperature, sp.top_p)
+                probs = target_distribution(logits, sp.temperature, sp.top_p, sp.top_k, sp.min_p)
                 outcome = verify_sampled(draft, proposals, probs, sp.seed, len(session.committed))
         except ValueError as exc:
             raise EngineError(400, str(exc), "invalid_proposal") from exc
@@ -343,13 +352,14 @@ class VerifierEngine:
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding: the backend's own decoding where it has one (vLLM), else the
         round code path with no drafts, so its greedy output is by construction the verifier's."""
-        self._check_request(req.protocol_version, req.prompt_token_ids)
+        self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
         if isinstance(self.backend, NativeDecoder):
             async for tokens in self._decode_natively(self.backend, req):
                 yield tokens
             return
         created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
-                                                          sampling=req.sampling, slo=req.slo))
+                                                          sampling=req.sampling, slo=req.slo,
+                                                          output_start=req.output_start))
         stops = set(req.stop_token_ids)
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         try:
@@ -371,12 +381,14 @@ class VerifierEngine:
         self.stats.native_streams += 1
         last = time.perf_counter()
         stream = decoder.decode(list(req.prompt_token_ids), req.sampling, min(req.max_tokens, room),
-                                list(req.stop_token_ids))
+                                list(req.stop_token_ids), req.output_index())
         try:
             async for tokens in stream:
                 now = time.perf_counter()  # the backend's pace, queueing included: all it tells us
                 yield GeneratedTokens(token_ids=tokens, compute_ms=(now - last) * 1000.0)
                 last = now
+        except ValueError as exc:  # sampling the backend cannot honour exactly
+            raise EngineError(400, str(exc), "unsupported_sampling") from exc
         finally:
             await stream.aclose()
 

@@ -51,7 +51,8 @@ class LlamaDrafter(Drafter):
     def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
         if len(context) >= self._llm.n_ctx():
             return None
-        return draw_draft_token(self.sync(context), sampling, position=len(context))
+        return draw_draft_token(sampling.processed(self.sync(context), context), sampling, position=len(context))
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
-        return draw_standalone_token(self.sync(context), sampling, position=len(context))
+        return draw_standalone_token(sampling.processed(self.sync(context), context), sampling,
+                                     position=len(context))

@@ -7,11 +7,12 @@ weights, one token at a time, in this test process.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import openai
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, LogitsProcessor, LogitsProcessorList
 
 from proxy.tokenizer import Tokenizer
 from tests.conftest import MODEL_ID, Server
@@ -40,24 +41,50 @@ def reference() -> Iterator[tuple[Tokenizer, ChatTemplate, AutoModelForCausalLM]
     yield tok, template, model
 
 
-def target_greedy(ref: tuple[Tokenizer, ChatTemplate, AutoModelForCausalLM], prompt: str) -> tuple[str, int]:
+class OpenAIPenalties(LogitsProcessor):
+    """OpenAI's frequency and presence penalties over the generated tokens, for transformers'
+    ``generate`` (which has none): the independent oracle of ``verifier.core.logits``."""
+
+    def __init__(self, prompt_len: int, frequency: float, presence: float) -> None:
+        self.prompt_len, self.frequency, self.presence = prompt_len, frequency, presence
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        counts = torch.bincount(input_ids[0, self.prompt_len:], minlength=scores.shape[-1])[: scores.shape[-1]]
+        penalised: torch.FloatTensor = scores - counts * self.frequency - (counts > 0) * self.presence
+        return penalised
+
+
+def target_greedy(ref: tuple[Tokenizer, ChatTemplate, AutoModelForCausalLM], prompt: str,
+                  **fields: Any) -> tuple[str, int]:
+    """transformers' greedy decoding, with the OpenAI fields as its own logits processors."""
     tok, template, model = ref
     ids = tok.encode(template.render([{"role": "user", "content": prompt}]), special=True)
+    options: dict[str, Any] = {}
+    if "repetition_penalty" in fields:
+        options["repetition_penalty"] = fields["repetition_penalty"]
+    if "min_tokens" in fields:
+        options["min_new_tokens"] = fields["min_tokens"]
+    if "logit_bias" in fields:
+        options["sequence_bias"] = {(int(k),): v for k, v in fields["logit_bias"].items()}
+    if "frequency_penalty" in fields or "presence_penalty" in fields:
+        options["logits_processor"] = LogitsProcessorList([OpenAIPenalties(
+            len(ids), fields.get("frequency_penalty", 0.0), fields.get("presence_penalty", 0.0))])
     with torch.inference_mode():
         out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                              max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=list(tok.stop_token_ids),
-                             pad_token_id=tok.eos_id)
+                             pad_token_id=tok.eos_id, **options)
     new = out[0, len(ids):].tolist()
     if new and new[-1] in tok.stop_token_ids:
         return tok.token_bytes(new[:-1]).decode("utf-8", "replace"), len(new)
     return tok.token_bytes(new).decode("utf-8", "replace"), len(new)
 
 
-def edge_greedy(edge: Server, prompt: str, **tandem: object) -> tuple[str, int]:
+def edge_greedy(edge: Server, prompt: str, fields: dict[str, Any] | None = None, **tandem: object) -> tuple[str, int]:
     client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    extra = {**(fields or {}), **({"tandem": tandem} if tandem else {})}
     r = client.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=MAX_TOKENS,
-        extra_body={"tandem": tandem} if tandem else None)
+        extra_body=extra or None)
     assert r.usage is not None
     return r.choices[0].message.content or "", r.usage.completion_tokens
 
@@ -65,6 +92,20 @@ def edge_greedy(edge: Server, prompt: str, **tandem: object) -> tuple[str, int]:
 @pytest.mark.parametrize("prompt", PROMPTS)
 def test_speculative_greedy_equals_target_greedy(edge: Server, reference, prompt: str) -> None:  # type: ignore[no-untyped-def]
     assert edge_greedy(edge, prompt) == target_greedy(reference, prompt)
+
+
+@pytest.mark.parametrize(("fields", "prompt"), [
+    ({"frequency_penalty": 1.0, "presence_penalty": 0.5}, PROMPTS[2]),
+    ({"repetition_penalty": 1.3}, PROMPTS[2]),
+    ({"logit_bias": {"28": 6.0, "30": -100.0}}, PROMPTS[2]),  # "," favoured, "." banned (SmolLM2 token ids)
+    ({"min_tokens": MAX_TOKENS}, PROMPTS[0]),  # its answer ends well before MAX_TOKENS
+])
+def test_greedy_with_penalties_bias_and_min_tokens_equals_transformers(  # type: ignore[no-untyped-def]
+        edge: Server, reference, fields: dict[str, Any], prompt: str) -> None:
+    want = target_greedy(reference, prompt, **fields)
+    assert want != target_greedy(reference, prompt)  # the field changes this output
+    assert edge_greedy(edge, prompt, fields, mode="speculative") == want
+    assert edge_greedy(edge, prompt, fields, mode="cloud") == want
 
 
 def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:

@@ -11,13 +11,15 @@ from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft
 from proxy.pipeline import PipelinePolicy
 from tests.harness import EOS, BigramBackend, Harness, LinkFaults, ScriptedDrafter, V, greedy_continuation, start
 from verifier.core.drafting import DualThresholdTrigger
+from verifier.core.protocol import SamplingParams
 
 
 def request(prompt: list[int], max_tokens: int, gamma: int = 4, temperature: float = 0.0,
             threshold: float = 0.0, pipelined: bool = False) -> GenerationRequest:
     policy = PipelinePolicy.pipelined(gamma) if pipelined else PipelinePolicy.stop_and_wait(gamma)
-    return GenerationRequest(prompt_token_ids=prompt, max_tokens=max_tokens, temperature=temperature, top_p=1.0,
-                             seed=7, stop_token_ids=frozenset({EOS}), policy=policy,
+    return GenerationRequest(prompt_token_ids=prompt, max_tokens=max_tokens,
+                             sampling=SamplingParams(temperature=temperature, seed=7),
+                             stop_token_ids=frozenset({EOS}), policy=policy,
                              trigger=DualThresholdTrigger(threshold))
 
 
@@ -146,7 +148,7 @@ def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
         from verifier.core.protocol import SloTargets
 
         h = await start()
-        req = GenerationRequest(prompt_token_ids=[1, 2], max_tokens=3, temperature=0.0, top_p=1.0, seed=0,
+        req = GenerationRequest(prompt_token_ids=[1, 2], max_tokens=3, sampling=SamplingParams(),
                                 stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(2),
                                 slo=SloTargets(tpot_ms=42.0))
         loop = speculative_loop(req, h.drafters[0], h.channel, GenerationStats(mode="speculative"), 16)

@@ -59,10 +59,11 @@ def test_text_parts_are_joined() -> None:
 @pytest.mark.parametrize("bad", [
     {"temperature": 2.5}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.2}, {"messages": []},
     {"messages": [{"role": "robot", "content": "x"}]}, {"messages": [{"role": "tool", "content": "x"}]},
-    {"n": 2}, {"presence_penalty": 1.0}, {"logprobs": True}, {"tools": [{"type": "function"}]},
+    {"n": 2}, {"presence_penalty": 2.5}, {"logprobs": True}, {"tools": [{"type": "function"}]},
     {"max_tokens": 0}, {"stop": ["a", "b", "c", "d", "e"]}, {"stream_options": {"include_usage": True}},
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
-    {"logit_bias": {"1": 2.0}},
+    {"logit_bias": {"x1": 2.0}}, {"logit_bias": {"1": 101}}, {"min_tokens": 5, "max_tokens": 2},
+    {"top_k": -2}, {"repetition_penalty": 0},
 ])
 def test_invalid_requests_are_refused(bad: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

@@ -45,9 +45,10 @@ def test_defaults_and_tandem_options() -> None:
     settings = EdgeSettings(gamma=3, confidence_threshold=0.25)
     prep = resolve(chat(seed=-1), [1, 2], edge(settings), None)
     # a seeded sample: one reproducible path (stop-and-wait speculation)
-    assert (prep.gen.temperature, prep.gen.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.stop_and_wait(3))
+    sp = prep.gen.sampling
+    assert (sp.temperature, sp.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.stop_and_wait(3))
     assert prep.gen.trigger == DualThresholdTrigger(0.25)
-    assert prep.gen.seed == (1 << 63) - 1 and prep.mode == "speculative"
+    assert prep.gen.sampling.seed == (1 << 63) - 1 and prep.mode == "speculative"
     assert resolve(chat(), [1, 2], edge(settings), None).gen.policy == PipelinePolicy.pipelined(3)
     prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], edge(settings), None)
     assert (prep.mode, prep.gen.policy.gamma, prep.gen.trigger) == ("cloud", 0, DualThresholdTrigger(0.0))

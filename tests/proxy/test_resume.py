@@ -11,16 +11,17 @@ import pytest
 from proxy.breaker import CircuitBreaker
 from proxy.decoding import GenerationRequest, GenerationStats
 from proxy.pipeline import PipelinePolicy
-from proxy.resume import Loop, RecoveryPolicy, rest_of, resumable
+from proxy.resume import Loop, RecoveryPolicy, resumable
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+from verifier.core.protocol import SamplingParams
 
 TRUTH = list(range(100, 140))  # what the target says after the prompt [1, 2, 3]
 DRAFT_SAYS = 7  # the draft model alone says 7, 7, 7, ...
 
 
 def request(max_tokens: int = 20) -> GenerationRequest:
-    return GenerationRequest(prompt_token_ids=[1, 2, 3], max_tokens=max_tokens, temperature=0.0, top_p=1.0,
-                             seed=1, stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(4))
+    return GenerationRequest(prompt_token_ids=[1, 2, 3], max_tokens=max_tokens, sampling=SamplingParams(seed=1),
+                             stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(4))
 
 
 class FlakyCloud:
@@ -134,8 +135,9 @@ def test_a_success_after_a_loss_closes_the_breaker() -> None:
     assert out == TRUTH[:20] and breaker.failures == 0
 
 
-def test_rest_of_keeps_sampling_and_shrinks_the_budget() -> None:
+def test_continued_keeps_sampling_and_the_output_start_and_shrinks_the_budget() -> None:
     req = request(10)
-    rest = rest_of(req, [5, 6])
-    assert rest.prompt_token_ids == [1, 2, 3, 5, 6] and rest.max_tokens == 8 and rest.seed == req.seed
-    assert rest_of(req, []) is req
+    rest = req.continued([5, 6])
+    assert rest.prompt_token_ids == [1, 2, 3, 5, 6] and rest.max_tokens == 8 and rest.sampling == req.sampling
+    assert rest.output_index() == 3 and rest.continued([7]).output_index() == 3
+    assert req.continued([]) is req

@@ -14,6 +14,7 @@ from proxy.pipeline import Action, PipelinePolicy
 from proxy.speculation import ProtocolViolation, SpeculationState
 from tests.harness import EOS, LinkFaults, greedy_continuation, start
 from verifier.core.drafting import DraftToken
+from verifier.core.protocol import SamplingParams
 from verifier.core.wire import Stale, Verified
 
 
@@ -155,7 +156,7 @@ def test_random_rejections_depths_and_links_never_lose_duplicate_or_reorder_a_to
         h = await start(faults=faults)
         h.drafters[0].wrong = lambda p: p in wrong
         stats = GenerationStats(mode="speculative")
-        req = GenerationRequest(prompt_token_ids=[7, 3], max_tokens=max_tokens, temperature=0.0, top_p=1.0, seed=0,
+        req = GenerationRequest(prompt_token_ids=[7, 3], max_tokens=max_tokens, sampling=SamplingParams(),
                                 stop_token_ids=frozenset({EOS}), policy=policy)
         out: list[int] = []
         loop = speculative_loop(req, h.drafters[0], h.channel, stats, 16)

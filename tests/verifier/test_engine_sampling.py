@@ -5,32 +5,35 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from scipy.stats import chisquare
 
 from tests.harness import BigramBackend, V
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, draw_draft_token
 from verifier.core.protocol import SamplingParams, SessionCreate
-from verifier.core.sampling import softmax
+from verifier.core.sampling import FloatArray, softmax, target_distribution
 from verifier.engine import VerifierEngine
 
 TARGET = np.random.default_rng(11).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
 DRAFT = np.random.default_rng(12).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
 
 
-async def two_tokens(engine: VerifierEngine, seed: int) -> tuple[int, int]:
-    created = await engine.create_session(SessionCreate(prompt_token_ids=[1], sampling=SamplingParams(
-        temperature=1.0, seed=seed)))
-    sampling = DraftSampling(1.0, 1.0, seed, proposal_support=V)
+async def two_tokens(engine: VerifierEngine, seed: int, shaping: dict[str, Any] | None = None) -> tuple[int, int]:
+    params = SamplingParams(temperature=1.0, seed=seed, **(shaping or {}))
+    created = await engine.create_session(SessionCreate(prompt_token_ids=[1], sampling=params))
+    sampling = DraftSampling(1.0, 1.0, seed, proposal_support=V, top_k=params.top_k, min_p=params.min_p,
+                             processing=params.processing(), output_start=1)
     out = [1]
     round_ = 0
     while len(out) < 3:
         ctx = list(out)
         drafts = []
         for _ in range(2):
-            token = draw_draft_token(DRAFT[ctx[-1]], sampling, len(ctx))
+            token = draw_draft_token(sampling.processed(DRAFT[ctx[-1]], ctx), sampling, len(ctx))
             drafts.append(token)
             ctx.append(token.token_id)
         round_ += 1
@@ -42,25 +45,55 @@ async def two_tokens(engine: VerifierEngine, seed: int) -> tuple[int, int]:
     return out[1], out[2]
 
 
-def test_sampled_rounds_of_concurrent_sessions_follow_the_target() -> None:
+def draws_of(n: int, shaping: dict[str, Any] | None = None) -> tuple[list[tuple[int, int]], list[int]]:
     async def body() -> tuple[list[tuple[int, int]], list[int]]:
         backend = BigramBackend(logits_of=lambda t: TARGET[t])  # a random row per previous token
         engine = VerifierEngine(backend, 60, 128)
         draws: list[tuple[int, int]] = []
-        for start in range(0, 4000, 100):  # 100 sessions in flight at a time
-            draws += await asyncio.gather(*(two_tokens(engine, seed) for seed in range(start, start + 100)))
+        for start in range(0, n, 100):  # 100 sessions in flight at a time
+            draws += await asyncio.gather(*(two_tokens(engine, seed, shaping) for seed in range(start, start + 100)))
         await engine.aclose()
         return draws, backend.batch_sizes
 
-    draws, batch_sizes = asyncio.run(body())
-    assert max(batch_sizes) > 8  # rounds of many sessions really shared passes
-    p = softmax(TARGET)
+    return asyncio.run(body())
+
+
+def assert_follows(draws: list[tuple[int, int]], p_first: FloatArray, p_second: FloatArray) -> None:
+    """Chi-square of the (first, second) token pairs against p_first[a] * p_second[a, b]."""
     counts = {cell: 0 for cell in itertools.product(range(V), repeat=2)}
     for d in draws:
         counts[d] += 1
-    expected = np.array([p[1, a] * p[a, b] * len(draws) for a, b in counts])
+    expected = np.array([p_first[a] * p_second[a, b] * len(draws) for a, b in counts])
     observed = np.array(list(counts.values()), dtype=float)
-    small = expected < 5
-    obs = np.append(observed[~small], observed[small].sum())
-    exp = np.append(expected[~small], expected[small].sum())
+    assert observed[expected == 0].sum() == 0  # nothing outside the support (top_k, min_p, bans)
+    observed, expected = observed[expected > 0], expected[expected > 0]
+    small = expected < 5  # lumped into one cell
+    obs = np.append(observed[~small], observed[small].sum()) if small.any() else observed
+    exp = np.append(expected[~small], expected[small].sum()) if small.any() else expected
     assert chisquare(obs, exp).pvalue > 1e-4
+
+
+def test_sampled_rounds_of_concurrent_sessions_follow_the_target() -> None:
+    draws, batch_sizes = draws_of(4000)
+    assert max(batch_sizes) > 8  # rounds of many sessions really shared passes
+    p = softmax(TARGET)
+    assert_follows(draws, p[1], p)
+
+
+def test_with_penalties_bias_top_k_and_min_p_the_output_follows_the_processed_target() -> None:
+    """The target's law *with* the processing: p(a) from the processed row after the prompt,
+    p(b | a) from the row after a, where a now counts as output (penalised, and min_tokens met)."""
+    shaping: dict[str, Any] = {"presence_penalty": 0.7, "frequency_penalty": 0.6, "repetition_penalty": 1.4,
+                               "logit_bias": {3: 1.5, 5: -100.0}, "min_tokens": 1, "stop_token_ids": [2],
+                               "top_k": 8, "min_p": 0.02}
+    params = SamplingParams(temperature=1.0, **shaping)
+    proc = params.processing()
+
+    def dist(logits: npt.NDArray[np.float32], output: list[int]) -> FloatArray:
+        return target_distribution(proc.apply(logits, [1], output), 1.0, 1.0, params.top_k, params.min_p)
+
+    p_first = dist(TARGET[1], [])
+    p_second = np.stack([dist(TARGET[a], [a]) for a in range(V)])
+    assert p_first[2] == 0 and p_first[5] == 0 and np.count_nonzero(p_first) <= 8
+    draws, _ = draws_of(4000, shaping)
+    assert_follows(draws, p_first, p_second)

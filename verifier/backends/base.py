@@ -107,5 +107,7 @@ class NativeDecoder(ABC):
 
     @abstractmethod
     def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-               stop_token_ids: list[int]) -> AsyncGenerator[list[int], None]:
-        """New token ids as they come, on the caller's event loop; closing the iterator aborts."""
+               stop_token_ids: list[int], output_start: int) -> AsyncGenerator[list[int], None]:
+        """New token ids as they come, on the caller's event loop; closing the iterator aborts.
+        ``output_start``: where the output begins in the prompt (a resumed generation).
+        Raises ``ValueError`` for sampling it cannot honour exactly."""

@@ -207,11 +207,19 @@ class VllmBackend(TargetBackend, NativeDecoder):
 
     # ---- cloud-only: vLLM's own decoding ----------------------------------------------------
     async def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                     stop_token_ids: list[int]) -> AsyncGenerator[list[int], None]:
+                     stop_token_ids: list[int], output_start: int) -> AsyncGenerator[list[int], None]:
         from vllm.inputs import TokensPrompt
 
+        produced = len(prompt_token_ids) - output_start  # output tokens vLLM will see as prompt
+        if produced and (sampling.presence_penalty or sampling.frequency_penalty):
+            raise ValueError("vLLM counts presence/frequency penalties over its own output only: a generation "
+                             "resumed after some output cannot be continued with them exactly")
         params = self._params_type(
             max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+            top_k=sampling.top_k or -1, min_p=sampling.min_p,
+            presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
+            repetition_penalty=sampling.repetition_penalty, logit_bias=dict(sampling.logit_bias) or None,
+            min_tokens=max(0, sampling.min_tokens - produced),
             seed=sampling.seed if sampling.temperature > 0 else None, stop_token_ids=stop_token_ids,
             detokenize=False, output_kind=self._delta,
         )

@@ -1,4 +1,5 @@
-"""The round codec: draft tokens to a ``Round`` frame on the edge, and back on the verifier.
+"""The frame codec: draft tokens to a ``Round`` frame on the edge, and back on the verifier;
+a session's sampling to its ``Open`` frame and back.
 
 Probabilities go out as msgpack float64, bit-exact: the verifier must see exactly the q each
 draft token was drawn from, or sampling is not exact.
@@ -11,8 +12,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from verifier.core.drafting import DraftToken
+from verifier.core.protocol import SamplingParams
 from verifier.core.sampling import SparseDist
-from verifier.core.wire import Round
+from verifier.core.wire import Open, Round, Shaping
+
+_SHAPING_FIELDS = Shaping.__struct_fields__
 
 
 def encode_round(sid: int, seq: int, epoch: int, start: int, drafts: Sequence[DraftToken]) -> Round:
@@ -37,3 +41,16 @@ def decode_proposals(round_: Round) -> list[SparseDist] | None:
         raise ValueError("proposal ids and probs must come together, one pair per draft token")
     return [SparseDist(np.asarray(ids, dtype=np.int64), np.asarray(probs, dtype=np.float64))
             for ids, probs in zip(round_.proposal_ids, round_.proposal_probs)]
+
+
+def shaping_of(sampling: SamplingParams) -> Shaping | None:
+    """The rarer sampling fields for an ``Open`` frame; None when all are neutral."""
+    if not sampling.shapes_logits:
+        return None
+    return Shaping(**{name: getattr(sampling, name) for name in _SHAPING_FIELDS})
+
+
+def sampling_of(frame: Open) -> SamplingParams:
+    """An ``Open`` frame's sampling, validated (raises pydantic's ValidationError)."""
+    shaping = {name: getattr(frame.shaping, name) for name in _SHAPING_FIELDS} if frame.shaping else {}
+    return SamplingParams(temperature=frame.temperature, top_p=frame.top_p, seed=frame.seed, **shaping)

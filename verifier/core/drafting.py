@@ -8,13 +8,14 @@ defines the words); then rejection sampling on the verifier is exact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
 from verifier.core.controller import AcceptancePredictor, draft_features
+from verifier.core.logits import LogitsProcessing
 from verifier.core.sampling import (
     SparseDist,
     Stream,
@@ -90,7 +91,8 @@ class PredictorTrigger:
 
 @dataclass(frozen=True)
 class DraftSampling:
-    """How the edge draws draft tokens. temperature 0: argmax, id-only proposals."""
+    """How the edge draws draft tokens. temperature 0: argmax, id-only proposals. The logits
+    processing, top_k and min_p are the request's, as the verifier applies them to the target."""
 
     temperature: float
     top_p: float
@@ -98,6 +100,18 @@ class DraftSampling:
     proposal_support: int = DEFAULT_PROPOSAL_SUPPORT
     #: keep each draft token's features (for the round log and the rejection predictor)
     record_features: bool = False
+    top_k: int = 0
+    min_p: float = 0.0
+    processing: LogitsProcessing = field(default_factory=LogitsProcessing)
+    output_start: int = 0  # where the output begins in a drafter's context (the penalties count from there)
+
+    def processed(self, logits: npt.NDArray[np.float32], context: Sequence[int]) -> npt.NDArray[np.float32]:
+        """A drafter's raw logits after ``context``, processed as the request asks (the same
+        function the verifier applies to the target's)."""
+        if not self.processing.active:
+            return logits
+        out = self.processing.apply(logits, context[:self.output_start], context[self.output_start:])
+        return out.astype(np.float32, copy=False)
 
 
 def confidence(logits: npt.ArrayLike) -> float:
@@ -116,7 +130,7 @@ def draw_draft_token(logits: npt.ArrayLike, sampling: DraftSampling, position: i
     conf = features[0] if features is not None else confidence(logits)
     if sampling.temperature == 0:
         return DraftToken(int(np.argmax(logits)), None, features, conf)
-    dist = target_distribution(logits, sampling.temperature, sampling.top_p)
+    dist = target_distribution(logits, sampling.temperature, sampling.top_p, sampling.top_k, sampling.min_p)
     q = truncate_support(dist, sampling.proposal_support)
     u = keyed_uniform(sampling.seed, position, Stream.DRAFT)
     return DraftToken(int(q.ids[sample_index(q.probs, u)]), q, features, conf)
@@ -126,5 +140,5 @@ def draw_standalone_token(logits: npt.ArrayLike, sampling: DraftSampling, positi
     """Edge-only decoding: a draw from the draft's own full distribution."""
     if sampling.temperature == 0:
         return int(np.argmax(logits))
-    dist = target_distribution(logits, sampling.temperature, sampling.top_p)
+    dist = target_distribution(logits, sampling.temperature, sampling.top_p, sampling.top_k, sampling.min_p)
     return sample_index(dist, keyed_uniform(sampling.seed, position, Stream.NEXT))

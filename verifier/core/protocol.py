@@ -7,14 +7,17 @@ both. Documented in docs/verify-api.md; words as defined in ``verifier.core.samp
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from verifier.core.logits import LogitsProcessing
 from verifier.core.sampling import effective_temperature
 from verifier.core.wire import PROTOCOL_VERSION
 
 API_PREFIX = "/v1"
 #: the WebSocket route of the channel (sessions and rounds, ``verifier.core.wire``)
 CHANNEL_PATH = f"{API_PREFIX}/channel"
+#: logit_bias entries of one request (OpenAI allows 300)
+MAX_LOGIT_BIAS = 300
 
 
 class _Strict(BaseModel):
@@ -22,16 +25,48 @@ class _Strict(BaseModel):
 
 
 class SamplingParams(_Strict):
-    """How the target distribution is formed. temperature 0 means greedy."""
+    """How the target distribution is formed. temperature 0 means greedy. The penalties,
+    ``logit_bias`` and ``min_tokens`` are ``verifier.core.logits.LogitsProcessing``; ``top_k``
+    and ``min_p`` truncate like ``top_p`` (``verifier.core.sampling.target_distribution``)."""
 
     temperature: float = Field(0.0, ge=0.0, le=2.0, description="below 1e-5: greedy (0)")
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="0: off")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
     seed: int = Field(0, ge=0, description="keys all randomness of the session")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    logit_bias: dict[int, float] = Field(default_factory=dict, max_length=MAX_LOGIT_BIAS)
+    min_tokens: int = Field(0, ge=0)
+    stop_token_ids: list[int] = Field(default_factory=list, max_length=64,
+                                      description="the tokens min_tokens holds back")
 
     @field_validator("temperature")
     @classmethod
     def _greedy_below_floor(cls, v: float) -> float:
         return effective_temperature(v)
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias_range(cls, v: dict[int, float]) -> dict[int, float]:
+        if any(not -100.0 <= b <= 100.0 for b in v.values()):
+            raise ValueError("logit_bias values must be between -100 and 100")
+        return v
+
+    def processing(self) -> LogitsProcessing:
+        return LogitsProcessing(self.presence_penalty, self.frequency_penalty, self.repetition_penalty,
+                                dict(self.logit_bias), self.min_tokens, frozenset(self.stop_token_ids))
+
+    def token_ids_named(self) -> list[int]:
+        """Every token id the parameters name (checked against the vocabulary by the verifier)."""
+        return [*self.logit_bias, *self.stop_token_ids]
+
+    @property
+    def shapes_logits(self) -> bool:
+        """Whether anything besides temperature/top_p acts on the logits (a backend that scores
+        only each row's top entries cannot verify such a session exactly)."""
+        return self.processing().active or self.top_k > 0 or self.min_p > 0
 
 
 class SloTargets(_Strict):
@@ -44,13 +79,30 @@ class SloTargets(_Strict):
     ttft_ms: float | None = Field(None, gt=0, le=600_000)
 
 
-class SessionCreate(_Strict):
-    """A session's parameters (from the channel's ``Open`` frame), validated."""
+class _Generation(_Strict):
+    """What a session and a cloud-only generation share: the sequence, its sampling, its SLO."""
 
     protocol_version: int = PROTOCOL_VERSION
     prompt_token_ids: list[int] = Field(min_length=1)
     sampling: SamplingParams = SamplingParams()
     slo: SloTargets | None = None
+    output_start: int | None = Field(
+        None, ge=1, description="where the output begins in prompt_token_ids (None: after them all): a generation "
+        "resumed or handed over continues from the tokens it produced, which still count as output (penalties, "
+        "min_tokens)")
+
+    @model_validator(mode="after")
+    def _output_start_inside(self) -> _Generation:
+        if self.output_start is not None and self.output_start > len(self.prompt_token_ids):
+            raise ValueError("output_start lies beyond prompt_token_ids")
+        return self
+
+    def output_index(self) -> int:
+        return len(self.prompt_token_ids) if self.output_start is None else self.output_start
+
+
+class SessionCreate(_Generation):
+    """A session's parameters (from the channel's ``Open`` frame), validated."""
 
 
 class SessionCreated(_Strict):
@@ -60,13 +112,9 @@ class SessionCreated(_Strict):
     max_context: int
 
 
-class GenerateRequest(_Strict):
+class GenerateRequest(_Generation):
     """Cloud-only decoding: the target generates alone and streams token ids back."""
 
-    protocol_version: int = PROTOCOL_VERSION
-    prompt_token_ids: list[int] = Field(min_length=1)
-    sampling: SamplingParams = SamplingParams()
-    slo: SloTargets | None = None
     max_tokens: int = Field(ge=1)
     stop_token_ids: list[int] = Field(default_factory=list)
 

@@ -135,10 +135,35 @@ def top_p_filter(probs: FloatArray, top_p: float) -> FloatArray:
     return normalised
 
 
-def target_distribution(logits: npt.ArrayLike, temperature: float, top_p: float) -> FloatArray:
-    """The distribution a request samples from: softmax(logits / T), then top_p. T > 0."""
+def min_p_filter(probs: FloatArray, min_p: float) -> FloatArray:
+    """Drop the tokens less likely than ``min_p`` times the most likely one, renormalised
+    (vLLM's min_p). probs: [..., V]; min_p 0 returns probs unchanged."""
+    if min_p <= 0.0:
+        return probs
+    kept: FloatArray = np.where(probs >= min_p * probs.max(axis=-1, keepdims=True), probs, 0.0)
+    normalised: FloatArray = kept / kept.sum(axis=-1, keepdims=True)
+    return normalised
+
+
+def top_k_filter(probs: FloatArray, top_k: int) -> FloatArray:
+    """Keep the ``top_k`` most likely tokens, renormalised; ties broken by token id (stable
+    sort) as in ``top_p_filter``. top_k 0 (or >= V) returns probs unchanged."""
+    if top_k <= 0 or top_k >= probs.shape[-1]:
+        return probs
+    order = np.argsort(-probs, axis=-1, kind="stable")
+    keep = np.zeros(probs.shape, dtype=bool)
+    np.put_along_axis(keep, order[..., :top_k], True, axis=-1)
+    kept: FloatArray = np.where(keep, probs, 0.0)
+    normalised: FloatArray = kept / kept.sum(axis=-1, keepdims=True)
+    return normalised
+
+
+def target_distribution(logits: npt.ArrayLike, temperature: float, top_p: float, top_k: int = 0,
+                        min_p: float = 0.0) -> FloatArray:
+    """The distribution a request samples from: softmax(logits / T), then min_p, top_k and
+    top_p, in vLLM's order. T > 0. ``logits`` are the processed ones (``verifier.core.logits``)."""
     probs: FloatArray = softmax(logits, temperature).astype(np.float64, copy=False)
-    return top_p_filter(probs, top_p)
+    return top_p_filter(top_k_filter(min_p_filter(probs, min_p), top_k), top_p)
 
 
 def truncate_support(probs: FloatArray, max_support: int) -> SparseDist:

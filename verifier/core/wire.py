@@ -31,9 +31,22 @@ class _Frame(msgspec.Struct, array_like=True, forbid_unknown_fields=True):
 
 
 # ---- edge -> verifier ------------------------------------------------------------------------
+class Shaping(_Frame):
+    """The rarer sampling fields of an ``Open`` (``SamplingParams``), sent only when set."""
+
+    top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = msgspec.field(default_factory=dict)
+    min_tokens: int = 0
+    stop_token_ids: list[int] = msgspec.field(default_factory=list)
+
+
 class Open(_Frame, tag=1):
     """Start a session: prefill the prompt. Sampling and SLO fields as in ``SessionCreate``
-    (``tpot_ms``/``ttft_ms`` 0: the verifier's defaults)."""
+    (``tpot_ms``/``ttft_ms`` 0: the verifier's defaults; ``output_start`` 0: none)."""
 
     sid: int
     prompt_token_ids: list[int]
@@ -42,6 +55,8 @@ class Open(_Frame, tag=1):
     seed: int = 0
     tpot_ms: float = 0.0
     ttft_ms: float = 0.0
+    output_start: int = 0
+    shaping: Shaping | None = None  # None: no penalties, bias, min_tokens, top_k or min_p (one byte)
 
 
 class Round(_Frame, tag=2):
