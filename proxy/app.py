@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from proxy.errors import OpenAIError, install_error_handlers
-from proxy.openai_responses import ModelCard, ModelList, ResponseBuilder, dump
+from proxy.openai_responses import LogprobsView, ModelCard, ModelList, ResponseBuilder, dump
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
-from proxy.output import Event, TextDelta
+from proxy.output import Event, TextDelta, TokenEntry
 from proxy.service import EdgeService
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 
@@ -111,7 +111,9 @@ async def _complete(
     service: EdgeService, req: ChatCompletionRequest | CompletionRequest, kind: Literal["chat", "text"]
 ) -> JSONResponse | EventSourceResponse:
     prep = await service.prepare(req)
-    builder = ResponseBuilder(kind, service.model_id)
+    view = LogprobsView(service.tokenizer.piece) if prep.gen.logprobs is not None else None
+    echo = req.prompt_text() if isinstance(req, CompletionRequest) and req.echo else ""
+    builder = ResponseBuilder(kind, service.model_id, view, echo)
     events = service.generate(prep)
     ignored = req.ignored_fields()
     # percent-encoded: a header holds latin-1 only, and a field name may hold anything
@@ -133,14 +135,16 @@ async def _full(
     events: AsyncGenerator[Event, None], builder: ResponseBuilder, headers: dict[str, str]
 ) -> JSONResponse:
     parts: list[str] = []
+    entries: list[TokenEntry] = []
     try:
         async for ev in events:
             if isinstance(ev, TextDelta):
                 parts.append(ev.text)
+                entries.extend(ev.logprobs)
             else:
                 if ev.degraded:
                     headers = {**headers, DEGRADED_HEADER: "true"}
-                return JSONResponse(dump(builder.full("".join(parts), ev)), headers=headers)
+                return JSONResponse(dump(builder.full("".join(parts), ev, entries)), headers=headers)
     finally:
         await events.aclose()
     raise OpenAIError(500, "generation ended without a result", "server_error")
@@ -168,11 +172,11 @@ async def _sse(
             yield ev
 
     try:
-        if builder.chat:
+        if builder.chat or builder.echo:
             yield data(dump(builder.chunk("", first=True), include_usage))
         async for ev in chained():
             if isinstance(ev, TextDelta):
-                yield data(dump(builder.chunk(ev.text, degraded=ev.degraded), include_usage))
+                yield data(dump(builder.chunk(ev.text, degraded=ev.degraded, entries=ev.logprobs), include_usage))
             else:
                 yield data(dump(builder.chunk(None, ev.finish_reason, stats=ev.stats), include_usage))
                 if include_usage:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -24,8 +24,10 @@ from proxy.rates import Explorer, LinkEstimates, Path, choose
 from proxy.round_log import RoundLog
 from proxy.speculation import Applied, SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel
-from proxy.verifier_client import VerifierClient
+from proxy.verifier_client import VerifierClient, VerifierUnavailable
+from verifier.core.codec import logprobs_from_wire
 from verifier.core.drafting import DraftSampling, DraftToken, DraftTrigger
+from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import SamplingParams, SloTargets
 from verifier.core.wire import Stale, Verified
 
@@ -56,6 +58,13 @@ class GenerationStats:
     degraded: bool = False  # the draft model continued alone: the tokens from then on are unverified
     degraded_reason: str = ""
     unverified_tokens: int = 0
+    #: when the request asked for logprobs: the target's, one per token the loops yielded, in order
+    #: (None for a token the draft model produced alone); the loops extend it before each yield
+    logprobs: list[TokenLogprob | None] | None = None
+
+    def record_logprobs(self, entries: Sequence[TokenLogprob | None]) -> None:
+        if self.logprobs is not None:
+            self.logprobs.extend(entries)
 
     def as_dict(self) -> Stats:
         d: Stats = {
@@ -96,6 +105,7 @@ class GenerationRequest:
     trigger: DraftTrigger | None = None  # when a model drafter ends a round early (None: gamma tokens)
     slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
     output_start: int | None = None  # where the output begins in prompt_token_ids (None: after them)
+    logprobs: int | None = None  # the target's logprobs of each output token, with this many alternatives
 
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
@@ -146,7 +156,7 @@ async def speculative_loop(
     dsampling = _draft_sampling(req, proposal_support, features)
     policy = req.policy
     limit = len(req.prompt_token_ids) + req.max_tokens
-    session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start)
+    session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start, req.logprobs)
     state = SpeculationState.start(req.prompt_token_ids)
     sent_at: dict[int, float] = {}
     alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
@@ -174,6 +184,8 @@ async def speculative_loop(
         alone.discard(answer.seq)
         stats.wasted = state.made - state.used - state.ahead
         stats.bytes_up, stats.bytes_down = session.bytes_up, session.bytes_down
+        if stats.logprobs is not None and applied.verified:
+            stats.record_logprobs(verified_logprobs(answer, applied.verified))
         return applied.verified
 
     try:
@@ -216,6 +228,18 @@ async def speculative_loop(
         session.close()
 
 
+def verified_logprobs(answer: Verified | Stale, verified: list[int]) -> list[TokenLogprob]:
+    """The logprobs of the tokens a round verified (the answer's last ones: the verifier reports
+    every token it committed, and the edge may have known the first already, as a bonus token)."""
+    frames = answer.logprobs if isinstance(answer, Verified) else None
+    if frames is None or len(frames) < len(verified):
+        raise VerifierUnavailable("the verifier sent a round without the logprobs asked for")
+    entries = logprobs_from_wire(frames[len(frames) - len(verified):])
+    if [e.token_id for e in entries] != verified:
+        raise VerifierUnavailable("the verifier's logprobs are not those of the tokens it verified")
+    return entries
+
+
 async def stop_and_wait_round(session: ChannelSession, state: SpeculationState, drafts: list[DraftToken]) -> Applied:
     """One round by hand: ``drafts`` (possibly none) sent as a round, its answer waited for and
     applied (the load generator's replayed edges and tests drive the verifier this way)."""
@@ -237,7 +261,7 @@ async def cloud_loop(
     t0 = time.perf_counter() - stats.verify_wait_s
     first = True
     async for chunk in client.generate(req.prompt_token_ids, req.sampling, req.max_tokens,
-                                       sorted(req.stop_token_ids), req.slo, req.output_start):
+                                       sorted(req.stop_token_ids), req.slo, req.output_start, req.logprobs):
         stats.rounds += 1
         stats.verify_compute_s += chunk.compute_ms / 1000
         stats.verify_wait_s = time.perf_counter() - t0
@@ -246,6 +270,10 @@ async def cloud_loop(
         if estimates is not None and not first and chunk.token_ids:
             estimates.observe_cloud_step(chunk.compute_ms / 1000 / len(chunk.token_ids))
         first = False
+        if stats.logprobs is not None:
+            if chunk.logprobs is None or len(chunk.logprobs) != len(chunk.token_ids):
+                raise VerifierUnavailable("the verifier sent tokens without the logprobs asked for")
+            stats.record_logprobs([t.parsed() for t in chunk.logprobs])
         yield chunk.token_ids
 
 
@@ -260,6 +288,7 @@ async def draft_loop(
         token = await asyncio.to_thread(drafter.next_token, context, dsampling)
         stats.draft_s += time.perf_counter() - t0
         context.append(token)
+        stats.record_logprobs([None])  # no target has seen it
         yield [token]
 
 

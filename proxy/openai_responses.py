@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, model_serializer
 
-from proxy.output import Finished, Stats
+from proxy.output import Finished, Stats, TokenEntry
 
 DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone
 
@@ -43,10 +44,76 @@ class ChatMessageOut(BaseModel):
     content: str
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprobOut(BaseModel):
+    """One output token in OpenAI's ``logprobs.content``; ``logprob`` null for a token the draft
+    model produced alone (no target saw it)."""
+
+    token: str
+    logprob: float | None
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[TokenLogprobOut]
+    refusal: None = None
+
+
+class TextLogprobs(BaseModel):
+    """The legacy completions shape: parallel lists, ``text_offset`` in characters."""
+
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class LogprobsView:
+    """Target logprobs (token ids) as OpenAI's objects, token texts from the tokenizer."""
+
+    def __init__(self, piece: Callable[[int], bytes]) -> None:
+        self._piece = piece
+
+    def _text(self, token_id: int) -> tuple[str, list[int]]:
+        raw = self._piece(token_id)
+        return raw.decode("utf-8", errors="replace"), list(raw)
+
+    def content(self, entries: Sequence[TokenEntry]) -> list[TokenLogprobOut]:
+        out = []
+        for token, entry in entries:
+            text, raw = self._text(token)
+            top = [TopLogprob(token=t, logprob=lp, bytes=b) for t, b, lp in
+                   ((*self._text(i), lp) for i, lp in entry.top)] if entry else []
+            out.append(TokenLogprobOut(token=text, logprob=entry.logprob if entry else None, bytes=raw,
+                                       top_logprobs=top))
+        return out
+
+    def chat(self, entries: Sequence[TokenEntry]) -> ChatLogprobs:
+        return ChatLogprobs(content=self.content(entries))
+
+    def text(self, entries: Sequence[TokenEntry], offset: int) -> TextLogprobs:
+        """``offset``: characters of the completion before these tokens."""
+        content = self.content(entries)
+        offsets = []
+        for c in content:
+            offsets.append(offset)
+            offset += len(c.token)
+        return TextLogprobs(tokens=[c.token for c in content], token_logprobs=[c.logprob for c in content],
+                            top_logprobs=[{t.token: t.logprob for t in c.top_logprobs} if e else None
+                                          for c, (_, e) in zip(content, entries)],
+                            text_offset=offsets)
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: ChatMessageOut
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str
 
 
@@ -64,14 +131,14 @@ class ChatDelta(BaseModel):
 class ChatChunkChoice(BaseModel):
     index: int = 0
     delta: ChatDelta
-    logprobs: None = None
+    logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
 
 
 class TextChoice(BaseModel):
     index: int = 0
     text: str
-    logprobs: None = None
+    logprobs: TextLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -133,29 +200,47 @@ def dump(obj: BaseModel, include_usage: bool = True) -> dict[str, Any]:
 
 
 class ResponseBuilder:
-    """The response objects of one request (chat or text completion), sharing id and time."""
+    """The response objects of one request (chat or text completion), sharing id and time.
+    ``logprobs``: the request asked for them (rendered by this view); ``echo``: the prompt text
+    a completion starts with (``echo: true``)."""
 
-    def __init__(self, kind: Literal["chat", "text"], model: str) -> None:
+    def __init__(self, kind: Literal["chat", "text"], model: str, logprobs: LogprobsView | None = None,
+                 echo: str = "") -> None:
         self.chat = kind == "chat"
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.model = model
+        self.logprobs = logprobs
+        self.echo = echo
+        self._offset = 0  # characters of completion text sent so far (the legacy text_offset)
+
+    def _chat_logprobs(self, entries: Sequence[TokenEntry]) -> ChatLogprobs | None:
+        return self.logprobs.chat(entries) if self.logprobs is not None and entries else None
+
+    def _text_logprobs(self, entries: Sequence[TokenEntry], text: str) -> TextLogprobs | None:
+        out = self.logprobs.text(entries, self._offset) if self.logprobs is not None and entries else None
+        self._offset += len(text)
+        return out
 
     def _ids(self, degraded: bool = False) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "model": self.model,
                 "system_fingerprint": DEGRADED_FINGERPRINT if degraded else None}
 
-    def full(self, text: str, f: Finished) -> ChatCompletion | TextCompletion:
+    def full(self, text: str, f: Finished, entries: Sequence[TokenEntry] = ()) -> ChatCompletion | TextCompletion:
         ids = self._ids(f.degraded)
         if self.chat:
             return ChatCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
-                ChatChoice(message=ChatMessageOut(content=text), finish_reason=f.finish_reason)])
+                ChatChoice(message=ChatMessageOut(content=text), logprobs=self._chat_logprobs(entries),
+                           finish_reason=f.finish_reason)])
+        self._offset = len(self.echo)
         return TextCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
-            TextChoice(text=text, finish_reason=f.finish_reason)])
+            TextChoice(text=self.echo + text, logprobs=self._text_logprobs(entries, text),
+                       finish_reason=f.finish_reason)])
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
-              stats: Stats | None = None, degraded: bool = False) -> Chunk:
-        """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint)."""
+              stats: Stats | None = None, degraded: bool = False, entries: Sequence[TokenEntry] = ()) -> Chunk:
+        """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint).
+        The first chunk of an echoed completion carries the prompt."""
         degraded = degraded or bool(stats and stats.get("degraded"))
         tandem: Stats | None = stats
         if tandem is None and degraded:
@@ -163,9 +248,13 @@ class ResponseBuilder:
         if self.chat:
             delta = ChatDelta(role="assistant" if first else None, content=text)
             return ChatCompletionChunk(**self._ids(degraded), tandem=tandem, choices=[
-                ChatChunkChoice(delta=delta, finish_reason=finish)])
+                ChatChunkChoice(delta=delta, logprobs=self._chat_logprobs(entries), finish_reason=finish)])
+        if first:
+            self._offset = len(self.echo)
+        text = (self.echo if first else "") + (text or "")
         return TextCompletion(**self._ids(degraded), tandem=tandem,
-                              choices=[TextChoice(text=text or "", finish_reason=finish)])
+                              choices=[TextChoice(text=text, logprobs=self._text_logprobs(entries, text),
+                                                  finish_reason=finish)])
 
     def usage_chunk(self, f: Finished) -> Chunk:
         """The final chunk of a stream with include_usage: no choices, the usage."""

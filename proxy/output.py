@@ -11,15 +11,22 @@ from dataclasses import dataclass, field
 
 from proxy.textstream import TextStream
 from proxy.tokenizer import Tokenizer
+from verifier.core.logprobs import TokenLogprob
 
 #: a request's ``tandem`` statistics as they reach the client (``GenerationStats.as_dict``)
 Stats = dict[str, bool | float | int | str]
+
+
+TokenEntry = tuple[int, TokenLogprob | None]
 
 
 @dataclass(frozen=True)
 class TextDelta:
     text: str
     degraded: bool = False  # produced (in part) by the draft model alone, unverified
+    #: when the request asked: (token id, the target's logprob entry) of each token whose text this
+    #: delta releases (the entry None for a token the draft model produced alone)
+    logprobs: tuple[TokenEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,13 @@ class TextEmitter:
 
     def __post_init__(self) -> None:
         self._stream = TextStream(self.stop)
+
+    def push_one(self, token_id: int) -> tuple[str, bool]:
+        """One committed token: the text it releases and whether it is output (False for a
+        token past the end, or a stop token, which is never shown)."""
+        before = self.produced
+        texts = self.push([token_id])
+        return "".join(texts), self.produced > before and token_id not in self.stop_token_ids
 
     def push(self, token_ids: list[int]) -> list[str]:
         """The texts newly committed tokens release, one per token that released any; sets

@@ -164,11 +164,17 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         trigger=trigger,
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
+        logprobs=req.logprobs_wanted(),
     )
+    if mode == "draft" and gen.logprobs is not None:
+        raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
+                          "model alone", "logprobs", "unsupported_parameter")
     sampled = gen.sampling.temperature > 0
-    if mode in ("auto", "speculative") and (sampled or gen.sampling.shapes_logits) and not edge.verifies_sampled:
+    needs_full = sampled or gen.sampling.shapes_logits or gen.logprobs is not None
+    if mode in ("auto", "speculative") and needs_full and not edge.verifies_sampled:
         if opts and opts.mode == "speculative":
-            what = "sampled speculation" if sampled else "speculation with penalties, logit_bias, top_k or min_p"
+            what = ("sampled speculation" if sampled else "speculation with penalties, logit_bias, top_k or min_p"
+                    if gen.sampling.shapes_logits else "speculation with logprobs")
             raise bad_request(f"this verifier checks plain greedy drafts only; {what} needs a verifier with full "
                               "distributions (--backend torch), or use mode 'cloud'",
                               "temperature" if sampled else None, "unsupported_sampling")

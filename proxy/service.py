@@ -21,7 +21,7 @@ from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
 from proxy.errors import OpenAIError, bad_request, verifier_unavailable
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
-from proxy.output import Event, Finished, TextDelta, TextEmitter
+from proxy.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
 from proxy.prompting import PromptBuilder
 from proxy.rates import Explorer, LinkEstimates
 from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_predictor, mode_of, resolve
@@ -114,16 +114,26 @@ class EdgeService:
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished. Raises OpenAIError for failures."""
         gen = prep.gen
-        stats = GenerationStats(mode=prep.mode)
+        stats = GenerationStats(mode=prep.mode, logprobs=[] if gen.logprobs is not None else None)
         emitter = TextEmitter(self.tokenizer, gen.max_tokens, gen.stop_token_ids, prep.stop)
+        pending: list[TokenEntry] = []  # logprobs of output tokens whose text is still held back
         t0 = time.perf_counter()
         try:
             async with contextlib.AsyncExitStack() as stack:
                 tokens = await self._loop(prep, stats, stack)
                 stack.push_async_callback(tokens.aclose)
+                consumed = 0
                 async for new in tokens:
-                    for text in emitter.push(new):
-                        yield TextDelta(text, stats.degraded)
+                    for token in new:
+                        text, is_output = emitter.push_one(token)
+                        if is_output and stats.logprobs is not None:
+                            pending.append((token, stats.logprobs[consumed]))
+                        consumed += 1
+                        if text:
+                            yield TextDelta(text, stats.degraded, tuple(pending))
+                            pending.clear()
+                        if emitter.done:
+                            break
                     if emitter.done:
                         break
         except PoolFull as exc:
@@ -140,8 +150,8 @@ class EdgeService:
             raise OpenAIError(502, f"verifier refused the request: {exc}", "server_error", None,
                               "verifier_error") from exc
         tail = emitter.finish()
-        if tail:
-            yield TextDelta(tail, stats.degraded)
+        if tail:  # held-back text; the logprobs of tokens that end in no text (a stop string) are dropped
+            yield TextDelta(tail, stats.degraded, tuple(pending))
         out = stats.as_dict()
         out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})

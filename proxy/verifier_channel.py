@@ -209,7 +209,8 @@ class VerifierChannel:
         return len(data)
 
     async def open(self, prompt_token_ids: list[int], sampling: SamplingParams,
-                   slo: SloTargets | None = None, output_start: int | None = None) -> ChannelSession:
+                   slo: SloTargets | None = None, output_start: int | None = None,
+                   logprobs: int | None = None) -> ChannelSession:
         """Open a session: the Open frame goes out now, its answer comes with the first round's.
         ``output_start``: where the output begins in ``prompt_token_ids`` (a resumed generation)."""
         sid = self._next_sid
@@ -219,7 +220,7 @@ class VerifierChannel:
         frame = Open(sid=sid, prompt_token_ids=prompt_token_ids, temperature=sampling.temperature,
                      top_p=sampling.top_p, seed=sampling.seed, tpot_ms=(slo.tpot_ms or 0.0) if slo else 0.0,
                      ttft_ms=(slo.ttft_ms or 0.0) if slo else 0.0, output_start=output_start or 0,
-                     shaping=shaping_of(sampling))
+                     shaping=shaping_of(sampling), logprobs=-1 if logprobs is None else logprobs)
         try:
             session.bytes_up += await self.send(frame)
         except BaseException:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from verifier.core.codec import sampling_of
+from verifier.core.codec import logprobs_to_wire, sampling_of
 from verifier.core.protocol import SessionCreate, SloTargets
 from verifier.core.wire import (
     ChannelError,
@@ -48,7 +48,8 @@ def session_of(frame: Open) -> SessionCreate:
         slo = SloTargets(tpot_ms=frame.tpot_ms or None, ttft_ms=frame.ttft_ms or None)
         sampling = sampling_of(frame)
         return SessionCreate(prompt_token_ids=frame.prompt_token_ids, sampling=sampling,
-                             slo=slo if slo.tpot_ms or slo.ttft_ms else None, output_start=frame.output_start or None)
+                             slo=slo if slo.tpot_ms or slo.ttft_ms else None, output_start=frame.output_start or None,
+                             logprobs=frame.logprobs if frame.logprobs >= 0 else None)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -150,7 +151,8 @@ class ChannelConnection:
                                              next_token_id=result.next_token_id,
                                              committed_tokens=result.committed_tokens,
                                              compute_us=round(result.compute_s * 1e6),
-                                             queue_us=round(result.queue_s * 1e6)))
+                                             queue_us=round(result.queue_s * 1e6),
+                                             logprobs=logprobs_to_wire(result.logprobs) if result.logprobs else None))
         except Exception as exc:
             err = exc if isinstance(exc, EngineError) else None
             if err is None:  # a bug: this session ends, the server goes on

@@ -24,6 +24,7 @@ from verifier.backends.base import NativeDecoder, SequenceState, TargetBackend
 from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
 from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
+from verifier.core.logprobs import TokenLogprob, token_logprobs
 from verifier.core.protocol import (
     GeneratedTokens,
     GenerateRequest,
@@ -31,6 +32,7 @@ from verifier.core.protocol import (
     SessionCreate,
     SessionCreated,
     SloTargets,
+    TokenLogprobs,
 )
 from verifier.core.sampling import SparseDist, target_distribution
 from verifier.core.wire import MAX_ROUND_DRAFTS, PROTOCOL_VERSION, Round, parts_from_sent
@@ -85,6 +87,7 @@ class Session:
     committed: list[int]
     prompt_tokens: int
     output_start: int  # where the output begins in committed (the penalties count from there)
+    logprobs: int | None  # top alternatives of the target's logprobs reported per verified token (None: none)
     last_used: float
     epoch: int = 0  # advanced when the verified sequence parts from what the edge sent (verifier.core.wire)
     accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
@@ -122,6 +125,7 @@ class RoundResult:
     committed_tokens: int
     compute_s: float
     queue_s: float
+    logprobs: list[TokenLogprob] | None = None  # of the tokens verified by this round, when the session asked
 
 
 @dataclass(frozen=True)
@@ -194,9 +198,11 @@ class VerifierEngine:
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
         self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
-        if not info.verifies_sampled and (req.sampling.temperature > 0 or req.sampling.shapes_logits):
+        if not info.verifies_sampled and (req.sampling.temperature > 0 or req.sampling.shapes_logits
+                                          or req.logprobs is not None):
             what = (f"sampled ones (temperature {req.sampling.temperature})" if req.sampling.temperature > 0
-                    else "penalties, logit_bias, min_tokens, top_k or min_p")
+                    else "penalties, logit_bias, min_tokens, top_k or min_p" if req.sampling.shapes_logits
+                    else "logprobs")
             raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} need a "
                               "backend with full distributions (--backend torch); cloud-only decoding honours them "
                               "on any backend", "unsupported_sampling")
@@ -208,7 +214,7 @@ class VerifierEngine:
         sid = secrets.token_hex(12)
         session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self.backend.new_state(),
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
-                          output_start=req.output_index(), last_used=time.monotonic())
+                          output_start=req.output_index(), logprobs=req.logprobs, last_used=time.monotonic())
         try:
             await self._prefill(session, req.prompt_token_ids[:-1])
         except BaseException:
@@ -320,7 +326,7 @@ class VerifierEngine:
     def _apply_round(self, session: Session, draft: list[int], proposals: list[SparseDist] | None, overlap: int,
                      result: JobResult) -> RoundResult:
         sp = session.sampling
-        logits = result.logits
+        logits = raw = result.logits
         processing = sp.processing()
         if processing.active:
             start = session.output_start
@@ -334,8 +340,10 @@ class VerifierEngine:
                 outcome = verify_sampled(draft, proposals, probs, sp.seed, len(session.committed))
         except ValueError as exc:
             raise EngineError(400, str(exc), "invalid_proposal") from exc
-        session.committed.extend(draft[: outcome.accepted])
-        session.committed.append(outcome.next_token_id)
+        verified = [*draft[: outcome.accepted], outcome.next_token_id]
+        logprobs = None if session.logprobs is None else token_logprobs(raw[: len(verified)], verified,
+                                                                         session.logprobs)
+        session.committed.extend(verified)
         if not session.released:
             self.backend.truncate(session.state, len(session.committed) - 1)
         session.accepted += outcome.accepted
@@ -347,7 +355,7 @@ class VerifierEngine:
         self.stats.accepted += outcome.accepted + overlap
         return RoundResult(accepted=outcome.accepted + overlap, next_token_id=outcome.next_token_id,
                            committed_tokens=len(session.committed), compute_s=result.compute_s,
-                           queue_s=result.queue_s)
+                           queue_s=result.queue_s, logprobs=logprobs)
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding: the backend's own decoding where it has one (vLLM), else the
@@ -359,7 +367,7 @@ class VerifierEngine:
             return
         created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
                                                           sampling=req.sampling, slo=req.slo,
-                                                          output_start=req.output_start))
+                                                          output_start=req.output_start, logprobs=req.logprobs))
         stops = set(req.stop_token_ids)
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         try:
@@ -369,7 +377,8 @@ class VerifierEngine:
                                                                  draft_token_ids=[]))
                 if r is None:
                     raise EngineError(500, "a plain decoding step was answered stale", "internal_error")
-                yield GeneratedTokens(token_ids=[r.next_token_id], compute_ms=r.compute_s * 1000)
+                yield GeneratedTokens(token_ids=[r.next_token_id], compute_ms=r.compute_s * 1000,
+                                      logprobs=[TokenLogprobs.of(t) for t in r.logprobs] if r.logprobs else None)
                 if r.next_token_id in stops:
                     break
         finally:
@@ -381,11 +390,12 @@ class VerifierEngine:
         self.stats.native_streams += 1
         last = time.perf_counter()
         stream = decoder.decode(list(req.prompt_token_ids), req.sampling, min(req.max_tokens, room),
-                                list(req.stop_token_ids), req.output_index())
+                                list(req.stop_token_ids), req.output_index(), req.logprobs)
         try:
-            async for tokens in stream:
+            async for tokens, logprobs in stream:
                 now = time.perf_counter()  # the backend's pace, queueing included: all it tells us
-                yield GeneratedTokens(token_ids=tokens, compute_ms=(now - last) * 1000.0)
+                yield GeneratedTokens(token_ids=tokens, compute_ms=(now - last) * 1000.0,
+                                      logprobs=[TokenLogprobs.of(t) for t in logprobs] if logprobs else None)
                 last = now
         except ValueError as exc:  # sampling the backend cannot honour exactly
             raise EngineError(400, str(exc), "unsupported_sampling") from exc

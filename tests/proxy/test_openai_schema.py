@@ -59,7 +59,8 @@ def test_text_parts_are_joined() -> None:
 @pytest.mark.parametrize("bad", [
     {"temperature": 2.5}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.2}, {"messages": []},
     {"messages": [{"role": "robot", "content": "x"}]}, {"messages": [{"role": "tool", "content": "x"}]},
-    {"n": 2}, {"presence_penalty": 2.5}, {"logprobs": True}, {"tools": [{"type": "function"}]},
+    {"n": 2}, {"presence_penalty": 2.5}, {"top_logprobs": 2}, {"top_logprobs": 21, "logprobs": True},
+    {"tools": [{"type": "function"}]},
     {"max_tokens": 0}, {"stop": ["a", "b", "c", "d", "e"]}, {"stream_options": {"include_usage": True}},
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
     {"logit_bias": {"x1": 2.0}}, {"logit_bias": {"1": 101}}, {"min_tokens": 5, "max_tokens": 2},
@@ -73,7 +74,8 @@ def test_invalid_requests_are_refused(bad: dict[str, object]) -> None:
 def test_completion_request() -> None:
     req = CompletionRequest.model_validate({"model": "m", "prompt": ["once"]})
     assert req.prompt_text() == "once"
-    for bad in [{"echo": True}, {"best_of": 2}, {"suffix": "x"}, {"prompt": ["a", "b"]}, {"logprobs": 2}]:
+    for bad in [{"echo": True, "logprobs": 1}, {"best_of": 2}, {"suffix": "x"}, {"prompt": ["a", "b"]},
+                {"logprobs": 21}]:
         with pytest.raises(ValidationError):
             CompletionRequest.model_validate({"model": "m", "prompt": "x", **bad})
 

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import ModelInfo, SamplingParams
 
 #: Linear kernels of the torch backend on CPU (``verifier.backends.torch_backend.use_onednn_linear``)
@@ -107,7 +108,9 @@ class NativeDecoder(ABC):
 
     @abstractmethod
     def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-               stop_token_ids: list[int], output_start: int) -> AsyncGenerator[list[int], None]:
-        """New token ids as they come, on the caller's event loop; closing the iterator aborts.
-        ``output_start``: where the output begins in the prompt (a resumed generation).
-        Raises ``ValueError`` for sampling it cannot honour exactly."""
+               stop_token_ids: list[int], output_start: int, logprobs: int | None
+               ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
+        """New token ids as they come, with their logprobs (``logprobs`` alternatives each) when
+        asked, on the caller's event loop; closing the iterator aborts. ``output_start``: where
+        the output begins in the prompt (a resumed generation). Raises ``ValueError`` for
+        sampling it cannot honour exactly."""

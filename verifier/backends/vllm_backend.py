@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from verifier.backends.base import NativeDecoder, ScoreBatch, SequenceState, TargetBackend, eos_token_ids
+from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import ModelInfo, SamplingParams
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,8 @@ class VllmBackend(TargetBackend, NativeDecoder):
 
     # ---- cloud-only: vLLM's own decoding ----------------------------------------------------
     async def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                     stop_token_ids: list[int], output_start: int) -> AsyncGenerator[list[int], None]:
+                     stop_token_ids: list[int], output_start: int, logprobs: int | None
+                     ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
         from vllm.inputs import TokensPrompt
 
         produced = len(prompt_token_ids) - output_start  # output tokens vLLM will see as prompt
@@ -221,7 +223,7 @@ class VllmBackend(TargetBackend, NativeDecoder):
             repetition_penalty=sampling.repetition_penalty, logit_bias=dict(sampling.logit_bias) or None,
             min_tokens=max(0, sampling.min_tokens - produced),
             seed=sampling.seed if sampling.temperature > 0 else None, stop_token_ids=stop_token_ids,
-            detokenize=False, output_kind=self._delta,
+            detokenize=False, output_kind=self._delta, logprobs=logprobs,
         )
         stream = self._engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params,
                                        f"decode-{next(self._ids)}")
@@ -232,7 +234,8 @@ class VllmBackend(TargetBackend, NativeDecoder):
                     return
                 new = list(out.outputs[0].token_ids)
                 if new:
-                    yield new
+                    yield new, (vllm_logprobs(new, out.outputs[0].logprobs, logprobs)
+                                if logprobs is not None else None)
         finally:  # closing the stream on vLLM's loop aborts the request there
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop))
 
@@ -247,3 +250,16 @@ async def _next(stream: AsyncIterator[Any]) -> Any:
         return await anext(stream)
     except StopAsyncIteration:
         return None
+
+
+def vllm_logprobs(token_ids: Sequence[int], positions: Sequence[Mapping[int, Any]] | None,
+                  top_n: int) -> list[TokenLogprob]:
+    """vLLM's sample logprobs (per position: token id -> ``Logprob(logprob, rank)``, the top
+    ``top_n`` by rank plus the sampled token) as ``TokenLogprob`` entries."""
+    if positions is None or len(positions) != len(token_ids):
+        raise RuntimeError("vLLM returned no logprobs for the tokens it generated")
+    out = []
+    for token, entries in zip(token_ids, positions):
+        ranked = sorted((e.rank, i, e.logprob) for i, e in entries.items() if e.rank is not None and e.rank <= top_n)
+        out.append(TokenLogprob(token, float(entries[token].logprob), tuple((i, float(lp)) for _, i, lp in ranked)))
+    return out

@@ -12,9 +12,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from verifier.core.drafting import DraftToken
+from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import SamplingParams
 from verifier.core.sampling import SparseDist
-from verifier.core.wire import Open, Round, Shaping
+from verifier.core.wire import Logprob, Open, Round, Shaping
 
 _SHAPING_FIELDS = Shaping.__struct_fields__
 
@@ -54,3 +55,11 @@ def sampling_of(frame: Open) -> SamplingParams:
     """An ``Open`` frame's sampling, validated (raises pydantic's ValidationError)."""
     shaping = {name: getattr(frame.shaping, name) for name in _SHAPING_FIELDS} if frame.shaping else {}
     return SamplingParams(temperature=frame.temperature, top_p=frame.top_p, seed=frame.seed, **shaping)
+
+
+def logprobs_to_wire(logprobs: Sequence[TokenLogprob]) -> list[Logprob]:
+    return [Logprob(t.token_id, t.logprob, [i for i, _ in t.top], [lp for _, lp in t.top]) for t in logprobs]
+
+
+def logprobs_from_wire(frames: Sequence[Logprob]) -> list[TokenLogprob]:
+    return [TokenLogprob(f.token_id, f.logprob, tuple(zip(f.top_ids, f.top_logprobs))) for f in frames]

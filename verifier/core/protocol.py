@@ -10,6 +10,7 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from verifier.core.logits import LogitsProcessing
+from verifier.core.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from verifier.core.sampling import effective_temperature
 from verifier.core.wire import PROTOCOL_VERSION
 
@@ -91,6 +92,9 @@ class _Generation(_Strict):
         "resumed or handed over continues from the tokens it produced, which still count as output (penalties, "
         "min_tokens)")
 
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description=(
+        "report the target's logprob of every output token with this many top alternatives (None: none)"))
+
     @model_validator(mode="after")
     def _output_start_inside(self) -> _Generation:
         if self.output_start is not None and self.output_start > len(self.prompt_token_ids):
@@ -119,11 +123,29 @@ class GenerateRequest(_Generation):
     stop_token_ids: list[int] = Field(default_factory=list)
 
 
+class TokenLogprobs(_Strict):
+    """``verifier.core.logprobs.TokenLogprob`` in JSON."""
+
+    token_id: int
+    logprob: float
+    top_ids: list[int] = Field(default_factory=list)
+    top_logprobs: list[float] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, t: TokenLogprob) -> TokenLogprobs:
+        return cls(token_id=t.token_id, logprob=t.logprob, top_ids=[i for i, _ in t.top],
+                   top_logprobs=[lp for _, lp in t.top])
+
+    def parsed(self) -> TokenLogprob:
+        return TokenLogprob(self.token_id, self.logprob, tuple(zip(self.top_ids, self.top_logprobs)))
+
+
 class GeneratedTokens(_Strict):
     """One NDJSON line of a generate stream."""
 
     token_ids: list[int]
     compute_ms: float = Field(description="the verifier's model time for these tokens")
+    logprobs: list[TokenLogprobs] | None = Field(None, description="one per token, when the request asked")
 
 
 class ModelInfo(_Strict):

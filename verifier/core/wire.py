@@ -57,6 +57,7 @@ class Open(_Frame, tag=1):
     ttft_ms: float = 0.0
     output_start: int = 0
     shaping: Shaping | None = None  # None: no penalties, bias, min_tokens, top_k or min_p (one byte)
+    logprobs: int = -1  # the target's logprobs of each verified token with this many alternatives (-1: none)
 
 
 class Round(_Frame, tag=2):
@@ -82,6 +83,15 @@ class Close(_Frame, tag=3):
 
 
 # ---- verifier -> edge ------------------------------------------------------------------------
+class Logprob(_Frame):
+    """The target's log-probability of one verified token, and its position's best alternatives."""
+
+    token_id: int
+    logprob: float
+    top_ids: list[int] = msgspec.field(default_factory=list)
+    top_logprobs: list[float] = msgspec.field(default_factory=list)
+
+
 class Verified(_Frame, tag=11):
     """A round's outcome: the first ``accepted`` draft tokens are verified, then
     ``next_token_id`` (the recovered or bonus token); ``committed_tokens`` = prompt + verified
@@ -95,6 +105,7 @@ class Verified(_Frame, tag=11):
     committed_tokens: int
     compute_us: int
     queue_us: int
+    logprobs: list[Logprob] | None = None  # one per token verified by this round, when the session asked
 
 
 class Stale(_Frame, tag=12):
