@@ -108,6 +108,31 @@ def test_greedy_with_penalties_bias_and_min_tokens_equals_transformers(  # type:
     assert edge_greedy(edge, prompt, fields, mode="cloud") == want
 
 
+@pytest.mark.parametrize("mode", ["speculative", "cloud"])
+def test_logprobs_are_the_targets(edge: Server, reference, mode: str) -> None:  # type: ignore[no-untyped-def]
+    tok, template, model = reference
+    prompt = PROMPTS[1]
+    ids = tok.encode(template.render([{"role": "user", "content": prompt}]), special=True)
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                             max_new_tokens=16, do_sample=False, eos_token_id=list(tok.stop_token_ids),
+                             pad_token_id=tok.eos_id, output_scores=True, return_dict_in_generate=True)
+    new = out.sequences[0, len(ids):].tolist()
+    logprobs = [torch.log_softmax(s[0].double(), dim=-1) for s in out.scores]
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    r = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": prompt}], temperature=0,
+                                       max_tokens=16, logprobs=True, top_logprobs=2,
+                                       extra_body={"tandem": {"mode": mode}})
+    assert r.choices[0].logprobs is not None and r.choices[0].logprobs.content is not None
+    content = r.choices[0].logprobs.content
+    assert len(content) == len(new) == 16
+    for entry, token, lp in zip(content, new, logprobs):
+        assert bytes(entry.bytes) == tok.piece(token)
+        assert entry.logprob == pytest.approx(float(lp[token]), abs=2e-3)
+        best = torch.topk(lp, 2).indices.tolist()
+        assert [bytes(t.bytes) for t in entry.top_logprobs] == [tok.piece(i) for i in best]
+
+
 def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:
     prompt = PROMPTS[2]
     results = {edge_greedy(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)}
