@@ -16,9 +16,9 @@ from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
 from proxy.errors import OpenAIError, install_error_handlers
-from proxy.openai_responses import LogprobsView, ModelCard, ModelList, ResponseBuilder, dump
+from proxy.openai_responses import ChoiceResult, LogprobsView, ModelCard, ModelList, ResponseBuilder, dump
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
-from proxy.output import Event, TextDelta, TokenEntry
+from proxy.output import Event, Finished, TextDelta, TokenEntry
 from proxy.service import EdgeService
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 
@@ -111,7 +111,7 @@ async def _complete(
     service: EdgeService, req: ChatCompletionRequest | CompletionRequest, kind: Literal["chat", "text"]
 ) -> JSONResponse | EventSourceResponse:
     prep = await service.prepare(req)
-    view = LogprobsView(service.tokenizer.piece) if prep.gen.logprobs is not None else None
+    view = LogprobsView(service.tokenizer.piece) if prep.show_logprobs else None
     echo = req.prompt_text() if isinstance(req, CompletionRequest) and req.echo else ""
     builder = ResponseBuilder(kind, service.model_id, view, echo)
     events = service.generate(prep)
@@ -119,7 +119,7 @@ async def _complete(
     # percent-encoded: a header holds latin-1 only, and a field name may hold anything
     headers = {IGNORED_HEADER: ",".join(quote(name, safe="[]._-") for name in ignored)} if ignored else {}
     if not req.stream:
-        return await _full(events, builder, headers)
+        return await _full(events, builder, headers, prep.n)
     try:
         first = await _primed(events)
     except BaseException:
@@ -128,26 +128,31 @@ async def _complete(
     # a stream degraded from its start (the verifier known down) says so in its headers too
     if isinstance(first, TextDelta) and first.degraded:
         headers[DEGRADED_HEADER] = "true"
-    return EventSourceResponse(_sse(first, events, builder, req.include_usage()), ping=15, headers=headers)
+    return EventSourceResponse(_sse(first, events, builder, req.include_usage(), prep.n), ping=15,
+                               headers=headers)
 
 
 async def _full(
-    events: AsyncGenerator[Event, None], builder: ResponseBuilder, headers: dict[str, str]
+    events: AsyncGenerator[Event, None], builder: ResponseBuilder, headers: dict[str, str], n: int
 ) -> JSONResponse:
-    parts: list[str] = []
-    entries: list[TokenEntry] = []
+    parts: list[list[str]] = [[] for _ in range(n)]
+    entries: list[list[TokenEntry]] = [[] for _ in range(n)]
+    finished: dict[int, Finished] = {}
     try:
         async for ev in events:
             if isinstance(ev, TextDelta):
-                parts.append(ev.text)
-                entries.extend(ev.logprobs)
+                parts[ev.index].append(ev.text)
+                entries[ev.index].extend(ev.logprobs)
             else:
-                if ev.degraded:
-                    headers = {**headers, DEGRADED_HEADER: "true"}
-                return JSONResponse(dump(builder.full("".join(parts), ev, entries)), headers=headers)
+                finished[ev.index] = ev
     finally:
         await events.aclose()
-    raise OpenAIError(500, "generation ended without a result", "server_error")
+    if len(finished) != n:
+        raise OpenAIError(500, "generation ended without a result", "server_error")
+    if any(f.degraded for f in finished.values()):
+        headers = {**headers, DEGRADED_HEADER: "true"}
+    choices = [ChoiceResult("".join(parts[i]), finished[i], entries[i]) for i in range(n)]
+    return JSONResponse(dump(builder.full(choices)), headers=headers)
 
 
 async def _primed(events: AsyncGenerator[Event, None]) -> Event | None:
@@ -160,7 +165,7 @@ async def _primed(events: AsyncGenerator[Event, None]) -> Event | None:
 
 
 async def _sse(
-    first: Event | None, events: AsyncGenerator[Event, None], builder: ResponseBuilder, include_usage: bool
+    first: Event | None, events: AsyncGenerator[Event, None], builder: ResponseBuilder, include_usage: bool, n: int
 ) -> AsyncGenerator[dict[str, str], None]:
     def data(obj: dict[str, Any]) -> dict[str, str]:
         return {"data": json.dumps(obj, separators=(",", ":"))}
@@ -173,14 +178,18 @@ async def _sse(
 
     try:
         if builder.chat or builder.echo:
-            yield data(dump(builder.chunk("", first=True), include_usage))
+            for index in range(n):
+                yield data(dump(builder.chunk("", first=True, index=index), include_usage))
+        finished: list[Finished] = []
         async for ev in chained():
             if isinstance(ev, TextDelta):
-                yield data(dump(builder.chunk(ev.text, degraded=ev.degraded, entries=ev.logprobs), include_usage))
+                yield data(dump(builder.chunk(ev.text, degraded=ev.degraded, entries=ev.logprobs, index=ev.index),
+                                include_usage))
             else:
-                yield data(dump(builder.chunk(None, ev.finish_reason, stats=ev.stats), include_usage))
-                if include_usage:
-                    yield data(dump(builder.usage_chunk(ev)))
+                yield data(dump(builder.chunk(None, ev.finish_reason, stats=ev.stats, index=ev.index), include_usage))
+                finished.append(ev)
+        if include_usage and finished:
+            yield data(dump(builder.usage_chunk(finished)))
         yield {"data": "[DONE]"}
     except OpenAIError as exc:
         log.warning("error inside a stream", extra={"error": exc.message})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, model_serializer
@@ -25,11 +26,13 @@ class Usage(BaseModel):
     unverified_tokens: int | None = None  # Tandem: completion tokens the cloud did not verify (degraded)
 
     @classmethod
-    def of(cls, f: Finished) -> Usage:
-        unverified = f.stats.get("unverified_tokens") if f.degraded else None
-        return cls(prompt_tokens=f.prompt_tokens, completion_tokens=f.completion_tokens,
-                   total_tokens=f.prompt_tokens + f.completion_tokens,
-                   unverified_tokens=int(unverified) if unverified is not None else None)
+    def of(cls, finished: Sequence[Finished]) -> Usage:
+        """The usage of a request's choices: the prompt once, the completions of all."""
+        completion = sum(f.completion_tokens for f in finished)
+        unverified = [int(f.stats.get("unverified_tokens", 0)) for f in finished if f.degraded]
+        prompt = finished[0].prompt_tokens
+        return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
+                   unverified_tokens=sum(unverified) if unverified else None)
 
     @model_serializer(mode="wrap")
     def _tandem_only_when_set(self, handler: Any) -> dict[str, Any]:
@@ -199,6 +202,15 @@ def dump(obj: BaseModel, include_usage: bool = True) -> dict[str, Any]:
     return body
 
 
+@dataclass
+class ChoiceResult:
+    """One choice of a whole (not streamed) response."""
+
+    text: str
+    finished: Finished
+    entries: list[TokenEntry]
+
+
 class ResponseBuilder:
     """The response objects of one request (chat or text completion), sharing id and time.
     ``logprobs``: the request asked for them (rendered by this view); ``echo``: the prompt text
@@ -212,33 +224,40 @@ class ResponseBuilder:
         self.model = model
         self.logprobs = logprobs
         self.echo = echo
-        self._offset = 0  # characters of completion text sent so far (the legacy text_offset)
+        self._offsets: dict[int, int] = {}  # per choice, characters of text sent so far (the legacy text_offset)
 
     def _chat_logprobs(self, entries: Sequence[TokenEntry]) -> ChatLogprobs | None:
         return self.logprobs.chat(entries) if self.logprobs is not None and entries else None
 
-    def _text_logprobs(self, entries: Sequence[TokenEntry], text: str) -> TextLogprobs | None:
-        out = self.logprobs.text(entries, self._offset) if self.logprobs is not None and entries else None
-        self._offset += len(text)
+    def _text_logprobs(self, entries: Sequence[TokenEntry], text: str, index: int) -> TextLogprobs | None:
+        offset = self._offsets.get(index, 0)
+        out = self.logprobs.text(entries, offset) if self.logprobs is not None and entries else None
+        self._offsets[index] = offset + len(text)
         return out
 
     def _ids(self, degraded: bool = False) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "model": self.model,
                 "system_fingerprint": DEGRADED_FINGERPRINT if degraded else None}
 
-    def full(self, text: str, f: Finished, entries: Sequence[TokenEntry] = ()) -> ChatCompletion | TextCompletion:
-        ids = self._ids(f.degraded)
+    def full(self, choices: Sequence[ChoiceResult]) -> ChatCompletion | TextCompletion:
+        """The whole response; ``tandem`` holds the statistics of choice 0 (the others' are logged)."""
+        finished = [c.finished for c in choices]
+        ids = self._ids(any(f.degraded for f in finished))
+        usage, stats = Usage.of(finished), finished[0].stats
         if self.chat:
-            return ChatCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
-                ChatChoice(message=ChatMessageOut(content=text), logprobs=self._chat_logprobs(entries),
-                           finish_reason=f.finish_reason)])
-        self._offset = len(self.echo)
-        return TextCompletion(**ids, usage=Usage.of(f), tandem=f.stats, choices=[
-            TextChoice(text=self.echo + text, logprobs=self._text_logprobs(entries, text),
-                       finish_reason=f.finish_reason)])
+            return ChatCompletion(**ids, usage=usage, tandem=stats, choices=[
+                ChatChoice(index=i, message=ChatMessageOut(content=c.text), logprobs=self._chat_logprobs(c.entries),
+                           finish_reason=c.finished.finish_reason) for i, c in enumerate(choices)])
+        text_choices = []
+        for i, c in enumerate(choices):
+            self._offsets[i] = len(self.echo)
+            text_choices.append(TextChoice(index=i, text=self.echo + c.text, finish_reason=c.finished.finish_reason,
+                                           logprobs=self._text_logprobs(c.entries, c.text, i)))
+        return TextCompletion(**ids, usage=usage, tandem=stats, choices=text_choices)
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
-              stats: Stats | None = None, degraded: bool = False, entries: Sequence[TokenEntry] = ()) -> Chunk:
+              stats: Stats | None = None, degraded: bool = False, entries: Sequence[TokenEntry] = (),
+              index: int = 0) -> Chunk:
         """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint).
         The first chunk of an echoed completion carries the prompt."""
         degraded = degraded or bool(stats and stats.get("degraded"))
@@ -248,17 +267,16 @@ class ResponseBuilder:
         if self.chat:
             delta = ChatDelta(role="assistant" if first else None, content=text)
             return ChatCompletionChunk(**self._ids(degraded), tandem=tandem, choices=[
-                ChatChunkChoice(delta=delta, logprobs=self._chat_logprobs(entries), finish_reason=finish)])
-        if first:
-            self._offset = len(self.echo)
+                ChatChunkChoice(index=index, delta=delta, logprobs=self._chat_logprobs(entries),
+                                finish_reason=finish)])
         text = (self.echo if first else "") + (text or "")
         return TextCompletion(**self._ids(degraded), tandem=tandem,
-                              choices=[TextChoice(text=text, logprobs=self._text_logprobs(entries, text),
-                                                  finish_reason=finish)])
+                              choices=[TextChoice(index=index, text=text, finish_reason=finish,
+                                                  logprobs=self._text_logprobs(entries, text, index))])
 
-    def usage_chunk(self, f: Finished) -> Chunk:
-        """The final chunk of a stream with include_usage: no choices, the usage."""
-        ids = self._ids(f.degraded)
+    def usage_chunk(self, finished: Sequence[Finished]) -> Chunk:
+        """The final chunk of a stream with include_usage: no choices, the usage of them all."""
+        ids = self._ids(any(f.degraded for f in finished))
         if self.chat:
-            return ChatCompletionChunk(**ids, choices=[], usage=Usage.of(f))
-        return TextCompletion(**ids, choices=[], usage=Usage.of(f))
+            return ChatCompletionChunk(**ids, choices=[], usage=Usage.of(finished))
+        return TextCompletion(**ids, choices=[], usage=Usage.of(finished))

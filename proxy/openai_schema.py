@@ -23,6 +23,7 @@ from verifier.core.logprobs import MAX_TOP_LOGPROBS
 from verifier.core.protocol import MAX_LOGIT_BIAS
 
 MAX_MESSAGES = 4096  # messages of one chat request
+MAX_CHOICES = 16  # n and best_of: each choice is a generation of its own, run concurrently
 
 
 class _Strict(BaseModel):
@@ -105,11 +106,6 @@ def _lone_surrogate(value: object, path: str) -> str | None:
     return None
 
 
-def _neutral(name: str, value: object, neutral: object) -> None:
-    if value is not None and value != neutral:
-        raise ValueError(f"{name}={value!r} is not supported by this server (only {neutral!r})")
-
-
 #: fields that would change the output and that this server cannot honour, with the values
 #: that change nothing (None always does)
 UNHONOURED: dict[str, tuple[object, ...]] = {
@@ -135,7 +131,7 @@ class SamplingFields(_Open):
     stop: str | Annotated[list[str], Field(max_length=4)] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    n: int | None = None
+    n: int | None = Field(None, ge=1, le=MAX_CHOICES)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
@@ -183,11 +179,6 @@ class SamplingFields(_Open):
                              "which is not valid Unicode text")
         return data
 
-    @field_validator("n")
-    @classmethod
-    def _n_is_one(cls, v: int | None) -> int | None:
-        _neutral("n", v, 1)
-        return v
 
     @field_validator("logit_bias")
     @classmethod
@@ -232,6 +223,10 @@ class SamplingFields(_Open):
         """The target's logprobs of each output token with this many alternatives; None: not asked."""
         return None
 
+    def best_of_wanted(self) -> int:
+        """Choices to generate, of which the n most likely are returned (completions only)."""
+        return 1
+
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1, max_length=MAX_MESSAGES)
@@ -263,8 +258,17 @@ class CompletionRequest(SamplingFields):
     prompt: str | Annotated[list[str], Field(min_length=1, max_length=1)]
     echo: bool | None = None
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
-    best_of: int | None = None
+    best_of: int | None = Field(None, ge=1, le=MAX_CHOICES)
     suffix: str | None = None
+
+    @model_validator(mode="after")
+    def _best_of_covers_n(self) -> CompletionRequest:
+        if self.best_of is not None and self.best_of > 1:
+            if self.best_of < (self.n or 1):
+                raise ValueError(f"best_of ({self.best_of}) must be at least n ({self.n})")
+            if self.stream:
+                raise ValueError("best_of > 1 cannot be streamed (the best choices are known only at the end)")
+        return self
 
     @model_validator(mode="after")
     def _echo_without_logprobs(self) -> CompletionRequest:
@@ -276,11 +280,8 @@ class CompletionRequest(SamplingFields):
     def logprobs_wanted(self) -> int | None:
         return self.logprobs
 
-    @field_validator("best_of")
-    @classmethod
-    def _best_of_one(cls, v: int | None) -> int | None:
-        _neutral("best_of", v, 1)
-        return v
+    def best_of_wanted(self) -> int:
+        return self.best_of or 1
 
     @field_validator("suffix")
     @classmethod

@@ -27,6 +27,7 @@ class TextDelta:
     #: when the request asked: (token id, the target's logprob entry) of each token whose text this
     #: delta releases (the entry None for a token the draft model produced alone)
     logprobs: tuple[TokenEntry, ...] = ()
+    index: int = 0  # the choice it belongs to (n > 1)
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,8 @@ class Finished:
     prompt_tokens: int
     completion_tokens: int
     stats: Stats
+    index: int = 0  # the choice it ends (n > 1)
+    cumulative_logprob: float | None = None  # the sum of the output tokens' target logprobs, when computed
 
     @property
     def degraded(self) -> bool:

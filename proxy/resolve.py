@@ -7,7 +7,7 @@ is decided here, before any token is generated.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from proxy.decoding import GenerationRequest
@@ -21,13 +21,34 @@ from verifier.core.protocol import SamplingParams, SloTargets
 from verifier.core.sampling import effective_temperature
 
 _SEED_MASK = (1 << 63) - 1
+_GOLDEN = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices apart
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """The seed of choice ``index`` of a request seeded ``seed``: choice 0 keeps it (n=1 and
+    the first of n give the same output), the others get seeds of their own, reproducibly."""
+    return (seed + index * _GOLDEN) & _SEED_MASK
 
 
 @dataclass(frozen=True)
 class PreparedRequest:
-    gen: GenerationRequest
+    gen: GenerationRequest  # choice 0
     mode: Mode
     stop: list[str]
+    n: int = 1  # choices returned
+    best_of: int = 1  # choices generated (completions: the n with the highest cumulative logprob are returned)
+    show_logprobs: bool = False  # the client asked for logprobs (best_of computes them anyway)
+
+    @property
+    def generations(self) -> int:
+        """Generations to run: one when every choice is the same greedy output."""
+        return 1 if self.gen.sampling.temperature == 0 else max(self.n, self.best_of)
+
+    def choice(self, index: int) -> GenerationRequest:
+        if index == 0:
+            return self.gen
+        seed = choice_seed(self.gen.sampling.seed, index)
+        return replace(self.gen, sampling=self.gen.sampling.model_copy(update={"seed": seed}))
 
 
 def mode_of(req: SamplingFields, settings: EdgeSettings) -> Mode:
@@ -166,6 +187,12 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
         logprobs=req.logprobs_wanted(),
     )
+    best_of = req.best_of_wanted()
+    if best_of > 1 and mode == "draft":
+        raise bad_request("best_of ranks choices by the target's logprobs, computed in the cloud; mode 'draft' "
+                          "answers from the draft model alone", "best_of", "unsupported_parameter")
+    if best_of > 1 and gen.logprobs is None:
+        gen = replace(gen, logprobs=0)  # ranking the choices needs their logprobs
     if mode == "draft" and gen.logprobs is not None:
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")
@@ -181,4 +208,5 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
     elif mode == "auto" and seeded_sample:
         mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently
-    return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list())
+    return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list(), n=req.n or 1, best_of=best_of,
+                           show_logprobs=req.logprobs_wanted() is not None)

@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 
 from proxy.breaker import CircuitBreaker
 from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
@@ -112,25 +114,52 @@ class EdgeService:
         return resolve(req, prompt_ids, edge, default_max)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
-        """Text deltas then one Finished. Raises OpenAIError for failures."""
-        gen = prep.gen
+        """Text deltas then one Finished, per choice (``index``). Raises OpenAIError for failures.
+
+        n > 1 runs the choices concurrently (one generation each, seeds of their own), except when
+        greedy: every choice is then the same output, generated once. best_of > n generates
+        best_of choices and returns the n with the highest cumulative logprob, renumbered."""
+        if prep.generations == 1:
+            async for ev in self._generate_one(prep, prep.gen):
+                for index in range(prep.n):
+                    yield replace(ev, index=index)
+            return
+        runs = [self._generate_one(prep, prep.choice(i), i) for i in range(prep.generations)]
+        if prep.best_of <= prep.n:
+            async for ev in merged(runs):
+                yield ev
+            return
+        events: list[list[Event]] = [[] for _ in runs]
+        async for ev in merged(runs):
+            events[ev.index].append(ev)
+        ranked = sorted(range(len(runs)), key=lambda i: (-cumulative_logprob(events[i]), i))[: prep.n]
+        for index, chosen in enumerate(ranked):
+            for ev in events[chosen]:
+                yield replace(ev, index=index)
+
+    async def _generate_one(self, prep: PreparedRequest, gen: GenerationRequest,
+                            index: int = 0) -> AsyncGenerator[Event, None]:
+        """One choice: text deltas then one Finished."""
         stats = GenerationStats(mode=prep.mode, logprobs=[] if gen.logprobs is not None else None)
         emitter = TextEmitter(self.tokenizer, gen.max_tokens, gen.stop_token_ids, prep.stop)
         pending: list[TokenEntry] = []  # logprobs of output tokens whose text is still held back
+        cumulative: float | None = 0.0 if stats.logprobs is not None else None  # None once a token has none
         t0 = time.perf_counter()
         try:
             async with contextlib.AsyncExitStack() as stack:
-                tokens = await self._loop(prep, stats, stack)
+                tokens = await self._loop(prep.mode, gen, stats, stack)
                 stack.push_async_callback(tokens.aclose)
                 consumed = 0
                 async for new in tokens:
                     for token in new:
                         text, is_output = emitter.push_one(token)
                         if is_output and stats.logprobs is not None:
-                            pending.append((token, stats.logprobs[consumed]))
+                            entry = stats.logprobs[consumed]
+                            pending.append((token, entry))
+                            cumulative = cumulative + entry.logprob if entry and cumulative is not None else None
                         consumed += 1
                         if text:
-                            yield TextDelta(text, stats.degraded, tuple(pending))
+                            yield TextDelta(text, stats.degraded, tuple(pending), index)
                             pending.clear()
                         if emitter.done:
                             break
@@ -151,19 +180,18 @@ class EdgeService:
                               "verifier_error") from exc
         tail = emitter.finish()
         if tail:  # held-back text; the logprobs of tokens that end in no text (a stop string) are dropped
-            yield TextDelta(tail, stats.degraded, tuple(pending))
+            yield TextDelta(tail, stats.degraded, tuple(pending), index)
         out = stats.as_dict()
         out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
-        yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out)
+        yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative)
 
-    async def _loop(self, prep: PreparedRequest, stats: GenerationStats,
+    async def _loop(self, mode: Mode, gen: GenerationRequest, stats: GenerationStats,
                     stack: contextlib.AsyncExitStack) -> Loop:
         """The decoding loop of the request's mode, resumed or continued on the draft model when
         the verifier is lost (``proxy.resume``); a drafter leased for its lifetime if it needs one."""
-        mode: Mode = prep.mode
         if mode == "draft":
-            return draft_loop(prep.gen, await stack.enter_async_context(self.drafters.lease()), stats)
+            return draft_loop(gen, await stack.enter_async_context(self.drafters.lease()), stats)
         drafter: Drafter | None = None
         if mode != "cloud":
             drafter = await stack.enter_async_context(self.drafters.lease())
@@ -184,4 +212,44 @@ class EdgeService:
                 return draft_loop(req, drafter, stats)
             return draft_loop(req, await stack.enter_async_context(self.drafters.lease()), stats)
 
-        return resumable(prep.gen, cloud, alone, self.recovery, self.breaker, stats)
+        return resumable(gen, cloud, alone, self.recovery, self.breaker, stats)
+
+
+def cumulative_logprob(events: list[Event]) -> float:
+    """A finished choice's cumulative target logprob (-inf when unknown: it ranks last)."""
+    for ev in events:
+        if isinstance(ev, Finished) and ev.cumulative_logprob is not None:
+            return ev.cumulative_logprob
+    return -math.inf
+
+
+async def merged(runs: list[AsyncGenerator[Event, None]]) -> AsyncGenerator[Event, None]:
+    """The events of concurrent choices as they come, each stamped with its choice's index; the
+    first failure of any choice ends them all. Closing the merge closes every choice."""
+    queue: asyncio.Queue[tuple[int, Event | BaseException | None]] = asyncio.Queue()
+
+    async def pump(index: int, run: AsyncGenerator[Event, None]) -> None:
+        try:
+            async for ev in run:
+                await queue.put((index, replace(ev, index=index)))
+            await queue.put((index, None))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            await queue.put((index, exc))
+
+    tasks = [asyncio.get_running_loop().create_task(pump(i, run)) for i, run in enumerate(runs)]
+    try:
+        left = len(runs)
+        while left:
+            _, item = await queue.get()
+            if item is None:
+                left -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for run in runs:
+            await run.aclose()

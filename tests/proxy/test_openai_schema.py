@@ -59,7 +59,7 @@ def test_text_parts_are_joined() -> None:
 @pytest.mark.parametrize("bad", [
     {"temperature": 2.5}, {"temperature": -0.1}, {"top_p": 0}, {"top_p": 1.2}, {"messages": []},
     {"messages": [{"role": "robot", "content": "x"}]}, {"messages": [{"role": "tool", "content": "x"}]},
-    {"n": 2}, {"presence_penalty": 2.5}, {"top_logprobs": 2}, {"top_logprobs": 21, "logprobs": True},
+    {"n": 17}, {"n": 0}, {"presence_penalty": 2.5}, {"top_logprobs": 2}, {"top_logprobs": 21, "logprobs": True},
     {"tools": [{"type": "function"}]},
     {"max_tokens": 0}, {"stop": ["a", "b", "c", "d", "e"]}, {"stream_options": {"include_usage": True}},
     {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
@@ -74,7 +74,8 @@ def test_invalid_requests_are_refused(bad: dict[str, object]) -> None:
 def test_completion_request() -> None:
     req = CompletionRequest.model_validate({"model": "m", "prompt": ["once"]})
     assert req.prompt_text() == "once"
-    for bad in [{"echo": True, "logprobs": 1}, {"best_of": 2}, {"suffix": "x"}, {"prompt": ["a", "b"]},
+    for bad in [{"echo": True, "logprobs": 1}, {"best_of": 2, "n": 3}, {"best_of": 2, "stream": True},
+                {"suffix": "x"}, {"prompt": ["a", "b"]},
                 {"logprobs": 21}]:
         with pytest.raises(ValidationError):
             CompletionRequest.model_validate({"model": "m", "prompt": "x", **bad})
