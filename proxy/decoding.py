@@ -27,8 +27,9 @@ from proxy.verifier_channel import ChannelSession, VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierUnavailable
 from verifier.core.codec import logprobs_from_wire
 from verifier.core.drafting import DraftSampling, DraftToken, DraftTrigger
+from verifier.core.grammar import Constraint
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import SamplingParams, SloTargets
+from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets
 from verifier.core.wire import Stale, Verified
 
 T = TypeVar("T")
@@ -106,6 +107,8 @@ class GenerationRequest:
     slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
     output_start: int | None = None  # where the output begins in prompt_token_ids (None: after them)
     logprobs: int | None = None  # the target's logprobs of each output token, with this many alternatives
+    grammar: GrammarParams | None = None  # what the output must match, as the verifier is told
+    constraint: Constraint | None = None  # the same grammar on the edge: the draft's mask (this generation's own)
 
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
@@ -122,7 +125,8 @@ class GenerationRequest:
 def _draft_sampling(req: GenerationRequest, proposal_support: int, record_features: bool = False) -> DraftSampling:
     sp = req.sampling
     return DraftSampling(sp.temperature, sp.top_p, sp.seed, proposal_support, record_features, top_k=sp.top_k,
-                         min_p=sp.min_p, processing=sp.processing(), output_start=req.output_index())
+                         min_p=sp.min_p, processing=sp.processing(), output_start=req.output_index(),
+                         constraint=req.constraint)
 
 
 async def _in_thread(fn: Callable[..., T], *args: object) -> T:
@@ -156,7 +160,8 @@ async def speculative_loop(
     dsampling = _draft_sampling(req, proposal_support, features)
     policy = req.policy
     limit = len(req.prompt_token_ids) + req.max_tokens
-    session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start, req.logprobs)
+    session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start, req.logprobs,
+                                 req.grammar)
     state = SpeculationState.start(req.prompt_token_ids)
     sent_at: dict[int, float] = {}
     alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
@@ -261,7 +266,8 @@ async def cloud_loop(
     t0 = time.perf_counter() - stats.verify_wait_s
     first = True
     async for chunk in client.generate(req.prompt_token_ids, req.sampling, req.max_tokens,
-                                       sorted(req.stop_token_ids), req.slo, req.output_start, req.logprobs):
+                                       sorted(req.stop_token_ids), req.slo, req.output_start, req.logprobs,
+                                       req.grammar):
         stats.rounds += 1
         stats.verify_compute_s += chunk.compute_ms / 1000
         stats.verify_wait_s = time.perf_counter() - t0

@@ -62,6 +62,30 @@ class ChatMessage(_Open):
         return "".join(part.text for part in self.content)
 
 
+class TextFormat(_Open):
+    type: Literal["text"]
+
+
+class JsonObjectFormat(_Open):
+    type: Literal["json_object"]
+
+
+class JsonSchema(_Open):
+    name: str = Field(max_length=64)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class JsonSchemaFormat(_Open):
+    type: Literal["json_schema"]
+    json_schema: JsonSchema
+
+    def output_schema(self) -> dict[str, Any]:
+        """The schema the output must follow (none given: any JSON object)."""
+        return self.json_schema.schema_ if self.json_schema.schema_ is not None else {"type": "object"}
+
+
 class TandemOptions(_Strict):
     """Tandem's own per-request extension (OpenAI SDK: ``extra_body={"tandem": {...}}``)."""
 
@@ -113,7 +137,6 @@ UNHONOURED: dict[str, tuple[object, ...]] = {
     "tool_choice": ("none",),
     "functions": ([],),
     "function_call": ("none",),
-    "response_format": ({"type": "text"},),
     "reasoning_effort": (),
     "audio": (),
     "modalities": (["text"],),
@@ -154,7 +177,7 @@ class SamplingFields(_Open):
     tool_choice: Any = None
     functions: Any = None
     function_call: Any = None
-    response_format: Any = None
+    response_format: TextFormat | JsonObjectFormat | JsonSchemaFormat | None = Field(None, discriminator="type")
     reasoning_effort: Any = None
     audio: Any = None
     modalities: Any = None
@@ -200,6 +223,14 @@ class SamplingFields(_Open):
         if self.stream_options is not None and not self.stream:
             raise ValueError("stream_options is only allowed when stream is true")
         return self
+
+    def output_schema(self) -> dict[str, Any] | None:
+        """The JSON schema ``response_format`` asks the output to follow; None: free text."""
+        if isinstance(self.response_format, JsonSchemaFormat):
+            return self.response_format.output_schema()
+        if isinstance(self.response_format, JsonObjectFormat):
+            return {"type": "object"}
+        return None
 
     def ignored_fields(self) -> list[str]:
         """Unknown fields of the request (dotted paths), in order, each once."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from proxy.decoding import GenerationRequest
 from proxy.errors import bad_request
@@ -17,7 +18,8 @@ from proxy.pipeline import PipelinePolicy
 from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
-from verifier.core.protocol import SamplingParams, SloTargets
+from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
+from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets
 from verifier.core.sampling import effective_temperature
 
 _SEED_MASK = (1 << 63) - 1
@@ -45,10 +47,12 @@ class PreparedRequest:
         return 1 if self.gen.sampling.temperature == 0 else max(self.n, self.best_of)
 
     def choice(self, index: int) -> GenerationRequest:
+        """Choice ``index``'s generation: its own seed, its own grammar state."""
         if index == 0:
             return self.gen
         seed = choice_seed(self.gen.sampling.seed, index)
-        return replace(self.gen, sampling=self.gen.sampling.model_copy(update={"seed": seed}))
+        constraint = self.gen.constraint.copy() if self.gen.constraint is not None else None
+        return replace(self.gen, sampling=self.gen.sampling.model_copy(update={"seed": seed}), constraint=constraint)
 
 
 def mode_of(req: SamplingFields, settings: EdgeSettings) -> Mode:
@@ -87,6 +91,7 @@ class EdgeDefaults:
     predictor: PredictorTrigger | None = None  # loaded from --controller, for requests that ask for it
     verifies_sampled: bool = True  # the verifier checks sampled drafts (vLLM's backend: greedy ones only)
     vocab_size: int | None = None  # the token ids logit_bias may name (None: unchecked here)
+    grammars: GrammarCompiler | None = None  # response_format's grammars over the edge's vocabulary
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
@@ -135,6 +140,22 @@ def policy_for(opts: TandemOptions | None, settings: EdgeSettings, seeded_sample
     else:
         pipelined = settings.pipeline and not seeded_sample
     return PipelinePolicy.pipelined(gamma, settings.max_inflight) if pipelined else PipelinePolicy.stop_and_wait(gamma)
+
+
+def constrained(schema: dict[str, Any], edge: EdgeDefaults) -> dict[str, Any]:
+    """The grammar fields of a generation whose output must follow ``schema``: the spec the
+    verifier compiles, and the edge's own constraint for its drafts (a 400 naming
+    response_format when the engine cannot compile the schema)."""
+    spec = GrammarSpec.json_schema(schema, sorted(edge.stop_token_ids))
+    if edge.grammars is None:
+        raise bad_request("response_format needs a grammar engine over this edge's vocabulary; this edge drafts "
+                          f"with {edge.settings.drafter!r}", "response_format", "unsupported_parameter")
+    try:
+        constraint = edge.grammars.compile(spec)
+    except GrammarError as exc:
+        raise bad_request(f"response_format: the JSON schema cannot be enforced: {exc}", "response_format",
+                          "invalid_response_format") from exc
+    return {"grammar": GrammarParams.of(spec), "constraint": constraint}
 
 
 def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> SamplingParams:
@@ -187,6 +208,9 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
         logprobs=req.logprobs_wanted(),
     )
+    schema = req.output_schema()
+    if schema is not None:
+        gen = replace(gen, **constrained(schema, edge))
     best_of = req.best_of_wanted()
     if best_of > 1 and mode == "draft":
         raise bad_request("best_of ranks choices by the target's logprobs, computed in the cloud; mode 'draft' "

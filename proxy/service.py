@@ -34,6 +34,7 @@ from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
 from proxy.verifier_probe import VerifierProbe
+from verifier.core.grammar import GrammarCompiler
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class EdgeService:
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
         self.ignored_seen: set[str] = set()  # unknown request fields logged so far
+        self.grammars = GrammarCompiler(tokenizer.grammar_tokenizer)  # response_format, over the edge's vocabulary
         self.created = int(time.time())
 
     @property
@@ -90,10 +92,13 @@ class EdgeService:
                               f"characters, more than {limit} tokens can hold.",
                               "messages" if isinstance(req, ChatCompletionRequest) else "prompt",
                               "context_length_exceeded")
-        # templating and tokenising a long prompt is CPU work: off the event loop
+        # templating and tokenising a long prompt, compiling a schema: CPU work, off the event loop
+        return await asyncio.to_thread(self._prepare_sync, req)
+
+    def _prepare_sync(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
         if isinstance(req, ChatCompletionRequest):
-            return self._resolve(req, await asyncio.to_thread(self.prompts.chat, req), None)
-        return self._resolve(req, await asyncio.to_thread(self.prompts.text, req), COMPLETIONS_DEFAULT_MAX_TOKENS)
+            return self._resolve(req, self.prompts.chat(req), None)
+        return self._resolve(req, self.prompts.text(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
 
     def _check_fields(self, req: ChatCompletionRequest | CompletionRequest) -> None:
         """Unknown fields: a 400 with --strict-fields, else accepted and logged once per name."""
@@ -110,7 +115,7 @@ class EdgeService:
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
                             self.tokenizer.stop_token_ids, self.trigger, self.predictor,
-                            self.verifier.verifies_sampled, self.tokenizer.vocab_size)
+                            self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars)
         return resolve(req, prompt_ids, edge, default_max)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import llguidance
+
 from verifier.core.gguf import load_llama
 
 _END_OF_TURN_TEXTS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
@@ -34,6 +36,13 @@ class Tokenizer:
 
     def piece(self, token_id: int, special: bool = False) -> bytes:
         return self._llm.detokenize([token_id], special=special)
+
+    def grammar_tokenizer(self, stop_token_ids: tuple[int, ...]) -> llguidance.LLTokenizer:
+        """This vocabulary for the grammar engine, ending on ``stop_token_ids`` (~0.3 s: cache it)."""
+        import llama_cpp  # noqa: PLC0415 - loaded by load_llama already
+        from llguidance.llamacpp import lltokenizer_from_vocab  # noqa: PLC0415 - imports llama_cpp
+
+        return lltokenizer_from_vocab(llama_cpp.llama_model_get_vocab(self._llm.model), eos_token=list(stop_token_ids))
 
     def token_bytes(self, token_ids: list[int]) -> bytes:
         """The output bytes of tokens; special tokens (end of turn...) render as nothing."""

@@ -20,8 +20,8 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.speculation import SentRound
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable, auth_headers
-from verifier.core.codec import encode_round, shaping_of
-from verifier.core.protocol import CHANNEL_PATH, SamplingParams, SloTargets
+from verifier.core.codec import encode_round, grammar_to_wire, shaping_of
+from verifier.core.protocol import CHANNEL_PATH, GrammarParams, SamplingParams, SloTargets
 from verifier.core.wire import (
     SUBPROTOCOL,
     ChannelError,
@@ -210,7 +210,7 @@ class VerifierChannel:
 
     async def open(self, prompt_token_ids: list[int], sampling: SamplingParams,
                    slo: SloTargets | None = None, output_start: int | None = None,
-                   logprobs: int | None = None) -> ChannelSession:
+                   logprobs: int | None = None, grammar: GrammarParams | None = None) -> ChannelSession:
         """Open a session: the Open frame goes out now, its answer comes with the first round's.
         ``output_start``: where the output begins in ``prompt_token_ids`` (a resumed generation)."""
         sid = self._next_sid
@@ -220,7 +220,8 @@ class VerifierChannel:
         frame = Open(sid=sid, prompt_token_ids=prompt_token_ids, temperature=sampling.temperature,
                      top_p=sampling.top_p, seed=sampling.seed, tpot_ms=(slo.tpot_ms or 0.0) if slo else 0.0,
                      ttft_ms=(slo.ttft_ms or 0.0) if slo else 0.0, output_start=output_start or 0,
-                     shaping=shaping_of(sampling), logprobs=-1 if logprobs is None else logprobs)
+                     shaping=shaping_of(sampling), logprobs=-1 if logprobs is None else logprobs,
+                     grammar=grammar_to_wire(grammar))
         try:
             session.bytes_up += await self.send(frame)
         except BaseException:

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
+import llguidance
 import numpy as np
 import numpy.typing as npt
 from fastapi import FastAPI
@@ -37,6 +38,7 @@ from verifier.channel import ChannelConnection
 from verifier.core.asgi import KeyRing
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
+from verifier.core.grammar import GrammarCompiler
 from verifier.core.protocol import ModelInfo
 from verifier.core.sampling import SparseDist
 from verifier.core.wire import Round
@@ -140,6 +142,28 @@ class LetterTokenizer(Tokenizer):
 
     def piece(self, token_id: int, special: bool = False) -> bytes:
         return b"" if token_id == EOS else chr(ord("a") + token_id - 1).encode()
+
+    def grammar_tokenizer(self, stop_token_ids: tuple[int, ...]) -> llguidance.LLTokenizer:
+        return letter_grammar_tokenizer(stop_token_ids)
+
+
+class _LetterVocab:
+    """The letter vocabulary as llguidance's TokenizerWrapper reads it."""
+
+    eos_token_id = EOS
+    bos_token_id = None
+    special_token_ids = [EOS]
+    tokens = [b"\xff<eos>"] + [chr(ord("a") + t - 1).encode() for t in range(1, V)]
+
+    def __call__(self, text: bytes | str) -> list[int]:
+        data = text.encode() if isinstance(text, str) else text
+        return [c - ord("a") + 1 for c in data]
+
+
+def letter_grammar_tokenizer(stop_token_ids: tuple[int, ...]) -> llguidance.LLTokenizer:
+    """The letter vocabulary for the grammar engine (regexes over a..o)."""
+    return llguidance.LLTokenizer(llguidance.TokenizerWrapper(_LetterVocab()), eos_token=list(stop_token_ids),
+                                  slices=[])
 
 
 class ScriptedDrafter(Drafter):
@@ -284,7 +308,8 @@ async def start(
 ) -> Harness:
     """A verifier app (backend loaded) and an edge app speaking to it in memory."""
     backend = backend or BigramBackend()
-    verifier_app = create_verifier_app(lambda: backend, session_ttl_s=60.0, max_sessions=8)
+    verifier_app = create_verifier_app(lambda: backend, session_ttl_s=60.0, max_sessions=8,
+                                       grammars=GrammarCompiler(letter_grammar_tokenizer))
     await verifier_app.state.service.load()
     # raise_app_exceptions=False: a crash in the verifier reaches the edge as a 500, as over a socket
     transport: httpx.AsyncBaseTransport = httpx.ASGITransport(app=verifier_app, raise_app_exceptions=False)

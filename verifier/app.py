@@ -17,6 +17,7 @@ from verifier.backends.base import TargetBackend
 from verifier.channel import ChannelConnection, EdgeQuota
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 from verifier.core.errors import error_envelope, error_type
+from verifier.core.grammar import GrammarCompiler
 from verifier.core.protocol import API_PREFIX, CHANNEL_PATH, GenerateRequest, ServerInfo
 from verifier.core.wire import PROTOCOL_VERSION, SUBPROTOCOL, ChannelError, encode
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
@@ -32,8 +33,9 @@ class VerifierService:
     """Holds the engine once the backend is loaded; routes read it from app.state."""
 
     def __init__(self, backend_factory: Callable[[], TargetBackend], session_ttl_s: float, max_sessions: int,
-                 scheduling: SchedulingConfig) -> None:
+                 scheduling: SchedulingConfig, grammars: GrammarCompiler | None = None) -> None:
         self._factory = backend_factory
+        self._grammars = grammars
         self._ttl = session_ttl_s
         self._max_sessions = max_sessions
         self._scheduling = scheduling
@@ -47,7 +49,8 @@ class VerifierService:
             log.exception("backend failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
-        self.engine = VerifierEngine(backend, self._ttl, self._max_sessions, self._scheduling)
+        self.engine = VerifierEngine(backend, self._ttl, self._max_sessions, self._scheduling,
+                                     grammars=self._grammars)
         log.info("verifier ready", extra={"model": backend.info.model, "backend": backend.info.backend})
 
     def ready_engine(self) -> VerifierEngine:
@@ -65,10 +68,13 @@ def create_app(
     max_body_bytes: int = 16 << 20,
     max_sessions_per_edge: int = 32,
     max_queued_rounds: int = 64,
+    grammars: GrammarCompiler | None = None,
 ) -> FastAPI:
     """The verifier's app. ``keys``: the edges' tokens every /v1 route and the channel require
-    (none: open; /health stays open for probes)."""
-    service = VerifierService(backend_factory, session_ttl_s, max_sessions, scheduling or SchedulingConfig())
+    (none: open; /health stays open for probes). ``grammars``: compiles the grammars of
+    constrained generations over the target's vocabulary (none: they are refused)."""
+    service = VerifierService(backend_factory, session_ttl_s, max_sessions, scheduling or SchedulingConfig(),
+                              grammars)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

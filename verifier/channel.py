@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from verifier.core.codec import logprobs_to_wire, sampling_of
+from verifier.core.codec import grammar_from_wire, logprobs_to_wire, sampling_of
 from verifier.core.protocol import SessionCreate, SloTargets
 from verifier.core.wire import (
     ChannelError,
@@ -49,7 +49,8 @@ def session_of(frame: Open) -> SessionCreate:
         sampling = sampling_of(frame)
         return SessionCreate(prompt_token_ids=frame.prompt_token_ids, sampling=sampling,
                              slo=slo if slo.tpot_ms or slo.ttft_ms else None, output_start=frame.output_start or None,
-                             logprobs=frame.logprobs if frame.logprobs >= 0 else None)
+                             logprobs=frame.logprobs if frame.logprobs >= 0 else None,
+                             grammar=grammar_from_wire(frame.grammar))
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))

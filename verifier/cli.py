@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import uvicorn
 from pydantic_settings import CliApp
 
 from verifier.backends import BackendOptions, TargetBackend, load_backend
 from verifier.core.asgi import KeyRing
+from verifier.core.grammar import GrammarCompiler
 from verifier.core.logs import configure_logging
 from verifier.core.models import default_target_dir
 from verifier.engine import SchedulingConfig
@@ -39,8 +42,10 @@ def main(argv: list[str] | None = None) -> None:
         ttft_ms=settings.ttft_slo_ms,
     )
     keys = KeyRing.load(key_file=settings.auth_tokens_file)
+    tokenizer_file = Path(model) / "tokenizer.json"
+    grammars = GrammarCompiler.of_tokenizer_file(tokenizer_file) if tokenizer_file.is_file() else None
     app = create_app(factory, settings.session_ttl_s, settings.max_sessions, scheduling, keys,
-                     settings.max_body_bytes, settings.max_sessions_per_edge, settings.max_queued_rounds)
+                     settings.max_body_bytes, settings.max_sessions_per_edge, settings.max_queued_rounds, grammars)
     # the channel's WebSockets through the sans-I/O websockets implementation (its legacy one is deprecated)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 ws="websockets-sansio", ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)

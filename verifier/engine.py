@@ -24,10 +24,12 @@ from verifier.backends.base import NativeDecoder, SequenceState, TargetBackend
 from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
 from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
+from verifier.core.grammar import Constraint, GrammarCompiler, GrammarError
 from verifier.core.logprobs import TokenLogprob, token_logprobs
 from verifier.core.protocol import (
     GeneratedTokens,
     GenerateRequest,
+    GrammarParams,
     SamplingParams,
     SessionCreate,
     SessionCreated,
@@ -88,6 +90,7 @@ class Session:
     prompt_tokens: int
     output_start: int  # where the output begins in committed (the penalties count from there)
     logprobs: int | None  # top alternatives of the target's logprobs reported per verified token (None: none)
+    constraint: Constraint | None  # the grammar the output must match
     last_used: float
     epoch: int = 0  # advanced when the verified sequence parts from what the edge sent (verifier.core.wire)
     accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
@@ -137,8 +140,10 @@ class JobResult:
 
 class VerifierEngine:
     def __init__(self, backend: TargetBackend, session_ttl_s: float, max_sessions: int,
-                 scheduling: SchedulingConfig | None = None, estimator: VerifyTimeEstimator | None = None) -> None:
+                 scheduling: SchedulingConfig | None = None, estimator: VerifyTimeEstimator | None = None,
+                 grammars: GrammarCompiler | None = None) -> None:
         self.backend = backend
+        self.grammars = grammars  # None: no tokenizer known, sessions with a grammar are refused
         self._ttl = session_ttl_s
         self._max_sessions = max_sessions
         self._config = scheduling or SchedulingConfig()
@@ -199,10 +204,10 @@ class VerifierEngine:
         info = self.backend.info
         self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
         if not info.verifies_sampled and (req.sampling.temperature > 0 or req.sampling.shapes_logits
-                                          or req.logprobs is not None):
+                                          or req.logprobs is not None or req.grammar is not None):
             what = (f"sampled ones (temperature {req.sampling.temperature})" if req.sampling.temperature > 0
                     else "penalties, logit_bias, min_tokens, top_k or min_p" if req.sampling.shapes_logits
-                    else "logprobs")
+                    else "logprobs" if req.logprobs is not None else "a grammar (response_format)")
             raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} need a "
                               "backend with full distributions (--backend torch); cloud-only decoding honours them "
                               "on any backend", "unsupported_sampling")
@@ -211,10 +216,12 @@ class VerifierEngine:
             if len(self._sessions) >= self._max_sessions:
                 raise EngineError(503, "verifier is at its session limit", "overloaded", 1.0)
         slo = LatencyTargets.of(req.slo, self._config)
+        constraint = self._constraint(req.grammar)
         sid = secrets.token_hex(12)
         session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self.backend.new_state(),
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
-                          output_start=req.output_index(), logprobs=req.logprobs, last_used=time.monotonic())
+                          output_start=req.output_index(), logprobs=req.logprobs, constraint=constraint,
+                          last_used=time.monotonic())
         try:
             await self._prefill(session, req.prompt_token_ids[:-1])
         except BaseException:
@@ -227,6 +234,17 @@ class VerifierEngine:
         self.stats.sessions_created += 1
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
         return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
+
+    def _constraint(self, grammar: GrammarParams | None) -> Constraint | None:
+        if grammar is None:
+            return None
+        if self.grammars is None:
+            raise EngineError(400, "this verifier has no tokenizer to compile grammars with (its model directory "
+                              "holds no tokenizer.json)", "unsupported_grammar")
+        try:
+            return self.grammars.compile(grammar.spec())
+        except GrammarError as exc:
+            raise EngineError(400, f"grammar rejected: {exc}", "invalid_grammar") from exc
 
     def _check_request(self, protocol_version: int, prompt_token_ids: list[int], sampling: SamplingParams) -> None:
         info = self.backend.info
@@ -328,9 +346,12 @@ class VerifierEngine:
         sp = session.sampling
         logits = raw = result.logits
         processing = sp.processing()
+        start = session.output_start
         if processing.active:
-            start = session.output_start
             logits = processing.apply_rows(logits, session.committed[:start], session.committed[start:], draft)
+        if session.constraint is not None:
+            logits = logits.copy() if logits is raw else logits
+            session.constraint.apply_rows(logits, session.committed[start:], draft)
         try:
             outcome: RoundOutcome
             if sp.temperature == 0:
@@ -367,7 +388,8 @@ class VerifierEngine:
             return
         created = await self.create_session(SessionCreate(prompt_token_ids=req.prompt_token_ids,
                                                           sampling=req.sampling, slo=req.slo,
-                                                          output_start=req.output_start, logprobs=req.logprobs))
+                                                          output_start=req.output_start, logprobs=req.logprobs,
+                                                          grammar=req.grammar))
         stops = set(req.stop_token_ids)
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         try:
@@ -389,6 +411,10 @@ class VerifierEngine:
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         self.stats.native_streams += 1
         last = time.perf_counter()
+        if req.grammar is not None:
+            raise EngineError(400, f"the {self.backend.info.backend} backend's own decoding takes no grammar here "
+                              "(it runs without a tokenizer); response_format needs --backend torch",
+                              "unsupported_grammar")
         stream = decoder.decode(list(req.prompt_token_ids), req.sampling, min(req.max_tokens, room),
                                 list(req.stop_token_ids), req.output_index(), req.logprobs)
         try:

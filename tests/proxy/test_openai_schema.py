@@ -42,7 +42,7 @@ def test_fields_without_effect_on_generation_are_accepted() -> None:
 
 @pytest.mark.parametrize("field,value", [
     ("reasoning_effort", "low"), ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
-    ("prediction", {"type": "content", "content": "x"}), ("response_format", {"type": "json_object"}),
+    ("prediction", {"type": "content", "content": "x"}), ("response_format", {"type": "xml"}),
     ("tool_choice", "required"), ("functions", [{"name": "f"}]), ("web_search_options", {}),
 ])
 def test_fields_that_would_change_the_output_are_refused_by_name(field: str, value: object) -> None:
@@ -85,3 +85,13 @@ def test_completion_request() -> None:
 def test_confidence_threshold_outside_0_1_is_refused(value: float) -> None:
     with pytest.raises(ValueError):
         TandemOptions(confidence_threshold=value)
+
+
+def test_response_format_json_object_and_json_schema() -> None:
+    assert chat(response_format={"type": "json_object"}).output_schema() == {"type": "object"}
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    req = chat(response_format={"type": "json_schema", "json_schema": {"name": "x", "schema": schema, "strict": True}})
+    assert req.output_schema() == schema
+    assert chat(response_format={"type": "text"}).output_schema() is None
+    with pytest.raises(ValidationError):
+        chat(response_format={"type": "json_schema"})  # the json_schema object is required

@@ -11,22 +11,27 @@ import numpy as np
 import numpy.typing as npt
 from scipy.stats import chisquare
 
-from tests.harness import BigramBackend, V
+from tests.harness import BigramBackend, V, letter_grammar_tokenizer
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftSampling, draw_draft_token
-from verifier.core.protocol import SamplingParams, SessionCreate
+from verifier.core.grammar import GrammarCompiler, GrammarSpec
+from verifier.core.protocol import GrammarParams, SamplingParams, SessionCreate
 from verifier.core.sampling import FloatArray, softmax, target_distribution
 from verifier.engine import VerifierEngine
 
+GRAMMARS = GrammarCompiler(letter_grammar_tokenizer)
 TARGET = np.random.default_rng(11).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
 DRAFT = np.random.default_rng(12).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
 
 
-async def two_tokens(engine: VerifierEngine, seed: int, shaping: dict[str, Any] | None = None) -> tuple[int, int]:
+async def two_tokens(engine: VerifierEngine, seed: int, shaping: dict[str, Any] | None = None,
+                     grammar: GrammarSpec | None = None) -> tuple[int, int]:
     params = SamplingParams(temperature=1.0, seed=seed, **(shaping or {}))
-    created = await engine.create_session(SessionCreate(prompt_token_ids=[1], sampling=params))
+    created = await engine.create_session(SessionCreate(
+        prompt_token_ids=[1], sampling=params, grammar=GrammarParams.of(grammar) if grammar else None))
+    constraint = GRAMMARS.compile(grammar) if grammar else None
     sampling = DraftSampling(1.0, 1.0, seed, proposal_support=V, top_k=params.top_k, min_p=params.min_p,
-                             processing=params.processing(), output_start=1)
+                             processing=params.processing(), output_start=1, constraint=constraint)
     out = [1]
     round_ = 0
     while len(out) < 3:
@@ -45,13 +50,15 @@ async def two_tokens(engine: VerifierEngine, seed: int, shaping: dict[str, Any] 
     return out[1], out[2]
 
 
-def draws_of(n: int, shaping: dict[str, Any] | None = None) -> tuple[list[tuple[int, int]], list[int]]:
+def draws_of(n: int, shaping: dict[str, Any] | None = None,
+             grammar: GrammarSpec | None = None) -> tuple[list[tuple[int, int]], list[int]]:
     async def body() -> tuple[list[tuple[int, int]], list[int]]:
         backend = BigramBackend(logits_of=lambda t: TARGET[t])  # a random row per previous token
-        engine = VerifierEngine(backend, 60, 128)
+        engine = VerifierEngine(backend, 60, 128, grammars=GRAMMARS)
         draws: list[tuple[int, int]] = []
         for start in range(0, n, 100):  # 100 sessions in flight at a time
-            draws += await asyncio.gather(*(two_tokens(engine, seed, shaping) for seed in range(start, start + 100)))
+            draws += await asyncio.gather(*(two_tokens(engine, seed, shaping, grammar)
+                                            for seed in range(start, start + 100)))
         await engine.aclose()
         return draws, backend.batch_sizes
 
@@ -96,4 +103,26 @@ def test_with_penalties_bias_top_k_and_min_p_the_output_follows_the_processed_ta
     p_second = np.stack([dist(TARGET[a], [a]) for a in range(V)])
     assert p_first[2] == 0 and p_first[5] == 0 and np.count_nonzero(p_first) <= 8
     draws, _ = draws_of(4000, shaping)
+    assert_follows(draws, p_first, p_second)
+
+
+def test_with_a_grammar_the_output_follows_the_targets_constrained_distribution() -> None:
+    """Regex [b-g][a-e]|h[i-o]: the target's law masked to the grammar at each position (the
+    draft samples from its own masked rows, often outside what the target favours)."""
+    spec = GrammarSpec("regex", "[b-g][a-e]|h[i-o]", (0,))
+    first = np.zeros(V, dtype=bool)
+    first[2:8] = first[8] = True  # b..g, h
+    second = np.zeros((V, V), dtype=bool)
+    for a in range(2, 8):
+        second[a, 1:6] = True  # a..e after b..g
+    second[8, 9:16] = True  # i..o after h
+
+    def masked(row: npt.NDArray[np.float32], allowed: npt.NDArray[np.bool_]) -> FloatArray:
+        p = np.where(allowed, softmax(row), 0.0)
+        out: FloatArray = p / p.sum() if p.sum() else p
+        return out
+
+    p_first = masked(TARGET[1], first)
+    p_second = np.stack([masked(TARGET[a], second[a]) for a in range(V)])
+    draws, _ = draws_of(2500, grammar=spec)
     assert_follows(draws, p_first, p_second)

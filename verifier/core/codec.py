@@ -13,9 +13,9 @@ import numpy as np
 
 from verifier.core.drafting import DraftToken
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import GrammarParams, SamplingParams
 from verifier.core.sampling import SparseDist
-from verifier.core.wire import Logprob, Open, Round, Shaping
+from verifier.core.wire import Grammar, Logprob, Open, Round, Shaping
 
 _SHAPING_FIELDS = Shaping.__struct_fields__
 
@@ -63,3 +63,15 @@ def logprobs_to_wire(logprobs: Sequence[TokenLogprob]) -> list[Logprob]:
 
 def logprobs_from_wire(frames: Sequence[Logprob]) -> list[TokenLogprob]:
     return [TokenLogprob(f.token_id, f.logprob, tuple(zip(f.top_ids, f.top_logprobs))) for f in frames]
+
+
+def grammar_to_wire(grammar: GrammarParams | None) -> Grammar | None:
+    return Grammar(grammar.kind, grammar.text, grammar.stop_token_ids) if grammar is not None else None
+
+
+def grammar_from_wire(frame: Grammar | None) -> GrammarParams | None:
+    """An ``Open`` frame's grammar, validated (raises pydantic's ValidationError)."""
+    if frame is None:
+        return None
+    return GrammarParams.model_validate({"kind": frame.kind, "text": frame.text,
+                                         "stop_token_ids": frame.stop_token_ids})

@@ -15,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from verifier.core.controller import AcceptancePredictor, draft_features
+from verifier.core.grammar import Constraint
 from verifier.core.logits import LogitsProcessing
 from verifier.core.sampling import (
     SparseDist,
@@ -104,14 +105,21 @@ class DraftSampling:
     min_p: float = 0.0
     processing: LogitsProcessing = field(default_factory=LogitsProcessing)
     output_start: int = 0  # where the output begins in a drafter's context (the penalties count from there)
+    constraint: Constraint | None = None  # the grammar the output must match (the request's own state)
 
     def processed(self, logits: npt.NDArray[np.float32], context: Sequence[int]) -> npt.NDArray[np.float32]:
-        """A drafter's raw logits after ``context``, processed as the request asks (the same
-        function the verifier applies to the target's)."""
-        if not self.processing.active:
-            return logits
-        out = self.processing.apply(logits, context[:self.output_start], context[self.output_start:])
-        return out.astype(np.float32, copy=False)
+        """A drafter's raw logits after ``context``, processed and masked as the request asks (the
+        same functions the verifier applies to the target's)."""
+        out = logits
+        if self.processing.active:
+            out = self.processing.apply(logits, context[:self.output_start], context[self.output_start:])
+            out = out.astype(np.float32, copy=False)
+        if self.constraint is not None:
+            allowed = self.constraint.allowed(context[self.output_start:])
+            if allowed is not None and allowed.any():
+                out = out.copy() if out is logits else out
+                out[~allowed[: out.shape[-1]]] = -np.inf
+        return out
 
 
 def confidence(logits: npt.ArrayLike) -> float:

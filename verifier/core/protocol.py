@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from verifier.core.grammar import GrammarKind, GrammarSpec
 from verifier.core.logits import LogitsProcessing
 from verifier.core.logprobs import MAX_TOP_LOGPROBS, TokenLogprob
 from verifier.core.sampling import effective_temperature
@@ -80,6 +81,21 @@ class SloTargets(_Strict):
     ttft_ms: float | None = Field(None, gt=0, le=600_000)
 
 
+class GrammarParams(_Strict):
+    """``verifier.core.grammar.GrammarSpec`` in JSON."""
+
+    kind: GrammarKind
+    text: str = Field(max_length=1 << 20)
+    stop_token_ids: list[int] = Field(max_length=64)
+
+    def spec(self) -> GrammarSpec:
+        return GrammarSpec(self.kind, self.text, tuple(self.stop_token_ids))
+
+    @classmethod
+    def of(cls, spec: GrammarSpec) -> GrammarParams:
+        return cls(kind=spec.kind, text=spec.text, stop_token_ids=list(spec.stop_token_ids))
+
+
 class _Generation(_Strict):
     """What a session and a cloud-only generation share: the sequence, its sampling, its SLO."""
 
@@ -94,6 +110,7 @@ class _Generation(_Strict):
 
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS, description=(
         "report the target's logprob of every output token with this many top alternatives (None: none)"))
+    grammar: GrammarParams | None = Field(None, description="what the output must match (constrained decoding)")
 
     @model_validator(mode="after")
     def _output_start_inside(self) -> _Generation:

@@ -44,6 +44,14 @@ class Shaping(_Frame):
     stop_token_ids: list[int] = msgspec.field(default_factory=list)
 
 
+class Grammar(_Frame):
+    """A grammar the output must match (``verifier.core.grammar.GrammarSpec``)."""
+
+    kind: str
+    text: str
+    stop_token_ids: list[int]
+
+
 class Open(_Frame, tag=1):
     """Start a session: prefill the prompt. Sampling and SLO fields as in ``SessionCreate``
     (``tpot_ms``/``ttft_ms`` 0: the verifier's defaults; ``output_start`` 0: none)."""
@@ -58,6 +66,7 @@ class Open(_Frame, tag=1):
     output_start: int = 0
     shaping: Shaping | None = None  # None: no penalties, bias, min_tokens, top_k or min_p (one byte)
     logprobs: int = -1  # the target's logprobs of each verified token with this many alternatives (-1: none)
+    grammar: Grammar | None = None  # what the output must match (constrained decoding)
 
 
 class Round(_Frame, tag=2):
