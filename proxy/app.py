@@ -20,6 +20,7 @@ from proxy.openai_responses import ChoiceResult, LogprobsView, ModelCard, ModelL
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
 from proxy.output import Event, Finished, TextDelta, TokenEntry
 from proxy.service import EdgeService
+from proxy.tools import ToolCallStream, ToolPlan, joined_calls
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ async def _complete(
     # percent-encoded: a header holds latin-1 only, and a field name may hold anything
     headers = {IGNORED_HEADER: ",".join(quote(name, safe="[]._-") for name in ignored)} if ignored else {}
     if not req.stream:
-        return await _full(events, builder, headers, prep.n)
+        return await _full(events, builder, headers, prep.n, prep.tools)
     try:
         first = await _primed(events)
     except BaseException:
@@ -128,12 +129,12 @@ async def _complete(
     # a stream degraded from its start (the verifier known down) says so in its headers too
     if isinstance(first, TextDelta) and first.degraded:
         headers[DEGRADED_HEADER] = "true"
-    return EventSourceResponse(_sse(first, events, builder, req.include_usage(), prep.n), ping=15,
+    return EventSourceResponse(_sse(first, events, builder, req.include_usage(), prep.n, prep.tools), ping=15,
                                headers=headers)
 
 
 async def _full(
-    events: AsyncGenerator[Event, None], builder: ResponseBuilder, headers: dict[str, str], n: int
+    events: AsyncGenerator[Event, None], builder: ResponseBuilder, headers: dict[str, str], n: int, tools: ToolPlan
 ) -> JSONResponse:
     parts: list[list[str]] = [[] for _ in range(n)]
     entries: list[list[TokenEntry]] = [[] for _ in range(n)]
@@ -151,8 +152,20 @@ async def _full(
         raise OpenAIError(500, "generation ended without a result", "server_error")
     if any(f.degraded for f in finished.values()):
         headers = {**headers, DEGRADED_HEADER: "true"}
-    choices = [ChoiceResult("".join(parts[i]), finished[i], entries[i]) for i in range(n)]
+    choices = [_choice("".join(parts[i]), finished[i], entries[i], tools) for i in range(n)]
     return JSONResponse(dump(builder.full(choices)), headers=headers)
+
+
+def _choice(text: str, finished: Finished, entries: list[TokenEntry], tools: ToolPlan) -> ChoiceResult:
+    """A whole choice; its output turned into tool calls where the request's tool plan says so."""
+    if tools.mode == "none":
+        return ChoiceResult(text, finished, entries)
+    calls = ToolCallStream(tools)
+    content, deltas = calls.push(text)
+    tail, more = calls.finish()
+    content += tail
+    made = joined_calls(deltas + more)
+    return ChoiceResult(content or (None if made else ""), finished, entries, made or None)
 
 
 async def _primed(events: AsyncGenerator[Event, None]) -> Event | None:
@@ -165,7 +178,8 @@ async def _primed(events: AsyncGenerator[Event, None]) -> Event | None:
 
 
 async def _sse(
-    first: Event | None, events: AsyncGenerator[Event, None], builder: ResponseBuilder, include_usage: bool, n: int
+    first: Event | None, events: AsyncGenerator[Event, None], builder: ResponseBuilder, include_usage: bool, n: int,
+    tools: ToolPlan,
 ) -> AsyncGenerator[dict[str, str], None]:
     def data(obj: dict[str, Any]) -> dict[str, str]:
         return {"data": json.dumps(obj, separators=(",", ":"))}
@@ -181,12 +195,19 @@ async def _sse(
             for index in range(n):
                 yield data(dump(builder.chunk("", first=True, index=index), include_usage))
         finished: list[Finished] = []
+        calls = [ToolCallStream(tools) for _ in range(n)]
         async for ev in chained():
             if isinstance(ev, TextDelta):
-                yield data(dump(builder.chunk(ev.text, degraded=ev.degraded, entries=ev.logprobs, index=ev.index),
-                                include_usage))
+                content, deltas = calls[ev.index].push(ev.text)
+                if content or deltas or ev.logprobs:
+                    yield data(dump(builder.chunk(content or None if deltas else content, degraded=ev.degraded,
+                                                  entries=ev.logprobs, index=ev.index, calls=deltas), include_usage))
             else:
-                yield data(dump(builder.chunk(None, ev.finish_reason, stats=ev.stats, index=ev.index), include_usage))
+                content, deltas = calls[ev.index].finish()
+                if content or deltas:
+                    yield data(dump(builder.chunk(content or None, index=ev.index, calls=deltas), include_usage))
+                reason = "tool_calls" if calls[ev.index].called else ev.finish_reason
+                yield data(dump(builder.chunk(None, reason, stats=ev.stats, index=ev.index), include_usage))
                 finished.append(ev)
         if include_usage and finished:
             yield data(dump(builder.usage_chunk(finished)))

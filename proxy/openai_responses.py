@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, model_serializer
 
 from proxy.output import Finished, Stats, TokenEntry
+from proxy.tools import CallDelta
 
 DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone
 
@@ -42,9 +43,52 @@ class Usage(BaseModel):
         return body
 
 
+class FunctionOut(BaseModel):
+    name: str | None = None
+    arguments: str
+
+
+class ToolCallOut(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionOut
+
+
+class ToolCallDeltaOut(BaseModel):
+    """A piece of a streamed tool call; the first of a call carries its id, type and name."""
+
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionOut
+
+    @classmethod
+    def of(cls, d: CallDelta) -> ToolCallDeltaOut:
+        return cls(index=d.index, id=d.id, type="function" if d.id else None,
+                   function=FunctionOut(name=d.name, arguments=d.arguments))
+
+    @model_serializer(mode="wrap")
+    def _present_only(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        for key in ("id", "type"):
+            if body.get(key) is None:
+                body.pop(key, None)
+        if body["function"].get("name") is None:
+            body["function"].pop("name", None)
+        return body
+
+
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+    @model_serializer(mode="wrap")
+    def _calls_when_made(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        if body.get("tool_calls") is None:
+            body.pop("tool_calls", None)
+        return body
 
 
 class TopLogprob(BaseModel):
@@ -125,10 +169,12 @@ class ChatDelta(BaseModel):
 
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDeltaOut] | None = None
 
-    @model_serializer
-    def _present_only(self) -> dict[str, Any]:
-        return {k: v for k, v in (("role", self.role), ("content", self.content)) if v is not None}
+    @model_serializer(mode="wrap")
+    def _present_only(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        return {k: v for k, v in body.items() if v is not None}
 
 
 class ChatChunkChoice(BaseModel):
@@ -204,11 +250,17 @@ def dump(obj: BaseModel, include_usage: bool = True) -> dict[str, Any]:
 
 @dataclass
 class ChoiceResult:
-    """One choice of a whole (not streamed) response."""
+    """One choice of a whole (not streamed) response; ``tool_calls`` when the model made calls
+    (``text`` is then whatever content came with them, None for none)."""
 
-    text: str
+    text: str | None
     finished: Finished
     entries: list[TokenEntry]
+    tool_calls: list[dict[str, Any]] | None = None
+
+    @property
+    def finish_reason(self) -> str:
+        return "tool_calls" if self.tool_calls else self.finished.finish_reason
 
 
 class ResponseBuilder:
@@ -246,18 +298,21 @@ class ResponseBuilder:
         usage, stats = Usage.of(finished), finished[0].stats
         if self.chat:
             return ChatCompletion(**ids, usage=usage, tandem=stats, choices=[
-                ChatChoice(index=i, message=ChatMessageOut(content=c.text), logprobs=self._chat_logprobs(c.entries),
-                           finish_reason=c.finished.finish_reason) for i, c in enumerate(choices)])
+                ChatChoice(index=i, message=ChatMessageOut(
+                    content=c.text, tool_calls=[ToolCallOut.model_validate(t) for t in c.tool_calls]
+                    if c.tool_calls else None), logprobs=self._chat_logprobs(c.entries),
+                    finish_reason=c.finish_reason) for i, c in enumerate(choices)])
         text_choices = []
         for i, c in enumerate(choices):
             self._offsets[i] = len(self.echo)
-            text_choices.append(TextChoice(index=i, text=self.echo + c.text, finish_reason=c.finished.finish_reason,
-                                           logprobs=self._text_logprobs(c.entries, c.text, i)))
+            text = c.text or ""
+            text_choices.append(TextChoice(index=i, text=self.echo + text, finish_reason=c.finish_reason,
+                                           logprobs=self._text_logprobs(c.entries, text, i)))
         return TextCompletion(**ids, usage=usage, tandem=stats, choices=text_choices)
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
               stats: Stats | None = None, degraded: bool = False, entries: Sequence[TokenEntry] = (),
-              index: int = 0) -> Chunk:
+              index: int = 0, calls: Sequence[CallDelta] = ()) -> Chunk:
         """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint).
         The first chunk of an echoed completion carries the prompt."""
         degraded = degraded or bool(stats and stats.get("degraded"))
@@ -265,7 +320,8 @@ class ResponseBuilder:
         if tandem is None and degraded:
             tandem = {"degraded": True}
         if self.chat:
-            delta = ChatDelta(role="assistant" if first else None, content=text)
+            delta = ChatDelta(role="assistant" if first else None, content=text,
+                              tool_calls=[ToolCallDeltaOut.of(d) for d in calls] if calls else None)
             return ChatCompletionChunk(**self._ids(degraded), tandem=tandem, choices=[
                 ChatChunkChoice(index=index, delta=delta, logprobs=self._chat_logprobs(entries),
                                 finish_reason=finish)])

@@ -7,7 +7,7 @@ is decided here, before any token is generated.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from proxy.errors import bad_request
 from proxy.openai_schema import SamplingFields, TandemOptions
 from proxy.pipeline import PipelinePolicy
 from proxy.settings import EdgeSettings, Mode
+from proxy.tools import ToolPlan
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
@@ -37,6 +38,7 @@ class PreparedRequest:
     gen: GenerationRequest  # choice 0
     mode: Mode
     stop: list[str]
+    tools: ToolPlan = field(default_factory=ToolPlan)  # what becomes of the output: text, or tool calls
     n: int = 1  # choices returned
     best_of: int = 1  # choices generated (completions: the n with the highest cumulative logprob are returned)
     show_logprobs: bool = False  # the client asked for logprobs (best_of computes them anyway)
@@ -180,8 +182,10 @@ def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> 
     )
 
 
-def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None) -> PreparedRequest:
-    """The generation a request asks for, with this edge's defaults filled in."""
+def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None,
+            tools: ToolPlan | None = None) -> PreparedRequest:
+    """The generation a request asks for, with this edge's defaults filled in; ``tools``: the
+    chat's tool plan (``proxy.tools``)."""
     settings = edge.settings
     opts = req.tandem
     mode = mode_of(req, settings)
@@ -208,7 +212,13 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
         logprobs=req.logprobs_wanted(),
     )
+    tools = tools or ToolPlan()
     schema = req.output_schema()
+    forced = tools.output_schema()
+    if forced is not None and schema is not None:
+        raise bad_request("response_format and a forced tool_choice both constrain the output; send one of them",
+                          "response_format", "conflicting_parameters")
+    schema = forced if forced is not None else schema
     if schema is not None:
         gen = replace(gen, **constrained(schema, edge))
     best_of = req.best_of_wanted()
@@ -232,5 +242,5 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
     elif mode == "auto" and seeded_sample:
         mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently
-    return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list(), n=req.n or 1, best_of=best_of,
+    return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list(), tools=tools, n=req.n or 1, best_of=best_of,
                            show_logprobs=req.logprobs_wanted() is not None)

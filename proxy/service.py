@@ -31,6 +31,7 @@ from proxy.resume import Loop, RecoveryPolicy, resumable
 from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
+from proxy.tools import ToolPlan, plan_tools
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
 from proxy.verifier_probe import VerifierProbe
@@ -97,7 +98,9 @@ class EdgeService:
 
     def _prepare_sync(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
         if isinstance(req, ChatCompletionRequest):
-            return self._resolve(req, self.prompts.chat(req), None)
+            template = self.prompts.template
+            plan = plan_tools(req, template.supports_tools, template.name)
+            return self._resolve(req, self.prompts.chat(req, plan), None, plan)
         return self._resolve(req, self.prompts.text(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
 
     def _check_fields(self, req: ChatCompletionRequest | CompletionRequest) -> None:
@@ -112,11 +115,12 @@ class EdgeService:
                 log.info("unknown request field ignored (reported in the x-tandem-ignored-fields header)",
                          extra={"field": name})
 
-    def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None) -> PreparedRequest:
+    def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None,
+                 tools: ToolPlan | None = None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
                             self.tokenizer.stop_token_ids, self.trigger, self.predictor,
                             self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars)
-        return resolve(req, prompt_ids, edge, default_max)
+        return resolve(req, prompt_ids, edge, default_max, tools)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished, per choice (``index``). Raises OpenAIError for failures.

@@ -128,8 +128,9 @@ def test_a_failure_before_the_first_token_is_an_http_error() -> None:
 @pytest.mark.parametrize("body,status,param", [
     ({"model": "other", "messages": MESSAGES}, 404, "model"),
     ({"model": "bigram", "messages": MESSAGES, "max_tokens": 10_000}, 400, "max_tokens"),
+    # tool_choice auto (the default with tools) on a chat template that cannot show tools
     ({"model": "bigram", "messages": MESSAGES, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400,
-     "tools"),
+     "tool_choice"),
 ])
 def test_refusals(body: dict[str, Any], status: int, param: str) -> None:
     async def run() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from jinja2 import StrictUndefined
+from jinja2 import meta
 from jinja2.exceptions import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -28,19 +28,27 @@ def _raise(message: str) -> None:
 
 class ChatTemplate:
     def __init__(self, source: str | None, bos_token: str, eos_token: str) -> None:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, undefined=StrictUndefined)
+        # transformers' apply_chat_template environment (lenient undefined: templates test optional
+        # message fields such as tool_calls by reading them)
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
         env.globals["raise_exception"] = _raise
         self._template = env.from_string(source or CHATML_TEMPLATE)
+        #: the template shows the model its tools (it reads a ``tools`` variable)
+        self.supports_tools = "tools" in meta.find_undeclared_variables(env.parse(source or CHATML_TEMPLATE))
+        self.name = "the GGUF's own template" if source else "plain ChatML (the GGUF has no template)"
         self._bos = bos_token
         self._eos = eos_token
 
-    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True) -> str:
+    def render(self, messages: list[dict[str, Any]], add_generation_prompt: bool = True,
+               tools: list[dict[str, Any]] | None = None) -> str:
+        """``tools``: OpenAI tool definitions, for a template that ``supports_tools``."""
         try:
             return self._template.render(
                 messages=messages,
                 add_generation_prompt=add_generation_prompt,
                 bos_token=self._bos,
                 eos_token=self._eos,
+                tools=tools,
             )
         except ChatTemplateError:
             raise
