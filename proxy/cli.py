@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -32,6 +33,8 @@ def build_app(settings: EdgeSettings) -> FastAPI:
 
     async def factory() -> EdgeService:
         tokenizer = Tokenizer(draft_path)
+        if settings.chat_template:
+            tokenizer.chat_template = Path(settings.chat_template).read_text(encoding="utf-8")
         drafters: list[Drafter]
         if settings.drafter == "ngram":
             drafters = [NgramDrafter() for _ in range(settings.slots)]

@@ -68,6 +68,9 @@ class EdgeSettings(BaseSettings):
         None, description="append every speculative round (each draft token's confidence, entropy and margin, and "
         "how many were accepted) to this JSONL file: the training data of `tandem-draft fit-controller`"
     )
+    chat_template: str | None = Field(
+        None, description="a Jinja chat template file to use instead of the GGUF's own (e.g. one that shows tools: "
+        "tool_choice 'auto' needs it)")
     n_ctx: int = Field(4096, ge=64, description="context window of the draft model")
     threads: int | None = Field(
         None, description="llama.cpp threads (default: half the cores for decoding, all for prompts)"
