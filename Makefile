@@ -1,5 +1,5 @@
 # Tandem: `make run` starts verifier + edge locally, `make test` runs the test suite.
-# Both set up .venv/ on first use (pinned versions, see pyproject.toml).
+# Both set up .venv/ on first use (pinned versions, see pyproject.toml); `make test` also .venv-compat/ (client libraries).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,11 +7,15 @@ PY := $(VENV)/bin/python
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
 STAMP := $(VENV)/.tandem-installed
 MODELS_STAMP := models/.prepared
+# the client libraries of tests/e2e/test_client_libraries.py (LangChain, LlamaIndex, instructor) need openai 2.x:
+# a virtualenv of their own, pinned in clients/compat/requirements.txt
+COMPAT_VENV := .venv-compat
+COMPAT_STAMP := $(COMPAT_VENV)/.installed
 VERIFIER_PORT ?= 8100
 EDGE_PORT ?= 8000
 VERIFIER_BACKEND ?= vllm
 
-.PHONY: setup run test lint typecheck check models clean
+.PHONY: setup run test lint typecheck check models compat clean
 
 setup: $(STAMP) $(MODELS_STAMP)
 
@@ -29,11 +33,21 @@ $(MODELS_STAMP): $(STAMP)
 
 models: $(MODELS_STAMP)
 
+# rebuilt from scratch when the pins change, so that no package dropped from them lingers
+$(COMPAT_STAMP): clients/compat/requirements.txt
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_VENV)/bin/pip install -r clients/compat/requirements.txt
+	$(COMPAT_VENV)/bin/pip check
+	touch $(COMPAT_STAMP)
+
+compat: $(COMPAT_STAMP)
+
 run: setup
 	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT) --backend $(VERIFIER_BACKEND)
 
 # the whole check: lint, import contracts, types, then every test (warnings are errors)
-test: setup lint typecheck
+test: setup compat lint typecheck
 	$(PY) -m pytest -q
 
 lint: setup
@@ -44,4 +58,4 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(MODELS_STAMP)
+	rm -rf $(VENV) $(COMPAT_VENV) $(MODELS_STAMP)

@@ -20,7 +20,7 @@ from proxy.openai_responses import ChoiceResult, LogprobsView, ModelCard, ModelL
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
 from proxy.output import Event, Finished, TextDelta, TokenEntry
 from proxy.service import EdgeService
-from proxy.tools import ToolCallStream, ToolPlan, joined_calls
+from proxy.tools import ToolCallStream, ToolPlan, joined_calls, tool_finish_reason
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 
 log = logging.getLogger(__name__)
@@ -206,7 +206,7 @@ async def _sse(
                 content, deltas = calls[ev.index].finish()
                 if content or deltas:
                     yield data(dump(builder.chunk(content or None, index=ev.index, calls=deltas), include_usage))
-                reason = "tool_calls" if calls[ev.index].called else ev.finish_reason
+                reason = tool_finish_reason(calls[ev.index].called, ev.finish_reason)
                 yield data(dump(builder.chunk(None, reason, stats=ev.stats, index=ev.index), include_usage))
                 finished.append(ev)
         if include_usage and finished:

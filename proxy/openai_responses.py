@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, model_serializer
 
 from proxy.output import Finished, Stats, TokenEntry
-from proxy.tools import CallDelta
+from proxy.tools import CallDelta, tool_finish_reason
 
 DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone
 
@@ -260,7 +260,7 @@ class ChoiceResult:
 
     @property
     def finish_reason(self) -> str:
-        return "tool_calls" if self.tool_calls else self.finished.finish_reason
+        return tool_finish_reason(bool(self.tool_calls), self.finished.finish_reason)
 
 
 class ResponseBuilder:

@@ -74,6 +74,12 @@ def plan_tools(req: ChatCompletionRequest, template_supports_tools: bool, templa
     return ToolPlan("auto", functions, None, parallel)
 
 
+def tool_finish_reason(called: bool, finish_reason: str) -> str:
+    """"tool_calls" when the output ended in calls; "length" stays: a call cut short by
+    max_tokens is not a call the client can run."""
+    return "tool_calls" if called and finish_reason == "stop" else finish_reason
+
+
 def new_call_id() -> str:
     return "call_" + secrets.token_hex(12)
 

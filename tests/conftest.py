@@ -70,6 +70,15 @@ def edge(verifier: Server, logs_dir: Path) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="session")
+def speculative_edge(verifier: Server, logs_dir: Path) -> Iterator[Server]:
+    """An edge that always speculates (mode auto streams from the cloud when that is faster, as on loopback)."""
+    server = start_server("proxy.cli", ["--verifier-url", verifier.url, "--threads", "1", "--n-ctx", "2048",
+                                        "--mode", "speculative"], logs_dir / "speculative-edge.log")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
 def orphan_edge(logs_dir: Path) -> Iterator[Server]:
     """An edge whose verifier does not exist, told to fail when the cloud is lost."""
     dead = f"http://127.0.0.1:{free_port()}"

@@ -58,6 +58,12 @@ def test_a_named_tool_is_called_with_arguments_that_follow_its_schema(edge: Serv
     assert names == ["get_weather"] and "".join(pieces) == calls[0] and finish == "tool_calls"
 
 
+def test_a_call_cut_by_max_tokens_finishes_length(edge: Server) -> None:
+    r = client(edge).chat.completions.create(model=MODEL_ID, messages=MESSAGES, tools=[WEATHER], tool_choice=NAMED,
+                                             temperature=0, max_tokens=3)
+    assert r.choices[0].finish_reason == "length"
+
+
 def test_required_makes_at_least_one_call_of_the_given_tools(edge: Server) -> None:
     r = client(edge).chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "What time is it in Tokyo?"}], tools=[WEATHER, TIME],

@@ -117,3 +117,10 @@ def test_a_tool_template_is_shown_the_tools_and_the_calls() -> None:
 def test_a_template_without_tools_sees_earlier_calls_as_json() -> None:
     text = rendered(None, tools=[WEATHER], tool_choice="required")
     assert '[{"name": "get_weather", "arguments": {"city": "Oslo"}}]' in text and "tool\nsunny" in text
+
+
+def test_a_call_cut_short_by_max_tokens_finishes_length() -> None:
+    from proxy.tools import tool_finish_reason
+
+    assert tool_finish_reason(True, "stop") == "tool_calls"
+    assert tool_finish_reason(True, "length") == "length" and tool_finish_reason(False, "stop") == "stop"
