@@ -231,11 +231,12 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")
     sampled = gen.sampling.temperature > 0
-    needs_full = sampled or gen.sampling.shapes_logits or gen.logprobs is not None
+    needs_full = sampled or gen.sampling.shapes_logits or gen.logprobs is not None or gen.grammar is not None
     if mode in ("auto", "speculative") and needs_full and not edge.verifies_sampled:
         if opts and opts.mode == "speculative":
             what = ("sampled speculation" if sampled else "speculation with penalties, logit_bias, top_k or min_p"
-                    if gen.sampling.shapes_logits else "speculation with logprobs")
+                    if gen.sampling.shapes_logits else "speculation with logprobs" if gen.logprobs is not None
+                    else "speculation with a grammar (response_format, tool_choice)")
             raise bad_request(f"this verifier checks plain greedy drafts only; {what} needs a verifier with full "
                               "distributions (--backend torch), or use mode 'cloud'",
                               "temperature" if sampled else None, "unsupported_sampling")

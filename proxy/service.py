@@ -182,6 +182,8 @@ class EdgeService:
         except VerifierRejected as exc:
             if exc.code == "unsupported_sampling":
                 raise OpenAIError(400, str(exc), "invalid_request_error", "temperature", exc.code) from exc
+            if exc.code in ("unsupported_grammar", "invalid_grammar"):
+                raise OpenAIError(400, str(exc), "invalid_request_error", "response_format", exc.code) from exc
             if exc.status == 429:
                 raise OpenAIError(429, f"the verifier's quota for this edge is used up: {exc}", "rate_limit_error",
                                   None, exc.code, retry_after_s=1.0) from exc

@@ -203,14 +203,8 @@ class VerifierEngine:
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
         self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
-        if not info.verifies_sampled and (req.sampling.temperature > 0 or req.sampling.shapes_logits
-                                          or req.logprobs is not None or req.grammar is not None):
-            what = (f"sampled ones (temperature {req.sampling.temperature})" if req.sampling.temperature > 0
-                    else "penalties, logit_bias, min_tokens, top_k or min_p" if req.sampling.shapes_logits
-                    else "logprobs" if req.logprobs is not None else "a grammar (response_format)")
-            raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} need a "
-                              "backend with full distributions (--backend torch); cloud-only decoding honours them "
-                              "on any backend", "unsupported_sampling")
+        if not info.verifies_sampled:
+            self._check_top_entries_suffice(req)
         if len(self._sessions) >= self._max_sessions:
             self.expire_idle()
             if len(self._sessions) >= self._max_sessions:
@@ -234,6 +228,19 @@ class VerifierEngine:
         self.stats.sessions_created += 1
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
         return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
+
+    def _check_top_entries_suffice(self, req: SessionCreate) -> None:
+        """A backend whose rows hold their top entries only verifies plain greedy sessions."""
+        sp = req.sampling
+        needs = [(sp.temperature > 0, f"sampling (temperature {sp.temperature})", "unsupported_sampling"),
+                 (sp.shapes_logits, "penalties, logit_bias, min_tokens, top_k or min_p", "unsupported_sampling"),
+                 (req.logprobs is not None, "logprobs", "unsupported_sampling"),
+                 (req.grammar is not None, "a grammar (response_format, tool_choice)", "unsupported_grammar")]
+        for needed, what, code in needs:
+            if needed:
+                raise EngineError(400, f"the {self.backend.info.backend} backend verifies plain greedy drafts only; "
+                                  f"{what} needs a backend with full distributions (--backend torch); cloud-only "
+                                  "decoding on this backend is the backend's own", code)
 
     def _constraint(self, grammar: GrammarParams | None) -> Constraint | None:
         if grammar is None:
@@ -411,12 +418,9 @@ class VerifierEngine:
         room = self.backend.info.max_context - len(req.prompt_token_ids)
         self.stats.native_streams += 1
         last = time.perf_counter()
-        if req.grammar is not None:
-            raise EngineError(400, f"the {self.backend.info.backend} backend's own decoding takes no grammar here "
-                              "(it runs without a tokenizer); response_format needs --backend torch",
-                              "unsupported_grammar")
         stream = decoder.decode(list(req.prompt_token_ids), req.sampling, min(req.max_tokens, room),
-                                list(req.stop_token_ids), req.output_index(), req.logprobs)
+                                list(req.stop_token_ids), req.output_index(), req.logprobs,
+                                req.grammar.spec() if req.grammar is not None else None)
         try:
             async for tokens, logprobs in stream:
                 now = time.perf_counter()  # the backend's pace, queueing included: all it tells us

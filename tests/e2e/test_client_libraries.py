@@ -31,8 +31,8 @@ TIMEOUT_S = 900  # check.py, all checks (about 30 s today)
 @pytest.fixture(scope="module")
 def compat_python() -> Path:
     if not COMPAT_PYTHON.exists():  # a missing venv is a broken set-up, never a reason to skip
-        pytest.fail(f"{COMPAT_PYTHON.relative_to(ROOT)} is missing: run `make compat` (`make test` builds it: .venv-compat/ from "
-                    "clients/compat/requirements.txt)", pytrace=False)
+        pytest.fail(f"{COMPAT_PYTHON.relative_to(ROOT)} is missing: run `make compat` (`make test` builds it: "
+                    ".venv-compat/ from clients/compat/requirements.txt)", pytrace=False)
     return COMPAT_PYTHON
 
 

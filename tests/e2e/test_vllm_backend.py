@@ -15,6 +15,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -192,3 +193,45 @@ def test_streamed_cloud_only_has_every_token_once(vllm_edge: Server) -> None:
                                             extra_body={"tandem": {"mode": "cloud"}})
     text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
     assert text == whole.choices[0].message.content
+
+
+@pytest.mark.parametrize(("fields", "prompt"), [
+    ({"frequency_penalty": 1.0, "presence_penalty": 0.5}, PROMPTS[2]),
+    ({"repetition_penalty": 1.3}, PROMPTS[2]),
+    ({"logit_bias": {"28": 6.0, "30": -100.0}}, PROMPTS[2]),
+    ({"min_tokens": MAX_TOKENS}, PROMPTS[0]),
+])
+def test_penalties_on_vllms_own_decoding_give_tandems_output(vllm_edge: Server, edge: Server,
+                                                             fields: dict[str, object], prompt: str) -> None:
+    """vLLM's implementation of the fields (cloud-only on this backend: its rows are top-1 only)
+    against Tandem's own (verifier.core.logits, through the torch verifier): one greedy output."""
+    theirs = chat(vllm_edge, prompt, temperature=0, extra_body=fields)
+    ours = chat(edge, prompt, temperature=0, extra_body={**fields, "tandem": {"mode": "cloud"}})
+    assert theirs.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
+    assert theirs.choices[0].message.content == ours.choices[0].message.content
+    assert ours.choices[0].message.content != chat(edge, prompt, temperature=0).choices[0].message.content
+
+
+def test_logprobs_from_vllms_own_decoding_match_the_torch_verifiers(vllm_edge: Server, edge: Server) -> None:
+    theirs = chat(vllm_edge, PROMPTS[1], temperature=0, logprobs=True, top_logprobs=2)
+    ours = chat(edge, PROMPTS[1], temperature=0, logprobs=True, top_logprobs=2,
+                extra_body={"tandem": {"mode": "cloud"}})
+    a, b = theirs.choices[0].logprobs, ours.choices[0].logprobs
+    assert a is not None and b is not None and a.content and b.content and len(a.content) == len(b.content)
+    for x, y in zip(a.content, b.content):
+        assert x.token == y.token and x.logprob == pytest.approx(y.logprob, abs=2e-3)
+        assert [t.token for t in x.top_logprobs] == [t.token for t in y.top_logprobs]
+
+
+def test_response_format_on_vllms_own_decoding_gives_tandems_output(vllm_edge: Server, edge: Server) -> None:
+    """vLLM's structured outputs (llguidance behind them, as Tandem's) against Tandem's grammar."""
+    schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                               "age": {"type": "integer"}},
+              "required": ["name", "age"], "additionalProperties": False}
+    fmt: Any = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
+    prompt = "Describe a fictional person as JSON with their name and age."
+    theirs = chat(vllm_edge, prompt, temperature=0, response_format=fmt)
+    ours = chat(edge, prompt, temperature=0, response_format=fmt, extra_body={"tandem": {"mode": "cloud"}})
+    assert theirs.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
+    assert set(json.loads(theirs.choices[0].message.content or "")) == {"name", "age"}
+    assert theirs.choices[0].message.content == ours.choices[0].message.content

@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import ModelInfo, SamplingParams
 
@@ -108,9 +109,10 @@ class NativeDecoder(ABC):
 
     @abstractmethod
     def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-               stop_token_ids: list[int], output_start: int, logprobs: int | None
+               stop_token_ids: list[int], output_start: int, logprobs: int | None,
+               grammar: GrammarSpec | None = None,
                ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
         """New token ids as they come, with their logprobs (``logprobs`` alternatives each) when
         asked, on the caller's event loop; closing the iterator aborts. ``output_start``: where
-        the output begins in the prompt (a resumed generation). Raises ``ValueError`` for
-        sampling it cannot honour exactly."""
+        the output begins in the prompt (a resumed generation); ``grammar``: what the output
+        must match. Raises ``ValueError`` for sampling it cannot honour exactly."""

@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from verifier.backends.base import NativeDecoder, ScoreBatch, SequenceState, TargetBackend, eos_token_ids
+from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import ModelInfo, SamplingParams
 
@@ -107,6 +108,7 @@ class VllmBackend(TargetBackend, NativeDecoder):
         # vLLM reads its CPU KV budget from the environment; keep an operator's value
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import SamplingParams as VllmSamplingParams
+        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
@@ -116,7 +118,10 @@ class VllmBackend(TargetBackend, NativeDecoder):
         self._final_only = RequestOutputKind.FINAL_ONLY
         args = AsyncEngineArgs(
             model=str(model_path), dtype=dtype, enable_prefix_caching=True, block_size=block_size,
-            enforce_eager=enforce_eager, skip_tokenizer_init=True, seed=seed, max_model_len=max_context,
+            # the tokenizer only for structured outputs (grammars of cloud-only decoding, with llguidance like
+            # Tandem's own); every request passes token ids and asks for no detokenisation
+            enforce_eager=enforce_eager, skip_tokenizer_init=False, seed=seed, max_model_len=max_context,
+            structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
             gpu_memory_utilization=gpu_memory_utilization, disable_log_stats=True,
         )
         self._loop = asyncio.new_event_loop()
@@ -208,7 +213,8 @@ class VllmBackend(TargetBackend, NativeDecoder):
 
     # ---- cloud-only: vLLM's own decoding ----------------------------------------------------
     async def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                     stop_token_ids: list[int], output_start: int, logprobs: int | None
+                     stop_token_ids: list[int], output_start: int, logprobs: int | None,
+                     grammar: GrammarSpec | None = None,
                      ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
         from vllm.inputs import TokensPrompt
 
@@ -216,6 +222,9 @@ class VllmBackend(TargetBackend, NativeDecoder):
         if produced and (sampling.presence_penalty or sampling.frequency_penalty):
             raise ValueError("vLLM counts presence/frequency penalties over its own output only: a generation "
                              "resumed after some output cannot be continued with them exactly")
+        if produced and grammar is not None:
+            raise ValueError("vLLM starts a grammar at its own first output token: a constrained generation "
+                             "resumed after some output cannot be continued by it")
         params = self._params_type(
             max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
             top_k=sampling.top_k or -1, min_p=sampling.min_p,
@@ -224,6 +233,7 @@ class VllmBackend(TargetBackend, NativeDecoder):
             min_tokens=max(0, sampling.min_tokens - produced),
             seed=sampling.seed if sampling.temperature > 0 else None, stop_token_ids=stop_token_ids,
             detokenize=False, output_kind=self._delta, logprobs=logprobs,
+            structured_outputs=self._structured(grammar) if grammar is not None else None,
         )
         stream = self._engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params,
                                        f"decode-{next(self._ids)}")
@@ -238,6 +248,16 @@ class VllmBackend(TargetBackend, NativeDecoder):
                                 if logprobs is not None else None)
         finally:  # closing the stream on vLLM's loop aborts the request there
             await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop))
+
+    def _structured(self, grammar: GrammarSpec) -> Any:
+        """A grammar as vLLM's structured-output parameters (llguidance behind them, as configured)."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if grammar.kind == "json_schema":
+            return StructuredOutputsParams(json=grammar.text)
+        if grammar.kind == "regex":
+            return StructuredOutputsParams(regex=grammar.text)
+        return StructuredOutputsParams(grammar=grammar.text)
 
     def close(self) -> None:
         self._engine.shutdown()
