@@ -114,7 +114,8 @@ async def _complete(
     prep = await service.prepare(req)
     view = LogprobsView(service.tokenizer.piece) if prep.show_logprobs else None
     echo = req.prompt_text() if isinstance(req, CompletionRequest) and req.echo else ""
-    builder = ResponseBuilder(kind, service.model_id, view, echo)
+    echo_entries = await service.prompt_entries(prep, prep.gen.logprobs or 0) if echo and prep.show_logprobs else []
+    builder = ResponseBuilder(kind, service.model_id, view, echo, echo_entries)
     events = service.generate(prep)
     ignored = req.ignored_fields()
     # percent-encoded: a header holds latin-1 only, and a field name may hold anything

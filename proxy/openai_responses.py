@@ -266,16 +266,17 @@ class ChoiceResult:
 class ResponseBuilder:
     """The response objects of one request (chat or text completion), sharing id and time.
     ``logprobs``: the request asked for them (rendered by this view); ``echo``: the prompt text
-    a completion starts with (``echo: true``)."""
+    a completion starts with (``echo: true``), ``echo_entries`` its tokens' logprobs when asked."""
 
     def __init__(self, kind: Literal["chat", "text"], model: str, logprobs: LogprobsView | None = None,
-                 echo: str = "") -> None:
+                 echo: str = "", echo_entries: Sequence[TokenEntry] = ()) -> None:
         self.chat = kind == "chat"
         self.id = ("chatcmpl-" if self.chat else "cmpl-") + secrets.token_hex(12)
         self.created = int(time.time())
         self.model = model
         self.logprobs = logprobs
         self.echo = echo
+        self.echo_entries = list(echo_entries)
         self._offsets: dict[int, int] = {}  # per choice, characters of text sent so far (the legacy text_offset)
 
     def _chat_logprobs(self, entries: Sequence[TokenEntry]) -> ChatLogprobs | None:
@@ -304,10 +305,10 @@ class ResponseBuilder:
                     finish_reason=c.finish_reason) for i, c in enumerate(choices)])
         text_choices = []
         for i, c in enumerate(choices):
-            self._offsets[i] = len(self.echo)
+            self._offsets[i] = 0 if self.echo_entries else len(self.echo)
             text = c.text or ""
             text_choices.append(TextChoice(index=i, text=self.echo + text, finish_reason=c.finish_reason,
-                                           logprobs=self._text_logprobs(c.entries, text, i)))
+                                           logprobs=self._text_logprobs([*self.echo_entries, *c.entries], text, i)))
         return TextCompletion(**ids, usage=usage, tandem=stats, choices=text_choices)
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
@@ -326,6 +327,8 @@ class ResponseBuilder:
                 ChatChunkChoice(index=index, delta=delta, logprobs=self._chat_logprobs(entries),
                                 finish_reason=finish)])
         text = (self.echo if first else "") + (text or "")
+        if first and self.echo_entries:
+            entries = [*self.echo_entries, *entries]
         return TextCompletion(**self._ids(degraded), tandem=tandem,
                               choices=[TextChoice(index=index, text=text, finish_reason=finish,
                                                   logprobs=self._text_logprobs(entries, text, index))])

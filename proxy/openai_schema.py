@@ -344,13 +344,6 @@ class CompletionRequest(SamplingFields):
                 raise ValueError("best_of > 1 cannot be streamed (the best choices are known only at the end)")
         return self
 
-    @model_validator(mode="after")
-    def _echo_without_logprobs(self) -> CompletionRequest:
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo with logprobs is not supported by this server (the prompt's logprobs are not "
-                             "computed); drop one of them")
-        return self
-
     def logprobs_wanted(self) -> int | None:
         return self.logprobs
 

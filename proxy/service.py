@@ -177,18 +177,8 @@ class EdgeService:
         except PoolFull as exc:
             raise OpenAIError(429, f"The edge is at capacity: {exc}. Retry shortly.", "rate_limit_error", None,
                               "too_many_requests", retry_after_s=1.0) from exc
-        except VerifierUnavailable as exc:
-            raise verifier_unavailable(str(exc)) from exc
-        except VerifierRejected as exc:
-            if exc.code == "unsupported_sampling":
-                raise OpenAIError(400, str(exc), "invalid_request_error", "temperature", exc.code) from exc
-            if exc.code in ("unsupported_grammar", "invalid_grammar"):
-                raise OpenAIError(400, str(exc), "invalid_request_error", "response_format", exc.code) from exc
-            if exc.status == 429:
-                raise OpenAIError(429, f"the verifier's quota for this edge is used up: {exc}", "rate_limit_error",
-                                  None, exc.code, retry_after_s=1.0) from exc
-            raise OpenAIError(502, f"verifier refused the request: {exc}", "server_error", None,
-                              "verifier_error") from exc
+        except (VerifierUnavailable, VerifierRejected) as exc:
+            raise openai_error_of(exc) from exc
         tail = emitter.finish()
         if tail:  # held-back text; the logprobs of tokens that end in no text (a stop string) are dropped
             yield TextDelta(tail, stats.degraded, tuple(pending), index)
@@ -196,6 +186,16 @@ class EdgeService:
         out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
         yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative)
+
+    async def prompt_entries(self, prep: PreparedRequest, top_logprobs: int) -> list[TokenEntry]:
+        """The target's logprobs of the prompt's tokens (completions' echo with logprobs); the first
+        token has none."""
+        ids = prep.gen.prompt_token_ids
+        try:
+            scored = await self.client.prompt_logprobs(ids, top_logprobs)
+        except (VerifierUnavailable, VerifierRejected) as exc:
+            raise openai_error_of(exc) from exc
+        return [(ids[0], None), *zip(ids[1:], scored, strict=True)]
 
     async def _loop(self, mode: Mode, gen: GenerationRequest, stats: GenerationStats,
                     stack: contextlib.AsyncExitStack) -> Loop:
@@ -264,3 +264,17 @@ async def merged(runs: list[AsyncGenerator[Event, None]]) -> AsyncGenerator[Even
         await asyncio.gather(*tasks, return_exceptions=True)
         for run in runs:
             await run.aclose()
+
+
+def openai_error_of(exc: VerifierUnavailable | VerifierRejected) -> OpenAIError:
+    """A verifier failure as the client sees it."""
+    if isinstance(exc, VerifierUnavailable):
+        return verifier_unavailable(str(exc))
+    if exc.code == "unsupported_sampling":
+        return OpenAIError(400, str(exc), "invalid_request_error", "temperature", exc.code)
+    if exc.code in ("unsupported_grammar", "invalid_grammar"):
+        return OpenAIError(400, str(exc), "invalid_request_error", "response_format", exc.code)
+    if exc.status == 429:
+        return OpenAIError(429, f"the verifier's quota for this edge is used up: {exc}", "rate_limit_error", None,
+                           exc.code, retry_after_s=1.0)
+    return OpenAIError(502, f"verifier refused the request: {exc}", "server_error", None, "verifier_error")

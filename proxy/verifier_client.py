@@ -10,11 +10,14 @@ import httpx
 from pydantic import ValidationError
 
 from verifier.core.errors import ErrorBody, ErrorEnvelope
+from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import (
     API_PREFIX,
     GeneratedTokens,
     GenerateRequest,
     GrammarParams,
+    PromptLogprobs,
+    PromptLogprobsRequest,
     SamplingParams,
     ServerInfo,
     SloTargets,
@@ -80,6 +83,12 @@ class VerifierClient:
     async def info(self, timeout_s: float | None = None) -> ServerInfo:
         resp = await self._call("GET", f"{API_PREFIX}/info", timeout_s=timeout_s)
         return ServerInfo.model_validate_json(resp.content)
+
+    async def prompt_logprobs(self, prompt_token_ids: list[int], top_logprobs: int) -> list[TokenLogprob]:
+        """The target's logprobs of every prompt token after the first."""
+        body = PromptLogprobsRequest(prompt_token_ids=prompt_token_ids, top_logprobs=top_logprobs).model_dump_json()
+        resp = await self._call("POST", f"{API_PREFIX}/prompt_logprobs", body)
+        return [t.parsed() for t in PromptLogprobs.model_validate_json(resp.content).logprobs]
 
     async def generate(
         self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int, stop_token_ids: list[int],

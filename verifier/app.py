@@ -18,7 +18,14 @@ from verifier.channel import ChannelConnection, EdgeQuota
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 from verifier.core.errors import error_envelope, error_type
 from verifier.core.grammar import GrammarCompiler
-from verifier.core.protocol import API_PREFIX, CHANNEL_PATH, GenerateRequest, ServerInfo
+from verifier.core.protocol import (
+    API_PREFIX,
+    CHANNEL_PATH,
+    GenerateRequest,
+    PromptLogprobs,
+    PromptLogprobsRequest,
+    ServerInfo,
+)
 from verifier.core.wire import PROTOCOL_VERSION, SUBPROTOCOL, ChannelError, encode
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
 
@@ -179,6 +186,10 @@ def create_app(
             await connection.serve(receive)
         with contextlib.suppress(Exception):
             await websocket.close()
+
+    @app.post(f"{API_PREFIX}/prompt_logprobs")
+    async def prompt_logprobs(req: PromptLogprobsRequest) -> PromptLogprobs:
+        return await service.ready_engine().prompt_logprobs(req)
 
     @app.post(f"{API_PREFIX}/generate")
     async def generate(req: GenerateRequest) -> StreamingResponse:

@@ -30,6 +30,8 @@ from verifier.core.protocol import (
     GeneratedTokens,
     GenerateRequest,
     GrammarParams,
+    PromptLogprobs,
+    PromptLogprobsRequest,
     SamplingParams,
     SessionCreate,
     SessionCreated,
@@ -431,6 +433,36 @@ class VerifierEngine:
             raise EngineError(400, str(exc), "unsupported_sampling") from exc
         finally:
             await stream.aclose()
+
+    async def prompt_logprobs(self, req: PromptLogprobsRequest) -> PromptLogprobs:
+        """The target's raw logprobs of every prompt token after the first, scored in chunks (one
+        job each, ``prefill_chunk`` rows at most: a chunk's rows are its logits)."""
+        self._check_request(req.protocol_version, req.prompt_token_ids, SamplingParams())
+        if not self.backend.info.verifies_sampled:
+            raise EngineError(400, f"the {self.backend.info.backend} backend's rows hold their top entries only: no "
+                              "logprobs of given tokens", "unsupported_sampling")
+        tokens = req.prompt_token_ids
+        session = Session(session_id="prompt-logprobs", sampling=SamplingParams(), slo=LatencyTargets.of(
+            None, self._config), state=self.backend.new_state(), committed=list(tokens), prompt_tokens=len(tokens),
+            output_start=len(tokens), logprobs=None, constraint=None, last_used=time.monotonic())
+        out: list[TokenLogprobs] = []
+        compute_s = 0.0
+        chunk = self._config.prefill_chunk
+        try:
+            for start in range(0, len(tokens) - 1, chunk):
+                fed = tokens[start:min(start + chunk, len(tokens) - 1)]
+                future = self._submit(session, fed, len(fed), session.slo.ttft_ms / 1000, value=1.0,
+                                      admit_always=start > 0)
+                result = await asyncio.shield(future)
+                compute_s += result.compute_s
+                scored = tokens[start + 1:start + 1 + len(fed)]
+                out += [TokenLogprobs.of(t) for t in token_logprobs(result.logits, scored, req.top_logprobs)]
+        finally:
+            if session.in_flight:
+                session.closing = True
+            else:
+                self._release(session)
+        return PromptLogprobs(logprobs=out, compute_ms=compute_s * 1000)
 
     def end_session(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)

@@ -133,6 +133,22 @@ def test_logprobs_are_the_targets(edge: Server, reference, mode: str) -> None:  
         assert [bytes(t.bytes) for t in entry.top_logprobs] == [tok.piece(i) for i in best]
 
 
+def test_echo_with_logprobs_scores_the_prompt_with_the_target(edge: Server, reference) -> None:  # type: ignore[no-untyped-def]
+    tok, _, model = reference
+    prompt = "The capital of France is"
+    ids = tok.encode(prompt, special=True)
+    with torch.inference_mode():
+        rows = torch.log_softmax(model(torch.tensor([ids])).logits[0].double(), dim=-1)
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    r = client.completions.create(model=MODEL_ID, prompt=prompt, echo=True, logprobs=1, max_tokens=3, temperature=0)
+    lp = r.choices[0].logprobs
+    assert lp is not None and lp.token_logprobs is not None and lp.tokens is not None
+    assert r.choices[0].text.startswith(prompt) and len(lp.tokens) == len(ids) + 3
+    assert lp.token_logprobs[0] is None
+    for i in range(1, len(ids)):
+        assert lp.token_logprobs[i] == pytest.approx(float(rows[i - 1, ids[i]]), abs=2e-3)
+
+
 def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:
     prompt = PROMPTS[2]
     results = {edge_greedy(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)}

@@ -115,6 +115,22 @@ def test_completions_logprobs_shape_and_echo() -> None:
         stream = await client.completions.create(model="bigram", prompt="cab", temperature=0, max_tokens=6,
                                                  echo=True, stream=True)
         assert "".join([c.choices[0].text async for c in stream if c.choices]) == "cab" + r.choices[0].text
+        # echo with logprobs: the prompt's tokens scored by the target too (the first has no context)
+        both = await client.completions.create(model="bigram", prompt="cab", temperature=0, max_tokens=6,
+                                               echo=True, logprobs=1)
+        blp = both.choices[0].logprobs
+        ids = LetterTokenizer().encode("cab", special=True)  # the harness's letters: j, h, i
+        pieces = [PIECE(t).decode() for t in ids]
+        assert blp is not None and blp.tokens == [*pieces, *lp.tokens] and blp.text_offset == list(range(9))
+        assert blp.token_logprobs is not None and blp.token_logprobs[0] is None
+        assert blp.token_logprobs[1] == pytest.approx(LOGPROBS[ids[0], ids[1]], abs=1e-5)
+        assert blp.token_logprobs[2] == pytest.approx(LOGPROBS[ids[1], ids[2]], abs=1e-5)
+        assert blp.token_logprobs[3:] == pytest.approx(lp.token_logprobs, abs=1e-6)
+        streamed = await client.completions.create(model="bigram", prompt="cab", temperature=0, max_tokens=6,
+                                                   echo=True, logprobs=1, stream=True)
+        tokens = [t async for c in streamed if c.choices and c.choices[0].logprobs
+                  for t in c.choices[0].logprobs.tokens or []]
+        assert tokens == blp.tokens
         await h.aclose()
 
     asyncio.run(body())

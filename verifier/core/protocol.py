@@ -157,6 +157,21 @@ class TokenLogprobs(_Strict):
         return TokenLogprob(self.token_id, self.logprob, tuple(zip(self.top_ids, self.top_logprobs)))
 
 
+class PromptLogprobsRequest(_Strict):
+    """``POST /v1/prompt_logprobs``: the target's logprobs of a prompt's tokens (completions' echo)."""
+
+    protocol_version: int = PROTOCOL_VERSION
+    prompt_token_ids: list[int] = Field(min_length=1)
+    top_logprobs: int = Field(0, ge=0, le=MAX_TOP_LOGPROBS)
+
+
+class PromptLogprobs(_Strict):
+    """One entry per prompt token after the first (the first has no context to be scored in)."""
+
+    logprobs: list[TokenLogprobs]
+    compute_ms: float
+
+
 class GeneratedTokens(_Strict):
     """One NDJSON line of a generate stream."""
 
