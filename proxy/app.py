@@ -12,7 +12,8 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
 from proxy.errors import OpenAIError, install_error_handlers
@@ -58,6 +59,11 @@ def create_app(
     def service_of(request: Request) -> EdgeService:
         service: EdgeService = request.app.state.service
         return service
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus exposition (open, like /health)."""
+        return Response(generate_latest(service_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/livez")
     async def livez() -> dict[str, str]:

@@ -22,6 +22,7 @@ from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cl
 from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
 from proxy.errors import OpenAIError, bad_request, verifier_unavailable
+from proxy.metrics import EdgeMetrics
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
 from proxy.prompting import PromptBuilder
@@ -62,6 +63,7 @@ class EdgeService:
         self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
         self.ignored_seen: set[str] = set()  # unknown request fields logged so far
         self.grammars = GrammarCompiler(tokenizer.grammar_tokenizer)  # response_format, over the edge's vocabulary
+        self.metrics = EdgeMetrics(drafters)
         self.created = int(time.time())
 
     @property
@@ -154,6 +156,7 @@ class EdgeService:
         pending: list[TokenEntry] = []  # logprobs of output tokens whose text is still held back
         cumulative: float | None = 0.0 if stats.logprobs is not None else None  # None once a token has none
         t0 = time.perf_counter()
+        ttft: float | None = None
         try:
             async with contextlib.AsyncExitStack() as stack:
                 tokens = await self._loop(prep.mode, gen, stats, stack)
@@ -168,6 +171,7 @@ class EdgeService:
                             cumulative = cumulative + entry.logprob if entry and cumulative is not None else None
                         consumed += 1
                         if text:
+                            ttft = time.perf_counter() - t0 if ttft is None else ttft
                             yield TextDelta(text, stats.degraded, tuple(pending), index)
                             pending.clear()
                         if emitter.done:
@@ -175,15 +179,23 @@ class EdgeService:
                     if emitter.done:
                         break
         except PoolFull as exc:
+            self.metrics.failed(prep.mode)
             raise OpenAIError(429, f"The edge is at capacity: {exc}. Retry shortly.", "rate_limit_error", None,
                               "too_many_requests", retry_after_s=1.0) from exc
         except (VerifierUnavailable, VerifierRejected) as exc:
+            self.metrics.failed(prep.mode)
             raise openai_error_of(exc) from exc
+        except Exception:
+            self.metrics.failed(prep.mode)
+            raise
         tail = emitter.finish()
         if tail:  # held-back text; the logprobs of tokens that end in no text (a stop string) are dropped
             yield TextDelta(tail, stats.degraded, tuple(pending), index)
         out = stats.as_dict()
-        out["elapsed_ms"] = round((time.perf_counter() - t0) * 1000, 2)
+        elapsed = time.perf_counter() - t0
+        out["elapsed_ms"] = round(elapsed * 1000, 2)
+        self.metrics.finished(out, emitter.finish_reason, emitter.produced,
+                              ttft if ttft is not None else (elapsed if tail else None), elapsed)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
         yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative)
 

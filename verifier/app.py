@@ -10,7 +10,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from verifier.backends.base import TargetBackend
@@ -28,6 +29,7 @@ from verifier.core.protocol import (
 )
 from verifier.core.wire import PROTOCOL_VERSION, SUBPROTOCOL, ChannelError, encode
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
+from verifier.metrics import VerifierMetrics
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,7 @@ class VerifierService:
         self._scheduling = scheduling
         self.engine: VerifierEngine | None = None
         self.load_error: str | None = None
+        self.metrics = VerifierMetrics(lambda: self.engine)
 
     async def load(self) -> None:
         try:
@@ -56,8 +59,12 @@ class VerifierService:
             log.exception("backend failed to load")
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
-        self.engine = VerifierEngine(backend, self._ttl, self._max_sessions, self._scheduling,
-                                     grammars=self._grammars)
+        engine = VerifierEngine(backend, self._ttl, self._max_sessions, self._scheduling, grammars=self._grammars)
+        engine.on_round = self.metrics.on_round
+        engine.on_prefill = self.metrics.prefill.observe
+        engine.scheduler.on_batch = self.metrics.on_batch
+        self.metrics.loaded(backend.info)
+        self.engine = engine
         log.info("verifier ready", extra={"model": backend.info.model, "backend": backend.info.backend})
 
     def ready_engine(self) -> VerifierEngine:
@@ -110,6 +117,7 @@ def create_app(
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
+        service.metrics.on_error(exc.code)
         response = _error(exc.status, str(exc), exc.code)
         if exc.retry_after_s is not None:
             response.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
@@ -137,6 +145,11 @@ def create_app(
             status = "failed" if service.load_error else "loading"
             return JSONResponse(status_code=503, content={"status": status, "error": service.load_error})
         return JSONResponse({"status": "ok", "sessions": service.engine.session_count})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """Prometheus exposition (open, like /health: scrapers carry no edge token)."""
+        return Response(generate_latest(service.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get(f"{API_PREFIX}/info")
     async def info() -> ServerInfo:
@@ -173,7 +186,7 @@ def create_app(
         holder = websocket.scope.get("state", {}).get("key_holder")
         fresh = EdgeQuota(max_sessions_per_edge, max_queued_rounds)
         quota = quotas.setdefault(holder, fresh) if holder else fresh  # no keys: each connection on its own
-        connection = ChannelConnection(service.engine, send, quota)
+        connection = ChannelConnection(service.engine, send, quota, on_failed=service.metrics.on_error)
 
         async def receive() -> bytes | None:
             message = await websocket.receive()

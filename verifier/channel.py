@@ -68,8 +68,10 @@ class EdgeQuota:
 
 
 class ChannelConnection:
-    def __init__(self, engine: VerifierEngine, send: Send, quota: EdgeQuota | None = None) -> None:
+    def __init__(self, engine: VerifierEngine, send: Send, quota: EdgeQuota | None = None,
+                 on_failed: Callable[[str | None], None] | None = None) -> None:
         self._engine = engine
+        self._on_failed = on_failed  # told the code of every Failed frame sent (the metrics)
         self._quota = quota or EdgeQuota()
         self._send_raw = send
         self._send_lock = asyncio.Lock()
@@ -77,6 +79,8 @@ class ChannelConnection:
         self._workers: dict[int, asyncio.Task[None]] = {}
 
     async def send(self, frame: VerifierFrame) -> None:
+        if isinstance(frame, Failed) and self._on_failed is not None:
+            self._on_failed(frame.code)
         async with self._send_lock:
             await self._send_raw(encode(frame))
 

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
 from verifier.backends.base import NativeDecoder, SequenceState, TargetBackend
@@ -154,6 +154,9 @@ class VerifierEngine:
             backend, estimator or VerifyTimeEstimator(),
             Budget(self._config.max_batch_tokens, self._config.max_batch_rounds), self._config.max_queue_delay_s)
         self.stats = EngineStats()
+        #: told of every scored round (drafted, accepted) and every prompt prefill (seconds): the metrics
+        self.on_round: Callable[[int, int], None] | None = None
+        self.on_prefill: Callable[[float], None] | None = None
 
     @property
     def session_count(self) -> int:
@@ -218,6 +221,7 @@ class VerifierEngine:
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
                           output_start=req.output_index(), logprobs=req.logprobs, constraint=constraint,
                           last_used=time.monotonic())
+        t0 = time.monotonic()
         try:
             await self._prefill(session, req.prompt_token_ids[:-1])
         except BaseException:
@@ -226,6 +230,8 @@ class VerifierEngine:
             else:
                 self._release(session)
             raise
+        if self.on_prefill is not None:
+            self.on_prefill(time.monotonic() - t0)
         self._sessions[sid] = session
         self.stats.sessions_created += 1
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
@@ -383,6 +389,8 @@ class VerifierEngine:
         self.stats.rounds += 1
         self.stats.drafted += len(draft) + overlap
         self.stats.accepted += outcome.accepted + overlap
+        if self.on_round is not None:
+            self.on_round(len(draft) + overlap, outcome.accepted + overlap)
         return RoundResult(accepted=outcome.accepted + overlap, next_token_id=outcome.next_token_id,
                            committed_tokens=len(session.committed), compute_s=result.compute_s,
                            queue_s=result.queue_s, logprobs=logprobs)

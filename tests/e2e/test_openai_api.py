@@ -260,3 +260,18 @@ def test_concurrent_requests_do_not_mix(edge: Server, verifier: Server) -> None:
         parallel = list(pool.map(ask, prompts))
     assert parallel == sequential
     assert wait_sessions_zero(verifier) == 0
+
+
+def test_both_servers_export_metrics_that_move(edge: Server, verifier: Server) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def total(url: str, name: str) -> float:
+        text = httpx.get(f"{url}/metrics", timeout=30).text
+        return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+    before = (total(edge.url, "tandem_edge_output_tokens_total"), total(verifier.url, "tandem_verifier_rounds_total"))
+    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
+    client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "Hi"}], max_tokens=8,
+                                   temperature=0, extra_body={"tandem": {"mode": "speculative"}})
+    after = (total(edge.url, "tandem_edge_output_tokens_total"), total(verifier.url, "tandem_verifier_rounds_total"))
+    assert after[0] - before[0] == 8 and after[1] > before[1]

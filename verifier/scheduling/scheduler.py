@@ -55,6 +55,18 @@ class Job:
         return Candidate(self.key, self.arrival, self.deadline, len(self.token_ids), self.state.length, self.value)
 
 
+@dataclass(frozen=True)
+class BatchRecord:
+    """One finished pass, for whoever observes the scheduler (the metrics)."""
+
+    items: int
+    rows: int  # new tokens scored
+    predicted_s: float  # the estimator's prediction, made before the pass
+    measured_s: float
+    queue_waits: tuple[float, ...]  # each job's wait for this pass
+    deadline_misses: int
+
+
 @dataclass
 class SchedulerStats:
     batches: int = 0
@@ -81,6 +93,7 @@ class BatchScheduler:
         self._busy_until = 0.0
         self._task: asyncio.Task[None] | None = None
         self.stats = SchedulerStats()
+        self.on_batch: Callable[[BatchRecord], None] | None = None  # told of every finished pass
 
     @property
     def queue_depth(self) -> int:
@@ -157,12 +170,17 @@ class BatchScheduler:
         self.stats.batch_rows += sum(shape.new_tokens)
         self.stats.round_rows += sum(len(j.token_ids) for j in jobs if j.logits_rows > 0)
         self.stats.compute_s += end - start
-        for job, logits in zip(jobs, rows, strict=True):
+        misses = 0
+        for job in jobs:
             job.queue_s = start - job.arrival
             job.compute_s = end - start
             self.stats.queue_wait_s += job.queue_s
-            if end > job.deadline:
-                self.stats.deadline_misses += 1
+            misses += int(end > job.deadline)
+        self.stats.deadline_misses += misses
+        if self.on_batch is not None:
+            self.on_batch(BatchRecord(len(jobs), sum(shape.new_tokens), predicted_s, end - start,
+                                      tuple(j.queue_s for j in jobs), misses))
+        for job, logits in zip(jobs, rows, strict=True):
             try:
                 job.done(job, logits, None)
             except Exception:  # noqa: BLE001 - one job's bookkeeping must not stop the loop
