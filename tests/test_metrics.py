@@ -4,6 +4,9 @@ real processes) and follow the naming conventions."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,11 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
         for s in family.samples:
             out[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return out
+
+
+async def verifier_metrics(h: Harness) -> str:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=h.verifier_app), base_url="http://v") as client:
+        return (await client.get("/metrics")).text
 
 
 async def scrape(h: Harness) -> tuple[dict[tuple[str, tuple[tuple[str, str], ...]], float], ...]:
@@ -86,3 +94,26 @@ def test_refusals_are_counted_by_code() -> None:
         await h.aclose()
 
     asyncio.run(body())
+
+
+DASHBOARD = Path(__file__).resolve().parents[1] / "helm" / "tandem-verifier" / "dashboards" / "tandem-overview.json"
+
+
+def test_every_dashboard_query_names_an_exported_metric() -> None:
+    async def body() -> set[str]:
+        h = await start()
+        r = await h.edge_http().post("/v1/chat/completions", json={
+            "model": "bigram", "messages": MESSAGES, "max_tokens": 4, "tandem": {"mode": "speculative"}})
+        assert r.status_code == 200
+        names = set()
+        for text in [(await h.edge_http().get("/metrics")).text, await verifier_metrics(h)]:
+            for family in text_string_to_metric_families(text):  # labelled counters may have no sample yet
+                names |= {family.name, f"{family.name}_total"} | {s.name for s in family.samples}
+        await h.aclose()
+        return names
+
+    exported = asyncio.run(body())
+    exprs = [t["expr"] for p in json.loads(DASHBOARD.read_text())["panels"] for t in p["targets"]]
+    named = {m for e in exprs for m in re.findall(r"\btandem_[a-z_]+", e)}
+    assert len(exprs) >= 8 and named
+    assert named <= exported, sorted(named - exported)
