@@ -219,6 +219,10 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         raise bad_request("response_format and a forced tool_choice both constrain the output; send one of them",
                           "response_format", "conflicting_parameters")
     schema = forced if forced is not None else schema
+    if schema is not None and gen.sampling.min_tokens:
+        raise bad_request("min_tokens cannot be combined with response_format or a forced tool_choice: once the "
+                          "output is complete the grammar allows only its end, which min_tokens forbids",
+                          "min_tokens", "conflicting_parameters")
     if schema is not None:
         gen = replace(gen, **constrained(schema, edge))
     best_of = req.best_of_wanted()

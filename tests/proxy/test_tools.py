@@ -124,3 +124,19 @@ def test_a_call_cut_short_by_max_tokens_finishes_length() -> None:
 
     assert tool_finish_reason(True, "stop") == "tool_calls"
     assert tool_finish_reason(True, "length") == "length" and tool_finish_reason(False, "stop") == "stop"
+
+
+def test_min_tokens_with_a_grammar_is_refused() -> None:
+    import asyncio
+
+    from tests.harness import start
+
+    async def body() -> None:
+        h = await start()
+        r = await h.edge_http().post("/v1/chat/completions", json={
+            "model": "bigram", "messages": [{"role": "user", "content": "hi"}], "min_tokens": 3,
+            "response_format": {"type": "json_object"}})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "min_tokens"
+        await h.aclose()
+
+    asyncio.run(body())
