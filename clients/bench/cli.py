@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from clients.bench.cpu import DutyCycle, cpu_seconds, parse_cpus
-from clients.bench.measure import MODES, RequestResult, run_request, summarise
+from clients.bench.measure import MODES, Mode, RequestResult, run_request, summarise
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
 from clients.bench.testbed import Process, RelayThread, Testbed
@@ -63,6 +63,15 @@ def edge_cpu_reader(pid: int) -> Callable[[], float]:
     return lambda: cpu_seconds(pid)
 
 
+def target(m: Mode, edges: dict[str, tuple[Process, DutyCycle, str]], relay: RelayThread,
+           vllm_relay: RelayThread | None) -> tuple[str, Any, Callable[[], float]]:
+    """Where a mode's requests go, the link counters they cross, and the reader of the CPU they use."""
+    if m.draft == "vllm" and vllm_relay is not None:
+        return f"http://127.0.0.1:{vllm_relay.port}", vllm_relay.counters, lambda: 0.0
+    edge, _, url = edges[m.draft]
+    return url, relay.counters, edge_cpu_reader(edge.pid)
+
+
 def _draft_path(name: str) -> str:
     from verifier.core.models import resolve_draft
 
@@ -90,29 +99,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         bar.set_postfix_str("starting verifier")
         bed.start_verifier()
+        vllm_port = bed.start_vllm_server() if any(m.draft == "vllm" for m in modes) else 0
         for sc in scenarios:
             bar.set_postfix_str(f"{sc.name}: starting edge")
             relay = RelayThread(sc.link, bed.verifier_port)
+            vllm_relay = RelayThread(sc.link, vllm_port) if vllm_port else None  # the client -> vLLM link
             edges: dict[str, tuple[Process, DutyCycle, str]] = {}
             try:
                 for tag in sorted({m.draft for m in modes if m.bound != "cloud"} | {"default"}):
                     edges[tag] = bed.start_edge(sc, relay, drafts[tag], tag)
                 warm = [{"role": "user", "content": "Hello!"}]
                 for m in modes:  # warm-up, not measured
-                    run_request(edges[m.draft][2], warm, m, 4, relay.counters, lambda: 0.0, sc.name, -1, "warmup")
+                    url, counters, _ = target(m, edges, relay, vllm_relay)
+                    run_request(url, warm, m, 4, counters, lambda: 0.0, sc.name, -1, "warmup")
                 relay.restart_clock()
+                if vllm_relay is not None:
+                    vllm_relay.restart_clock()
                 for pid, record in enumerate(prompts):
                     for m in modes:  # side by side: every mode on a prompt before the next prompt
                         bar.set_postfix_str(f"{sc.name}/{m.name}")
-                        edge, _, url = edges[m.draft]
-                        results.append(run_request(url, record.messages, m, args.max_tokens, relay.counters,
-                                                   edge_cpu_reader(edge.pid), sc.name, pid, record.category))
+                        url, counters, cpu = target(m, edges, relay, vllm_relay)
+                        results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,
+                                                   sc.name, pid, record.category))
                         bar.update(1)
             finally:
                 for edge, duty, _ in edges.values():
                     duty.stop()
                     edge.stop()
                 relay.stop()  # bed.stop() below also stops any edge left running
+                if vllm_relay is not None:
+                    vllm_relay.stop()
     finally:
         bar.close()
         bed.stop()

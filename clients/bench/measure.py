@@ -21,7 +21,7 @@ class Mode:
     tandem: dict[str, Any]  # the request's `tandem` extension
     lossless: bool  # greedy text must equal cloud-only's
     bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
-    draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft)
+    draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft); "vllm": vLLM's own server
 
 
 VANILLA = {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0, "pipeline": False}
@@ -50,6 +50,9 @@ MODES: dict[str, Mode] = {
         Mode("vanilla-alt", VANILLA, True, "stop_and_wait", draft="alt"),
         Mode("picospec-alt", PICOSPEC, True, "pipelined", draft="alt"),
         Mode("tandem-alt", {"mode": "auto"}, True, "pipelined", draft="alt"),
+        # the strongest baseline a user could pick instead: the target streamed by vLLM's own OpenAI
+        # server, the client on the edge's side of the emulated link
+        Mode("vllm-serve", {}, True, "cloud", draft="vllm"),
     )
 }
 

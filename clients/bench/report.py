@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 COLUMNS = [
-    ("mode", "mode"), ("tokens_per_s", "tok/s"), ("vs_cloud", "x cloud"), ("ttft_ms_median", "TTFT ms"),
+    ("mode", "mode"), ("tokens_per_s", "tok/s"), ("vs_cloud", "x cloud"), ("vs_vllm", "x vllm-serve"),
+    ("ttft_ms_median", "TTFT ms"),
     ("tpot_ms_median", "TPOT ms"),
     ("tpot_ms_p90", "TPOT p90"), ("acceptance_rate", "accepted/drafted"), ("alpha", "alpha"),
     ("mean_accepted_length", "acc/round"),
@@ -19,6 +20,8 @@ COLUMNS = [
 
 
 def markdown(report: dict[str, Any]) -> str:
+    """A table per scenario; each mode's tokens/s as a ratio to Tandem's cloud-only mode and, when it
+    ran, to vLLM's own server (the strongest baseline a user could pick instead)."""
     lines = [f"Command: `{report['command']}`", ""]
     for name, sc in report["scenarios"].items():
         lines.append(f"### {name}: {sc['description']}")
@@ -26,8 +29,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append("| " + " | ".join(h for _, h in COLUMNS) + " |")
         lines.append("|" + "---|" * len(COLUMNS))
         cloud = sc["modes"].get("cloud", {}).get("tokens_per_s", 0.0)
+        vllm = sc["modes"].get("vllm-serve", {}).get("tokens_per_s", 0.0)
         for summary in sc["modes"].values():
-            row = {**summary, "vs_cloud": round(summary["tokens_per_s"] / cloud, 2) if cloud else ""}
+            row = {**summary, "vs_cloud": round(summary["tokens_per_s"] / cloud, 2) if cloud else "",
+                   "vs_vllm": round(summary["tokens_per_s"] / vllm, 2) if vllm else ""}
             lines.append("| " + " | ".join(str(row.get(k, "")) for k, _ in COLUMNS) + " |")
         lines.append("")
     lines.append(f"Greedy identity with cloud-only: **{'PASS' if report['lossless_ok'] else 'FAIL'}**"

@@ -20,7 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 class Process:
-    def __init__(self, args: list[str], log: Path, cpus: tuple[int, ...] | None) -> None:
+    def __init__(self, args: list[str], log: Path, cpus: tuple[int, ...] | None,
+                 env: dict[str, str] | None = None) -> None:
         usable = os.sched_getaffinity(0)
         pin = {c for c in cpus if c in usable} if cpus else None
 
@@ -31,7 +32,7 @@ class Process:
         self.log = log
         with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                         preexec_fn=preexec)
+                                         preexec_fn=preexec, env={**os.environ, **env} if env else None)
 
     @property
     def pid(self) -> int:
@@ -108,6 +109,22 @@ class Testbed:
     def start_verifier(self) -> None:
         self.verifier, self.verifier_port = start_verifier(self.log_dir / "verifier.log", self.verifier_cpus)
         self.track(self.verifier)
+
+    def start_vllm_server(self) -> int:
+        """vLLM's own OpenAI server for the target (the `vllm-serve` baseline), on the verifier's cores,
+        float32 like the verifier; its port."""
+        from verifier.core.models import default_target_dir
+
+        port = free_port()
+        threads = len(self.verifier_cpus) if self.verifier_cpus else None
+        env = {"VLLM_CPU_KVCACHE_SPACE": "1", **({"OMP_NUM_THREADS": str(threads)} if threads else {})}
+        proc = self.track(Process(["-m", "vllm.entrypoints.openai.api_server", "--model", str(default_target_dir()),
+                                   "--served-model-name", "SmolLM2-135M-Instruct", "--port", str(port),
+                                   "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager",
+                                   "--disable-log-stats"], self.log_dir / "vllm-serve.log", self.verifier_cpus,
+                                  env=env))
+        wait_healthy(f"http://127.0.0.1:{port}", proc.proc, "vllm serve", timeout=600)
+        return port
 
     def start_edge(self, scenario: Scenario, relay: RelayThread, draft_model: str | None,
                    tag: str) -> tuple[Process, DutyCycle, str]:
