@@ -11,6 +11,7 @@ difference is printed and the command exits with status 1.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import platform
 import shlex
@@ -45,6 +46,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         "'target' = the target's own GGUF")
     p.add_argument("--controller", type=Path, default=None,
                    help="rejection predictor for the *-predictor modes (a file from `tandem-draft fit-controller`)")
+    p.add_argument("--verifier-backend", choices=["torch", "vllm"], default=default_backend(),
+                   help="the verifier's backend (default: vllm where installed, the strongest cloud baseline; its "
+                        "sessions verify greedy drafts only)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--edge-cpus", default="0", help="cores the edge is pinned to, unless a scenario says")
     p.add_argument("--out", type=Path, default=Path("bench-results"))
@@ -57,6 +61,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.max_tokens = min(args.max_tokens, 32)
     args.scenario = args.scenario or ["lan", "broadband", "mobile"]
     return args
+
+
+def default_backend() -> str:
+    return "vllm" if importlib.util.find_spec("vllm") is not None else "torch"
 
 
 def edge_cpu_reader(pid: int) -> Callable[[], float]:
@@ -91,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     edge_args = ("--controller", str(args.controller)) if args.controller else ()
-    bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, edge_args)
+    bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, edge_args,
+                  args.verifier_backend)
     drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")
@@ -148,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "max_tokens": args.max_tokens, "prompts": len(prompts), "gamma": args.gamma,
+        "verifier_backend": args.verifier_backend,
         "draft_model": args.draft_model or "edge default",
         "alt_draft": args.alt_draft if any(m.draft == "alt" for m in modes) else None,
         "scenarios": {

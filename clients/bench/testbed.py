@@ -91,9 +91,11 @@ class RelayThread:
 
 class Testbed:
     def __init__(self, log_dir: Path, verifier_cpus: tuple[int, ...] | None,
-                 edge_cpus: tuple[int, ...] | None, gamma: int, edge_args: tuple[str, ...] = ()) -> None:
+                 edge_cpus: tuple[int, ...] | None, gamma: int, edge_args: tuple[str, ...] = (),
+                 verifier_backend: str = "torch") -> None:
         self.log_dir = log_dir
         self.edge_args = edge_args  # extra flags for every edge (e.g. --controller)
+        self.verifier_backend = verifier_backend
         self.verifier_cpus = verifier_cpus
         self.edge_cpus = edge_cpus
         self.gamma = gamma
@@ -107,7 +109,8 @@ class Testbed:
         return process
 
     def start_verifier(self) -> None:
-        self.verifier, self.verifier_port = start_verifier(self.log_dir / "verifier.log", self.verifier_cpus)
+        self.verifier, self.verifier_port = start_verifier(self.log_dir / "verifier.log", self.verifier_cpus,
+                                                           ["--backend", self.verifier_backend])
         self.track(self.verifier)
 
     def start_vllm_server(self) -> int:
