@@ -1,19 +1,26 @@
 """`python -m clients.smoke`: is a verifier up and verifying? (The Helm chart's test hook.)
 
 Reads ``VERIFIER_URL``, optionally ``VERIFIER_TOKEN_FILE`` (the verifier's tokens file: its first
-token is used) and ``VERIFIER_CA_BUNDLE``; checks ``GET /health`` is ok, then asks for one step of
-target decoding (``POST /v1/generate``, one token) and prints what came back. Exit status 0 when
-both worked.
+token is used) and ``VERIFIER_CA_BUNDLE``; checks ``GET /health`` is ok, then verifies one round
+over the protocol-v2 channel, as an edge does (a session, one draft token, its answer), and prints
+what came back. Exit status 0 when both worked.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
+import ssl
 import sys
 from pathlib import Path
 
 import httpx
+
+from proxy.decoding import stop_and_wait_round
+from proxy.speculation import SpeculationState
+from proxy.verifier_channel import VerifierChannel, websocket_connector
+from verifier.core.drafting import DraftToken
+from verifier.core.protocol import SamplingParams
 
 
 def first_token(path: str) -> str:
@@ -23,11 +30,30 @@ def first_token(path: str) -> str:
     raise SystemExit(f"no token in {path}")
 
 
+async def one_round(url: str, token: str | None, verify: bool | str) -> str:
+    """A session over a two-token prompt, one round with one draft token: what the verifier answered."""
+    tls = None
+    if url.startswith("https"):
+        tls = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else ssl.create_default_context()
+        if verify is False:
+            tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
+    channel = VerifierChannel(websocket_connector(url, 60.0, token=token, tls=tls))
+    try:
+        session = await channel.open([1, 2], SamplingParams())
+        applied = await stop_and_wait_round(session, SpeculationState.start([1, 2]), [DraftToken(3, None)])
+        session.close()
+        return f"round verified: {applied.accepted} of 1 draft token accepted, then token {applied.verified[-1]}"
+    finally:
+        await channel.aclose()
+
+
 def main() -> int:
     url = os.environ["VERIFIER_URL"].rstrip("/")
     headers = {}
+    token = None
     if token_file := os.environ.get("VERIFIER_TOKEN_FILE"):
-        headers["authorization"] = f"Bearer {first_token(token_file)}"
+        token = first_token(token_file)
+        headers["authorization"] = f"Bearer {token}"
     # in-cluster, the certificate may name another host: trust the CA given, else do not check
     verify: bool | str = os.environ.get("VERIFIER_CA_BUNDLE") or not url.startswith("https")
     with httpx.Client(base_url=url, headers=headers, verify=verify, timeout=120) as client:
@@ -35,12 +61,11 @@ def main() -> int:
         print(f"GET /health: {health.status_code} {health.text}")
         if health.status_code != 200 or health.json().get("status") != "ok":
             return 1
-        body = {"prompt_token_ids": [1], "max_tokens": 1}
-        with client.stream("POST", "/v1/generate", json=body) as resp:
-            lines = [line for line in resp.iter_lines() if line]
-        print(f"POST /v1/generate: {resp.status_code} {lines}")
-        if resp.status_code != 200 or not lines or len(json.loads(lines[0])["token_ids"]) != 1:
-            return 1
+    try:
+        print(asyncio.run(one_round(url, token, verify)))
+    except Exception as exc:  # noqa: BLE001 - the check's verdict
+        print(f"verify round failed: {type(exc).__name__}: {exc}")
+        return 1
     print("verifier ok")
     return 0
 

@@ -283,7 +283,7 @@ def test_both_servers_export_metrics_that_move(edge: Server, verifier: Server) -
 def test_the_helm_test_hooks_smoke_check_passes_on_a_real_verifier(verifier: Server) -> None:
     ok = subprocess.run([sys.executable, "-m", "clients.smoke"], env={**os.environ, "VERIFIER_URL": verifier.url},
                         capture_output=True, text=True, timeout=120)
-    assert ok.returncode == 0 and "verifier ok" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "round verified" in ok.stdout and "verifier ok" in ok.stdout, ok.stdout + ok.stderr
     dead = subprocess.run([sys.executable, "-m", "clients.smoke"], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "VERIFIER_URL": verifier.url + "/nothing-here"})
     assert dead.returncode != 0
