@@ -25,6 +25,7 @@ from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
 from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
 from verifier.core.grammar import Constraint, GrammarCompiler, GrammarError
+from verifier.core.logits import LogitsProcessing
 from verifier.core.logprobs import TokenLogprob, token_logprobs
 from verifier.core.protocol import (
     GeneratedTokens,
@@ -91,6 +92,7 @@ class Session:
     committed: list[int]
     prompt_tokens: int
     output_start: int  # where the output begins in committed (the penalties count from there)
+    processing: LogitsProcessing  # sampling's logits processing, built once for every round
     logprobs: int | None  # top alternatives of the target's logprobs reported per verified token (None: none)
     constraint: Constraint | None  # the grammar the output must match
     last_used: float
@@ -199,6 +201,13 @@ class VerifierEngine:
         session.in_flight = True
         return future
 
+    def _release_when_idle(self, session: Session) -> None:
+        """Release a session now, or when its job in flight finishes."""
+        if session.in_flight:
+            session.closing = True
+        else:
+            self._release(session)
+
     def _release(self, session: Session) -> None:
         if not session.released:
             session.released = True
@@ -219,16 +228,14 @@ class VerifierEngine:
         sid = secrets.token_hex(12)
         session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self.backend.new_state(),
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
-                          output_start=req.output_index(), logprobs=req.logprobs, constraint=constraint,
+                          output_start=req.output_index(), processing=req.sampling.processing(),
+                          logprobs=req.logprobs, constraint=constraint,
                           last_used=time.monotonic())
         t0 = time.monotonic()
         try:
             await self._prefill(session, req.prompt_token_ids[:-1])
         except BaseException:
-            if session.in_flight:
-                session.closing = True  # released when its chunk finishes
-            else:
-                self._release(session)
+            self._release_when_idle(session)
             raise
         if self.on_prefill is not None:
             self.on_prefill(time.monotonic() - t0)
@@ -273,18 +280,24 @@ class VerifierEngine:
         if len(prompt_token_ids) >= info.max_context:
             raise EngineError(400, "prompt fills the target's context", "context_length_exceeded")
 
-    async def _prefill(self, session: Session, prefix: list[int]) -> None:
+    async def _prefill(self, session: Session, prefix: list[int],
+                       on_chunk: Callable[[int, JobResult], None] | None = None) -> None:
         """Prefill the prompt in chunks, each its own job, so a long prompt never holds a pass
-        long enough to stall other sessions' rounds. Only the first chunk may be refused."""
+        long enough to stall other sessions' rounds. Only the first chunk may be refused.
+        ``on_chunk(start, result)``: every chunk asks for the logits of all its rows and hands
+        them over as it finishes (prompt scoring; one chunk's rows in memory at a time)."""
         chunk = self._config.prefill_chunk
         deadline_at = time.monotonic() + session.slo.ttft_ms / 1000
         for start in range(0, len(prefix), chunk):
-            future = self._submit(session, prefix[start:start + chunk], 0, max(0.0, deadline_at - time.monotonic()),
-                                  value=1.0, admit_always=start > 0)
+            tokens = prefix[start:start + chunk]
+            future = self._submit(session, tokens, len(tokens) if on_chunk is not None else 0,
+                                  max(0.0, deadline_at - time.monotonic()), value=1.0, admit_always=start > 0)
             try:
-                await asyncio.shield(future)
+                result = await asyncio.shield(future)
             except Exception as exc:  # the backend failed (cancellation is no Exception: it propagates)
                 raise EngineError(500, f"prefill failed: {type(exc).__name__}: {exc}", "internal_error") from exc
+            if on_chunk is not None:
+                on_chunk(start, result)
 
     def _check_round(self, session: Session, r: Round) -> list[SparseDist] | None:
         vocab = self.backend.info.vocab_size
@@ -360,7 +373,7 @@ class VerifierEngine:
                      result: JobResult) -> RoundResult:
         sp = session.sampling
         logits = raw = result.logits
-        processing = sp.processing()
+        processing = session.processing
         start = session.output_start
         if processing.active:
             logits = processing.apply_rows(logits, session.committed[:start], session.committed[start:], draft)
@@ -452,34 +465,28 @@ class VerifierEngine:
         tokens = req.prompt_token_ids
         session = Session(session_id="prompt-logprobs", sampling=SamplingParams(), slo=LatencyTargets.of(
             None, self._config), state=self.backend.new_state(), committed=list(tokens), prompt_tokens=len(tokens),
-            output_start=len(tokens), logprobs=None, constraint=None, last_used=time.monotonic())
+            output_start=len(tokens), processing=LogitsProcessing(), logprobs=None, constraint=None,
+            last_used=time.monotonic())
         out: list[TokenLogprobs] = []
         compute_s = 0.0
-        chunk = self._config.prefill_chunk
+
+        def scored(start: int, result: JobResult) -> None:
+            nonlocal compute_s
+            compute_s += result.compute_s
+            tokens_scored = tokens[start + 1:start + 1 + result.logits.shape[0]]  # row j predicts token j + 1
+            out.extend(TokenLogprobs.of(t) for t in token_logprobs(result.logits, tokens_scored, req.top_logprobs))
+
         try:
-            for start in range(0, len(tokens) - 1, chunk):
-                fed = tokens[start:min(start + chunk, len(tokens) - 1)]
-                future = self._submit(session, fed, len(fed), session.slo.ttft_ms / 1000, value=1.0,
-                                      admit_always=start > 0)
-                result = await asyncio.shield(future)
-                compute_s += result.compute_s
-                scored = tokens[start + 1:start + 1 + len(fed)]
-                out += [TokenLogprobs.of(t) for t in token_logprobs(result.logits, scored, req.top_logprobs)]
+            await self._prefill(session, tokens[:-1], scored)
         finally:
-            if session.in_flight:
-                session.closing = True
-            else:
-                self._release(session)
+            self._release_when_idle(session)
         return PromptLogprobs(logprobs=out, compute_ms=compute_s * 1000)
 
     def end_session(self, session_id: str) -> bool:
         session = self._sessions.pop(session_id, None)
         if session is None:
             return False
-        if session.in_flight:
-            session.closing = True  # released when its job finishes
-        else:
-            self._release(session)
+        self._release_when_idle(session)
         log.info("session ended", extra={"session": session_id})
         return True
 
