@@ -10,7 +10,7 @@ import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, model_serializer
 
@@ -20,11 +20,26 @@ from proxy.tools import CallDelta, tool_finish_reason
 DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone
 
 
-class Usage(BaseModel):
+class _Sparse(BaseModel):
+    """An object whose ``omitted_when_none`` fields are left out, not sent as null, when unset."""
+
+    omitted_when_none: ClassVar[tuple[str, ...]] = ()
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: Any) -> dict[str, Any]:
+        body: dict[str, Any] = handler(self)
+        for key in self.omitted_when_none:
+            if body.get(key) is None:
+                body.pop(key, None)
+        return body
+
+
+class Usage(_Sparse):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
     unverified_tokens: int | None = None  # Tandem: completion tokens the cloud did not verify (degraded)
+    omitted_when_none = ("unverified_tokens",)
 
     @classmethod
     def of(cls, finished: Sequence[Finished]) -> Usage:
@@ -35,17 +50,11 @@ class Usage(BaseModel):
         return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
                    unverified_tokens=sum(unverified) if unverified else None)
 
-    @model_serializer(mode="wrap")
-    def _tandem_only_when_set(self, handler: Any) -> dict[str, Any]:
-        body: dict[str, Any] = handler(self)
-        if body.get("unverified_tokens") is None:
-            body.pop("unverified_tokens", None)
-        return body
 
-
-class FunctionOut(BaseModel):
-    name: str | None = None
+class FunctionOut(_Sparse):
+    name: str | None = None  # a streamed call's first piece carries it, the later ones not
     arguments: str
+    omitted_when_none = ("name",)
 
 
 class ToolCallOut(BaseModel):
@@ -54,41 +63,26 @@ class ToolCallOut(BaseModel):
     function: FunctionOut
 
 
-class ToolCallDeltaOut(BaseModel):
+class ToolCallDeltaOut(_Sparse):
     """A piece of a streamed tool call; the first of a call carries its id, type and name."""
 
     index: int
     id: str | None = None
     type: Literal["function"] | None = None
     function: FunctionOut
+    omitted_when_none = ("id", "type")
 
     @classmethod
     def of(cls, d: CallDelta) -> ToolCallDeltaOut:
         return cls(index=d.index, id=d.id, type="function" if d.id else None,
                    function=FunctionOut(name=d.name, arguments=d.arguments))
 
-    @model_serializer(mode="wrap")
-    def _present_only(self, handler: Any) -> dict[str, Any]:
-        body: dict[str, Any] = handler(self)
-        for key in ("id", "type"):
-            if body.get(key) is None:
-                body.pop(key, None)
-        if body["function"].get("name") is None:
-            body["function"].pop("name", None)
-        return body
 
-
-class ChatMessageOut(BaseModel):
+class ChatMessageOut(_Sparse):
     role: Literal["assistant"] = "assistant"
     content: str | None
     tool_calls: list[ToolCallOut] | None = None
-
-    @model_serializer(mode="wrap")
-    def _calls_when_made(self, handler: Any) -> dict[str, Any]:
-        body: dict[str, Any] = handler(self)
-        if body.get("tool_calls") is None:
-            body.pop("tool_calls", None)
-        return body
+    omitted_when_none = ("tool_calls",)
 
 
 class TopLogprob(BaseModel):
@@ -131,12 +125,15 @@ class LogprobsView:
         raw = self._piece(token_id)
         return raw.decode("utf-8", errors="replace"), list(raw)
 
+    def _top(self, token_id: int, logprob: float) -> TopLogprob:
+        text, raw = self._text(token_id)
+        return TopLogprob(token=text, logprob=logprob, bytes=raw)
+
     def content(self, entries: Sequence[TokenEntry]) -> list[TokenLogprobOut]:
         out = []
         for token, entry in entries:
             text, raw = self._text(token)
-            top = [TopLogprob(token=t, logprob=lp, bytes=b) for t, b, lp in
-                   ((*self._text(i), lp) for i, lp in entry.top)] if entry else []
+            top = [self._top(i, lp) for i, lp in entry.top] if entry else []
             out.append(TokenLogprobOut(token=text, logprob=entry.logprob if entry else None, bytes=raw,
                                        top_logprobs=top))
         return out
@@ -164,17 +161,13 @@ class ChatChoice(BaseModel):
     finish_reason: str
 
 
-class ChatDelta(BaseModel):
+class ChatDelta(_Sparse):
     """A stream delta: only the fields it carries are sent (``{}`` on the final chunk)."""
 
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDeltaOut] | None = None
-
-    @model_serializer(mode="wrap")
-    def _present_only(self, handler: Any) -> dict[str, Any]:
-        body: dict[str, Any] = handler(self)
-        return {k: v for k, v in body.items() if v is not None}
+    omitted_when_none = ("role", "content", "tool_calls")
 
 
 class ChatChunkChoice(BaseModel):

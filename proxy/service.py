@@ -178,16 +178,11 @@ class EdgeService:
                             break
                     if emitter.done:
                         break
-        except PoolFull as exc:
+        except Exception as exc:
             self.metrics.failed(prep.mode)
-            raise OpenAIError(429, f"The edge is at capacity: {exc}. Retry shortly.", "rate_limit_error", None,
-                              "too_many_requests", retry_after_s=1.0) from exc
-        except (VerifierUnavailable, VerifierRejected) as exc:
-            self.metrics.failed(prep.mode)
-            raise openai_error_of(exc) from exc
-        except Exception:
-            self.metrics.failed(prep.mode)
-            raise
+            if (error := openai_error_of(exc)) is None:
+                raise
+            raise error from exc
         tail = emitter.finish()
         if tail:  # held-back text; the logprobs of tokens that end in no text (a stop string) are dropped
             yield TextDelta(tail, stats.degraded, tuple(pending), index)
@@ -205,8 +200,10 @@ class EdgeService:
         ids = prep.gen.prompt_token_ids
         try:
             scored = await self.client.prompt_logprobs(ids, top_logprobs)
-        except (VerifierUnavailable, VerifierRejected) as exc:
-            raise openai_error_of(exc) from exc
+        except Exception as exc:
+            if (error := openai_error_of(exc)) is None:
+                raise
+            raise error from exc
         return [(ids[0], None), *zip(ids[1:], scored, strict=True)]
 
     async def _loop(self, mode: Mode, gen: GenerationRequest, stats: GenerationStats,
@@ -278,10 +275,15 @@ async def merged(runs: list[AsyncGenerator[Event, None]]) -> AsyncGenerator[Even
             await run.aclose()
 
 
-def openai_error_of(exc: VerifierUnavailable | VerifierRejected) -> OpenAIError:
-    """A verifier failure as the client sees it."""
+def openai_error_of(exc: Exception) -> OpenAIError | None:
+    """A full drafter pool or a verifier failure as the client sees it; None for anything else."""
+    if isinstance(exc, PoolFull):
+        return OpenAIError(429, f"The edge is at capacity: {exc}. Retry shortly.", "rate_limit_error", None,
+                           "too_many_requests", retry_after_s=1.0)
     if isinstance(exc, VerifierUnavailable):
         return verifier_unavailable(str(exc))
+    if not isinstance(exc, VerifierRejected):
+        return None
     if exc.code == "unsupported_sampling":
         return OpenAIError(400, str(exc), "invalid_request_error", "temperature", exc.code)
     if exc.code in ("unsupported_grammar", "invalid_grammar"):
