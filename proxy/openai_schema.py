@@ -135,9 +135,12 @@ class TandemOptions(_Strict):
     pipeline: bool | None = Field(
         None, description="draft on while rounds are verified (true) or wait for each round (false: stop-and-wait)"
     )
-    trigger: Literal["confidence", "predictor"] | None = Field(
-        None, description="when a round goes to verification: the confidence threshold or the edge's rejection "
-        "predictor (needs an edge started with --controller)"
+    trigger: Literal["confidence", "predictor", "tuned"] | None = Field(
+        None, description="when a round goes to verification: the confidence thresholds, the edge's rejection "
+        "predictor (needs an edge started with --controller), or thresholds tuned online (Bayesian optimisation)"
+    )
+    upload: Literal["whole", "planned"] | None = Field(
+        None, description="stop-and-wait rounds: sent whole once drafted, or in planned batches as drafted"
     )
     tpot_slo_ms: float | None = Field(
         None, gt=0, le=600_000, description="time-per-output-token target the verifier schedules this request by"

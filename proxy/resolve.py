@@ -7,6 +7,7 @@ is decided here, before any token is generated.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from proxy.openai_schema import SamplingFields, TandemOptions
 from proxy.pipeline import PipelinePolicy
 from proxy.settings import EdgeSettings, Mode
 from proxy.tools import ToolPlan
+from proxy.tuning import ThresholdTuner
+from proxy.upload_plan import UploadPlanner
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
@@ -94,6 +97,8 @@ class EdgeDefaults:
     verifies_sampled: bool = True  # the verifier checks sampled drafts (vLLM's backend: greedy ones only)
     vocab_size: int | None = None  # the token ids logit_bias may name (None: unchecked here)
     grammars: GrammarCompiler | None = None  # response_format's grammars over the edge's vocabulary
+    tuner_for: Callable[[PipelinePolicy], ThresholdTuner] | None = None  # trigger 'tuned' (None: botorch missing)
+    planner_for: Callable[[int], UploadPlanner] | None = None  # upload 'planned': the plan for a gamma
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
@@ -129,6 +134,16 @@ def _trigger_for(opts: TandemOptions | None, edge: EdgeDefaults) -> DraftTrigger
         return DualThresholdTrigger(edge.settings.confidence_threshold if per_token is None else per_token,
                                     edge.settings.cumulative_threshold if cumulative is None else cumulative)
     return edge.trigger
+
+
+def tuned(opts: TandemOptions | None, settings: EdgeSettings) -> bool:
+    """Whether a request's rounds are cut by the tuned thresholds: its own trigger choice, else
+    the edge's unless the request set thresholds of its own."""
+    if opts and opts.trigger:
+        return opts.trigger == "tuned"
+    if opts and (opts.confidence_threshold is not None or opts.cumulative_threshold is not None):
+        return False
+    return settings.trigger == "tuned"
 
 
 def policy_for(opts: TandemOptions | None, settings: EdgeSettings, seeded_sample: bool) -> PipelinePolicy:
@@ -201,13 +216,23 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     trigger = _trigger_for(opts, edge)
     temperature = 1.0 if req.temperature is None else effective_temperature(req.temperature)
     seeded_sample = temperature > 0 and req.seed is not None
+    policy = policy_for(opts, settings, seeded_sample)
+    tuning = None
+    if edge.standalone and tuned(opts, settings):
+        if edge.tuner_for is None:
+            raise bad_request("trigger 'tuned' needs botorch on the edge (pip install 'tandem[tune]')",
+                              "tandem.trigger", "unsupported_parameter")
+        tuning = edge.tuner_for(policy)
+    planned = (opts.upload if opts and opts.upload else settings.upload) == "planned"
     gen = GenerationRequest(
         prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
         sampling=sampling_of(req, temperature, edge),
         stop_token_ids=edge.stop_token_ids,
-        policy=policy_for(opts, settings, seeded_sample),
+        policy=policy,
         trigger=trigger,
+        tuning=tuning,
+        upload=edge.planner_for(policy.gamma) if planned and edge.planner_for and policy.gamma > 0 else None,
         slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
         logprobs=req.logprobs_wanted(),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import math
 import time
@@ -25,6 +26,7 @@ from proxy.errors import OpenAIError, bad_request, verifier_unavailable
 from proxy.metrics import EdgeMetrics
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
 from proxy.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
+from proxy.pipeline import PipelinePolicy
 from proxy.prompting import PromptBuilder
 from proxy.rates import Explorer, LinkEstimates
 from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_predictor, mode_of, resolve
@@ -33,6 +35,8 @@ from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
 from proxy.tools import ToolPlan, plan_tools
+from proxy.tuning import ThresholdTuner
+from proxy.upload_plan import UploadPlanner
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
 from proxy.verifier_probe import VerifierProbe
@@ -55,6 +59,11 @@ class EdgeService:
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
         self.predictor = load_predictor(settings)
         self.trigger = build_trigger(settings, self.predictor)
+        self.tuners: dict[tuple[int, int, bool], ThresholdTuner] = {}  # trigger 'tuned': one per pipeline policy
+        self.planners: dict[int, UploadPlanner] = {}  # upload 'planned': one per gamma
+        self.can_tune = importlib.util.find_spec("botorch") is not None
+        if settings.trigger == "tuned" and not self.can_tune:
+            raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.estimates = LinkEstimates()  # what this edge measured of its link and verifier (mode auto)
         self.explorer = Explorer(settings.explore_every)
@@ -121,8 +130,25 @@ class EdgeService:
                  tools: ToolPlan | None = None) -> PreparedRequest:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
                             self.tokenizer.stop_token_ids, self.trigger, self.predictor,
-                            self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars)
+                            self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars,
+                            self.tuner_for if self.can_tune else None, self.planner_for)
         return resolve(req, prompt_ids, edge, default_max, tools)
+
+    def tuner_for(self, policy: PipelinePolicy) -> ThresholdTuner:
+        """The tuner of the dual threshold for requests run by ``policy`` (each policy has its own
+        best thresholds, and its own measurements)."""
+        key = (policy.gamma, policy.max_inflight, policy.draft_while_waiting)
+        if key not in self.tuners:
+            self.tuners[key] = ThresholdTuner(start=(self.settings.confidence_threshold,
+                                                     self.settings.cumulative_threshold),
+                                              segment_tokens=self.settings.tune_segment_tokens)
+        return self.tuners[key]
+
+    def planner_for(self, gamma: int) -> UploadPlanner:
+        """The upload plan of windows of ``gamma`` tokens (its cost fit shared by the requests)."""
+        if gamma not in self.planners:
+            self.planners[gamma] = UploadPlanner(window=gamma)
+        return self.planners[gamma]
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished, per choice (``index``). Raises OpenAIError for failures.

@@ -54,10 +54,19 @@ class EdgeSettings(BaseSettings):
         True, description="draft on top of unverified tokens while rounds are verified (off: stop-and-wait)"
     )
     max_inflight: int = Field(3, ge=1, le=16, description="pipelined: rounds of one request in flight at once")
-    trigger: Literal["confidence", "predictor"] = Field(
+    trigger: Literal["confidence", "predictor", "tuned"] = Field(
         "confidence",
-        description="when a round goes to verification: 'confidence' (the threshold above) or 'predictor' (the "
-        "rejection predictor in --controller, fitted by `tandem-draft fit-controller`)",
+        description="when a round goes to verification: 'confidence' (the thresholds above), 'predictor' (the "
+        "rejection predictor in --controller, fitted by `tandem-draft fit-controller`) or 'tuned' (both "
+        "thresholds tuned online by Bayesian optimisation of the measured time per token, starting from the "
+        "ones above; needs botorch: the `tune` extra)",
+    )
+    tune_segment_tokens: int = Field(
+        16, ge=4, le=1024, description="trigger 'tuned': verified tokens per measurement of a threshold pair"
+    )
+    upload: Literal["whole", "planned"] = Field(
+        "whole", description="how a stop-and-wait round goes up: 'whole' once drafted, or 'planned': in batches "
+        "as its tokens are drafted, cut where PipeSD's DP plan over the measured costs says"
     )
     controller: str | None = Field(None, description="the rejection predictor's JSON file (trigger 'predictor')")
     controller_min_accept: float = Field(

@@ -103,3 +103,11 @@ class UploadPlanner:
             self.planned_for = model
             self.replans += 1
         return self.sizes
+
+    def boundaries(self) -> frozenset[int]:
+        """Where a batch ends before the window's last token: the held uploads' cut points."""
+        cuts, total = [], 0
+        for size in self.plan()[:-1]:
+            total += size
+            cuts.append(total)
+        return frozenset(cuts)

@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from proxy.speculation import SentRound
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable, auth_headers
 from verifier.core.codec import encode_round, grammar_to_wire, shaping_of
+from verifier.core.drafting import DraftToken
 from verifier.core.protocol import CHANNEL_PATH, GrammarParams, SamplingParams, SloTargets
 from verifier.core.wire import (
     SUBPROTOCOL,
@@ -134,9 +135,15 @@ class ChannelSession:
             self._inbox.put_nowait(self._early.pop(self._next_seq))
             self._next_seq += 1
 
-    async def send(self, sent: SentRound) -> None:
-        """Send one round of this session's speculation."""
-        await self.send_round(encode_round(self.sid, sent.seq, sent.epoch, sent.start, sent.drafts))
+    async def send(self, sent: SentRound, uploaded: int = 0) -> None:
+        """Send one round of this session's speculation; its first ``uploaded`` tokens went up
+        already as held batches (``send_held``): only the rest goes, as the round's last batch."""
+        await self.send_round(encode_round(self.sid, sent.seq, sent.epoch, sent.start + uploaded,
+                                           sent.drafts[uploaded:]))
+
+    async def send_held(self, seq: int, epoch: int, start: int, drafts: list[DraftToken]) -> None:
+        """Send a batch of round ``seq`` that more batches will follow (the verifier holds it)."""
+        await self.send_round(encode_round(self.sid, seq, epoch, start, drafts, held=True))
 
     async def send_round(self, round_: Round) -> None:
         """Send a round frame as it is (tests send malformed ones on purpose)."""

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from verifier.core.codec import grammar_from_wire, logprobs_to_wire, sampling_of
 from verifier.core.protocol import SessionCreate, SloTargets
 from verifier.core.wire import (
+    MAX_ROUND_DRAFTS,
     ChannelError,
     Close,
     EdgeFrame,
@@ -33,6 +34,7 @@ from verifier.core.wire import (
     VerifierFrame,
     decode_edge_frame,
     encode,
+    joined,
 )
 from verifier.engine import EngineError, VerifierEngine
 
@@ -77,6 +79,7 @@ class ChannelConnection:
         self._send_lock = asyncio.Lock()
         self._inboxes: dict[int, asyncio.Queue[Round]] = {}
         self._workers: dict[int, asyncio.Task[None]] = {}
+        self._held: dict[int, Round] = {}  # per session: the batches of a round whose last has not come
 
     async def send(self, frame: VerifierFrame) -> None:
         if isinstance(frame, Failed) and self._on_failed is not None:
@@ -119,6 +122,12 @@ class ChannelConnection:
             queue = self._inboxes.get(frame.sid)
             if queue is None:
                 return  # a round of a session that failed or was closed: nobody waits for it
+            held = self._held.pop(frame.sid, None)
+            if held is not None:  # a batch that does not continue the held ones drops them
+                frame = joined(held, frame) or frame
+            if frame.held and len(frame.draft_token_ids) <= MAX_ROUND_DRAFTS:
+                self._held[frame.sid] = frame
+                return  # (a longer one goes on to be refused by the engine)
             if queue.qsize() >= self._quota.max_queued_rounds:
                 self._end(frame.sid)
                 await self.send(Failed(sid=frame.sid, seq=frame.seq, status=429, code="too_many_rounds",
@@ -134,6 +143,7 @@ class ChannelConnection:
 
     def _end(self, sid: int) -> None:
         self._inboxes.pop(sid, None)
+        self._held.pop(sid, None)
         worker = self._workers.pop(sid, None)
         if worker is not None:
             worker.cancel()  # its `finally` ends the engine's session (rounds in flight finish first)
@@ -170,6 +180,7 @@ class ChannelConnection:
         finally:
             if self._workers.get(sid) is asyncio.current_task():  # not ended by Close or the connection
                 self._inboxes.pop(sid, None)
+                self._held.pop(sid, None)
                 self._workers.pop(sid, None)
             if session_id is not None:
                 self._engine.end_session(session_id)

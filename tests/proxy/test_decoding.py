@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from dataclasses import replace
 
 import pytest
 
 from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
 from proxy.pipeline import PipelinePolicy
+from proxy.tuning import ThresholdTuner
+from proxy.upload_plan import CostFit, UploadPlanner
 from tests.harness import EOS, BigramBackend, Harness, LinkFaults, ScriptedDrafter, V, greedy_continuation, start
 from verifier.core.drafting import DualThresholdTrigger
 from verifier.core.protocol import SamplingParams
@@ -261,6 +264,67 @@ def test_auto_keeps_speculating_while_it_wins() -> None:
         out = await collect(adaptive_loop(request([3], 40, pipelined=True), h.drafters[0], h.channel, h.client,
                                           stats, 16, LinkEstimates(), Explorer(every=8)), 40)
         assert out == greedy_continuation(3, 40) and stats.paths == ["pipelined"]
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+class FrozenFit(CostFit):
+    """A cost fit that keeps the model it was given (the plan stays put whatever is measured)."""
+
+    def add_batch(self, size: int, seconds: float) -> None:
+        pass
+
+    def add_draft(self, seconds_per_token: float) -> None:
+        pass
+
+
+def test_planned_upload_sends_each_round_in_batches_and_stays_exact() -> None:
+    async def body() -> None:
+        h = await start()
+        fit = FrozenFit()
+        for size in (1, 2, 3):  # a cheap batch against a slow draft: send each token as it is drafted
+            fit.sends.add(size, 1e-5 + 1e-6 * size)
+        fit._g = 0.01
+        planner = UploadPlanner(window=4, fit=fit)
+        assert planner.plan() == [1, 1, 1, 1] and planner.boundaries() == {1, 2, 3}
+        stats = GenerationStats(mode="speculative")
+        req = replace(request([1, 2, 3], max_tokens=20), upload=planner)
+        out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 20)
+        assert out == greedy_continuation(3, 20)
+        assert stats.rounds + stats.accepted == 20 and stats.rejections > 0
+        # every drafted token went up in a frame of its own (the last batch of a round carries one or none)
+        assert stats.upload_batches >= stats.drafted
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+class Spiral:
+    """A search that hands out fixed points in turn (the loop's bookkeeping, without botorch)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def next_point(self, observations: object) -> tuple[float, float]:
+        self.calls += 1
+        return (0.05 * self.calls, 0.0)
+
+
+def test_the_tuned_trigger_measures_its_points_in_segments_and_moves_on() -> None:
+    async def body() -> None:
+        h = await start()
+        search = Spiral()
+        tuner = ThresholdTuner(start=(0.0, 0.0), search=search, segment_tokens=4)
+        stats = GenerationStats(mode="speculative")
+        req = replace(request([1, 2, 3], max_tokens=60), tuning=tuner)
+        out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 60)
+        assert out == greedy_continuation(3, 60)
+        await asyncio.sleep(0.05)  # a search started by the last segment finishes in its thread
+        seen = {p for p, _ in tuner.observations}
+        assert (0.0, 0.0) in seen and len(seen) >= 3  # the start, then the spread points in turn
+        assert all(v > 0 for _, v in tuner.observations)
+        assert stats.thresholds is not None
         await h.aclose()
 
     asyncio.run(body())

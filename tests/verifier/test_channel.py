@@ -78,3 +78,31 @@ def test_a_session_flooding_rounds_is_ended_with_429() -> None:
         await h.aclose()
 
     asyncio.run(body())
+
+
+def test_a_round_sent_in_held_batches_is_scored_once_whole() -> None:
+    async def body() -> None:
+        h = await start(BigramBackend())
+        w = Wire()
+        serving = asyncio.create_task(ChannelConnection(h.verifier.ready_engine(), w.send_back).serve(w.inbound.get))
+        # the target's greedy continuation of [1] is 2, 3, 4, 5, 6: the round drafts 2 3 4 5 9 in three batches
+        w.push(Open(sid=1, prompt_token_ids=[1]),
+               Round(sid=1, seq=1, epoch=0, start=1, draft_token_ids=[2, 3], held=True),
+               Round(sid=1, seq=1, epoch=0, start=3, draft_token_ids=[4], held=True))
+        await asyncio.sleep(0.05)
+        assert w.got.empty()  # held: nothing answered yet
+        w.push(Round(sid=1, seq=1, epoch=0, start=4, draft_token_ids=[5, 9]))
+        answer = await w.next()
+        assert isinstance(answer, Verified) and (answer.seq, answer.accepted, answer.next_token_id) == (1, 4, 6)
+        assert answer.committed_tokens == 6
+        # held batches that the next frame does not continue (another start) are dropped, not scored
+        w.push(Round(sid=1, seq=2, epoch=1, start=6, draft_token_ids=[7, 8], held=True),
+               Round(sid=1, seq=2, epoch=1, start=6, draft_token_ids=[7]))
+        again = await w.next()
+        assert isinstance(again, Verified) and (again.accepted, again.next_token_id, again.committed_tokens) == \
+            (1, 8, 8)
+        w.inbound.put_nowait(None)
+        await serving
+        await h.aclose()
+
+    asyncio.run(body())

@@ -20,8 +20,10 @@ from verifier.core.wire import Grammar, Logprob, Open, Round, Shaping
 _SHAPING_FIELDS = Shaping.__struct_fields__
 
 
-def encode_round(sid: int, seq: int, epoch: int, start: int, drafts: Sequence[DraftToken]) -> Round:
-    """The wire form of one round: ids, plus one proposal per draft token when sampling.
+def encode_round(sid: int, seq: int, epoch: int, start: int, drafts: Sequence[DraftToken],
+                 held: bool = False) -> Round:
+    """The wire form of one round (or of one batch of it: ``held`` when more follow): ids, plus
+    one proposal per draft token when sampling.
 
     Either every draft token carries its proposal or none does (id-only drafts)."""
     qs = [d.proposal for d in drafts if d.proposal is not None]
@@ -29,7 +31,7 @@ def encode_round(sid: int, seq: int, epoch: int, start: int, drafts: Sequence[Dr
         raise ValueError("either every draft token of a round carries its proposal or none does")
     return Round(sid=sid, seq=seq, epoch=epoch, start=start, draft_token_ids=[d.token_id for d in drafts],
                  proposal_ids=[q.ids.tolist() for q in qs] if qs else None,
-                 proposal_probs=[q.probs.tolist() for q in qs] if qs else None)
+                 proposal_probs=[q.probs.tolist() for q in qs] if qs else None, held=held)
 
 
 def decode_proposals(round_: Round) -> list[SparseDist] | None:

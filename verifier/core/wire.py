@@ -74,7 +74,12 @@ class Round(_Frame, tag=2):
 
     ``proposal_ids``/``proposal_probs``: one sparse q per draft token when sampling (None:
     id-only drafts, treated as one-hot). A round with no draft tokens asks for one token of
-    plain target decoding; it may only be sent when no other round of its session is in flight."""
+    plain target decoding; it may only be sent when no other round of its session is in flight.
+
+    A round may go up in several frames (PipeSD's token-batch upload): every frame but the last
+    says ``held``; the verifier keeps the batches, which must follow each other (same ``seq`` and
+    ``epoch``, each ``start`` where the previous batch ended), and scores the round when its last
+    frame arrives. A held batch that a frame of another round follows is dropped."""
 
     sid: int
     seq: int
@@ -83,6 +88,7 @@ class Round(_Frame, tag=2):
     draft_token_ids: list[int]
     proposal_ids: list[list[int]] | None = None
     proposal_probs: list[list[float]] | None = None
+    held: bool = False  # more batches of this round follow: keep it, do not score it yet
 
 
 class Close(_Frame, tag=3):
@@ -178,6 +184,24 @@ def decode_verifier_frame(data: bytes) -> VerifierFrame:
     """A frame the verifier sent (raises FrameError)."""
     frame: VerifierFrame = _decode(_verifier_decoder, data)
     return frame
+
+
+def joined(first: Round, batch: Round) -> Round | None:
+    """``batch`` appended to the held batches ``first`` of the same round, or None when it does
+    not continue them (another round, another epoch, not where they ended, or proposals on one
+    side only)."""
+    if (batch.sid, batch.seq, batch.epoch) != (first.sid, first.seq, first.epoch) \
+            or batch.start != first.start + len(first.draft_token_ids) \
+            or (first.proposal_ids is None) != (batch.proposal_ids is None) \
+            or (first.proposal_probs is None) != (batch.proposal_probs is None):
+        return None
+    return Round(sid=first.sid, seq=first.seq, epoch=first.epoch, start=first.start,
+                 draft_token_ids=first.draft_token_ids + batch.draft_token_ids,
+                 proposal_ids=None if first.proposal_ids is None or batch.proposal_ids is None
+                 else first.proposal_ids + batch.proposal_ids,
+                 proposal_probs=None if first.proposal_probs is None or batch.proposal_probs is None
+                 else first.proposal_probs + batch.proposal_probs,
+                 held=batch.held)
 
 
 def parts_from_sent(accepted: int, drafted: int, next_token_id: int, next_sent: int | None) -> bool:
