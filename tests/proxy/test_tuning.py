@@ -100,7 +100,8 @@ def test_a_segment_clock_skips_the_first_answer_and_restarts_on_a_new_point() ->
 
 
 def tpot(point: Point, rng: random.Random) -> float:
-    """A smooth bowl with its minimum 0.040 s/token at (0.35, 0.2), (0.2 s/token slower per unit of squared distance) measured with 2% noise."""
+    """A smooth bowl with its minimum 0.040 s/token at (0.35, 0.2), 0.2 s/token slower per unit of
+    squared distance from it, measured with 2% noise."""
     r2, r1 = point
     return (0.040 + 0.2 * ((r2 - 0.35) ** 2 + (r1 - 0.2) ** 2)) * (1 + 0.02 * rng.gauss(0, 1))
 
