@@ -63,6 +63,7 @@ class BayesianSearch:
         from gpytorch.mlls import ExactMarginalLogLikelihood
 
         self.calls += 1
+        torch.set_num_threads(1)  # a small fit: more threads would only take cores from the draft model
         x = torch.tensor([p for p, _ in observations], dtype=torch.double)
         y = torch.tensor([[-v] for _, v in observations], dtype=torch.double)
         bounds = torch.tensor(BOUNDS, dtype=torch.double)

@@ -26,6 +26,9 @@ class Mode:
 
 VANILLA = {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0, "pipeline": False}
 PICOSPEC = {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0, "pipeline": True}
+# PipeSD-style: windows of up to 8 tokens cut by the dual threshold, (R1, R2) tuned online by Bayesian
+# optimisation, each window uploaded in batches as drafted (the DP plan), waiting for each verification
+PIPESD = {"mode": "speculative", "gamma": 8, "pipeline": False, "trigger": "tuned", "upload": "planned"}
 
 MODES: dict[str, Mode] = {
     m.name: m
@@ -36,6 +39,7 @@ MODES: dict[str, Mode] = {
         Mode("vanilla", VANILLA, True, "stop_and_wait"),
         # PicoSpec-style: drafting goes on during verification (rollback on rejection), gamma 4, no cut-off
         Mode("picospec", PICOSPEC, True, "pipelined"),
+        Mode("pipesd", PIPESD, True, "stop_and_wait"),
         # Tandem: the edge's own defaults (mode auto: the fastest path by its estimates; pipelined
         # speculation with rounds cut by the draft's confidence, or cloud streaming)
         Mode("tandem", {"mode": "auto"}, True, "pipelined"),
@@ -45,10 +49,14 @@ MODES: dict[str, Mode] = {
         Mode("tandem-serial", {"mode": "speculative", "pipeline": False}, True, "stop_and_wait"),
         # rounds cut by the rejection predictor instead (needs --controller)
         Mode("tandem-predictor", {"mode": "auto", "trigger": "predictor"}, True, "pipelined"),
+        # the edge's defaults with the dual threshold tuned online (Bayesian optimisation)
+        Mode("tandem-tuned", {"mode": "auto", "trigger": "tuned"}, True, "pipelined"),
         # the same modes with the alternative draft (--alt-draft), for side-by-side draft comparisons
         Mode("edge-alt", {"mode": "draft"}, False, "edge", draft="alt"),
         Mode("vanilla-alt", VANILLA, True, "stop_and_wait", draft="alt"),
         Mode("picospec-alt", PICOSPEC, True, "pipelined", draft="alt"),
+        Mode("pipesd-alt", PIPESD, True, "stop_and_wait", draft="alt"),
+        Mode("tandem-tuned-alt", {"mode": "auto", "trigger": "tuned"}, True, "pipelined", draft="alt"),
         Mode("tandem-alt", {"mode": "auto"}, True, "pipelined", draft="alt"),
         # the strongest baseline a user could pick instead: the target streamed by vLLM's own OpenAI
         # server, the client on the edge's side of the emulated link
@@ -168,10 +176,12 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
     compute_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
     alpha = bounds.per_token_alpha(accepted, rejections)
     tps = tokens / total_s if total_s else 0.0
-    if mode.bound == "cloud":
+    # mode auto streams from the cloud when speculation would lose: its bound is then the cloud's
+    law_of = "cloud" if mode.bound != "edge" and not drafted else mode.bound
+    if law_of == "cloud":
         t_step = compute_ms / 1000 / rounds if rounds else 0.0
         bound = bounds.cloud_tokens_per_s(max(1, tokens // max(1, len(results))), t_step, rtt_s) if t_step else 0.0
-    elif mode.bound == "edge":
+    elif law_of == "edge":
         bound = bounds.edge_tokens_per_s(draft_ms / 1000 / tokens) if tokens else 0.0
     else:
         gamma = drafted / rounds if rounds else 0.0
