@@ -363,7 +363,8 @@ async def adaptive_loop(
     turn (the cloud continues from the verified tokens, so the output stays lossless).
     ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them."""
     gamma = req.policy.gamma
-    rates = estimates.rates(gamma, req.max_tokens)
+    inflight = req.policy.max_inflight
+    rates = estimates.rates(gamma, req.max_tokens, inflight)
     explore = explorer.explore(rates is not None and choose(rates, None) == "cloud")
     if rates is None or explore or gamma == 0:
         path: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
@@ -383,7 +384,7 @@ async def adaptive_loop(
                 produced.extend(new)
                 yield new
                 left = req.max_tokens - len(produced)
-                rates = estimates.rates(gamma, left)
+                rates = estimates.rates(gamma, left, inflight)
                 if left > 0 and rates is not None and choose(rates, path) == "cloud":
                     stats.why = _why(rates, f"{path} fell behind after {len(produced)} tokens")
                     handover = True

@@ -96,18 +96,29 @@ class LinkEstimates:
     def alpha(self) -> float:
         return bounds.per_token_alpha(self.accepted, self.rejections)
 
-    def rates(self, gamma: int, remaining: int) -> dict[Path, float] | None:
+    def cloud_step(self, gamma: int) -> float | None:
+        """A cloud decoding step: measured on cloud-only requests, else the pass-time line at one
+        row, but never below a row's share of a round's pass (the line may reach 0 at one row
+        when it was fitted on rounds alone; a cloud step is a pass of its own)."""
+        if self.cloud_step_s.value is not None:
+            return self.cloud_step_s.value
+        one, full = self.passes.predict(1), self.passes.predict(gamma + 1)
+        if one is None or full is None:
+            return None
+        return max(one, full / (gamma + 1))
+
+    def rates(self, gamma: int, remaining: int, inflight: int = 1) -> dict[Path, float] | None:
         """Tokens per second of each path for the rest of a request (``remaining`` tokens), or
-        None before the first verified round."""
+        None before the first verified round; pipelined with up to ``inflight`` rounds out."""
         rtt, draft = self.rtt_s.value, self.draft_s.value
         verify = self.passes.predict(gamma + 1)
-        step = self.cloud_step_s.value if self.cloud_step_s.value is not None else self.passes.predict(1)
+        step = self.cloud_step(gamma)
         if rtt is None or draft is None or verify is None or step is None:
             return None
         alpha = min(self.alpha, 0.999)
         n = max(1, remaining)
         return {
-            "pipelined": bounds.pipelined_tokens_per_s(alpha, gamma, draft, rtt, verify),
+            "pipelined": bounds.pipelined_tokens_per_s(alpha, gamma, draft, rtt, verify, inflight),
             "stop_and_wait": bounds.stop_and_wait_tokens_per_s(alpha, gamma, draft, rtt, verify),
             "cloud": bounds.cloud_tokens_per_s(n, step, rtt) if step > 0 else float("inf"),
         }

@@ -14,6 +14,7 @@ import contextlib
 import importlib.util
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
@@ -35,7 +36,7 @@ from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
 from proxy.tools import ToolPlan, plan_tools
-from proxy.tuning import ThresholdTuner
+from proxy.tuning import BayesianSearch, ThresholdTuner
 from proxy.upload_plan import UploadPlanner
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
@@ -62,8 +63,11 @@ class EdgeService:
         self.tuners: dict[tuple[int, int, bool], ThresholdTuner] = {}  # trigger 'tuned': one per pipeline policy
         self.planners: dict[int, UploadPlanner] = {}  # upload 'planned': one per gamma
         self.can_tune = importlib.util.find_spec("botorch") is not None
-        if settings.trigger == "tuned" and not self.can_tune:
-            raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
+        self._per_policy_lock = threading.Lock()  # requests are resolved in worker threads
+        if settings.trigger == "tuned":
+            if not self.can_tune:
+                raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
+            BayesianSearch().prepare()
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.estimates = LinkEstimates()  # what this edge measured of its link and verifier (mode auto)
         self.explorer = Explorer(settings.explore_every)
@@ -138,17 +142,20 @@ class EdgeService:
         """The tuner of the dual threshold for requests run by ``policy`` (each policy has its own
         best thresholds, and its own measurements)."""
         key = (policy.gamma, policy.max_inflight, policy.draft_while_waiting)
-        if key not in self.tuners:
-            self.tuners[key] = ThresholdTuner(start=(self.settings.confidence_threshold,
-                                                     self.settings.cumulative_threshold),
-                                              segment_tokens=self.settings.tune_segment_tokens)
-        return self.tuners[key]
+        with self._per_policy_lock:
+            if key not in self.tuners:
+                tuner = ThresholdTuner(start=(self.settings.confidence_threshold, self.settings.cumulative_threshold),
+                                       segment_tokens=self.settings.tune_segment_tokens)
+                tuner.search.prepare()  # the first such request waits for the imports, not a later search
+                self.tuners[key] = tuner
+            return self.tuners[key]
 
     def planner_for(self, gamma: int) -> UploadPlanner:
         """The upload plan of windows of ``gamma`` tokens (its cost fit shared by the requests)."""
-        if gamma not in self.planners:
-            self.planners[gamma] = UploadPlanner(window=gamma)
-        return self.planners[gamma]
+        with self._per_policy_lock:
+            if gamma not in self.planners:
+                self.planners[gamma] = UploadPlanner(window=gamma)
+            return self.planners[gamma]
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished, per choice (``index``). Raises OpenAIError for failures.

@@ -39,6 +39,10 @@ SPREAD: tuple[Point, ...] = ((0.6, 0.0), (0.1, 0.5), (0.45, 0.25))
 class Search(Protocol):
     """Where to look next, given (point, seconds per token) observations: lower is better."""
 
+    def prepare(self) -> None:
+        """Load what the search needs (blocking; done where a wait is expected, not mid-request)."""
+        ...
+
     def next_point(self, observations: Sequence[tuple[Point, float]]) -> Point: ...
 
 
@@ -52,6 +56,12 @@ class BayesianSearch:
     restarts: int = 4
     raw_samples: int = 64
     calls: int = 0
+
+    def prepare(self) -> None:
+        """Import torch and botorch (seconds, once per process): a search started mid-traffic
+        would otherwise hold the interpreter while it imports them."""
+        import botorch  # noqa: F401
+        import torch  # noqa: F401
 
     def next_point(self, observations: Sequence[tuple[Point, float]]) -> Point:
         import torch

@@ -22,6 +22,7 @@ class Mode:
     lossless: bool  # greedy text must equal cloud-only's
     bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
     draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft); "vllm": vLLM's own server
+    inflight: int = 3  # pipelined: rounds in flight at most (the edge's --max-inflight default)
 
 
 VANILLA = {"mode": "speculative", "gamma": 4, "confidence_threshold": 0.0, "pipeline": False}
@@ -149,6 +150,7 @@ class ModeSummary:
     alpha: float
     mean_accepted_length: float
     rounds_per_token: float
+    rows_per_token: float  # rows the verifier scored (each round's drafts and one more) per output token
     stale_rounds: int
     wasted_drafts_per_token: float
     bytes_up_per_token: float
@@ -187,8 +189,12 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         gamma = drafted / rounds if rounds else 0.0
         t_draft = draft_ms / 1000 / drafted if drafted else 0.0
         t_verify = compute_ms / 1000 / rounds if rounds else 0.0
-        law = bounds.pipelined_tokens_per_s if mode.bound == "pipelined" else bounds.stop_and_wait_tokens_per_s
-        bound = law(alpha, gamma, t_draft, rtt_s, t_verify) if rounds else 0.0
+        if not rounds:
+            bound = 0.0
+        elif mode.bound == "pipelined":
+            bound = bounds.pipelined_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_verify, mode.inflight)
+        else:
+            bound = bounds.stop_and_wait_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_verify)
     return ModeSummary(
         scenario=results[0].scenario if results else "", mode=mode.name, requests=len(results), tokens=tokens,
         ttft_ms_median=round(statistics.median([r.ttft_s for r in results]) * 1000, 1) if results else 0.0,
@@ -199,6 +205,7 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         alpha=round(alpha, 4),
         mean_accepted_length=round(accepted / rounds, 3) if rounds and drafted else 0.0,
         rounds_per_token=round(rounds / tokens, 4) if tokens else 0.0,
+        rows_per_token=round((drafted + rounds) / tokens, 3) if tokens else 0.0,
         stale_rounds=sum(x.get("stale_rounds", 0) for x in s),
         wasted_drafts_per_token=round(sum(x.get("wasted", 0) for x in s) / tokens, 3) if tokens else 0.0,
         bytes_up_per_token=round(sum(r.bytes_up for r in results) / tokens, 1) if tokens else 0.0,

@@ -306,6 +306,9 @@ class Spiral:
     def __init__(self) -> None:
         self.calls = 0
 
+    def prepare(self) -> None:
+        pass
+
     def next_point(self, observations: object) -> tuple[float, float]:
         self.calls += 1
         return (0.05 * self.calls, 0.0)

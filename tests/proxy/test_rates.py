@@ -58,3 +58,25 @@ def test_the_explorer_speculates_every_nth_request_sent_to_the_cloud() -> None:
     picks = [explorer.explore(to_cloud) for to_cloud in [True, True, True, True, False, True, True, True]]
     # the 3rd in a row explores and restarts the count; a request sent to speculation resets it
     assert picks == [False, False, True, False, False, False, False, True]
+
+
+def test_the_cloud_step_is_never_below_a_rows_share_of_a_round() -> None:
+    est = LinkEstimates()
+    for rows, seconds in [(5, 0.080), (3, 0.050), (5, 0.081), (2, 0.020)]:  # a steep line: 0 s at one row
+        est.observe_round(drafted=rows - 1, accepted=rows - 1, trip_s=0.1 + seconds, verifier_s=seconds)
+        est.observe_draft(0.010)
+    assert est.passes.predict(1) is not None and est.passes.predict(1) < 0.005  # type: ignore[operator]
+    step = est.cloud_step(4)
+    assert step is not None and step == pytest.approx((est.passes.predict(5) or 0) / 5)
+    rates = est.rates(4, 50)
+    assert rates is not None and rates["cloud"] < 1000  # not infinitely fast
+
+
+def test_more_rounds_in_flight_raise_the_pipelined_rate_over_a_long_trip() -> None:
+    est = LinkEstimates()
+    for _ in range(4):
+        est.observe_round(drafted=4, accepted=4, trip_s=0.260, verifier_s=0.060)
+        est.observe_draft(0.010)
+    one, three = est.rates(4, 50, 1), est.rates(4, 50, 3)
+    assert one is not None and three is not None and three["pipelined"] > 2 * one["pipelined"]
+    assert three["stop_and_wait"] == one["stop_and_wait"]

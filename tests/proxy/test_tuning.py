@@ -16,6 +16,9 @@ class Fixed:
         self.fail = fail
         self.seen: list[int] = []
 
+    def prepare(self) -> None:
+        pass
+
     def next_point(self, observations: list[tuple[Point, float]]) -> Point:
         self.seen.append(len(observations))
         if self.fail:

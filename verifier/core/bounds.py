@@ -31,12 +31,19 @@ def stop_and_wait_tokens_per_s(alpha: float, gamma: float, t_draft_s: float, rtt
     return expected_tokens_per_round(alpha, gamma) / (gamma * t_draft_s + rtt_s + t_verify_s)
 
 
-def pipelined_tokens_per_s(alpha: float, gamma: float, t_draft_s: float, rtt_s: float, t_verify_s: float) -> float:
-    """PicoSpec's asynchronous pipeline: E[T] = a^g max(Td, RTT+Tv) + (1 - a^g)(Td + RTT + Tv)."""
+def pipelined_tokens_per_s(alpha: float, gamma: float, t_draft_s: float, rtt_s: float, t_verify_s: float,
+                           inflight: int = 1) -> float:
+    """PicoSpec's asynchronous pipeline with up to ``inflight`` rounds in flight. A round whose
+    drafts are all accepted costs the pipeline's period, max(Td, Tv, (RTT + Tv) / inflight): the
+    edge drafts the next rounds while it is out, the verifier scores a session's rounds one after
+    the other, and at most ``inflight`` round trips overlap. A rejection empties the pipeline: the
+    next round costs Td + RTT + Tv. So E[T] = a^g period + (1 - a^g)(Td + RTT + Tv); with one
+    round in flight this is PicoSpec's bound, E[T] = a^g max(Td, RTT+Tv) + (1 - a^g)(Td + RTT + Tv)."""
     td = gamma * t_draft_s
     both = td + rtt_s + t_verify_s
+    period = max(td, t_verify_s, (rtt_s + t_verify_s) / max(1, inflight))
     all_accepted = float(alpha**gamma)
-    t = all_accepted * max(td, rtt_s + t_verify_s) + (1 - all_accepted) * both
+    t = all_accepted * period + (1 - all_accepted) * both
     return expected_tokens_per_round(alpha, gamma) / t
 
 

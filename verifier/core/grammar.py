@@ -75,11 +75,15 @@ class Constraint:
         return twin
 
     def _sync(self, output: Sequence[int]) -> bool:
-        common = 0
-        for a, b in zip(self._consumed, output):
-            if a != b:
-                break
-            common += 1
+        n = len(self._consumed)
+        if len(output) >= n and list(output[:n]) == self._consumed:
+            common = n  # the usual case, an extension of what was consumed: one comparison in C
+        else:
+            common = 0
+            for a, b in zip(self._consumed, output):
+                if a != b:
+                    break
+                common += 1
         if common < len(self._consumed):
             if not self._matcher.rollback(len(self._consumed) - common):
                 self._matcher.reset()

@@ -61,3 +61,16 @@ def test_mean_accepted_length_extremes() -> None:
     assert mean_accepted_length([False] * 6, 4) == 0.0
     assert mean_accepted_length([True] * 10, 4) == pytest.approx(4 * 2 / 2)  # rounds cover 5 positions each
     assert mean_accepted_length([], 4) == 0.0
+
+
+def test_rounds_in_flight_overlap_the_round_trip() -> None:
+    # alpha 1, gamma 4, Td 40 ms, RTT 200 ms, Tv 60 ms: one round out waits 260 ms a round (PicoSpec),
+    # three rounds out share it (260 / 3 = 86.7 ms), and nothing beats drafting (40 ms) or the verifier
+    e = 5.0
+    assert pipelined_tokens_per_s(1.0, 4, 0.010, 0.200, 0.060) == pytest.approx(e / 0.260)
+    assert pipelined_tokens_per_s(1.0, 4, 0.010, 0.200, 0.060, inflight=3) == pytest.approx(e / (0.260 / 3))
+    assert pipelined_tokens_per_s(1.0, 4, 0.010, 0.200, 0.060, inflight=16) == pytest.approx(e / 0.060)
+    assert pipelined_tokens_per_s(1.0, 4, 0.010, 0.200, 0.020, inflight=16) == pytest.approx(e / 0.040)
+    # with rejections every round pays the whole trip again: more rounds out help less
+    one, three = (pipelined_tokens_per_s(0.6, 4, 0.010, 0.200, 0.060, k) for k in (1, 3))
+    assert one < three < pipelined_tokens_per_s(1.0, 4, 0.010, 0.200, 0.060, 3)
