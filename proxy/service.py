@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
+from proxy.bayes_search import BayesianSearch
 from proxy.breaker import CircuitBreaker
 from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
 from proxy.draft.base import Drafter
@@ -36,7 +37,7 @@ from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
 from proxy.tools import ToolPlan, plan_tools
-from proxy.tuning import BayesianSearch, ThresholdTuner
+from proxy.tuning import ThresholdTuner
 from proxy.upload_plan import UploadPlanner
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable

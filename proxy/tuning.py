@@ -5,14 +5,17 @@ speculating with trigger ``tuned`` draft under the tuner's current point and mea
 ``segment_tokens`` verified tokens (after the first answer, which carries the prefill), the
 time per output token is one observation of that point. The next point comes from a Gaussian
 process fitted to the observations and the expected improvement over the best one
-(``BayesianSearch``, botorch, imported only when used); the first points are the configured
+(``proxy.bayes_search``, botorch, imported only when used); the first points are the configured
 thresholds (today's fixed cut-off is a point of the search) and a few spread ones. When the
 link's round trip or the acceptance moves by more than ``context_change`` from what they were
 when the tuning began, the observations no longer describe this link: the tuning starts over
-from the best point so far.
+from the best point so far. When the search proposes the same place three times running, it has
+settled: the best measured point stays and no search runs (each costs the edge ~0.1 s of CPU)
+until the tuning starts over.
 
 ``ThresholdTuner`` is the bookkeeping (pure, thread-safe: requests record on the event loop,
-the search runs in a worker thread); ``BayesianSearch`` the optimiser behind it.
+the search runs in a worker thread); ``proxy.bayes_search.BayesianSearch`` the optimiser
+behind it, the edge's only module that uses torch (botorch needs it; the `tune` extra).
 """
 
 from __future__ import annotations
@@ -24,14 +27,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from proxy.bayes_search import BayesianSearch, Point
 from verifier.core.drafting import DualThresholdTrigger
 
 log = logging.getLogger(__name__)
 
-Point = tuple[float, float]  # (per_token R2, cumulative R1)
-
-#: the square both thresholds are searched in (above 0.9 nearly every round would be one token)
-BOUNDS: tuple[Point, Point] = ((0.0, 0.0), (0.9, 0.9))
 #: spread starting points (after the configured one), so the first fit sees the whole square
 SPREAD: tuple[Point, ...] = ((0.6, 0.0), (0.1, 0.5), (0.45, 0.25))
 
@@ -46,48 +46,6 @@ class Search(Protocol):
     def next_point(self, observations: Sequence[tuple[Point, float]]) -> Point: ...
 
 
-@dataclass
-class BayesianSearch:
-    """A GP surrogate (botorch ``SingleTaskGP``, outputs standardised, noise inferred) of the
-    negated time per token over ``BOUNDS``, and the candidate maximising the log expected
-    improvement over the best observed value. About 0.1 s per call on one core."""
-
-    seed: int = 0
-    restarts: int = 4
-    raw_samples: int = 64
-    calls: int = 0
-
-    def prepare(self) -> None:
-        """Import torch and botorch (seconds, once per process): a search started mid-traffic
-        would otherwise hold the interpreter while it imports them."""
-        import botorch  # noqa: F401
-        import torch  # noqa: F401
-
-    def next_point(self, observations: Sequence[tuple[Point, float]]) -> Point:
-        import torch
-        from botorch.acquisition import LogExpectedImprovement
-        from botorch.fit import fit_gpytorch_mll
-        from botorch.models import SingleTaskGP
-        from botorch.models.transforms import Normalize, Standardize
-        from botorch.optim import optimize_acqf
-        from gpytorch.mlls import ExactMarginalLogLikelihood
-
-        self.calls += 1
-        torch.set_num_threads(1)  # a small fit: more threads would only take cores from the draft model
-        x = torch.tensor([p for p, _ in observations], dtype=torch.double)
-        y = torch.tensor([[-v] for _, v in observations], dtype=torch.double)
-        bounds = torch.tensor(BOUNDS, dtype=torch.double)
-        with torch.random.fork_rng():
-            torch.manual_seed(self.seed + self.calls)
-            gp = SingleTaskGP(x, y, input_transform=Normalize(d=2, bounds=bounds), outcome_transform=Standardize(m=1))
-            fit_gpytorch_mll(ExactMarginalLogLikelihood(gp.likelihood, gp))
-            acquisition = LogExpectedImprovement(gp, best_f=y.max())
-            candidate, _ = optimize_acqf(acquisition, bounds=bounds, q=1, num_restarts=self.restarts,
-                                         raw_samples=self.raw_samples)
-        r2, r1 = candidate[0].tolist()
-        return round(r2, 3), round(r1, 3)
-
-
 def moved(now: float, then: float, change: float) -> bool:
     """Whether ``now`` differs from ``then`` by more than ``change`` of ``then``."""
     return abs(now - then) > change * max(abs(then), 1e-9)
@@ -98,16 +56,19 @@ class ThresholdTuner:
     """The current point, the observations behind it, and when to search again."""
 
     start: Point  # the configured thresholds: the first point tried
-    search: Search = field(default_factory=BayesianSearch)
+    search: Search = field(default_factory=lambda: BayesianSearch())
     segment_tokens: int = 16  # verified tokens per observation
     window: int = 40  # observations kept (the oldest are dropped)
     context_change: float = 0.3
+    settle: float = 0.05  # searches whose last three points lie this close together have settled
     observations: list[tuple[Point, float]] = field(default_factory=list)
     retunes: int = 0  # times the tuning started over (the link or the acceptance moved)
     _queue: list[Point] = field(default_factory=list)  # initial points still to try
     _current: Point | None = None
     _context: tuple[float, float] | None = None  # (rtt_s, alpha) when the tuning began
     _searching: bool = False
+    _searched: list[Point] = field(default_factory=list)  # the points the search proposed, newest last
+    _settled: bool = False  # no more searches until the tuning starts over
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
@@ -145,6 +106,8 @@ class ThresholdTuner:
             if restart:
                 self.retunes += 1
                 self.observations.clear()
+                self._searched.clear()
+                self._settled = False
                 self._queue = [p for p in (best, *SPREAD) if p is not None]
                 self._current = self._queue.pop(0)
                 self._context = None
@@ -153,7 +116,7 @@ class ThresholdTuner:
                 self._context = (rtt_s, alpha)
             self.observations.append((point, seconds_per_token))
             del self.observations[:-self.window]
-            if point != self._current or self._searching:
+            if point != self._current or self._searching or self._settled:
                 return False
             if self._queue:
                 self._current = self._queue.pop(0)
@@ -171,10 +134,23 @@ class ThresholdTuner:
         except Exception:
             log.exception("threshold search failed; keeping the current thresholds")
             point = None
+        best = self.best() if point is not None else None
         with self._lock:
             self._searching = False
-            if point is not None:
-                self._current = point
+            if point is None:
+                return
+            self._searched.append(point)
+            recent = self._searched[-3:]
+            if len(recent) == 3 and all(max(abs(a[0] - b[0]), abs(a[1] - b[1])) <= self.settle
+                                        for a in recent for b in recent):
+                self._settled = True  # it keeps proposing the same place: stay at the best one measured
+                point = best or point
+            self._current = point
+
+    @property
+    def settled(self) -> bool:
+        with self._lock:
+            return self._settled
 
     def _context_moved(self, rtt_s: float | None, alpha: float | None) -> bool:
         with self._lock:

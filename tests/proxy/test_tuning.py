@@ -7,7 +7,8 @@ import random
 
 import pytest
 
-from proxy.tuning import SPREAD, BayesianSearch, Point, SegmentClock, ThresholdTuner
+from proxy.bayes_search import BayesianSearch, Point
+from proxy.tuning import SPREAD, SegmentClock, ThresholdTuner
 
 
 class Fixed:
@@ -131,3 +132,17 @@ def test_the_bayesian_search_finds_the_optimum_of_a_synthetic_objective() -> Non
         draws = random.Random(100 + seed)
         random_closest.append(min(gap((draws.uniform(0, 0.9), draws.uniform(0, 0.9))) for _ in range(18)))
     assert sum(closest <= r for r in random_closest) >= 18
+
+
+def test_a_search_that_keeps_proposing_one_place_settles_on_the_best_point_until_a_retune() -> None:
+    tuner = ThresholdTuner(start=(0.3, 0.0), search=Fixed((0.2, 0.1)))
+    for v in (0.05, 0.03, 0.09, 0.07):  # SPREAD[0] measured best
+        tuner.observe(tuner.current, v, 0.05, 0.5)
+    for _ in range(3):
+        tuner.advance()
+        assert tuner.current in ((0.2, 0.1), SPREAD[0])
+        tuner.observe(tuner.current, 0.04, 0.05, 0.5)
+    assert tuner.settled and tuner.current == SPREAD[0]
+    assert not tuner.observe(tuner.current, 0.04, 0.05, 0.5)  # settled: no search
+    tuner.observe(tuner.current, 0.04, 0.2, 0.5)  # the link changed: start over
+    assert not tuner.settled and tuner.retunes == 1

@@ -95,6 +95,12 @@ class TargetBackend(ABC):
     def truncate(self, state: SequenceState, length: int) -> None:
         """Drop every cached token at index >= length."""
 
+    def work_of(self, context_tokens: int, new_tokens: int) -> tuple[int, int]:
+        """What scoring ``new_tokens`` after ``context_tokens`` held ones costs this backend:
+        (tokens it computes, context it reads from its cache), for the time estimator. A cache
+        kept token by token computes the new tokens only."""
+        return new_tokens, context_tokens
+
     def release(self, state: SequenceState) -> None:  # noqa: B027 - optional hook, no-op by default
         """Free the memory of a state that will not be used again."""
 

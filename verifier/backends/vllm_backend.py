@@ -113,6 +113,7 @@ class VllmBackend(TargetBackend, NativeDecoder):
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        self._block = block_size
         self._params_type = VllmSamplingParams
         self._delta = RequestOutputKind.DELTA
         self._final_only = RequestOutputKind.FINAL_ONLY
@@ -198,6 +199,11 @@ class VllmBackend(TargetBackend, NativeDecoder):
             prompt_logprobs=1 if logits_rows > 1 else None,
             skip_reading_prefix_cache=not read_cache, output_kind=self._final_only,
         )
+
+    def work_of(self, context_tokens: int, new_tokens: int) -> tuple[int, int]:
+        """vLLM caches whole blocks only: a round recomputes the context's last partial block."""
+        tail = context_tokens % self._block
+        return new_tokens + tail, context_tokens - tail
 
     def truncate(self, state: SequenceState, length: int) -> None:
         del self._tokens(state)[length:]

@@ -50,9 +50,16 @@ class Job:
     key: int = 0
     queue_s: float = 0.0  # set when its batch starts
     compute_s: float = 0.0  # set when its batch ends: the whole batch's model time
+    #: (tokens the model computes, context it reads from its cache), as the backend says (``work_of``);
+    #: set when submitted (None: the new tokens over the whole state)
+    work: tuple[int, int] | None = None
+
+    def shape(self) -> tuple[int, int]:
+        return self.work if self.work is not None else (len(self.token_ids), self.state.length)
 
     def candidate(self) -> Candidate:
-        return Candidate(self.key, self.arrival, self.deadline, len(self.token_ids), self.state.length, self.value)
+        computed, cached = self.shape()
+        return Candidate(self.key, self.arrival, self.deadline, computed, cached, self.value)
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,7 @@ class BatchScheduler:
         now = time.monotonic()
         job.key = next(self._keys)
         job.arrival = now
+        job.work = self._backend.work_of(job.state.length, len(job.token_ids))
         if not admit_always:
             delay = queue_delay([j.candidate() for j in self._queue.values()], job.candidate(), now,
                                 self.estimator.predict, self._budget, self._busy_until)
@@ -150,7 +158,7 @@ class BatchScheduler:
                     job.done(job, None, exc)
 
     async def _execute(self, jobs: list[Job], predicted_s: float) -> None:
-        shape = BatchShape.of([(len(j.token_ids), j.state.length) for j in jobs])
+        shape = BatchShape.of([j.shape() for j in jobs])
         batch = ScoreBatch.of([(j.state, j.token_ids, j.logits_rows) for j in jobs])
         start = time.monotonic()
         self._busy_until = start + predicted_s

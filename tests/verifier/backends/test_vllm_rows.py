@@ -38,3 +38,14 @@ def test_dense_rows_take_prompt_entries_then_the_sampled_token() -> None:
 def test_a_missing_entry_is_an_error_not_a_guess() -> None:
     with pytest.raises(RuntimeError):
         dense_rows([None, None], {1: Entry(0.0)}, n_tokens=2, logits_rows=2, vocab_size=4)
+
+
+def test_a_vllm_round_recomputes_the_contexts_partial_block() -> None:
+    from types import SimpleNamespace
+
+    from verifier.backends.vllm_backend import VllmBackend
+
+    backend = SimpleNamespace(_block=32)
+    assert VllmBackend.work_of(backend, 70, 5) == (5 + 6, 64)  # type: ignore[arg-type]
+    assert VllmBackend.work_of(backend, 64, 5) == (5, 64)  # type: ignore[arg-type]
+    assert VllmBackend.work_of(backend, 0, 40) == (40, 0)  # type: ignore[arg-type]

@@ -162,3 +162,28 @@ def test_the_loop_outlives_a_batch_that_cannot_even_be_built() -> None:
         await engine.aclose()
 
     asyncio.run(body())
+
+
+class BlockCache(BigramBackend):
+    """A backend whose cache keeps whole blocks of 8 tokens (as vLLM's does): a round recomputes
+    the context's last partial block."""
+
+    def work_of(self, context_tokens: int, new_tokens: int) -> tuple[int, int]:
+        tail = context_tokens % 8
+        return new_tokens + tail, context_tokens - tail
+
+
+def test_the_estimator_is_fed_the_work_the_backend_says_a_round_costs() -> None:
+    async def body() -> None:
+        engine = VerifierEngine(BlockCache(), 60, 16)
+        sid = await session(engine, list(range(1, 12)))  # 11 tokens: 10 prefilled, the last one pending
+        seen: list[tuple[tuple[int, ...], tuple[int, ...]]] = []
+        observe = engine.scheduler.estimator.observe
+        engine.scheduler.estimator.observe = lambda shape, s: (seen.append((shape.new_tokens,  # type: ignore[method-assign]
+                                                                            shape.context_tokens)), observe(shape, s))
+        await engine.verify(sid, next_round(engine, sid, [12, 13]))
+        # the round scores the pending token and 2 drafts after 10 cached ones: 2 of them in a partial block
+        assert seen[-1] == ((3 + 2,), (8,))
+        await engine.aclose()
+
+    asyncio.run(body())
