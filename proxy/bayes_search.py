@@ -11,11 +11,14 @@ from dataclasses import dataclass
 
 Point = tuple[float, float]  # (per_token R2, cumulative R1)
 
-#: the square both thresholds are searched in (above 0.9 nearly every round would be one token)
-BOUNDS: tuple[Point, Point] = ((0.0, 0.0), (0.9, 0.9))
+#: the square both thresholds are searched in. A decision, not a measurement: every segment the
+#: search spends on an extreme pair is served slower, and a round cut wherever a draft token's
+#: confidence is under 0.6 (or the round's product under 0.6) is a round of a token or two for
+#: most drafts, so the box stops there
+BOUNDS: tuple[Point, Point] = ((0.0, 0.0), (0.6, 0.6))
 #: made-up observations for the warm-up search
-_WARM_UP: tuple[tuple[Point, float], ...] = (((0.3, 0.0), 0.05), ((0.6, 0.0), 0.06), ((0.1, 0.5), 0.07),
-                                             ((0.45, 0.25), 0.08))
+_WARM_UP: tuple[tuple[Point, float], ...] = (((0.3, 0.0), 0.05), ((0.5, 0.0), 0.06), ((0.1, 0.0), 0.07),
+                                             ((0.3, 0.3), 0.08))
 
 
 @dataclass

@@ -32,8 +32,9 @@ from verifier.core.drafting import DualThresholdTrigger
 
 log = logging.getLogger(__name__)
 
-#: spread starting points (after the configured one), so the first fit sees the whole square
-SPREAD: tuple[Point, ...] = ((0.6, 0.0), (0.1, 0.5), (0.45, 0.25))
+#: starting points after the configured one, around the usual cut-off (0.3, 0): the first fit
+#: sees both directions of each threshold without spending segments on extreme pairs
+SPREAD: tuple[Point, ...] = ((0.5, 0.0), (0.1, 0.0), (0.3, 0.3))
 
 
 class Search(Protocol):
