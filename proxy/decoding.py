@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -187,6 +187,14 @@ async def speculative_loop(
         assert tuning is not None
         asyncio.get_running_loop().run_in_executor(None, tuning.advance)
 
+    async def send_up(frame: Awaitable[None], size: int) -> None:
+        """Send a frame of ``size`` draft tokens; with a planned upload, its hand-off time feeds the plan."""
+        t0 = time.perf_counter()
+        await frame
+        if upload is not None and size:
+            upload.fit.add_batch(size, time.perf_counter() - t0)
+        stats.upload_batches += 1
+
     def apply(answer: Verified | Stale) -> list[int]:
         nonlocal nothing_at
         applied = state.apply(answer)
@@ -237,20 +245,17 @@ async def speculative_loop(
                 if token is None:
                     nothing_at = len(tokens)
                     continue
-                if tuning is not None:
-                    point = tuning.current
-                    trigger, stats.thresholds = tuning.trigger(point), point
+                if tuning is not None and tuning.current != stats.thresholds:
+                    stats.thresholds = tuning.current
+                    trigger = tuning.trigger(stats.thresholds)
                 state.add_draft(token, new_round=trigger is not None and trigger.ends_round_before(token, state.open))
                 if len(state.open) >= policy.gamma:
                     state.close_round()
                 elif upload is not None and not state.inflight and not state.closed \
                         and len(state.open) in upload.boundaries():
-                    t0 = time.perf_counter()
-                    await session.send_held(state.next_seq, state.epoch, state.sent_end + uploaded,
-                                            state.open[uploaded:])
-                    upload.fit.add_batch(len(state.open) - uploaded, time.perf_counter() - t0)
+                    await send_up(session.send_held(state.next_seq, state.epoch, state.sent_end + uploaded,
+                                                    state.open[uploaded:]), len(state.open) - uploaded)
                     uploaded = len(state.open)
-                    stats.upload_batches += 1
             elif action is Action.SEND:
                 sent = state.take_round(allow_empty=True)
                 if sent is None:
@@ -258,12 +263,8 @@ async def speculative_loop(
                 sent_at[sent.seq] = time.perf_counter()
                 if len(state.inflight) == 1:
                     alone.add(sent.seq)
-                t0 = time.perf_counter()
-                await session.send(sent, uploaded)
-                if upload is not None and len(sent.drafts) > uploaded:
-                    upload.fit.add_batch(len(sent.drafts) - uploaded, time.perf_counter() - t0)
+                await send_up(session.send(sent, uploaded), len(sent.drafts) - uploaded)
                 uploaded = 0
-                stats.upload_batches += 1
             else:
                 t0 = time.perf_counter()
                 answer = await session.next(round_timeout_s)

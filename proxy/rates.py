@@ -19,6 +19,11 @@ Path = Literal["pipelined", "stop_and_wait", "cloud"]
 PATHS: tuple[Path, ...] = ("pipelined", "stop_and_wait", "cloud")
 
 
+def moved(now: float, then: float, change: float) -> bool:
+    """Whether an estimate ``now`` differs from ``then`` by more than ``change`` of ``then``."""
+    return abs(now - then) > change * max(abs(then), 1e-9)
+
+
 @dataclass
 class Ewma:
     """An exponentially weighted mean; None until the first sample."""

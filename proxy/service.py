@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
-from proxy.bayes_search import BayesianSearch
 from proxy.breaker import CircuitBreaker
 from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
 from proxy.draft.base import Drafter
@@ -31,7 +30,15 @@ from proxy.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
 from proxy.pipeline import PipelinePolicy
 from proxy.prompting import PromptBuilder
 from proxy.rates import Explorer, LinkEstimates
-from proxy.resolve import EdgeDefaults, PreparedRequest, build_trigger, load_predictor, mode_of, resolve
+from proxy.resolve import (
+    EdgeDefaults,
+    PreparedRequest,
+    build_trigger,
+    load_predictor,
+    mode_of,
+    policy_for,
+    resolve,
+)
 from proxy.resume import Loop, RecoveryPolicy, resumable
 from proxy.round_log import RoundLog
 from proxy.settings import EdgeSettings, Mode
@@ -68,7 +75,7 @@ class EdgeService:
         if settings.trigger == "tuned":
             if not self.can_tune:
                 raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
-            BayesianSearch().prepare()
+            self.tuner_for(policy_for(None, settings, seeded_sample=False))  # its imports paid at start-up
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         self.estimates = LinkEstimates()  # what this edge measured of its link and verifier (mode auto)
         self.explorer = Explorer(settings.explore_every)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from proxy.bayes_search import BayesianSearch, Point
+from proxy.rates import moved
 from verifier.core.drafting import DualThresholdTrigger
 
 log = logging.getLogger(__name__)
@@ -47,11 +48,6 @@ class Search(Protocol):
     def next_point(self, observations: Sequence[tuple[Point, float]]) -> Point: ...
 
 
-def moved(now: float, then: float, change: float) -> bool:
-    """Whether ``now`` differs from ``then`` by more than ``change`` of ``then``."""
-    return abs(now - then) > change * max(abs(then), 1e-9)
-
-
 @dataclass
 class ThresholdTuner:
     """The current point, the observations behind it, and when to search again."""
@@ -65,7 +61,7 @@ class ThresholdTuner:
     observations: list[tuple[Point, float]] = field(default_factory=list)
     retunes: int = 0  # times the tuning started over (the link or the acceptance moved)
     _queue: list[Point] = field(default_factory=list)  # initial points still to try
-    _current: Point | None = None
+    _current: Point = field(init=False)
     _context: tuple[float, float] | None = None  # (rtt_s, alpha) when the tuning began
     _searching: bool = False
     _searched: list[Point] = field(default_factory=list)  # the points the search proposed, newest last
@@ -79,7 +75,6 @@ class ThresholdTuner:
     @property
     def current(self) -> Point:
         with self._lock:
-            assert self._current is not None
             return self._current
 
     def trigger(self, point: Point) -> DualThresholdTrigger:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy.rates import LineFit
+from proxy.rates import LineFit, moved
 
 
 @dataclass(frozen=True)
@@ -26,8 +26,7 @@ class CostModel:
 
     def moved_from(self, other: CostModel, change: float) -> bool:
         """Whether any parameter differs from ``other``'s by more than ``change`` (relative)."""
-        return any(abs(x - y) > change * max(abs(y), 1e-9)
-                   for x, y in ((self.a, other.a), (self.beta, other.beta), (self.g, other.g)))
+        return any(moved(x, y, change) for x, y in ((self.a, other.a), (self.beta, other.beta), (self.g, other.g)))
 
 
 def plan_batches(n: int, cost: CostModel) -> tuple[list[int], float]:

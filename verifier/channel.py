@@ -141,10 +141,14 @@ class ChannelConnection:
     def _release(self, _: asyncio.Task[None]) -> None:
         self._quota.sessions -= 1
 
-    def _end(self, sid: int) -> None:
+    def _forget(self, sid: int) -> asyncio.Task[None] | None:
+        """Drop a session's inbox, held batches and worker; returns the worker."""
         self._inboxes.pop(sid, None)
         self._held.pop(sid, None)
-        worker = self._workers.pop(sid, None)
+        return self._workers.pop(sid, None)
+
+    def _end(self, sid: int) -> None:
+        worker = self._forget(sid)
         if worker is not None:
             worker.cancel()  # its `finally` ends the engine's session (rounds in flight finish first)
 
@@ -179,8 +183,6 @@ class ChannelConnection:
                                        retry_after_ms=retry))
         finally:
             if self._workers.get(sid) is asyncio.current_task():  # not ended by Close or the connection
-                self._inboxes.pop(sid, None)
-                self._held.pop(sid, None)
-                self._workers.pop(sid, None)
+                self._forget(sid)
             if session_id is not None:
                 self._engine.end_session(session_id)
