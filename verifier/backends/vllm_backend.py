@@ -13,7 +13,10 @@ cache hit reached into the rows we need, the item is re-issued without cache rea
 Rows come back as vLLM's top-k log-probabilities (the rest ``-inf``): exactly what greedy
 verification needs (argmax of log-probs == argmax of logits), not a full distribution, so
 ``info.verifies_sampled`` is False and sampled sessions are refused (the edge then serves sampled
-requests cloud-only). Cloud-only decoding is vLLM's own (``decode``): one streaming request.
+requests cloud-only). Whole rows, which sampled verification needs (p under the request's
+temperature needs each row's normaliser), cost 3.2x a greedy round as one request per row and 37x
+as whole-vocabulary prompt logprobs (``clients.bench.vllm_rows``, README "The vLLM backend").
+Cloud-only decoding is vLLM's own (``decode``): one streaming request.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ def cmd_distill(args: argparse.Namespace) -> None:
 
     if args.gen_backend == "llama" and args.prompt_source == "list":
         raise SystemExit("--prompt-source list needs --gen-backend torch")
+    if args.gen_backend == "llama" and args.response_format == "json":
+        raise SystemExit("--response-format json needs --gen-backend torch")
     if args.threads:
         torch.set_num_threads(args.threads)
     work = args.work_dir or args.out.with_suffix(".work")
@@ -50,7 +52,7 @@ def cmd_distill(args: argparse.Namespace) -> None:
     print(f"[1/3] target writes {args.tokens} tokens of training text -> {work / 'data'}", file=sys.stderr)
     data_cfg = DataConfig(target_dir, work / "data", args.tokens, args.seed, batch_size=args.gen_batch,
                           max_new_tokens=args.gen_len, temperatures=tuple(args.gen_temperatures),
-                          prompt_source=args.prompt_source)
+                          prompt_source=args.prompt_source, response_format=args.response_format)
     if args.gen_backend == "llama":
         generate_data_llama(data_cfg, target_gguf, args.gen_workers)
     else:
@@ -133,11 +135,16 @@ def main(argv: list[str] | None = None) -> None:
                    help="templates: seeded combinations of tasks and subjects; self: the target writes the "
                         "user requests too, when asked for one (self-instruct); list: it writes them by continuing "
                         "a list begun with hand-written example requests (torch writer only)")
+    d.add_argument("--response-format", choices=["text", "json"], default="text",
+                   help="json: the target answers in JSON mode (its logits masked by the grammar of "
+                        "response_format json_object, the soft labels masked too), for a draft that keeps "
+                        "its acceptance on JSON-mode requests (torch writer only)")
     d.add_argument("--mix-data", type=Path, nargs="+", default=[],
                    help="more data directories (of earlier runs) to train on beside this run's own")
     d.add_argument("--init", type=Path, default=None,
-                   help="start from the weights of an earlier run (its train/student-final.pt, same layers and "
-                        "width) instead of the target's first layers")
+                   help="start from the weights of an earlier run (its train/student-final.pt) or of a draft GGUF "
+                        "(e.g. the shipped default draft; same layers and width) instead of the target's first "
+                        "layers")
     d.add_argument("--gen-workers", type=int, default=os.cpu_count() or 1, help="llama.cpp data workers")
     d.add_argument("--threads", type=int, default=None, help="torch threads")
     d.add_argument("--work-dir", type=Path, default=None, help="checkpoints and data (default: OUT.work/)")

@@ -37,6 +37,9 @@ class DataConfig:
     # templates: prompts.build_prompts; self: the target writes the requests when asked to; list: the
     # target writes them by continuing a list of seed requests (torch writer only)
     prompt_source: str = "templates"
+    # text: plain replies; json: replies in JSON mode (the target masked by response_format json_object's
+    # grammar; torch writer only)
+    response_format: str = "text"
 
     def temperature(self, shard: int) -> float:
         return self.temperatures[shard % len(self.temperatures)]

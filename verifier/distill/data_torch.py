@@ -8,9 +8,15 @@ machines with SmolLM2-135M in bf16: ~230 tokens/s on template prompts (`generate
 where the llama.cpp writer, decoding one request at a time, managed ~105.
 
 Same shard schedule and format as the llama.cpp writer (`data.pending_shards`,
-`data.save_shard`). With prompt_source "self" or "list" the target first writes each shard's
-user requests (self-instruct, temperature 0.9); those request-writing conversations are the
-target's own chat text too, so they are kept as training records beside the answers.
+`data.save_shard`). With response_format "json" every reply is written in JSON mode: the
+target's logits are masked by the same llguidance grammar as a request's
+``response_format: json_object`` (``verifier.core.grammar``), and the soft labels are the
+masked logits, the distribution the draft is compared with when it serves such requests.
+
+With prompt_source "self" or "list" the target first writes each shard's user requests
+(self-instruct, temperature 0.9); those request-writing conversations are the target's own
+chat text too, so they are kept as training records beside the answers (in plain text, also
+in JSON mode).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import torch
 
 from verifier.core.chat_template import Messages
+from verifier.core.grammar import Constraint, GrammarCompiler, GrammarSpec
 from verifier.distill.data import (
     DataConfig,
     count_tokens,
@@ -35,6 +42,7 @@ from verifier.distill.prompts import (
     SYSTEMS,
     clean_request,
     conversation,
+    json_request,
     list_request_prompt,
     listed_requests,
     pick,
@@ -44,10 +52,25 @@ from verifier.distill.prompts import (
 Reply = tuple[list[int], torch.Tensor, torch.Tensor]  # reply ids, top-k ids [R, k], top-k logits [R, k]
 
 
+def masked(logits: torch.Tensor, rows: Sequence[int], constraints: Sequence[Constraint],
+           replies: Sequence[Sequence[int]]) -> torch.Tensor:
+    """logits [len(rows), vocab] with -inf where row ``rows[j]``'s grammar forbids a token after
+    its reply so far (a reply the grammar cannot continue keeps only what it allowed last)."""
+    out = logits.clone()
+    for j, row in enumerate(rows):
+        allowed = constraints[row].allowed(replies[row])
+        if allowed is not None:
+            out[j, ~torch.from_numpy(allowed[: out.shape[1]])] = -torch.inf
+    return out
+
+
 def decode_batch(model: Any, prompts: Sequence[Sequence[int]], temperature: float, gen: torch.Generator,
-                 max_new: int, top_k: int, eos: int, pad: int) -> list[Reply]:
+                 max_new: int, top_k: int, eos: int, pad: int,
+                 constraints: Sequence[Constraint] | None = None) -> list[Reply]:
     """The target's reply to every prompt (left-padded into one batch), with its top-k logits
-    at every reply position. Temperature 0 is greedy; a reply ends at eos (kept) or max_new."""
+    at every reply position. Temperature 0 is greedy; a reply ends at eos (kept) or max_new.
+    With ``constraints`` (one per prompt) each step's logits are masked by the prompt's grammar
+    before the token is chosen and the top-k taken."""
     from transformers import DynamicCache
 
     n, width = len(prompts), max(len(p) for p in prompts)
@@ -60,12 +83,15 @@ def decode_batch(model: Any, prompts: Sequence[Sequence[int]], temperature: floa
     cache = DynamicCache()
     steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []  # rows, token, ids, logits
     rows = torch.arange(n)
+    replies: list[list[int]] = [[] for _ in range(n)]
     next_pos = pos[:, -1] + 1
     with torch.inference_mode():
         out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
                     logits_to_keep=1)
         for step in range(max_new):
             logits = out.logits[:, -1].float()
+            if constraints is not None:
+                logits = masked(logits, rows.tolist(), constraints, replies)
             top_vals, top_ids = logits.topk(top_k, dim=-1)
             if temperature > 0:
                 probs = torch.softmax(logits / temperature, dim=-1)
@@ -73,6 +99,8 @@ def decode_batch(model: Any, prompts: Sequence[Sequence[int]], temperature: floa
             else:
                 tok = top_ids[:, 0]
             steps.append((rows, tok, top_ids, top_vals))
+            for row, t in zip(rows.tolist(), tok.tolist(), strict=True):
+                replies[row].append(t)
             keep = tok != eos
             if step == max_new - 1 or not keep.any():
                 break
@@ -141,6 +169,9 @@ def generate_data_torch(cfg: DataConfig, progress: bool = True) -> list[Path]:
     tok = AutoTokenizer.from_pretrained(cfg.target_dir)
     model = AutoModelForCausalLM.from_pretrained(cfg.target_dir, dtype=torch.bfloat16).eval()
     eos, pad = int(tok.eos_token_id), int(tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+    grammars = GrammarCompiler.of_tokenizer_file(cfg.target_dir / "tokenizer.json") \
+        if cfg.response_format == "json" else None
+    json_object = GrammarSpec.json_schema({"type": "object"}, [eos])  # what response_format json_object asks
     bar = tqdm(total=cfg.tokens, initial=done, unit="tok", desc="target writes data (torch)", disable=not progress)
     jobs = pending_shards(cfg)
     while done < cfg.tokens:
@@ -153,8 +184,12 @@ def generate_data_torch(cfg: DataConfig, progress: bool = True) -> list[Path]:
             conversations, written = self_instruct_prompts(model, tok, rng, gen, cfg.batch_size, cfg.top_k, eos,
                                                            pad, cfg.prompt_source)
             records += [shard_record(p, r, ti, tv) for p, (r, ti, tv) in written]
+        if grammars is not None:
+            conversations = [json_request(m, rng) for m in conversations]
         prompts = [_encode(tok, m) for m in conversations]
-        replies = decode_batch(model, prompts, job.temperature, gen, cfg.max_new_tokens, cfg.top_k, eos, pad)
+        constraints = [grammars.compile(json_object) for _ in prompts] if grammars is not None else None
+        replies = decode_batch(model, prompts, job.temperature, gen, cfg.max_new_tokens, cfg.top_k, eos, pad,
+                               constraints)
         records += [shard_record(p, r, ti, tv) for p, (r, ti, tv) in zip(prompts, replies, strict=True)]
         n_tok = save_shard(job.path, records, job.temperature, "torch")
         done += n_tok

@@ -1,9 +1,10 @@
-"""Export a llama-architecture torch draft to GGUF that llama.cpp loads as an edge draft.
+"""A llama-architecture torch draft to GGUF that llama.cpp loads as an edge draft, and back.
 
 Tokenizer metadata (and the chat template) are copied from the target GGUF, so draft and
 target share token ids. Q/K projections are permuted to llama.cpp's rotary layout. When
 the draft kept the target's (frozen) embeddings, the target's quantised token_embd tensor
-is copied byte for byte.
+is copied byte for byte. ``import_gguf`` reads a draft GGUF back into a torch state dict
+(dequantised), so a shipped draft can be trained further without its training run's files.
 """
 
 from __future__ import annotations
@@ -37,6 +38,48 @@ def quant_round_trip(w: torch.Tensor, qtype_name: str) -> torch.Tensor:
 def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     """HF rotary (half-split) -> GGUF/llama.cpp rotary (interleaved) row order."""
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of ``_permute``: llama.cpp's rotary row order back to HF's."""
+    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+#: GGUF tensor name (after "blk.{i}.") -> HF name (after "model.layers.{i}.")
+_LAYER_NAMES = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+                "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+                "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+                "ffn_down": "mlp.down_proj"}
+
+
+def import_gguf(path: Path) -> dict[str, torch.Tensor]:
+    """A llama GGUF's tensors as a HF ``LlamaForCausalLM`` state dict (float32, dequantised; Q/K
+    rows back in HF's rotary order). Tied embeddings appear once, as ``model.embed_tokens``."""
+    reader = gguf.GGUFReader(str(path))
+    n_head = int(reader.fields["llama.attention.head_count"].contents())
+    n_kv = int(reader.fields["llama.attention.head_count_kv"].contents())
+    out: dict[str, torch.Tensor] = {}
+    for t in reader.tensors:
+        shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF lists dimensions fastest first
+        w = gguf.quants.dequantize(np.asarray(t.data), t.tensor_type).reshape(shape).astype(np.float32)
+        name = t.name.removesuffix(".weight")
+        if name == "token_embd":
+            key = "model.embed_tokens.weight"
+        elif name == "output_norm":
+            key = "model.norm.weight"
+        elif name == "output":
+            key = "lm_head.weight"
+        elif name.startswith("blk."):
+            _, i, part = name.split(".", 2)
+            if part == "attn_q":
+                w = _unpermute(w, n_head)
+            elif part == "attn_k":
+                w = _unpermute(w, n_kv)
+            key = f"model.layers.{i}.{_LAYER_NAMES[part]}.weight"
+        else:
+            raise ValueError(f"unexpected tensor {t.name} in {path}")
+        out[key] = torch.from_numpy(np.ascontiguousarray(w))
+    return out
 
 
 def _add(writer: gguf.GGUFWriter, name: str, w: np.ndarray, qtype: gguf.GGMLQuantizationType) -> None:

@@ -251,3 +251,23 @@ def listed_requests(text: str, complete: bool, most: int = 3) -> list[str]:
         if len(out) == most:
             break
     return out
+
+
+# How apps ask for JSON mode: OpenAI's API wants the word "JSON" in the messages, so most say it; some
+# rely on response_format alone (as the bench's JSON-mode requests do). None: the request as it is.
+JSON_ASKS = [
+    None,
+    "Answer in JSON.",
+    "Respond with a JSON object.",
+    "Reply only with JSON.",
+    "Give your answer as a JSON object with descriptive keys.",
+]
+
+
+def json_request(messages: Messages, rng: np.random.Generator) -> Messages:
+    """A conversation as a JSON-mode request: one of ``JSON_ASKS`` appended to the last user turn."""
+    ask = pick(rng, JSON_ASKS)
+    if ask is None:
+        return messages
+    last = messages[-1]
+    return [*messages[:-1], {**last, "content": f"{last['content']} {ask}"}]

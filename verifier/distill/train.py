@@ -121,6 +121,28 @@ def held_out_agreement(model: LlamaForCausalLM, val: list[Example], batch_tokens
     return hits / max(1, total)
 
 
+def initial_weights(init: Path, model: LlamaForCausalLM) -> dict[str, torch.Tensor]:
+    """The weights to start from: an earlier run's ``student-final.pt``, or a draft GGUF (its
+    layers dequantised; embeddings and head as ``model`` has them, the target's frozen ones)."""
+    if init.suffix != ".gguf":
+        state: dict[str, torch.Tensor] = torch.load(init, weights_only=False)["model"]
+        return state
+    from verifier.distill.export import import_gguf
+
+    state = model.state_dict()
+    loaded = import_gguf(init)
+    for key, w in loaded.items():
+        if key in ("model.embed_tokens.weight", "lm_head.weight"):
+            continue  # frozen and tied: the student keeps the target's (quantised as the export stores them)
+        if key not in state or state[key].shape != w.shape:
+            raise ValueError(f"{init}: {key} does not fit the student ({tuple(w.shape)})")
+        state[key] = w
+    missing = [k for k in state if k.startswith("model.layers.") and k not in loaded]
+    if missing:
+        raise ValueError(f"{init} has no {missing[0]} (a draft with other layers?)")
+    return state
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> Path:
     """Train (or resume) and return the path of the final weights."""
     from tqdm import tqdm
@@ -138,7 +160,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         raise RuntimeError(f"no training data in {', '.join(map(str, cfg.data_dirs))}")
     model, _ = build_student(cfg.target_dir, cfg.layers, cfg.hidden, cfg.seed, cfg.head_qtype)
     if cfg.init is not None:
-        model.load_state_dict(torch.load(cfg.init, weights_only=False)["model"])
+        model.load_state_dict(initial_weights(cfg.init, model))
     pad_id = int(model.config.pad_token_id or 0)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.98), weight_decay=0.01)

@@ -204,3 +204,72 @@ def test_torch_writer_is_seeded_and_writes_self_instruct_and_list_shards(tmp_pat
     answers = [t.split("<|im_start|>user\n")[-1].split("<|im_end|>")[0] for t in texts if not t.rstrip().endswith("4.")]
     assert lists and len(answers) >= 2 and len(set(answers)) == len(answers)
     assert all(len(a.split()) >= 4 and a not in SEED_REQUESTS for a in answers)
+
+
+def test_import_gguf_inverts_export(tmp_path: Path) -> None:
+    from verifier.distill.export import import_gguf
+
+    model = tiny_llama(4)
+    exact = export_gguf(model.state_dict(), model.config.to_dict(), target_gguf_path(), tmp_path / "f32.gguf",
+                        name="tiny", weight_type="f32", embed_type="f32")
+    state = model.state_dict()
+    back = import_gguf(exact)
+    assert set(back) == {k for k in state if k != "lm_head.weight"}  # tied: the head is the embeddings
+    for key, w in back.items():
+        assert torch.equal(w, state[key]), key  # Q/K rows back in HF's rotary order
+    quantised = import_gguf(export_gguf(model.state_dict(), model.config.to_dict(), target_gguf_path(),
+                                        tmp_path / "q8.gguf", name="tiny", weight_type="q8_0", embed_type="q8_0"))
+    for key, w in quantised.items():
+        assert torch.allclose(w, state[key], atol=0.02 * float(state[key].abs().max())), key
+
+
+def test_training_can_start_from_a_draft_gguf(tmp_path: Path) -> None:
+    from verifier.distill.train import initial_weights
+
+    donor, student = tiny_llama(5), tiny_llama(6)
+    path = export_gguf(donor.state_dict(), donor.config.to_dict(), target_gguf_path(), tmp_path / "donor.gguf",
+                       name="tiny", weight_type="f32", embed_type="f32")
+    state = initial_weights(path, student)
+    for key, w in state.items():
+        # the layers and the final norm are the draft's; the (frozen, tied) embeddings stay the student's
+        source = student if key in ("model.embed_tokens.weight", "lm_head.weight") else donor
+        assert torch.equal(w, source.state_dict()[key]), key
+    student.load_state_dict(state)
+    other = LlamaForCausalLM(LlamaConfig(**{**donor.config.to_dict(), "num_hidden_layers": 3}))
+    with pytest.raises(ValueError, match="has no model.layers.2"):
+        initial_weights(path, other)
+
+
+def test_torch_decode_batch_in_json_mode_writes_json_and_masks_the_labels() -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from verifier.core.grammar import GrammarCompiler, GrammarSpec
+    from verifier.distill.data_torch import decode_batch
+
+    tok = AutoTokenizer.from_pretrained(default_target_dir())
+    model = AutoModelForCausalLM.from_pretrained(default_target_dir(), dtype=torch.float32).eval()
+    eos = int(tok.eos_token_id)
+    compiler = GrammarCompiler.of_tokenizer_file(default_target_dir() / "tokenizer.json")
+    spec = GrammarSpec.json_schema({"type": "object"}, [eos])
+    chats = [[{"role": "user", "content": "Name a fruit and its colour. Reply only with JSON."}],
+             [{"role": "user", "content": "Say hi"}]]
+    prompts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=True, return_dict=False) for c in chats]
+    got = decode_batch(model, prompts, 0.0, torch.Generator().manual_seed(0), 48, 16, eos, eos,
+                       [compiler.compile(spec) for _ in prompts])
+    ended = 0
+    for reply, top_ids, top_vals in got:
+        assert top_ids[:, 0].tolist() == reply  # greedy under the mask
+        check = compiler.compile(spec)
+        for i, token in enumerate(reply):
+            allowed = check.allowed(reply[:i])
+            assert allowed is not None and allowed[token]
+            finite = torch.isfinite(top_vals[i])
+            assert all(allowed[int(t)] for t in top_ids[i][finite])  # the labels are the masked logits
+            assert not finite.all() or int(allowed.sum()) >= 16
+        if reply[-1] == eos:
+            ended += 1
+            json.loads(tok.decode(reply[:-1]))  # a finished reply is JSON
+    with torch.no_grad():  # unmasked, the target would not have answered in JSON
+        plain = model.generate(torch.tensor([prompts[1]]), max_new_tokens=4, do_sample=False)[0, len(prompts[1]):]
+    assert not tok.decode(plain).lstrip().startswith("{")
+    assert ended >= 1

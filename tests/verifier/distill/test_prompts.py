@@ -8,7 +8,14 @@ import re
 import numpy as np
 
 from tests.conftest import ROOT
-from verifier.distill.prompts import SEED_REQUESTS, list_request_prompt, listed_requests
+from verifier.distill.prompts import (
+    JSON_ASKS,
+    SEED_REQUESTS,
+    conversation,
+    json_request,
+    list_request_prompt,
+    listed_requests,
+)
 
 
 def _words(text: str) -> set[str]:
@@ -51,3 +58,18 @@ def test_listed_requests_parse_the_continuation() -> None:
         "Where do swallows go in winter?"]
     assert listed_requests(f" {SEED_REQUESTS[0]}\n5. What should I plant in a shady garden?", True) == [
         "What should I plant in a shady garden?"]
+
+
+def test_json_requests_append_an_ask_for_json_to_the_last_user_turn_only() -> None:
+    rng = np.random.default_rng(0)
+    chat = conversation("Name a fruit.", "You are a helpful assistant.")
+    seen = set()
+    for _ in range(200):
+        got = json_request(chat, rng)
+        assert got[0] == chat[0] and len(got) == len(chat)  # the system turn is untouched
+        assert got[-1]["content"].startswith("Name a fruit.")
+        ask = got[-1]["content"].removeprefix("Name a fruit.").strip() or None
+        assert ask in JSON_ASKS
+        seen.add(ask)
+    assert seen == set(JSON_ASKS)  # every way of asking, the bare request included
+    assert chat[-1]["content"] == "Name a fruit."  # the input is not modified
