@@ -178,23 +178,23 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
     compute_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
     alpha = bounds.per_token_alpha(accepted, rejections)
     tps = tokens / total_s if total_s else 0.0
-    # mode auto streams from the cloud when speculation would lose: its bound is then the cloud's
-    law_of = "cloud" if mode.bound != "edge" and not drafted else mode.bound
-    if law_of == "cloud":
-        t_step = compute_ms / 1000 / rounds if rounds else 0.0
-        bound = bounds.cloud_tokens_per_s(max(1, tokens // max(1, len(results))), t_step, rtt_s) if t_step else 0.0
-    elif law_of == "edge":
+    t_step = compute_ms / 1000 / rounds if rounds else 0.0
+    cloud = bounds.cloud_tokens_per_s(max(1, tokens // max(1, len(results))), t_step, rtt_s) if t_step else 0.0
+    speculative = 0.0
+    if drafted:
+        gamma = drafted / rounds
+        t_draft = draft_ms / 1000 / drafted
+        speculative = bounds.pipelined_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_step, mode.inflight) \
+            if mode.bound == "pipelined" else bounds.stop_and_wait_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_step)
+    if mode.bound == "edge":
         bound = bounds.edge_tokens_per_s(draft_ms / 1000 / tokens) if tokens else 0.0
+    elif mode.tandem.get("mode") == "auto":
+        # mode auto serves each request the fastest way it estimates: held to the faster path's bound
+        bound = max(cloud, speculative)
+    elif mode.bound == "cloud":
+        bound = cloud
     else:
-        gamma = drafted / rounds if rounds else 0.0
-        t_draft = draft_ms / 1000 / drafted if drafted else 0.0
-        t_verify = compute_ms / 1000 / rounds if rounds else 0.0
-        if not rounds:
-            bound = 0.0
-        elif mode.bound == "pipelined":
-            bound = bounds.pipelined_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_verify, mode.inflight)
-        else:
-            bound = bounds.stop_and_wait_tokens_per_s(alpha, gamma, t_draft, rtt_s, t_verify)
+        bound = speculative
     return ModeSummary(
         scenario=results[0].scenario if results else "", mode=mode.name, requests=len(results), tokens=tokens,
         ttft_ms_median=round(statistics.median([r.ttft_s for r in results]) * 1000, 1) if results else 0.0,
