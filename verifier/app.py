@@ -60,6 +60,10 @@ class VerifierService:
             self.load_error = f"{type(exc).__name__}: {exc}"
             return
         engine = VerifierEngine(backend, self._ttl, self._max_sessions, self._scheduling, grammars=self._grammars)
+        if self._scheduling.calibration_passes:
+            passes = await asyncio.to_thread(engine.calibrate)
+            log.info("estimator calibrated", extra={"passes": passes, "coefficients": engine.scheduler.estimator.coef
+                                                    .round(5).tolist()})
         engine.on_round = self.metrics.on_round
         engine.on_prefill = self.metrics.prefill.observe
         engine.scheduler.on_batch = self.metrics.on_batch

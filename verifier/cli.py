@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         prefill_chunk=settings.prefill_chunk,
         tpot_ms=settings.tpot_slo_ms,
         ttft_ms=settings.ttft_slo_ms,
+        calibration_passes=settings.calibration_passes,
     )
     keys = KeyRing.load(key_file=settings.auth_tokens_file)
     tokenizer_file = Path(model) / "tokenizer.json"

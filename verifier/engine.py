@@ -41,7 +41,7 @@ from verifier.core.protocol import (
 )
 from verifier.core.sampling import SparseDist, target_distribution
 from verifier.core.wire import MAX_ROUND_DRAFTS, PROTOCOL_VERSION, Round, parts_from_sent
-from verifier.scheduling.estimator import VerifyTimeEstimator
+from verifier.scheduling.estimator import VerifyTimeEstimator, calibration_shapes
 from verifier.scheduling.policy import Budget
 from verifier.scheduling.scheduler import BatchScheduler, Job, Logits, Overloaded
 
@@ -68,6 +68,7 @@ class SchedulingConfig:
     prefill_chunk: int = 256
     tpot_ms: float = 250.0
     ttft_ms: float = 5000.0
+    calibration_passes: int = 0  # synthetic rounds timed before serving (VerifierEngine.calibrate)
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,13 @@ class VerifierEngine:
         #: told of every scored round (drafted, accepted) and every prompt prefill (seconds): the metrics
         self.on_round: Callable[[int, int], None] | None = None
         self.on_prefill: Callable[[float], None] | None = None
+
+    def calibrate(self) -> int:
+        """Time ``calibration_passes`` synthetic rounds (before serving; blocking), so the batch
+        policy's time estimates fit this backend from the first request."""
+        shapes = calibration_shapes(self._config.calibration_passes, self.backend.info.max_context,
+                                    self._config.max_batch_tokens)
+        return self.scheduler.calibrate(shapes, self._config.prefill_chunk)
 
     @property
     def session_count(self) -> int:

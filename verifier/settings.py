@@ -70,6 +70,10 @@ class VerifierSettings(BaseSettings):
         "for every token it is expected to commit (per session: SessionCreate.slo)"
     )
     ttft_slo_ms: float = Field(5000.0, gt=0, description="default time-to-first-token target: a prefill's deadline")
+    calibration_passes: int = Field(
+        12, ge=0, le=64, description="synthetic verify rounds timed at start-up, so the batch-time estimator fits this "
+        "backend from the first request (0: it starts from a CPU prior and learns from served batches)"
+    )
     auth_tokens_file: str | None = Field(
         None, description="the edges' tokens, one per line ('name token' or 'token'): every /v1 route and the "
         "channel then need one as 'Authorization: Bearer <token>' (/health stays open); none: open",

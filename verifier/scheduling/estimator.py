@@ -65,6 +65,11 @@ class VerifyTimeEstimator:
         if len(self._y) >= self._min_fit:
             self.coef = fit_nonnegative(np.stack(self._x), np.asarray(self._y))
 
+    def forget_errors(self) -> None:
+        """Drop the recorded errors, keeping the fit (after calibration passes: the reported error
+        is then the served batches')."""
+        self._errors.clear()
+
     @property
     def observed(self) -> int:
         return len(self._y)
@@ -91,3 +96,17 @@ def fit_nonnegative(x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], ridg
             return coef
         active.pop(int(np.argmin(sol)))
     return coef
+
+
+def calibration_shapes(passes: int, max_context: int, max_batch_tokens: int) -> list[tuple[int, int, int]]:
+    """``passes`` (items, context, new tokens) round shapes that vary every feature of the model
+    (items, new tokens, attended pairs) independently enough for a fit: items 1-8, 1-9 new tokens,
+    contexts up to 480, each kept within the context limit and one pass's token budget."""
+    items, news, contexts = (1, 4, 2, 8), (5, 1, 9, 3), (32, 480, 160, 320, 96)
+    out = []
+    for i in range(passes):
+        new = max(1, min(news[i % len(news)], max_batch_tokens, max_context - 2))
+        n = max(1, min(items[i % len(items)], max_batch_tokens // new))
+        context = max(1, min(contexts[i % len(contexts)], max_context - new - 1))
+        out.append((n, context, new))
+    return out

@@ -15,7 +15,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -121,6 +121,37 @@ class BatchScheduler:
         for job in self._queue.values():
             job.done(job, None, RuntimeError("the verifier is shutting down"))
         self._queue.clear()
+
+    def calibrate(self, shapes: Sequence[tuple[int, int, int]], prefill_chunk: int, seed: int = 0) -> int:
+        """Time synthetic rounds before serving, so the estimator starts from this backend's costs
+        instead of its prior: for each (items, context, new) shape, ``items`` fresh sessions get
+        ``context`` random tokens (prefilled in chunks, untimed), then one timed pass scores
+        ``new`` more for each, with every row wanted, as a verify round does (after one untimed
+        warm-up pass). Synchronous, before ``start``. The estimator keeps the fit and forgets
+        these errors. Returns the passes timed."""
+        rng = np.random.default_rng(seed)
+        vocab = self._backend.info.vocab_size
+        warm = self._backend.new_state()  # a first pass untimed: one-off start-up costs are not the backend's
+        try:
+            self._backend.score(ScoreBatch.of([(warm, rng.integers(0, vocab, 8).tolist(), 1)]))
+        finally:
+            self._backend.release(warm)
+        for items, context, new in shapes:
+            states = [self._backend.new_state() for _ in range(items)]
+            try:
+                for start in range(0, context, prefill_chunk):
+                    n = min(prefill_chunk, context - start)
+                    self._backend.score(ScoreBatch.of([(s, rng.integers(0, vocab, n).tolist(), 0) for s in states]))
+                shape = BatchShape.of([self._backend.work_of(s.length, new) for s in states])
+                batch = ScoreBatch.of([(s, rng.integers(0, vocab, new).tolist(), new) for s in states])
+                t0 = time.monotonic()
+                self._backend.score(batch)
+                self.estimator.observe(shape, time.monotonic() - t0)
+            finally:
+                for state in states:
+                    self._backend.release(state)
+        self.estimator.forget_errors()
+        return len(shapes)
 
     def submit(self, job: Job, admit_always: bool = False) -> None:
         """Queue a job; raises Overloaded (before queueing) when it could not start within the

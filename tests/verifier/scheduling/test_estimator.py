@@ -51,3 +51,16 @@ def test_fit_nonnegative_drops_negative_coefficients() -> None:
 def test_an_empty_batch_costs_nothing_and_no_error_before_data() -> None:
     est = VerifyTimeEstimator()
     assert est.predict(BatchShape.of([])) == 0.0 and est.median_relative_error() is None
+
+
+def test_calibration_shapes_vary_every_feature_within_the_limits() -> None:
+    from verifier.scheduling.estimator import BatchShape, calibration_shapes
+
+    shapes = calibration_shapes(12, max_context=512, max_batch_tokens=256)
+    assert len(shapes) == 12
+    assert len({items for items, _, _ in shapes}) >= 3 and len({new for _, _, new in shapes}) >= 3
+    assert all(context + new < 512 and items * new <= 256 for items, context, new in shapes)
+    x = np.stack([BatchShape.of([(new, context)] * items).features() for items, context, new in shapes])
+    assert np.linalg.matrix_rank(x) == 4  # every coefficient of the model can be fitted
+    tight = calibration_shapes(8, max_context=64, max_batch_tokens=8)
+    assert all(context + new < 64 and items * new <= 8 and items >= 1 for items, context, new in tight)

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.harness import BigramBackend, greedy_continuation, next_round
-from verifier.backends.base import ScoreBatch
+from verifier.backends.base import ScoreBatch, SequenceState
 from verifier.core.protocol import SamplingParams, SessionCreate
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
 
@@ -184,6 +184,44 @@ def test_the_estimator_is_fed_the_work_the_backend_says_a_round_costs() -> None:
         await engine.verify(sid, next_round(engine, sid, [12, 13]))
         # the round scores the pending token and 2 drafts after 10 cached ones: 2 of them in a partial block
         assert seen[-1] == ((3 + 2,), (8,))
+        await engine.aclose()
+
+    asyncio.run(body())
+
+
+class LinearTimeBackend(BigramBackend):
+    """A pass takes 3 ms, plus 2 ms an item and 1 ms a new token: a known cost model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.created = 0
+
+    def new_state(self) -> SequenceState:
+        self.created += 1
+        return super().new_state()
+
+    def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
+        time.sleep(0.003 + 0.002 * len(batch) + 0.001 * int(batch.offsets[-1]))
+        return super().score(batch)
+
+
+def test_calibration_fits_the_estimator_to_the_backend_before_serving() -> None:
+    from verifier.scheduling.estimator import BatchShape
+
+    async def body() -> None:
+        backend = LinearTimeBackend()
+        engine = VerifierEngine(backend, 60, 4, SchedulingConfig(calibration_passes=12, prefill_chunk=64))
+        shape = BatchShape.of([(5, 100)] * 3)  # 3 rounds of 5 new tokens: 3 + 6 + 15 = 24 ms
+        prior = engine.scheduler.estimator.predict(shape)
+        assert abs(prior - 0.024) / 0.024 > 0.5  # the CPU prior is far off for this backend
+        assert engine.calibrate() == 12
+        estimator = engine.scheduler.estimator
+        assert estimator.observed == 12 and estimator.median_relative_error() is None  # fit kept, errors not
+        assert abs(estimator.predict(shape) - 0.024) / 0.024 < 0.25
+        assert backend.released == backend.created > 0 and engine.session_count == 0  # no state left behind
+        sid = await session(engine, [1, 2, 3])  # and it serves as before
+        result = await engine.verify(sid, next_round(engine, sid, [4, 5]))
+        assert result.accepted == 2
         await engine.aclose()
 
     asyncio.run(body())
