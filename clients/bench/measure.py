@@ -191,7 +191,7 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
     elif mode.tandem.get("mode") == "auto":
         # mode auto serves each request the fastest way it estimates: held to the faster path's bound
         bound = max(cloud, speculative)
-    elif mode.bound == "cloud":
+    elif mode.bound == "cloud" or not drafted:  # a speculating mode that drafted nothing streamed, as the cloud
         bound = cloud
     else:
         bound = speculative

@@ -31,16 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from verifier.backends.vllm_backend import final_output
 from verifier.core.models import default_target_dir
-
-
-async def _final(engine: Any, params: Any, tokens: list[int], request_id: str) -> Any:
-    from vllm.inputs import TokensPrompt
-
-    last = None
-    async for out in engine.generate(TokensPrompt(prompt_token_ids=tokens), params, request_id):
-        last = out
-    return last
 
 
 def _dense(logprobs: Any, vocab: int) -> np.ndarray:
@@ -62,7 +54,7 @@ async def measure(context: int, drafts: int, repeat: int, block_size: int) -> di
     rng = np.random.default_rng(0)
     tokens = rng.integers(100, 40000, size=context).tolist()
     ids = iter(range(10**9))
-    await _final(engine, SamplingParams(max_tokens=1, temperature=0.0, detokenize=False), tokens, "warm")
+    await final_output(engine, tokens, SamplingParams(max_tokens=1, temperature=0.0, detokenize=False), "warm")
     times: dict[str, list[float]] = {}
     try:
         for _ in range(repeat):
@@ -74,13 +66,13 @@ async def measure(context: int, drafts: int, repeat: int, block_size: int) -> di
                     n = 1 if way == "top1" else -1
                     params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, logprobs=n,
                                             prompt_logprobs=n, flat_logprobs=True, skip_reading_prefix_cache=False)
-                    await _final(engine, params, tokens, f"r{next(ids)}")
+                    await final_output(engine, tokens, params, f"r{next(ids)}")
                 else:
                     n = -1 if way == "rows-full" else 1
                     params = SamplingParams(max_tokens=1, temperature=0.0, detokenize=False, logprobs=n,
                                             flat_logprobs=True)
                     outs: Sequence[Any] = await asyncio.gather(*(
-                        _final(engine, params, tokens[: len(tokens) - rows + 1 + r], f"r{next(ids)}")
+                        final_output(engine, tokens[: len(tokens) - rows + 1 + r], params, f"r{next(ids)}")
                         for r in range(rows)))
                     if way == "rows-full":
                         for out in outs:

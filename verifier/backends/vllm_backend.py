@@ -182,16 +182,8 @@ class VllmBackend(TargetBackend, NativeDecoder):
         return list(await asyncio.gather(*(self._final(item, read_cache) for item in items)))
 
     async def _final(self, item: ItemRequest, read_cache: bool) -> Any:
-        from vllm.inputs import TokensPrompt
-
-        params = self._round_params(item.logits_rows, read_cache)
-        last = None
-        async for out in self._engine.generate(TokensPrompt(prompt_token_ids=item.token_ids), params,
-                                               f"round-{next(self._ids)}"):
-            last = out
-        if last is None:
-            raise RuntimeError("vLLM returned no output for a round")
-        return last
+        return await final_output(self._engine, item.token_ids, self._round_params(item.logits_rows, read_cache),
+                                  f"round-{next(self._ids)}")
 
     def _round_params(self, logits_rows: int, read_cache: bool) -> Any:
         if logits_rows == 0:  # a prefill chunk: compute and cache the blocks, read nothing back
@@ -271,6 +263,18 @@ class VllmBackend(TargetBackend, NativeDecoder):
     def close(self) -> None:
         self._engine.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
+
+
+async def final_output(engine: Any, token_ids: list[int], params: Any, request_id: str) -> Any:
+    """The final output of one request to a vLLM ``AsyncLLM`` over ``token_ids`` (a round's)."""
+    from vllm.inputs import TokensPrompt
+
+    last = None
+    async for out in engine.generate(TokensPrompt(prompt_token_ids=token_ids), params, request_id):
+        last = out
+    if last is None:
+        raise RuntimeError("vLLM returned no output for a round")
+    return last
 
 
 async def _next(stream: AsyncIterator[Any]) -> Any:

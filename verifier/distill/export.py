@@ -45,7 +45,8 @@ def _unpermute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, w.shape[0] // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-#: GGUF tensor name (after "blk.{i}.") -> HF name (after "model.layers.{i}.")
+#: a layer's tensors, in the order the export writes them: GGUF name (after "blk.{i}.") -> HF name
+#: (after "model.layers.{i}."); the *_norm ones stay float32, attn_q/attn_k rows are permuted
 _LAYER_NAMES = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
                 "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
                 "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
@@ -58,6 +59,7 @@ def import_gguf(path: Path) -> dict[str, torch.Tensor]:
     reader = gguf.GGUFReader(str(path))
     n_head = int(reader.fields["llama.attention.head_count"].contents())
     n_kv = int(reader.fields["llama.attention.head_count_kv"].contents())
+    heads = {"attn_q": n_head, "attn_k": n_kv}
     out: dict[str, torch.Tensor] = {}
     for t in reader.tensors:
         shape = tuple(int(d) for d in reversed(t.shape.tolist()))  # GGUF lists dimensions fastest first
@@ -71,10 +73,8 @@ def import_gguf(path: Path) -> dict[str, torch.Tensor]:
             key = "lm_head.weight"
         elif name.startswith("blk."):
             _, i, part = name.split(".", 2)
-            if part == "attn_q":
-                w = _unpermute(w, n_head)
-            elif part == "attn_k":
-                w = _unpermute(w, n_kv)
+            if part in heads:
+                w = _unpermute(w, heads[part])
             key = f"model.layers.{i}.{_LAYER_NAMES[part]}.weight"
         else:
             raise ValueError(f"unexpected tensor {t.name} in {path}")
@@ -146,18 +146,14 @@ def export_gguf(
     if not config.get("tie_word_embeddings", True):
         _add(writer, "output.weight", t("lm_head.weight"), qtype)
     _add(writer, "output_norm.weight", t("model.norm.weight"), gguf.GGMLQuantizationType.F32)
+    heads = {"attn_q": n_head, "attn_k": n_kv}  # the rows permuted to llama.cpp's rotary layout
     for i in range(n_layers):
-        p = f"model.layers.{i}."
-        _add(writer, f"blk.{i}.attn_norm.weight", t(p + "input_layernorm.weight"), gguf.GGMLQuantizationType.F32)
-        _add(writer, f"blk.{i}.ffn_norm.weight", t(p + "post_attention_layernorm.weight"),
-             gguf.GGMLQuantizationType.F32)
-        _add(writer, f"blk.{i}.attn_q.weight", _permute(t(p + "self_attn.q_proj.weight"), n_head), qtype)
-        _add(writer, f"blk.{i}.attn_k.weight", _permute(t(p + "self_attn.k_proj.weight"), n_kv), qtype)
-        _add(writer, f"blk.{i}.attn_v.weight", t(p + "self_attn.v_proj.weight"), qtype)
-        _add(writer, f"blk.{i}.attn_output.weight", t(p + "self_attn.o_proj.weight"), qtype)
-        _add(writer, f"blk.{i}.ffn_gate.weight", t(p + "mlp.gate_proj.weight"), qtype)
-        _add(writer, f"blk.{i}.ffn_up.weight", t(p + "mlp.up_proj.weight"), qtype)
-        _add(writer, f"blk.{i}.ffn_down.weight", t(p + "mlp.down_proj.weight"), qtype)
+        for part, hf in _LAYER_NAMES.items():
+            w = t(f"model.layers.{i}.{hf}.weight")
+            if part in heads:
+                w = _permute(w, heads[part])
+            norm = part.endswith("_norm")
+            _add(writer, f"blk.{i}.{part}.weight", w, gguf.GGMLQuantizationType.F32 if norm else qtype)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

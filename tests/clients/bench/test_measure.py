@@ -49,3 +49,10 @@ def test_mode_auto_is_held_to_the_faster_paths_bound() -> None:
     speculative = bounds.pipelined_tokens_per_s(bounds.per_token_alpha(38, 2), 4.0, 0.0025, 0.05, 0.05, 3)
     assert speculative > bounds.cloud_tokens_per_s(40, 0.05, 0.05)
     assert s.bound_tokens_per_s == pytest.approx(speculative, abs=0.01)
+
+
+def test_a_speculating_mode_that_drafted_nothing_is_held_to_the_clouds_bound() -> None:
+    stats = {"rounds": 40, "drafted": 0, "accepted": 0, "rejections": 0, "draft_ms": 0.0,
+             "verify_compute_ms": 2000.0}
+    s = summarise([result("tandem-pipelined", stats)], MODES["tandem-pipelined"], rtt_s=0.05)
+    assert s.bound_tokens_per_s == pytest.approx(bounds.cloud_tokens_per_s(40, 0.05, 0.05), abs=0.01)
