@@ -123,6 +123,14 @@ class GenerationRequest:
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
 
+    @property
+    def whole_rows(self) -> bool:
+        """Whether its rounds need the target's whole distributions, not only each row's top entry
+        (plain greedy): sampling, logits processing, logprobs or a grammar. A verifier may score
+        such rounds at another cost (vLLM's backend: one request per row)."""
+        sp = self.sampling
+        return sp.temperature > 0 or sp.shapes_logits or self.logprobs is not None or self.grammar is not None
+
     def continued(self, produced: list[int]) -> GenerationRequest:
         """The request that continues after ``produced``: the same sampling and seed, the produced
         tokens appended to the prompt (still output for the penalties), the budget reduced by them."""

@@ -94,11 +94,12 @@ class EdgeDefaults:
     stop_token_ids: frozenset[int]
     trigger: DraftTrigger | None  # the default
     predictor: PredictorTrigger | None = None  # loaded from --controller, for requests that ask for it
-    verifies_sampled: bool = True  # the verifier checks sampled drafts (vLLM's backend: greedy ones only)
+    verifies_sampled: bool = True  # the verifier checks sampled drafts (else: plain greedy ones only)
     vocab_size: int | None = None  # the token ids logit_bias may name (None: unchecked here)
     grammars: GrammarCompiler | None = None  # response_format's grammars over the edge's vocabulary
     tuner_for: Callable[[PipelinePolicy], ThresholdTuner] | None = None  # trigger 'tuned' (None: botorch missing)
     planner_for: Callable[[int], UploadPlanner] | None = None  # upload 'planned': the plan for a gamma
+    rows_are_logits: bool = True  # the verifier's rows are logits (else log-probabilities: no repetition_penalty)
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
@@ -260,8 +261,7 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")
     sampled = gen.sampling.temperature > 0
-    needs_full = sampled or gen.sampling.shapes_logits or gen.logprobs is not None or gen.grammar is not None
-    if mode in ("auto", "speculative") and needs_full and not edge.verifies_sampled:
+    if mode in ("auto", "speculative") and gen.whole_rows and not edge.verifies_sampled:
         if opts and opts.mode == "speculative":
             what = ("sampled speculation" if sampled else "speculation with penalties, logit_bias, top_k or min_p"
                     if gen.sampling.shapes_logits else "speculation with logprobs" if gen.logprobs is not None
@@ -270,6 +270,12 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
                               "distributions (--backend torch), or use mode 'cloud'",
                               "temperature" if sampled else None, "unsupported_sampling")
         mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
+    elif mode in ("auto", "speculative") and gen.sampling.repetition_penalty != 1.0 and not edge.rows_are_logits:
+        if opts and opts.mode == "speculative":
+            raise bad_request("this verifier scores log-probabilities, not logits: repetition_penalty (which scales a "
+                              "logit by its sign) cannot be applied to its rows; use mode 'cloud' (the verifier's own "
+                              "decoding applies it)", "repetition_penalty", "unsupported_sampling")
+        mode = "cloud"
     elif mode == "auto" and seeded_sample:
         mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently
     return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list(), tools=tools, n=req.n or 1, best_of=best_of,

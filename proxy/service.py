@@ -77,8 +77,10 @@ class EdgeService:
                 raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
             self.tuner_for(policy_for(None, settings, seeded_sample=False))  # its imports paid at start-up
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
-        self.estimates = LinkEstimates()  # what this edge measured of its link and verifier (mode auto)
-        self.explorer = Explorer(settings.explore_every)
+        #: what this edge measured of its link and verifier (mode auto), apart for rounds that need
+        #: whole rows (a verifier may score those at another cost) and plain greedy ones
+        self.estimates = {whole: LinkEstimates() for whole in (False, True)}
+        self.explorers = {whole: Explorer(settings.explore_every) for whole in (False, True)}
         self.recovery = RecoveryPolicy(settings.on_cloud_loss, settings.cloud_wait_s)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
@@ -143,7 +145,8 @@ class EdgeService:
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
                             self.tokenizer.stop_token_ids, self.trigger, self.predictor,
                             self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars,
-                            self.tuner_for if self.can_tune else None, self.planner_for)
+                            self.tuner_for if self.can_tune else None, self.planner_for,
+                            self.verifier.rows_are_logits)
         return resolve(req, prompt_ids, edge, default_max, tools)
 
     def tuner_for(self, policy: PipelinePolicy) -> ThresholdTuner:
@@ -258,13 +261,15 @@ class EdgeService:
             drafter = await stack.enter_async_context(self.drafters.lease())
 
         def cloud(req: GenerationRequest) -> Loop:
+            estimates = self.estimates[req.whole_rows]
             if mode == "cloud" or drafter is None:
-                return cloud_loop(req, self.client, stats, self.estimates)
+                return cloud_loop(req, self.client, stats, estimates)
             if mode == "speculative":
                 return speculative_loop(req, drafter, self.channel, stats, self.settings.proposal_support,
-                                        self.round_log, self.estimates, self.settings.round_timeout_s)
+                                        self.round_log, estimates, self.settings.round_timeout_s)
             return adaptive_loop(req, drafter, self.channel, self.client, stats, self.settings.proposal_support,
-                                 self.estimates, self.explorer, self.round_log, self.settings.round_timeout_s)
+                                 estimates, self.explorers[req.whole_rows], self.round_log,
+                                 self.settings.round_timeout_s)
 
         async def alone(req: GenerationRequest) -> Loop | None:
             if not self.drafters.standalone:

@@ -20,6 +20,7 @@ class VerifierProbe:
         self._vocab_size = vocab_size
         self.max_context: int | None = None
         self.verifies_sampled = True  # the verifier can check sampled drafts (else: greedy ones only)
+        self.rows_are_logits = True  # its rows are logits (else log-probabilities: no repetition_penalty)
         self._last: tuple[float, bool] | None = None  # (when, reachable) of the last check
 
     async def reachable(self, max_age_s: float) -> bool:
@@ -50,6 +51,7 @@ class VerifierProbe:
                 f"{self._vocab_size}: they cannot work together", "server_error", None, "model_mismatch")
         self.max_context = info.max_context
         self.verifies_sampled = info.verifies_sampled
+        self.rows_are_logits = info.rows_are_logits
         return True
 
     async def ensure_known(self) -> None:

@@ -97,6 +97,7 @@ class Session:
     logprobs: int | None  # top alternatives of the target's logprobs reported per verified token (None: none)
     constraint: Constraint | None  # the grammar the output must match
     last_used: float
+    whole_rows: bool = True  # its rounds need whole distributions (not plain greedy: ``top_entries_fall_short``)
     epoch: int = 0  # advanced when the verified sequence parts from what the edge sent (verifier.core.wire)
     accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
     rejections: int = 0
@@ -201,7 +202,7 @@ class VerifierEngine:
             else:
                 future.set_result(JobResult(logits, job.compute_s, job.queue_s))
 
-        job = Job(session.state, tokens, logits_rows, time.monotonic() + deadline_s, value, done)
+        job = Job(session.state, tokens, logits_rows, time.monotonic() + deadline_s, value, done, session.whole_rows)
         try:
             self.scheduler.submit(job, admit_always)
         except Overloaded as exc:
@@ -225,8 +226,17 @@ class VerifierEngine:
     async def create_session(self, req: SessionCreate) -> SessionCreated:
         info = self.backend.info
         self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
-        if not info.verifies_sampled:
-            self._check_top_entries_suffice(req)
+        if req.sampling.repetition_penalty != 1.0 and not info.rows_are_logits:
+            raise EngineError(400, f"the {info.backend} backend's rows are log-probabilities, not logits: "
+                              "repetition_penalty (which scales a logit by its sign) cannot be applied to them; "
+                              "cloud-only decoding on this backend is the backend's own and applies it",
+                              "unsupported_sampling")
+        short = top_entries_fall_short(req)
+        if short and not info.verifies_sampled:
+            what, code = short[0]
+            raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} needs a "
+                              "backend with full distributions (--backend torch); cloud-only decoding on this "
+                              "backend is the backend's own", code)
         if len(self._sessions) >= self._max_sessions:
             self.expire_idle()
             if len(self._sessions) >= self._max_sessions:
@@ -238,7 +248,7 @@ class VerifierEngine:
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
                           output_start=req.output_index(), processing=req.sampling.processing(),
                           logprobs=req.logprobs, constraint=constraint,
-                          last_used=time.monotonic())
+                          last_used=time.monotonic(), whole_rows=bool(short))
         t0 = time.monotonic()
         try:
             await self._prefill(session, req.prompt_token_ids[:-1])
@@ -251,19 +261,6 @@ class VerifierEngine:
         self.stats.sessions_created += 1
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
         return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
-
-    def _check_top_entries_suffice(self, req: SessionCreate) -> None:
-        """A backend whose rows hold their top entries only verifies plain greedy sessions."""
-        sp = req.sampling
-        needs = [(sp.temperature > 0, f"sampling (temperature {sp.temperature})", "unsupported_sampling"),
-                 (sp.shapes_logits, "penalties, logit_bias, min_tokens, top_k or min_p", "unsupported_sampling"),
-                 (req.logprobs is not None, "logprobs", "unsupported_sampling"),
-                 (req.grammar is not None, "a grammar (response_format, tool_choice)", "unsupported_grammar")]
-        for needed, what, code in needs:
-            if needed:
-                raise EngineError(400, f"the {self.backend.info.backend} backend verifies plain greedy drafts only; "
-                                  f"{what} needs a backend with full distributions (--backend torch); cloud-only "
-                                  "decoding on this backend is the backend's own", code)
 
     def _constraint(self, grammar: GrammarParams | None) -> Constraint | None:
         if grammar is None:
@@ -512,3 +509,14 @@ class VerifierEngine:
         for sid in list(self._sessions):
             self.end_session(sid)
         self.backend.close()
+
+
+def top_entries_fall_short(req: SessionCreate) -> list[tuple[str, str]]:
+    """Why a session's rounds need whole distributions, as (what, error code) pairs: none for a
+    plain greedy session, whose rounds need each row's top entry only."""
+    sp = req.sampling
+    needs = [(sp.temperature > 0, f"sampling (temperature {sp.temperature})", "unsupported_sampling"),
+             (sp.shapes_logits, "penalties, logit_bias, min_tokens, top_k or min_p", "unsupported_sampling"),
+             (req.logprobs is not None, "logprobs", "unsupported_sampling"),
+             (req.grammar is not None, "a grammar (response_format, tool_choice)", "unsupported_grammar")]
+    return [(what, code) for needed, what, code in needs if needed]

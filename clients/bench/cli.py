@@ -47,8 +47,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--controller", type=Path, default=None,
                    help="rejection predictor for the *-predictor modes (a file from `tandem-draft fit-controller`)")
     p.add_argument("--verifier-backend", choices=["torch", "vllm"], default=default_backend(),
-                   help="the verifier's backend (default: vllm where installed, the strongest cloud baseline; its "
-                        "sessions verify greedy drafts only)")
+                   help="the verifier's backend (default: vllm where installed, the strongest cloud baseline)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--edge-cpus", default="0", help="cores the edge is pinned to, unless a scenario says")
     p.add_argument("--out", type=Path, default=Path("bench-results"))

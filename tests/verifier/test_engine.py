@@ -135,6 +135,19 @@ def test_generate_streams_until_stop_token_and_frees_the_session() -> None:
     run(body())
 
 
+def test_repetition_penalty_refused_by_a_backend_of_log_probabilities() -> None:
+    async def body() -> None:
+        logprob_rows = BigramBackend()
+        logprob_rows.info = logprob_rows.info.model_copy(update={"rows_are_logits": False})
+        engine = VerifierEngine(logprob_rows, 60, 8)
+        with pytest.raises(EngineError) as err:
+            await _session(engine, [1, 2, 3], repetition_penalty=1.2)
+        assert (err.value.status, err.value.code) == (400, "unsupported_sampling")
+        assert "repetition_penalty" in str(err.value) and engine.session_count == 0
+        await _session(engine, [1, 2, 3], temperature=0.7, frequency_penalty=0.5)  # shift-invariant: fine
+    run(body())
+
+
 def test_sampled_sessions_refused_by_a_greedy_only_backend() -> None:
     async def body() -> None:
         greedy_only = BigramBackend()

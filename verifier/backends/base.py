@@ -40,18 +40,26 @@ class ScoreBatch:
 
     token_ids: [T] int64, every item's new tokens back to back; offsets: [n+1], item i owns
     token_ids[offsets[i]:offsets[i+1]]; logits_rows[i]: how many trailing rows of logits item
-    i needs (the rounds' draft positions plus the bonus position; 0 for a prefill chunk).
-    A state appears at most once in a batch.
+    i needs (the rounds' draft positions plus the bonus position; 0 for a prefill chunk);
+    whole_rows[i]: whether those rows must be whole distributions (sampled rounds, logits
+    processing, logprobs, grammars) or only their top entries need be real (plain greedy rounds;
+    a backend may serve those cheaper). A state appears at most once in a batch.
     """
 
     states: tuple[SequenceState, ...]
     token_ids: npt.NDArray[np.int64]
     offsets: npt.NDArray[np.int64]
     logits_rows: tuple[int, ...]
+    whole_rows: tuple[bool, ...]
 
     @classmethod
-    def of(cls, items: Sequence[tuple[SequenceState, Sequence[int], int]]) -> ScoreBatch:
-        """A batch from (state, new token ids, logits rows) triples."""
+    def of(cls, items: Sequence[tuple[SequenceState, Sequence[int], int]],
+           whole_rows: Sequence[bool] | None = None) -> ScoreBatch:
+        """A batch from (state, new token ids, logits rows) triples; every item's rows whole
+        unless ``whole_rows`` says otherwise."""
+        whole = tuple(whole_rows) if whole_rows is not None else (True,) * len(items)
+        if len(whole) != len(items):
+            raise ValueError("one whole_rows flag per item")
         states = tuple(s for s, _, _ in items)
         if len({id(s) for s in states}) != len(states):
             raise ValueError("a state may appear only once in a batch")
@@ -64,7 +72,7 @@ class ScoreBatch:
         offsets = np.zeros(len(items) + 1, dtype=np.int64)
         offsets[1:] = np.cumsum(lengths)
         flat = np.fromiter((t for _, tokens, _ in items for t in tokens), dtype=np.int64, count=int(offsets[-1]))
-        return cls(states, flat, offsets, tuple(r for _, _, r in items))
+        return cls(states, flat, offsets, tuple(r for _, _, r in items), whole)
 
     def __len__(self) -> int:
         return len(self.states)
@@ -79,8 +87,9 @@ def eos_token_ids(eos: int | list[int] | None) -> list[int]:
 
 
 class TargetBackend(ABC):
-    #: ``info.verifies_sampled``: rows are whole distributions (logits up to a constant per row).
-    #: False: only each row's top entries are real (the rest -inf), enough for greedy verification.
+    #: ``info.verifies_sampled``: rows asked for whole are whole distributions (logits up to a
+    #: constant per row). False: only each row's top entries are real (the rest -inf), enough for
+    #: greedy verification.
     info: ModelInfo
 
     @abstractmethod
@@ -89,16 +98,17 @@ class TargetBackend(ABC):
     @abstractmethod
     def score(self, batch: ScoreBatch) -> list[npt.NDArray[np.float32]]:
         """Append each item's tokens to its state; return, per item, logits
-        [logits_rows[i], vocab] for its last rows."""
+        [logits_rows[i], vocab] for its last rows (whole distributions where ``whole_rows[i]``)."""
 
     @abstractmethod
     def truncate(self, state: SequenceState, length: int) -> None:
         """Drop every cached token at index >= length."""
 
-    def work_of(self, context_tokens: int, new_tokens: int) -> tuple[int, int]:
-        """What scoring ``new_tokens`` after ``context_tokens`` held ones costs this backend:
-        (tokens it computes, context it reads from its cache), for the time estimator. A cache
-        kept token by token computes the new tokens only."""
+    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> tuple[int, int]:
+        """What scoring ``new_tokens`` after ``context_tokens`` held ones costs this backend, with
+        ``whole_rows`` of their rows asked for as whole distributions: (tokens it computes,
+        context it reads from its cache), for the time estimator. A cache kept token by token
+        computes the new tokens only, and its rows are whole anyway."""
         return new_tokens, context_tokens
 
     def release(self, state: SequenceState) -> None:  # noqa: B027 - optional hook, no-op by default

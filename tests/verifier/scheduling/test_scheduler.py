@@ -168,7 +168,7 @@ class BlockCache(BigramBackend):
     """A backend whose cache keeps whole blocks of 8 tokens (as vLLM's does): a round recomputes
     the context's last partial block."""
 
-    def work_of(self, context_tokens: int, new_tokens: int) -> tuple[int, int]:
+    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> tuple[int, int]:
         tail = context_tokens % 8
         return new_tokens + tail, context_tokens - tail
 
