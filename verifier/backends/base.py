@@ -12,7 +12,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,17 @@ from verifier.core.protocol import ModelInfo, SamplingParams
 
 #: Linear kernels of the torch backend on CPU (``verifier.backends.torch_backend.use_onednn_linear``)
 CpuLinear = Literal["auto", "onednn", "torch"]
+
+
+class Work(NamedTuple):
+    """What scoring one item costs a backend, for the pass-time estimator: tokens it computes,
+    context it reads from its cache, and rows it computes in requests of their own (vLLM's
+    whole rows: one request each, the whole vocabulary shipped; 0 where every row comes out of
+    the one pass)."""
+
+    computed: int
+    cached: int
+    separate_rows: int = 0
 
 
 class SequenceState(ABC):
@@ -104,12 +115,11 @@ class TargetBackend(ABC):
     def truncate(self, state: SequenceState, length: int) -> None:
         """Drop every cached token at index >= length."""
 
-    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> tuple[int, int]:
+    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> Work:
         """What scoring ``new_tokens`` after ``context_tokens`` held ones costs this backend, with
-        ``whole_rows`` of their rows asked for as whole distributions: (tokens it computes,
-        context it reads from its cache), for the time estimator. A cache kept token by token
-        computes the new tokens only, and its rows are whole anyway."""
-        return new_tokens, context_tokens
+        ``whole_rows`` of their rows asked for as whole distributions. A cache kept token by
+        token computes the new tokens only, and its rows are whole anyway."""
+        return Work(new_tokens, context_tokens)
 
     def release(self, state: SequenceState) -> None:  # noqa: B027 - optional hook, no-op by default
         """Free the memory of a state that will not be used again."""

@@ -1,11 +1,13 @@
 """Verification-time estimator: batch time from context lengths and new-token counts, fitted
 online from measured batches. Pure numpy.
 
-Model: ``t = c0 + c1 * items + c2 * new_tokens + c3 * attended / 1000``, where ``attended``
-sums, over the batch's items, new tokens x (cached context + new tokens): the linear layers
-cost per new token, attention per (new token, attended token) pair, and every pass and every
-item has a fixed overhead. Least squares over a window of recent batches, coefficients kept
-non-negative; until enough batches are seen, the prior coefficients answer.
+Model: ``t = c0 + c1 * items + c2 * new_tokens + c3 * attended / 1000 + c4 * separate_rows``,
+where ``attended`` sums, over the batch's items, new tokens x (cached context + new tokens): the
+linear layers cost per new token, attention per (new token, attended token) pair, every pass and
+every item has a fixed overhead, and a row a backend computes in a request of its own (vLLM's
+whole rows) costs that request and its shipping. Least squares over a window of recent batches,
+coefficients kept non-negative; until enough batches are seen, the prior coefficients answer,
+and a coefficient whose feature the window never saw (no separate rows yet) keeps its prior.
 """
 
 from __future__ import annotations
@@ -21,28 +23,34 @@ import numpy.typing as npt
 
 @dataclass(frozen=True)
 class BatchShape:
-    """new_tokens[i], context_tokens[i]: the new and the already-cached tokens of item i."""
+    """new_tokens[i], context_tokens[i]: the new and the already-cached tokens of item i;
+    separate_rows[i]: its rows computed in requests of their own (empty: none)."""
 
     new_tokens: tuple[int, ...]
     context_tokens: tuple[int, ...]
+    separate_rows: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, items: Sequence[tuple[int, int]]) -> BatchShape:
-        """From (new tokens, context tokens) pairs."""
-        return cls(tuple(n for n, _ in items), tuple(c for _, c in items))
+    def of(cls, items: Sequence[Sequence[int]]) -> BatchShape:
+        """From (new tokens, context tokens[, separate rows]) items."""
+        return cls(tuple(item[0] for item in items), tuple(item[1] for item in items),
+                   tuple(item[2] if len(item) > 2 else 0 for item in items))
 
     def features(self) -> npt.NDArray[np.float64]:
         attended = sum(n * (c + n) for n, c in zip(self.new_tokens, self.context_tokens, strict=True))
-        return np.array([1.0, len(self.new_tokens), sum(self.new_tokens), attended / 1000.0])
+        return np.array([1.0, len(self.new_tokens), sum(self.new_tokens), attended / 1000.0,
+                         sum(self.separate_rows)])
 
 
-#: a CPU prior: 60 ms a pass, 5 ms an item, 6 ms a new token, 0.05 ms per 1000 attended pairs
-CPU_PRIOR = (0.060, 0.005, 0.006, 0.05)
+#: a CPU prior: 60 ms a pass, 5 ms an item, 6 ms a new token, 0.05 ms per 1000 attended pairs, 30 ms
+#: a separate row (vLLM on this CPU: ~20 ms a request, ~27 ms to ship a whole row)
+CPU_PRIOR = (0.060, 0.005, 0.006, 0.05, 0.03)
 
 
 class VerifyTimeEstimator:
     def __init__(self, prior: Sequence[float] = CPU_PRIOR, window: int = 256, min_fit: int = 8) -> None:
         self.coef = np.asarray(prior, dtype=np.float64)
+        self._prior = self.coef.copy()
         self._window = window
         self._min_fit = min_fit
         self._x: deque[npt.NDArray[np.float64]] = deque(maxlen=window)
@@ -63,7 +71,10 @@ class VerifyTimeEstimator:
         self._x.append(shape.features())
         self._y.append(seconds)
         if len(self._y) >= self._min_fit:
-            self.coef = fit_nonnegative(np.stack(self._x), np.asarray(self._y))
+            x = np.stack(self._x)
+            seen = x.any(axis=0)  # a feature always 0 in the window tells nothing of its coefficient
+            self.coef = self._prior.copy()
+            self.coef[seen] = fit_nonnegative(x[:, seen], np.asarray(self._y))
 
     def forget_errors(self) -> None:
         """Drop the recorded errors, keeping the fit (after calibration passes: the reported error

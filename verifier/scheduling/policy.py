@@ -33,6 +33,7 @@ class Candidate:
     new_tokens: int
     context_tokens: int
     value: float  # expected committed tokens if verified now
+    separate_rows: int = 0  # rows the backend computes in requests of their own
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Budget:
 
 
 def _shape(members: Sequence[Candidate]) -> BatchShape:
-    return BatchShape.of([(c.new_tokens, c.context_tokens) for c in members])
+    return BatchShape.of([(c.new_tokens, c.context_tokens, c.separate_rows) for c in members])
 
 
 def _edf(candidates: Sequence[Candidate]) -> list[Candidate]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
+from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend, Work
 from verifier.scheduling.estimator import BatchShape, VerifyTimeEstimator
 from verifier.scheduling.policy import Budget, Candidate, plan_batch, queue_delay
 
@@ -51,16 +51,16 @@ class Job:
     key: int = 0
     queue_s: float = 0.0  # set when its batch starts
     compute_s: float = 0.0  # set when its batch ends: the whole batch's model time
-    #: (tokens the model computes, context it reads from its cache), as the backend says (``work_of``);
-    #: set when submitted (None: the new tokens over the whole state)
-    work: tuple[int, int] | None = None
+    #: what the backend says it costs (``work_of``); set when submitted (None: the new tokens over the whole state)
+    work: Work | None = None
 
-    def shape(self) -> tuple[int, int]:
-        return self.work if self.work is not None else (len(self.token_ids), self.state.length)
+    def shape(self) -> Work:
+        return self.work if self.work is not None else Work(len(self.token_ids), self.state.length)
 
     def candidate(self) -> Candidate:
-        computed, cached = self.shape()
-        return Candidate(self.key, self.arrival, self.deadline, computed, cached, self.value)
+        work = self.shape()
+        return Candidate(self.key, self.arrival, self.deadline, work.computed, work.cached, self.value,
+                         work.separate_rows)
 
 
 @dataclass(frozen=True)

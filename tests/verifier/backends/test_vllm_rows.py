@@ -55,14 +55,14 @@ def test_a_vllm_round_recomputes_the_contexts_partial_block() -> None:
     from verifier.backends.vllm_backend import VllmBackend
 
     backend = SimpleNamespace(_block=32)
-    assert VllmBackend.work_of(backend, 70, 5) == (5 + 6, 64)  # type: ignore[arg-type]
-    assert VllmBackend.work_of(backend, 64, 5) == (5, 64)  # type: ignore[arg-type]
-    assert VllmBackend.work_of(backend, 0, 40) == (40, 0)  # type: ignore[arg-type]
-    # whole rows: one request per row computes the tail and the new tokens up to its row
-    assert VllmBackend.work_of(backend, 70, 5, 5) == (sum(range(7, 12)), 5 * 64)  # type: ignore[arg-type]
+    assert VllmBackend.work_of(backend, 70, 5) == (5 + 6, 64, 0)  # type: ignore[arg-type]
+    assert VllmBackend.work_of(backend, 64, 5) == (5, 64, 0)  # type: ignore[arg-type]
+    assert VllmBackend.work_of(backend, 0, 40) == (40, 0, 0)  # type: ignore[arg-type]
+    # whole rows: one request per row computes the tail and the new tokens up to its row, each a request
+    assert VllmBackend.work_of(backend, 70, 5, 5) == (sum(range(7, 12)), 5 * 64, 5)  # type: ignore[arg-type]
     # many: one request over everything, no cache reads
     rows = ROW_REQUESTS_MAX + 1
-    assert VllmBackend.work_of(backend, 70, rows, rows) == (70 + rows, 0)  # type: ignore[arg-type]
+    assert VllmBackend.work_of(backend, 70, rows, rows) == (70 + rows, 0, rows)  # type: ignore[arg-type]
 
 
 def test_each_row_request_ends_where_its_row_predicts_the_next_token() -> None:

@@ -12,7 +12,7 @@ import numpy.typing as npt
 import pytest
 
 from tests.harness import BigramBackend, greedy_continuation, next_round
-from verifier.backends.base import ScoreBatch, SequenceState
+from verifier.backends.base import ScoreBatch, SequenceState, Work
 from verifier.core.protocol import SamplingParams, SessionCreate
 from verifier.engine import EngineError, SchedulingConfig, VerifierEngine
 
@@ -104,7 +104,7 @@ def test_overload_is_refused_with_a_retry_hint_never_queued_forever() -> None:
         backend = GatedBackend(pass_s=0.05)
         config = SchedulingConfig(max_batch_rounds=1, max_queue_delay_s=0.2)
         engine = VerifierEngine(backend, 60, 16, config)
-        engine.scheduler.estimator.coef = np.array([0.1, 0.0, 0.0, 0.0])  # 100 ms a pass, as measured
+        engine.scheduler.estimator.coef = np.array([0.1, 0.0, 0.0, 0.0, 0.0])  # 100 ms a pass, as measured
         sids = [await session(engine, [1]) for _ in range(6)]  # 1-token prompts: no prefill pass
         backend.gate.clear()
         tasks = [asyncio.create_task(engine.verify(sid, next_round(engine, sid))) for sid in sids]
@@ -168,9 +168,9 @@ class BlockCache(BigramBackend):
     """A backend whose cache keeps whole blocks of 8 tokens (as vLLM's does): a round recomputes
     the context's last partial block."""
 
-    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> tuple[int, int]:
+    def work_of(self, context_tokens: int, new_tokens: int, whole_rows: int = 0) -> Work:
         tail = context_tokens % 8
-        return new_tokens + tail, context_tokens - tail
+        return Work(new_tokens + tail, context_tokens - tail)
 
 
 def test_the_estimator_is_fed_the_work_the_backend_says_a_round_costs() -> None:
