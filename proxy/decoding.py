@@ -31,7 +31,7 @@ from verifier.core.codec import logprobs_from_wire
 from verifier.core.drafting import DraftSampling, DraftToken, DraftTrigger
 from verifier.core.grammar import Constraint
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets
+from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, whole_rows_reasons
 from verifier.core.wire import Stale, Verified
 
 T = TypeVar("T")
@@ -126,10 +126,9 @@ class GenerationRequest:
     @property
     def whole_rows(self) -> bool:
         """Whether its rounds need the target's whole distributions, not only each row's top entry
-        (plain greedy): sampling, logits processing, logprobs or a grammar. A verifier may score
-        such rounds at another cost (vLLM's backend: one request per row)."""
-        sp = self.sampling
-        return sp.temperature > 0 or sp.shapes_logits or self.logprobs is not None or self.grammar is not None
+        (plain greedy): the verifier's rule (``whole_rows_reasons``). A verifier may score such
+        rounds at another cost (vLLM's backend: one request per row)."""
+        return bool(whole_rows_reasons(self.sampling, self.logprobs, self.grammar))
 
     def continued(self, produced: list[int]) -> GenerationRequest:
         """The request that continues after ``produced``: the same sampling and seed, the produced

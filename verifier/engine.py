@@ -38,6 +38,7 @@ from verifier.core.protocol import (
     SessionCreated,
     SloTargets,
     TokenLogprobs,
+    whole_rows_reasons,
 )
 from verifier.core.sampling import SparseDist, target_distribution
 from verifier.core.wire import MAX_ROUND_DRAFTS, PROTOCOL_VERSION, Round, parts_from_sent
@@ -97,7 +98,7 @@ class Session:
     logprobs: int | None  # top alternatives of the target's logprobs reported per verified token (None: none)
     constraint: Constraint | None  # the grammar the output must match
     last_used: float
-    whole_rows: bool = True  # its rounds need whole distributions (not plain greedy: ``top_entries_fall_short``)
+    whole_rows: bool = True  # its rounds need whole distributions (not plain greedy: ``whole_rows_reasons``)
     epoch: int = 0  # advanced when the verified sequence parts from what the edge sent (verifier.core.wire)
     accepted: int = 0  # draft tokens accepted over the session (for the value of its next round)
     rejections: int = 0
@@ -231,7 +232,7 @@ class VerifierEngine:
                               "repetition_penalty (which scales a logit by its sign) cannot be applied to them; "
                               "cloud-only decoding on this backend is the backend's own and applies it",
                               "unsupported_sampling")
-        short = top_entries_fall_short(req)
+        short = whole_rows_reasons(req.sampling, req.logprobs, req.grammar)
         if short and not info.verifies_sampled:
             what, code = short[0]
             raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} needs a "
@@ -510,13 +511,3 @@ class VerifierEngine:
             self.end_session(sid)
         self.backend.close()
 
-
-def top_entries_fall_short(req: SessionCreate) -> list[tuple[str, str]]:
-    """Why a session's rounds need whole distributions, as (what, error code) pairs: none for a
-    plain greedy session, whose rounds need each row's top entry only."""
-    sp = req.sampling
-    needs = [(sp.temperature > 0, f"sampling (temperature {sp.temperature})", "unsupported_sampling"),
-             (sp.shapes_logits, "penalties, logit_bias, min_tokens, top_k or min_p", "unsupported_sampling"),
-             (req.logprobs is not None, "logprobs", "unsupported_sampling"),
-             (req.grammar is not None, "a grammar (response_format, tool_choice)", "unsupported_grammar")]
-    return [(what, code) for needed, what, code in needs if needed]

@@ -96,6 +96,18 @@ class GrammarParams(_Strict):
         return cls(kind=spec.kind, text=spec.text, stop_token_ids=list(spec.stop_token_ids))
 
 
+def whole_rows_reasons(sampling: SamplingParams, logprobs: int | None,
+                       grammar: GrammarParams | None) -> list[tuple[str, str]]:
+    """Why a generation's verify rounds need the target's whole distributions, as (what, error
+    code) pairs; none for plain greedy rounds, which need each row's top entry only. The edge
+    and the verifier decide by this one rule (a verifier may score whole rows at another cost)."""
+    needs = [(sampling.temperature > 0, f"sampling (temperature {sampling.temperature})", "unsupported_sampling"),
+             (sampling.shapes_logits, "penalties, logit_bias, min_tokens, top_k or min_p", "unsupported_sampling"),
+             (logprobs is not None, "logprobs", "unsupported_sampling"),
+             (grammar is not None, "a grammar (response_format, tool_choice)", "unsupported_grammar")]
+    return [(what, code) for needed, what, code in needs if needed]
+
+
 class _Generation(_Strict):
     """What a session and a cloud-only generation share: the sequence, its sampling, its SLO."""
 
