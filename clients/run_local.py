@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from clients.procs import wait_healthy
+from clients.procs import kill_group, spawn, wait_healthy
 from proxy.settings import EdgeSettings
 from verifier.core.models import resolve_draft
 
@@ -46,7 +46,7 @@ class Supervised:
         self.restarts: list[float] = []
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(self.argv)
+        self.proc = spawn(self.argv)
         wait_healthy(self.url, self.proc, self.name, self.start_timeout_s)
 
     def exited(self) -> int | None:
@@ -89,6 +89,7 @@ def main() -> None:
                 p.wait(15)
             except subprocess.TimeoutExpired:
                 p.kill()
+            kill_group(p.pid)  # a server's own children (vLLM's engine) go with it
 
     def terminate(*_: object) -> None:
         raise KeyboardInterrupt  # SIGTERM (kill, systemd, docker stop) stops both servers like Ctrl-C

@@ -1,16 +1,20 @@
 # Tandem edge: the OpenAI-compatible server with its llama.cpp draft model.
 #   docker build -f docker/edge.Dockerfile -t tandem/edge:0.1.0 .
 #   docker run -p 8000:8000 -e TANDEM_EDGE_VERIFIER_URL=http://verifier:8100 tandem/edge:0.1.0
-# llama-cpp-python is compiled with portable CPU flags (a native build crashes on CPUs that
-# report features the VM does not allow; README), in a build stage whose compilers stay behind.
+# llama-cpp-python is compiled in a build stage whose compilers stay behind. An image runs on
+# other CPUs than the one it was built on, so it is compiled for a stated CPU level, not for the
+# build machine: LLAMA_CPU_FLAGS (/proc/cpuinfo names; verifier/core/cpu.py turns them into ggml's
+# options, AMX never) defaults to x86-64-v3 (AVX2, FMA, F16C, BMI2: every x86 server CPU since
+# 2013-2015). For an AVX-512 fleet: --build-arg LLAMA_CPU_FLAGS="... avx512f avx512cd avx512vl
+# avx512dq avx512bw". On a CPU below the level the edge refuses to start and names what is missing.
 # The default draft (SmolLM2-135M GGUF) comes with its pip package; no other model is baked in.
 FROM python:3.11-slim-bookworm AS build
 # hadolint ignore=DL3008
 RUN apt-get update \
     && apt-get install -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
-ENV CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON" \
-    FORCE_CMAKE=1 \
+ARG LLAMA_CPU_FLAGS="sse2 lm sse4_2 avx f16c fma bmi2 avx2"
+ENV FORCE_CMAKE=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /opt/tandem
 COPY pyproject.toml README.md ./
@@ -18,7 +22,10 @@ COPY proxy ./proxy
 COPY verifier ./verifier
 COPY clients ./clients
 # hadolint ignore=DL3013
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install ".[edge]"
+RUN CMAKE_ARGS="$(TANDEM_CPU_FLAGS="${LLAMA_CPU_FLAGS}" python -m verifier.core.cpu cmake-args)" \
+    && echo "llama.cpp options: ${CMAKE_ARGS}" \
+    && export CMAKE_ARGS \
+    && python -m venv /opt/venv && /opt/venv/bin/pip install ".[edge]"
 
 FROM python:3.11-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH \

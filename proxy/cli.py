@@ -21,7 +21,7 @@ from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierClient, client_tls
 from verifier.core.asgi import KeyRing
-from verifier.core.gguf import load_llama
+from verifier.core.gguf import llama_build_problem, load_llama
 from verifier.core.logs import configure_logging
 from verifier.core.models import resolve_draft
 
@@ -69,6 +69,9 @@ def build_app(settings: EdgeSettings) -> FastAPI:
 def main(argv: list[str] | None = None) -> None:
     settings = CliApp.run(EdgeSettings, cli_args=argv)
     configure_logging(settings.log_level)
+    problem = llama_build_problem()  # the tokenizer and the drafter run in llama.cpp: can it run on this CPU?
+    if problem:
+        raise SystemExit(f"tandem-edge cannot start: {problem}")
     uvicorn.run(build_app(settings), host=settings.host, port=settings.port, log_config=None, access_log=False,
                 ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
 

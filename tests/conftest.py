@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from clients.procs import free_port, stop_process, wait_healthy
+from clients.procs import free_port, spawn, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_ID = "SmolLM2-135M-Instruct"
@@ -34,17 +35,14 @@ def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0
     port = port or free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
-        proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
-            cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env,
-        )
+        proc = spawn([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
+                     cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     url = f"{'https' if ca_bundle else 'http'}://127.0.0.1:{port}"
     try:
         wait_healthy(url, proc, module, timeout, verify=ssl.create_default_context(cafile=ca_bundle) if ca_bundle
                      else True)
     except RuntimeError as exc:
-        proc.kill()
-        proc.wait()
+        stop_process(proc, grace_s=0, sig=signal.SIGKILL)
         raise RuntimeError(f"{exc}:\n{log.read_text()[-3000:]}") from exc
     return Server(url, proc, log)
 

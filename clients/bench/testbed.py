@@ -14,7 +14,7 @@ from pathlib import Path
 from clients.bench.cpu import DutyCycle
 from clients.bench.relay import Counters, LinkRelay, LinkSpec
 from clients.bench.scenario import Scenario
-from clients.procs import free_port, stop_process, wait_healthy
+from clients.procs import free_port, spawn, stop_process, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,8 +31,8 @@ class Process:
 
         self.log = log
         with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
-            self.proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT,
-                                         preexec_fn=preexec, env={**os.environ, **env} if env else None)
+            self.proc = spawn([sys.executable, *args], cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, preexec=preexec,
+                              env={**os.environ, **env} if env else None)
 
     @property
     def pid(self) -> int:

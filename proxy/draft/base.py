@@ -9,10 +9,15 @@ from verifier.core.drafting import DraftSampling, DraftToken
 
 class Drafter(ABC):
     """Proposes tokens continuing ``context``. Keeps whatever state it likes between calls
-    (a KV cache) but must give the same answer as if it had started from scratch."""
+    (a KV cache). A request's answers must not depend on what the drafter did before the
+    request began (``begin``): the same request gets the same proposals on any drafter."""
 
     #: whether next_token works, i.e. the drafter can answer alone (edge-only mode)
     standalone: bool = True
+
+    def begin(self) -> None:  # noqa: B027 - optional hook, no-op by default
+        """A new request starts with the next call: state kept from earlier requests may be
+        reused only where it gives the same answers as a fresh start."""
 
     @abstractmethod
     def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:

@@ -5,6 +5,14 @@ longest common prefix between what its cache holds and the requested context, ro
 cache back to it and evaluates only the new suffix: a rejected round costs a rollback,
 never a re-evaluation of the whole context; a new request sharing a system prompt with
 the previous one reuses it.
+
+The roll-back is exact, but llama.cpp's CPU kernels compute a position evaluated alone (a
+drafted token, a correction) differently from one evaluated with others (a prompt): on
+AVX2 the logits differ by up to ~1 (top-1 unchanged in what we measured), by less on
+AVX-512; any batch of two or more gives the same rows. So that a seeded request's proposals
+(and with them its sampled output) do not depend on what the drafter did before, a request
+starts from what a fresh drafter would hold: it reuses only cached positions that were
+evaluated in batches of two or more, and evaluates its prompt in such batches.
 """
 
 from __future__ import annotations
@@ -18,11 +26,27 @@ from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, 
 from verifier.core.gguf import last_logits
 
 
+def batches(tokens: list[int], size: int) -> list[list[int]]:
+    """``tokens`` in pieces of at most ``size``, none of them a single token unless ``tokens`` is
+    one (llama.cpp's own split at ``n_batch`` can leave the last token alone)."""
+    if len(tokens) <= size:
+        return [tokens]
+    cuts = list(range(0, len(tokens), size))
+    if len(tokens) - cuts[-1] == 1:
+        cuts[-1] -= 1
+    return [tokens[a:b] for a, b in zip(cuts, [*cuts[1:], len(tokens)], strict=True)]
+
+
 class LlamaDrafter(Drafter):
     def __init__(self, llm: Llama) -> None:
         self._llm = llm
         self._logits: npt.NDArray[np.float32] | None = None  # logits after the cache's last token
         self.evaluated_tokens = 0  # counter for tests and stats
+        self._batched = 0  # cached positions [0, _batched) were all evaluated in batches of two or more
+        self._starting = True  # the next sync begins a request (module docstring)
+
+    def begin(self) -> None:
+        self._starting = True
 
     def _cached_ids(self) -> npt.NDArray[np.intc]:
         return self._llm.input_ids[: self._llm.n_tokens]
@@ -38,12 +62,19 @@ class LlamaDrafter(Drafter):
         ctx = np.asarray(context[:n], dtype=cached.dtype)
         mismatch = np.nonzero(cached[:n] != ctx)[0]
         common = int(mismatch[0]) if mismatch.size else n
-        if common == len(context) == len(cached) and self._logits is not None:
+        if self._starting:  # as a fresh start: batched positions only, the prompt's rest in a batch of 2+
+            self._starting = False
+            common = max(0, min(common, self._batched, len(context) - 2))
+        elif common == len(context) == len(cached) and self._logits is not None:
             return self._logits
         common = min(common, len(context) - 1)  # evaluate at least one token to get logits
         self._llm.n_tokens = common  # eval() drops the cache beyond n_tokens first
+        self._batched = min(self._batched, common)
         suffix = context[common:]
-        self._llm.eval(suffix)
+        for chunk in batches(suffix, self._llm.n_batch):
+            self._llm.eval(chunk)
+        if len(suffix) > 1 and self._batched == common:
+            self._batched = len(context)
         self.evaluated_tokens += len(suffix)
         self._logits = last_logits(self._llm)
         return self._logits

@@ -42,6 +42,7 @@ class DrafterPool:
             drafter = await self._idle.get()
         finally:
             self.waiting -= 1
+        drafter.begin()
         try:
             yield drafter
         finally:

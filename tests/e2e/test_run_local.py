@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from clients.procs import free_port, wait_healthy
+from clients.procs import free_port, spawn, wait_healthy
 from tests.conftest import ROOT
 
 
@@ -32,9 +32,9 @@ def child_pid(parent: int, needle: str) -> int:
 def test_a_killed_verifier_is_restarted_and_the_edge_answers_again(tmp_path: Path) -> None:
     vport, eport = free_port(), free_port()
     log = (tmp_path / "run.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "clients.run_local", "--verifier-port", str(vport),
-                             "--edge-port", str(eport), "--backend", "torch"], cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = spawn([sys.executable, "-m", "clients.run_local", "--verifier-port", str(vport), "--edge-port", str(eport),
+                  "--backend", "torch"], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     edge = f"http://127.0.0.1:{eport}"
     try:
         wait_healthy(edge, proc, "run_local", 240)

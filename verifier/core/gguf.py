@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,27 @@ def load_llama(
             vocab_only=vocab_only,
             verbose=False,
         )
+
+
+SYSTEM_INFO_SCRIPT = "import llama_cpp; print(llama_cpp.llama_print_system_info().decode(errors='replace'))"
+
+
+def llama_build_problem(timeout_s: float = 120.0) -> str | None:
+    """Whether the installed llama.cpp can run on this CPU, asked of a subprocess (a library built
+    for another CPU may die of SIGILL as it loads): None when it fits, else what is wrong and what
+    to do. The edge asks before it loads its draft."""
+    from verifier.core.cpu import explain_exit, explain_gaps, fix_line, parse_system_info, read_cpu  # noqa: PLC0415
+
+    cpu = read_cpu()
+    try:
+        done = subprocess.run([sys.executable, "-c", SYSTEM_INFO_SCRIPT], capture_output=True, text=True,
+                              timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return f"llama.cpp did not load within {timeout_s:.0f} s"
+    if done.returncode != 0:
+        return explain_exit("llama.cpp (loading llama_cpp)", done.returncode, cpu) + "\n" + done.stderr[-1000:]
+    gaps = explain_gaps(parse_system_info(done.stdout), cpu)
+    return f"llama.cpp on {cpu.describe()}: {gaps}\n{fix_line(cpu)}" if gaps else None
 
 
 def last_logits(llm: Llama) -> npt.NDArray[np.float32]:
