@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,13 +19,16 @@ from typing import IO
 
 import httpx
 
+from verifier.core.lifetime import PARENT_ENV
+
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def die_with_parent() -> None:
     """In a child between fork and exec: the kernel sends it SIGTERM when its parent dies, however
     the parent ends (a crash, SIGKILL, a test runner killed by its time-out). SIGTERM, not SIGKILL,
-    so that the server shuts down its own children (vLLM's engine process) as it goes."""
+    so that the server shuts down its own children (vLLM's engine process) as it goes. The kernel
+    ties this to the forking thread, so ``spawn`` asks for it from the main thread only."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -32,16 +36,21 @@ def die_with_parent() -> None:
 def spawn(argv: Sequence[str], *, cwd: str | Path | None = None, env: dict[str, str] | None = None,
           stdout: IO[bytes] | int | None = None, stderr: IO[bytes] | int | None = None,
           preexec: Callable[[], None] | None = None) -> subprocess.Popen[bytes]:
-    """Start a server: it dies with this process (``die_with_parent``) and leads a process group
-    of its own, which ``stop_process`` ends whole. ``preexec`` runs in the child as well."""
+    """Start a server that dies with this process and leads a process group of its own, which
+    ``stop_process`` ends whole. Tandem's servers watch the pid in ``TANDEM_PARENT_PID``
+    (``verifier.core.lifetime``); from the main thread the kernel's parent-death signal covers any
+    command at once (``die_with_parent``). ``preexec`` runs in the child as well."""
+    from_main = threading.current_thread() is threading.main_thread()
 
     def child_setup() -> None:
-        die_with_parent()
+        if from_main:
+            die_with_parent()
         if preexec is not None:
             preexec()
 
-    return subprocess.Popen(list(argv), cwd=cwd, env=env, stdout=stdout, stderr=stderr, preexec_fn=child_setup,
-                            start_new_session=True)
+    child_env = {**(os.environ if env is None else env), PARENT_ENV: str(os.getpid())}
+    return subprocess.Popen(list(argv), cwd=cwd, env=child_env, stdout=stdout, stderr=stderr,
+                            preexec_fn=child_setup, start_new_session=True)
 
 
 def free_port() -> int:

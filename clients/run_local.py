@@ -13,6 +13,7 @@ import time
 
 from clients.procs import kill_group, spawn, wait_healthy
 from proxy.settings import EdgeSettings
+from verifier.core.lifetime import exit_with_parent
 from verifier.core.models import resolve_draft
 
 SNIPPET = """
@@ -64,6 +65,7 @@ class Supervised:
 
 
 def main() -> None:
+    exit_with_parent()  # started by a test: never outlive it (its servers then go with it)
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--verifier-port", type=int, default=8100)
     parser.add_argument("--edge-port", type=int, default=8000)

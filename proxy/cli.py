@@ -22,6 +22,7 @@ from proxy.verifier_channel import VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierClient, client_tls
 from verifier.core.asgi import KeyRing
 from verifier.core.gguf import llama_build_problem, load_llama
+from verifier.core.lifetime import exit_with_parent
 from verifier.core.logs import configure_logging
 from verifier.core.models import resolve_draft
 
@@ -67,6 +68,7 @@ def build_app(settings: EdgeSettings) -> FastAPI:
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_with_parent()  # started by a test run or `make run`: never outlive it
     settings = CliApp.run(EdgeSettings, cli_args=argv)
     configure_logging(settings.log_level)
     problem = llama_build_problem()  # the tokenizer and the drafter run in llama.cpp: can it run on this CPU?

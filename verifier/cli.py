@@ -10,6 +10,7 @@ from pydantic_settings import CliApp
 from verifier.backends import BackendOptions, TargetBackend, load_backend
 from verifier.core.asgi import KeyRing
 from verifier.core.grammar import GrammarCompiler
+from verifier.core.lifetime import exit_with_parent
 from verifier.core.logs import configure_logging
 from verifier.core.models import default_target_dir
 from verifier.engine import SchedulingConfig
@@ -17,6 +18,7 @@ from verifier.settings import VerifierSettings
 
 
 def main(argv: list[str] | None = None) -> None:
+    exit_with_parent()  # started by a test run or `make run`: never outlive it
     settings = CliApp.run(VerifierSettings, cli_args=argv)
     configure_logging(settings.log_level)
     model = settings.model or str(default_target_dir())

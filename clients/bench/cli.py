@@ -26,6 +26,7 @@ from clients.bench.measure import MODES, Mode, RequestResult, run_request, summa
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
 from clients.bench.testbed import Process, RelayThread, Testbed
+from verifier.core.cpu import read_cpu
 from verifier.core.prompts import load_prompts
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
@@ -152,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                                        "expected": ref.text, "got": r.text})
     report: dict[str, Any] = {
         "command": command,
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "cpu": read_cpu().describe(), "platform": platform.platform(),
+                    "python": platform.python_version()},
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "max_tokens": args.max_tokens, "prompts": len(prompts), "gamma": args.gamma,

@@ -23,7 +23,7 @@ COLUMNS = [
 def markdown(report: dict[str, Any]) -> str:
     """A table per scenario; each mode's tokens/s as a ratio to Tandem's cloud-only mode and, when it
     ran, to vLLM's own server (the strongest baseline a user could pick instead)."""
-    lines = [f"Command: `{report['command']}`", ""]
+    lines = [f"Command: `{report['command']}`", "", f"CPU: {report.get('machine', {}).get('cpu', 'not recorded')}", ""]
     for name, sc in report["scenarios"].items():
         lines.append(f"### {name}: {sc['description']}")
         lines.append("")

@@ -42,6 +42,7 @@ from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierClient
 from verifier.core.chat_template import ChatTemplate
+from verifier.core.cpu import read_cpu
 from verifier.core.gguf import load_llama
 from verifier.core.models import resolve_draft
 from verifier.core.prompts import load_prompts
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             if verifier:
                 verifier.stop()
 
-    report = {"command": command, "args": {k: str(v) for k, v in vars(args).items()},
+    report = {"command": command, "cpu": read_cpu().describe(), "args": {k: str(v) for k, v in vars(args).items()},
               "points": [asdict(p) for p in points], "errors": errors}
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
     (args.out / "results.md").write_text(markdown(points, args.tpot_slo_ms, command))

@@ -62,6 +62,43 @@ def test_a_spawned_process_dies_when_its_parent_is_killed() -> None:
     assert wait_gone(child, 10), "the child outlived its killed parent"
 
 
+def test_a_server_spawned_from_a_thread_outlives_the_thread_not_the_process(tmp_path: Path) -> None:
+    """The kernel's parent-death signal follows the forking thread: a verifier restarted from a
+    worker thread (tests/e2e/test_cloud_loss.py) was stopped as soon as that thread ended. The
+    server's own watcher (verifier.core.lifetime) follows the process instead."""
+    from clients.procs import free_port
+
+    port = free_port()
+    script = textwrap.dedent(f"""
+        import sys, threading, time
+        from clients.procs import spawn, wait_healthy
+        pid = []
+        def start():
+            argv = [sys.executable, "-m", "verifier.cli", "--threads", "1", "--port", "{port}"]
+            proc = spawn(argv, cwd={str(ROOT)!r})
+            wait_healthy("http://127.0.0.1:{port}", proc, "verifier", 300)
+            pid.append(proc.pid)
+        t = threading.Thread(target=start)
+        t.start()
+        t.join()
+        print(pid[0], flush=True)
+        time.sleep(600)
+    """)
+    parent = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    with parent.stdout:
+        line = parent.stdout.readline()
+    assert line.strip().isdigit(), "the verifier did not start"
+    verifier = int(line)
+    time.sleep(3)  # the thread that started it is gone
+    try:
+        assert alive(verifier), "the verifier stopped when the thread that started it ended"
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+    assert wait_gone(verifier, 30), "the verifier outlived the killed process that started it"
+
+
 def test_stopping_a_server_ends_its_own_children_too() -> None:
     """A server's children (vLLM's engine process) are in its process group and go with it,
     even when the server ignores SIGTERM."""
