@@ -1,6 +1,9 @@
 # Tandem verifier on CPUs: the torch backend (every sampling setting), no GPU needed.
 #   docker build -f docker/verifier-cpu.Dockerfile -t tandem/verifier:0.1.0 .
 # The model is not baked in: mount it at /models/target.
+# Nothing here is compiled for the build machine's CPU: torch's CPU kernels (ATen's dispatch and
+# oneDNN, behind --cpu-linear auto) are chosen when they load, so the image runs on any x86-64 CPU
+# (AVX2 or AVX-512; `python -m verifier.selfcheck --backend torch --only target` reports which it picked).
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

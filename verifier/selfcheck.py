@@ -8,8 +8,8 @@ message rather than in a signal that kills the set-up, a test run or ``make run`
 - ``target``: the default verifier backend loads the target and scores one token; the report
   names the CPU kernels it runs (vLLM's extension build, torch's CPU capability).
 
-``python -m verifier.selfcheck [--backend vllm|torch] [--draft PATH]`` prints one line a part and
-exits 1 with the cause and what to do when a part fails.
+``python -m verifier.selfcheck [--backend vllm|torch] [--draft PATH] [--only draft|target]`` prints
+one line a part and exits 1 with the cause and what to do when a part fails.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from pathlib import Path
 from verifier.core.cpu import Cpu, explain_exit, explain_gaps, fix_line, missing_features, parse_system_info, read_cpu
 
 RESULT_PREFIX = "selfcheck-result "  # the probe's one line of JSON on stdout
+PARTS = ("draft", "target")
 TIMED_OUT = 124  # a probe's exit code when it ran past its time (as timeout(1) reports it)
 
 
@@ -152,14 +153,19 @@ def judge_target(backend: str, returncode: int, result: dict[str, object], tail:
     return PartResult(part, True, kernels)
 
 
-def check(backend: str, draft: Path | None, model: Path | None, timeout_s: float) -> list[PartResult]:
+def check(backend: str, draft: Path | None, model: Path | None, timeout_s: float,
+          parts: Sequence[str] = PARTS) -> list[PartResult]:
     from verifier.core.models import default_draft_path  # noqa: PLC0415
 
     cpu = read_cpu()
-    draft_probe = probe_command("--probe", "draft", "--draft", str(draft or default_draft_path()))
-    results = [judge_draft(*run_probe(draft_probe, timeout_s), cpu)]
-    target_probe = probe_command("--probe", "target", "--backend", backend, *(["--model", str(model)] if model else []))
-    results.append(judge_target(backend, *run_probe(target_probe, timeout_s), cpu))
+    results = []
+    if "draft" in parts:
+        draft_probe = probe_command("--probe", "draft", "--draft", str(draft or default_draft_path()))
+        results.append(judge_draft(*run_probe(draft_probe, timeout_s), cpu))
+    if "target" in parts:
+        target_probe = probe_command("--probe", "target", "--backend", backend,
+                                     *(["--model", str(model)] if model else []))
+        results.append(judge_target(backend, *run_probe(target_probe, timeout_s), cpu))
     return results
 
 
@@ -169,6 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--draft", type=Path, default=None, help="draft GGUF (default: the edge's default draft)")
     parser.add_argument("--model", type=Path, default=None, help="target (default: the prepared default target)")
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--only", choices=PARTS, default=None,
+                        help="check one part (an image with the verifier alone has no llama.cpp)")
     parser.add_argument("--probe", choices=["draft", "target"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.probe == "draft":
@@ -178,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(RESULT_PREFIX + json.dumps(probe_target(args.backend, args.model)), flush=True)
         return 0
     print(f"CPU: {read_cpu().describe()}")
-    results = check(args.backend, args.draft, args.model, args.timeout_s)
+    results = check(args.backend, args.draft, args.model, args.timeout_s, (args.only,) if args.only else PARTS)
     for r in results:
         print(f"{'ok  ' if r.ok else 'FAIL'} {r.part}: {r.message}")
     return 0 if all(r.ok for r in results) else 1
