@@ -1,0 +1,232 @@
+"""The live vLLM route (``verifier.backends.vllm_live``, a prototype) against vLLM's own decoding:
+is it exact, and what does a round cost next to one decode step?
+
+  .venv/bin/python -m clients.bench.vllm_live --limit 8 --max-tokens 48 --sessions 1 8
+
+Two engines side by side in one process, float32, block size 32, prefix caching, eager:
+``plain`` (vLLM as the backend runs it today) and ``live`` (spec decode on, with Tandem's
+scheduler and a proposer that proposes nothing). For each set of ``--sessions`` prompts, run at
+once:
+
+- ``plain``: vLLM decodes each prompt greedily (the reference); its time between tokens is the
+  decode step;
+- ``live``: one live session per prompt; each round sends up to K drafts taken from the
+  reference, with planted errors (seeded: 40% of rounds one wrong draft at a random place, 15%
+  fewer than K drafts), and must get back exactly the accepted drafts and the reference's next
+  token. Its round time is the time from sending a round to its answer.
+
+The drafts are the reference's own tokens, spoiled on purpose: this measures the route's cost
+and exactness, not a draft model's acceptance. Rows per committed token: the rows a round
+computes (1 + its drafts) over the tokens it commits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from verifier.core.cpu import read_cpu
+from verifier.core.models import default_target_dir
+
+PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
+
+
+@dataclass
+class SessionResult:
+    prompt: int
+    rounds: int = 0
+    rows: int = 0
+    committed: int = 0
+    mismatches: int = 0
+    round_s: list[float] = field(default_factory=list)
+
+
+def engine_args(model: str, k: int, live: bool) -> Any:
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    extra: dict[str, Any] = {}
+    if live:
+        extra = {"scheduler_cls": "verifier.backends.vllm_live.LiveRouteScheduler",
+                 "speculative_config": {"method": "custom_class", "model": "verifier.backends.vllm_live.NoDrafts",
+                                        "num_speculative_tokens": k}}
+    # on CPU the memory fraction is only a start-up check against the NUMA node's free memory (the KV
+    # cache is VLLM_CPU_KVCACHE_SPACE); vLLM's 0.92 fails once the page cache holds a few GiB
+    return AsyncEngineArgs(model=model, dtype="float32", enable_prefix_caching=True, block_size=32,
+                           enforce_eager=True, seed=0, max_model_len=2048, disable_log_stats=True,
+                           gpu_memory_utilization=0.3, **extra)
+
+
+async def plain_decode(engine: Any, prompt: list[int], max_tokens: int, rid: str) -> tuple[list[int], list[float]]:
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    params = SamplingParams(temperature=0, max_tokens=max_tokens, ignore_eos=True, detokenize=False,
+                            output_kind=RequestOutputKind.DELTA)
+    tokens: list[int] = []
+    gaps: list[float] = []
+    last = time.perf_counter()
+    async for out in engine.generate(TokensPrompt(prompt_token_ids=prompt), params, rid):
+        now = time.perf_counter()
+        if tokens:  # the first gap is the prefill
+            gaps.append(now - last)
+        last = now
+        tokens += out.outputs[0].token_ids
+    return tokens, gaps
+
+
+def live_params(k: int, drafts: Sequence[int]) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    from verifier.backends.vllm_live import DRAFTS, LIVE
+
+    return SamplingParams(temperature=0, max_tokens=k + 1, ignore_eos=True, detokenize=False,
+                          output_kind=RequestOutputKind.DELTA, extra_args={LIVE: 1, DRAFTS: list(drafts)})
+
+
+def spoil(reference: Sequence[int], pos: int, k: int, rng: random.Random, vocab: int) -> list[int]:
+    drafts = list(reference[pos:pos + k])
+    kind = rng.random()
+    if kind < 0.4 and drafts:
+        j = rng.randrange(len(drafts))
+        drafts[j] = (drafts[j] + 1) % vocab
+    elif kind < 0.55:
+        drafts = drafts[:rng.randrange(0, len(drafts) + 1)]
+    return drafts
+
+
+async def live_session(engine: Any, prompt: list[int], reference: list[int], k: int, seed: int, vocab: int,
+                       index: int) -> SessionResult:
+    """One live session over ``prompt``: the prefill, then rounds until the reference is used up."""
+    from vllm.engine.protocol import StreamingInput
+    from vllm.inputs import TokensPrompt
+
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def inputs() -> AsyncIterator[Any]:
+        while (chunk := await queue.get()) is not None:
+            yield chunk
+
+    rng = random.Random(seed)
+    result = SessionResult(index)
+    stream = engine.generate(inputs(), live_params(k, []), f"live-{index}-{seed}")
+    await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=prompt[:-1]), live_params(k, [])))
+    await anext(stream)  # the prefill's own sample: the first round scores it again
+    last, pos = prompt[-1], 0
+    while pos + k + 1 <= len(reference):
+        drafts = spoil(reference, pos, k, rng, vocab)
+        start = time.perf_counter()
+        await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=[last]), live_params(k, drafts)))
+        out = await anext(stream)
+        result.round_s.append(time.perf_counter() - start)
+        got = list(out.outputs[0].token_ids)
+        accepted = 0
+        while accepted < len(drafts) and drafts[accepted] == reference[pos + accepted]:
+            accepted += 1
+        want = reference[pos:pos + accepted + 1]
+        if got != want:
+            result.mismatches += 1
+            print(f"  MISMATCH prompt {index} at {pos}: drafts {drafts} got {got} want {want}", file=sys.stderr)
+        result.rounds += 1
+        result.rows += 1 + len(drafts)
+        result.committed += len(want)
+        pos += len(want)
+        last = want[-1]
+    await queue.put(None)
+    async for _ in stream:
+        pass
+    return result
+
+
+def quantiles(xs: Sequence[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    pick = (lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]) if xs else (lambda q: float("nan"))
+    return {"median_ms": round(statistics.median(xs) * 1000, 1) if xs else float("nan"),
+            "p10_ms": round(pick(0.1) * 1000, 1), "p90_ms": round(pick(0.9) * 1000, 1)}
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    from transformers import AutoTokenizer
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    from verifier.backends.vllm_live import check_internals
+
+    check_internals()
+
+    model = str(args.model or default_target_dir())
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    lines = [json.loads(line) for line in PROMPTS.read_text().splitlines() if line.strip()][:args.limit]
+    prompts = [tokenizer.encode(tokenizer.apply_chat_template(item["messages"], add_generation_prompt=True,
+                                                              tokenize=False), add_special_tokens=False)
+               for item in lines]
+    vocab = len(tokenizer)
+    plain = AsyncLLM.from_engine_args(engine_args(model, args.k, live=False))
+    live = AsyncLLM.from_engine_args(engine_args(model, args.k, live=True))
+    await plain_decode(plain, prompts[0], 4, "warm-plain")
+    await plain_decode(live, prompts[0], 4, "warm-live")
+    points: list[dict[str, Any]] = []
+    try:
+        for n in args.sessions:
+            for start in range(0, len(prompts) - n + 1, n):
+                group = list(range(start, start + n))
+                references = await asyncio.gather(*(plain_decode(plain, prompts[i], args.max_tokens, f"p-{n}-{i}")
+                                                    for i in group))
+                sessions = await asyncio.gather(*(
+                    live_session(live, prompts[i], references[j][0], args.k, args.seed + i, vocab, i)
+                    for j, i in enumerate(group)))
+                steps = [g for _, gaps in references for g in gaps]
+                rounds = [s for r in sessions for s in r.round_s]
+                point = {"sessions": n, "prompts": group, "decode_step": quantiles(steps),
+                         "live_round": quantiles(rounds),
+                         "round_over_step": round(statistics.median(rounds) / statistics.median(steps), 3),
+                         "rows_per_token": round(sum(r.rows for r in sessions) / sum(r.committed for r in sessions), 3),
+                         "tokens_per_round": round(sum(r.committed for r in sessions) / sum(r.rounds for r in sessions),
+                                                   3),
+                         "mismatches": sum(r.mismatches for r in sessions),
+                         "sessions_detail": [asdict(r) for r in sessions]}
+                points.append(point)
+                print(f"sessions {n} prompts {group}: decode step {point['decode_step']['median_ms']} ms, live round "
+                      f"{point['live_round']['median_ms']} ms ({point['round_over_step']}x), "
+                      f"{point['tokens_per_round']} tokens/round, rows/token {point['rows_per_token']}, "
+                      f"mismatches {point['mismatches']}", flush=True)
+    finally:
+        plain.shutdown()
+        live.shutdown()
+    return {"command": " ".join(["python -m clients.bench.vllm_live", *sys.argv[1:]]), "cpu": read_cpu().describe(),
+            "k": args.k, "max_tokens": args.max_tokens, "points": points}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="target HF directory (default: the prepared target)")
+    parser.add_argument("--limit", type=int, default=8, help="bench prompts")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--k", type=int, default=4, help="drafts per round at most (vLLM's spec slots)")
+    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8], help="sessions at once")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=None, help="write the raw results here (JSON)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    report = asyncio.run(run(args))
+    print(f"command: {report['command']}\ncpu: {report['cpu']}")
+    mismatches = sum(p["mismatches"] for p in report["points"])
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+    if mismatches:
+        raise SystemExit(f"{mismatches} live rounds differ from vLLM's own greedy decoding")
+
+
+if __name__ == "__main__":
+    main()
