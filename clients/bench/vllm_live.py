@@ -149,6 +149,92 @@ async def live_session(engine: Any, prompt: list[int], reference: list[int], k: 
     return result
 
 
+async def first_token_draws(engine: Any, prompt: list[int], draft: int, k: int, temperature: float, draws: int,
+                            at_once: int) -> list[list[int]]:
+    """``draws`` live sessions over ``prompt``, each one sampled round with the single draft
+    ``draft``: what each round returned (the accepted draft and the bonus, or a correction)."""
+    from vllm import SamplingParams
+    from vllm.engine.protocol import StreamingInput
+    from vllm.inputs import TokensPrompt
+    from vllm.sampling_params import RequestOutputKind
+
+    from verifier.backends.vllm_live import DRAFTS, LIVE
+
+    def params(drafts: list[int]) -> Any:
+        return SamplingParams(temperature=temperature, max_tokens=k + 1, ignore_eos=True, detokenize=False,
+                              output_kind=RequestOutputKind.DELTA, extra_args={LIVE: 1, DRAFTS: drafts})
+
+    async def one(i: int) -> list[int]:
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+
+        async def inputs() -> AsyncIterator[Any]:
+            while (chunk := await queue.get()) is not None:
+                yield chunk
+
+        stream = engine.generate(inputs(), params([]), f"draw-{i}")
+        await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=prompt[:-1]), params([])))
+        await anext(stream)
+        await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=[prompt[-1]]), params([draft])))
+        got = list((await anext(stream)).outputs[0].token_ids)
+        await queue.put(None)
+        async for _ in stream:
+            pass
+        return got
+
+    results: list[list[int]] = []
+    for start in range(0, draws, at_once):
+        results += await asyncio.gather(*(one(i) for i in range(start, min(draws, start + at_once))))
+    return results
+
+
+def target_probs(model: str, prompt: list[int], temperature: float) -> Any:
+    """The target's next-token distribution after ``prompt`` under ``temperature``, from
+    transformers in float32 (independent of vLLM)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    with torch.no_grad():
+        logits = lm(torch.tensor([prompt])).logits[0, -1].double()
+    return torch.softmax(logits / temperature, dim=-1).numpy()
+
+
+def chi_square(counts: dict[int, int], probs: Any, draws: int) -> tuple[float, int]:
+    """Pearson's chi-square p-value of ``counts`` against ``probs`` (tokens expected fewer than
+    5 times pooled into one bin), and the number of bins."""
+    import numpy as np
+    from scipy.stats import chisquare
+
+    big = [int(t) for t in np.nonzero(probs * draws >= 5)[0]]
+    observed = [counts.get(t, 0) for t in big] + [draws - sum(counts.get(t, 0) for t in big)]
+    expected = [float(probs[t]) * draws for t in big] + [draws * (1 - float(sum(probs[t] for t in big)))]
+    if expected[-1] < 5:  # nothing left to pool: fold the rest into the last bin
+        observed[-2] += observed.pop()
+        expected[-2] += expected.pop()
+    return float(chisquare(observed, expected).pvalue), len(observed)
+
+
+async def sampled(args: argparse.Namespace, engine: Any, model: str, prompt: list[int]) -> dict[str, Any]:
+    """Sampled rounds through the live route: is the first token distributed as the target's p?"""
+    import numpy as np
+
+    probs = target_probs(model, prompt, args.temperature)
+    draft = int(np.argsort(probs)[-2])  # the second likeliest token: accepted now and then
+    rounds = await first_token_draws(engine, prompt, draft, args.k, args.temperature, args.sampled_draws, 16)
+    counts: dict[int, int] = {}
+    for r in rounds:
+        counts[r[0]] = counts.get(r[0], 0) + 1
+    accepted = sum(1 for r in rounds if r[0] == draft and len(r) == 2)
+    p_value, bins = chi_square(counts, probs, len(rounds))
+    wrong = chi_square({draft: len(rounds)}, probs, len(rounds))[0]  # twin: a route that accepts every draft
+    print(f"sampled T={args.temperature}: {len(rounds)} rounds, draft p={probs[draft]:.3f}, accepted "
+          f"{accepted / len(rounds):.3f}; chi-square p-value {p_value:.3g} over {bins} bins (a route accepting "
+          f"every draft: {wrong:.3g})", flush=True)
+    return {"temperature": args.temperature, "draws": len(rounds), "draft": draft, "draft_p": float(probs[draft]),
+            "accepted": accepted, "p_value": p_value, "bins": bins, "p_value_accept_all": wrong,
+            "first_tokens": counts}
+
+
 def quantiles(xs: Sequence[float]) -> dict[str, float]:
     xs = sorted(xs)
     pick = (lambda q: xs[min(len(xs) - 1, int(q * len(xs)))]) if xs else (lambda q: float("nan"))
@@ -200,11 +286,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"{point['live_round']['median_ms']} ms ({point['round_over_step']}x), "
                       f"{point['tokens_per_round']} tokens/round, rows/token {point['rows_per_token']}, "
                       f"mismatches {point['mismatches']}", flush=True)
+        sampled_report = await sampled(args, live, model, prompts[0]) if args.sampled_draws else None
     finally:
         plain.shutdown()
         live.shutdown()
     return {"command": " ".join(["python -m clients.bench.vllm_live", *sys.argv[1:]]), "cpu": read_cpu().describe(),
-            "k": args.k, "max_tokens": args.max_tokens, "points": points}
+            "k": args.k, "max_tokens": args.max_tokens, "points": points, "sampled": sampled_report}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -213,8 +300,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--limit", type=int, default=8, help="bench prompts")
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--k", type=int, default=4, help="drafts per round at most (vLLM's spec slots)")
-    parser.add_argument("--sessions", type=int, nargs="+", default=[1, 8], help="sessions at once")
+    parser.add_argument("--sessions", type=int, nargs="*", default=[1, 8], help="sessions at once")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sampled-draws", type=int, default=0,
+                        help="then this many sampled rounds at one position, against the target's distribution")
+    parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--out", type=Path, default=None, help="write the raw results here (JSON)")
     args = parser.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
