@@ -84,7 +84,7 @@ def kernel_report() -> dict[str, object]:
 
     report: dict[str, object] = {"torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
     mapped: set[str] = set()
-    for pid in [os.getpid(), *children(os.getpid())]:
+    for pid in [os.getpid(), *descendants(os.getpid())]:
         try:
             lines = Path(f"/proc/{pid}/maps").read_text().splitlines()
         except OSError:
@@ -93,6 +93,16 @@ def kernel_report() -> dict[str, object]:
     if mapped:
         report["vllm_extension"] = sorted(mapped)
     return report
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (vLLM's engine process and its worker)."""
+    found, todo = [], [pid]
+    while todo:
+        kids = children(todo.pop())
+        found += kids
+        todo += kids
+    return found
 
 
 def children(pid: int) -> list[int]:
