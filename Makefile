@@ -33,8 +33,8 @@ setup: $(STAMP) $(MODELS_STAMP) $(HELM) $(CHECK_STAMP)
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# a build for another CPU (an older key's stamp) is replaced; the built library must load and run
-# the draft (verifier.selfcheck's probe, in a subprocess) before its stamp is written
+# a build for another CPU (an older key's stamp) is replaced; set-up is not done until the built
+# library has loaded and run the draft ($(CHECK_STAMP): verifier.selfcheck's probe, in a subprocess)
 $(LLAMA_STAMP): | $(PY)
 	@echo "llama.cpp for: $$($(PYTHON) -m verifier.core.cpu describe); build $(LLAMA_KEY)"
 	test -n "$$(ls $(LLAMA_WHEELS)/*.whl 2>/dev/null)" || { rm -rf $(LLAMA_WHEELS).tmp && \

@@ -85,14 +85,49 @@ async def plain_decode(engine: Any, prompt: list[int], max_tokens: int, rid: str
     return tokens, gaps
 
 
-def live_params(k: int, drafts: Sequence[int]) -> Any:
+def live_params(k: int, drafts: Sequence[int], temperature: float = 0.0) -> Any:
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
     from verifier.backends.vllm_live import DRAFTS, LIVE
 
-    return SamplingParams(temperature=0, max_tokens=k + 1, ignore_eos=True, detokenize=False,
+    return SamplingParams(temperature=temperature, max_tokens=k + 1, ignore_eos=True, detokenize=False,
                           output_kind=RequestOutputKind.DELTA, extra_args={LIVE: 1, DRAFTS: list(drafts)})
+
+
+class LiveSession:
+    """One live session, driven by hand: ``open`` prefills all of the prompt but its last token;
+    each ``round`` sends the last committed token with its drafts and returns what vLLM committed;
+    ``close`` ends the session (vLLM frees its KV)."""
+
+    def __init__(self, engine: Any, k: int, temperature: float, rid: str) -> None:
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self._k, self._temperature = k, temperature
+
+        async def inputs() -> AsyncIterator[Any]:
+            while (chunk := await self._queue.get()) is not None:
+                yield chunk
+
+        self._stream = engine.generate(inputs(), live_params(k, [], temperature), rid)
+
+    async def _send(self, tokens: list[int], drafts: Sequence[int]) -> list[int]:
+        from vllm.engine.protocol import StreamingInput
+        from vllm.inputs import TokensPrompt
+
+        await self._queue.put(StreamingInput(TokensPrompt(prompt_token_ids=tokens),
+                                             live_params(self._k, drafts, self._temperature)))
+        return list((await anext(self._stream)).outputs[0].token_ids)
+
+    async def open(self, prompt: list[int]) -> None:
+        await self._send(prompt[:-1], [])  # the prefill's own sample: the first round scores it again
+
+    async def round(self, last: int, drafts: Sequence[int]) -> list[int]:
+        return await self._send([last], drafts)
+
+    async def close(self) -> None:
+        await self._queue.put(None)
+        async for _ in self._stream:
+            pass
 
 
 def spoil(reference: Sequence[int], pos: int, k: int, rng: random.Random, vocab: int) -> list[int]:
@@ -109,28 +144,16 @@ def spoil(reference: Sequence[int], pos: int, k: int, rng: random.Random, vocab:
 async def live_session(engine: Any, prompt: list[int], reference: list[int], k: int, seed: int, vocab: int,
                        index: int) -> SessionResult:
     """One live session over ``prompt``: the prefill, then rounds until the reference is used up."""
-    from vllm.engine.protocol import StreamingInput
-    from vllm.inputs import TokensPrompt
-
-    queue: asyncio.Queue[Any] = asyncio.Queue()
-
-    async def inputs() -> AsyncIterator[Any]:
-        while (chunk := await queue.get()) is not None:
-            yield chunk
-
     rng = random.Random(seed)
     result = SessionResult(index)
-    stream = engine.generate(inputs(), live_params(k, []), f"live-{index}-{seed}")
-    await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=prompt[:-1]), live_params(k, [])))
-    await anext(stream)  # the prefill's own sample: the first round scores it again
+    session = LiveSession(engine, k, 0.0, f"live-{index}-{seed}")
+    await session.open(prompt)
     last, pos = prompt[-1], 0
     while pos + k + 1 <= len(reference):
         drafts = spoil(reference, pos, k, rng, vocab)
         start = time.perf_counter()
-        await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=[last]), live_params(k, drafts)))
-        out = await anext(stream)
+        got = await session.round(last, drafts)
         result.round_s.append(time.perf_counter() - start)
-        got = list(out.outputs[0].token_ids)
         accepted = 0
         while accepted < len(drafts) and drafts[accepted] == reference[pos + accepted]:
             accepted += 1
@@ -143,9 +166,7 @@ async def live_session(engine: Any, prompt: list[int], reference: list[int], k: 
         result.committed += len(want)
         pos += len(want)
         last = want[-1]
-    await queue.put(None)
-    async for _ in stream:
-        pass
+    await session.close()
     return result
 
 
@@ -153,32 +174,12 @@ async def first_token_draws(engine: Any, prompt: list[int], draft: int, k: int, 
                             at_once: int) -> list[list[int]]:
     """``draws`` live sessions over ``prompt``, each one sampled round with the single draft
     ``draft``: what each round returned (the accepted draft and the bonus, or a correction)."""
-    from vllm import SamplingParams
-    from vllm.engine.protocol import StreamingInput
-    from vllm.inputs import TokensPrompt
-    from vllm.sampling_params import RequestOutputKind
-
-    from verifier.backends.vllm_live import DRAFTS, LIVE
-
-    def params(drafts: list[int]) -> Any:
-        return SamplingParams(temperature=temperature, max_tokens=k + 1, ignore_eos=True, detokenize=False,
-                              output_kind=RequestOutputKind.DELTA, extra_args={LIVE: 1, DRAFTS: drafts})
 
     async def one(i: int) -> list[int]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-
-        async def inputs() -> AsyncIterator[Any]:
-            while (chunk := await queue.get()) is not None:
-                yield chunk
-
-        stream = engine.generate(inputs(), params([]), f"draw-{i}")
-        await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=prompt[:-1]), params([])))
-        await anext(stream)
-        await queue.put(StreamingInput(TokensPrompt(prompt_token_ids=[prompt[-1]]), params([draft])))
-        got = list((await anext(stream)).outputs[0].token_ids)
-        await queue.put(None)
-        async for _ in stream:
-            pass
+        session = LiveSession(engine, k, temperature, f"draw-{i}")
+        await session.open(prompt)
+        got = await session.round(prompt[-1], [draft])
+        await session.close()
         return got
 
     results: list[list[int]] = []
