@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verifier.backends.vllm_live import NoDrafts
 from verifier.core.cpu import read_cpu
 from verifier.core.models import default_target_dir
 
@@ -51,14 +52,21 @@ class SessionResult:
     round_s: list[float] = field(default_factory=list)
 
 
-def engine_args(model: str, k: int, live: bool) -> Any:
+class NoDraftsAsVllmShipsIt(NoDrafts):
+    """The planted bug of ``--as-vllm-ships-it``: Tandem's proposer without its kernel fix, so
+    sampled rounds run vLLM 0.32's CPU expand kernel as shipped (garbage temperatures)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
+def engine_args(model: str, k: int, live: bool, proposer: str = "verifier.backends.vllm_live.NoDrafts") -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
     extra: dict[str, Any] = {}
     if live:
         extra = {"scheduler_cls": "verifier.backends.vllm_live.LiveRouteScheduler",
-                 "speculative_config": {"method": "custom_class", "model": "verifier.backends.vllm_live.NoDrafts",
-                                        "num_speculative_tokens": k}}
+                 "speculative_config": {"method": "custom_class", "model": proposer, "num_speculative_tokens": k}}
     # on CPU the memory fraction is only a start-up check against the NUMA node's free memory (the KV
     # cache is VLLM_CPU_KVCACHE_SPACE); vLLM's 0.92 fails once the page cache holds a few GiB
     return AsyncEngineArgs(model=model, dtype="float32", enable_prefix_caching=True, block_size=32,
@@ -259,7 +267,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                for item in lines]
     vocab = len(tokenizer)
     plain = AsyncLLM.from_engine_args(engine_args(model, args.k, live=False))
-    live = AsyncLLM.from_engine_args(engine_args(model, args.k, live=True))
+    proposer = ("clients.bench.vllm_live.NoDraftsAsVllmShipsIt" if args.as_vllm_ships_it
+                else "verifier.backends.vllm_live.NoDrafts")
+    live = AsyncLLM.from_engine_args(engine_args(model, args.k, live=True, proposer=proposer))
     await plain_decode(plain, prompts[0], 4, "warm-plain")
     await plain_decode(live, prompts[0], 4, "warm-live")
     points: list[dict[str, Any]] = []
@@ -306,6 +316,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sampled-draws", type=int, default=0,
                         help="then this many sampled rounds at one position, against the target's distribution")
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--as-vllm-ships-it", action="store_true",
+                        help="a planted bug: the live engine without Tandem's fix of vLLM's CPU expand kernel")
     parser.add_argument("--out", type=Path, default=None, help="write the raw results here (JSON)")
     args = parser.parse_args(argv)
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")

@@ -55,11 +55,40 @@ def _extra(request: Request) -> dict[str, Any]:
     return dict(params.extra_args or {}) if params is not None else {}
 
 
+def expand_to_tokens(output: Any, input_val: Any, cu_num_tokens: Any, replace_from: Any, replace_to: Any,
+                     MAX_NUM_TOKENS: Any = None) -> None:  # noqa: N803 - the kernel's own parameter name
+    """vLLM's ``expand_kernel`` in plain torch: ``output`` gets each request's value (``replace_from``
+    read as ``replace_to``) once per token of that request, in place.
+
+    vLLM 0.32's CPU stand-in for this kernel converts ``output`` to int64 and writes into that copy,
+    so for float inputs (the per-token temperature, top-p) and int32 ones (top-k) ``output`` keeps
+    the uninitialised memory ``new_empty`` gave it: every sampled spec-decode step on CPU reads
+    garbage temperatures (docs/vllm-live-route.md). Greedy steps never expand.
+    """
+    import torch  # noqa: PLC0415
+
+    counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=cu_num_tokens.new_zeros(1, dtype=torch.int64))
+    values = torch.where(input_val == replace_from, torch.as_tensor(replace_to, dtype=input_val.dtype), input_val)
+    output.copy_(torch.repeat_interleave(values, counts).to(output.dtype))
+
+
+def install_kernel_fixes() -> None:
+    """Put ``expand_to_tokens`` in place of vLLM's CPU stand-in for ``expand_kernel``, in this
+    (worker) process; nothing changes where Triton runs the kernel itself."""
+    from vllm.platforms import current_platform  # noqa: PLC0415
+    from vllm.triton_utils import HAS_TRITON  # noqa: PLC0415
+    from vllm.triton_utils.dispatcher import register_kernels  # noqa: PLC0415
+
+    if current_platform.is_cpu() and not HAS_TRITON:
+        register_kernels({"vllm.v1.sample.rejection_sampler.expand_kernel": expand_to_tokens})
+
+
 class NoDrafts:
-    """A proposer that proposes nothing: the drafts come from the edge."""
+    """A proposer that proposes nothing: the drafts come from the edge. vLLM builds it inside each
+    worker, which makes its constructor the place for the worker's kernel fixes."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        pass
+        install_kernel_fixes()
 
     def load_model(self, *args: Any, **kwargs: Any) -> None:  # the CPU model runner calls it
         pass
