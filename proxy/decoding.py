@@ -47,6 +47,7 @@ class GenerationStats:
     drafted: int = 0
     accepted: int = 0
     rejections: int = 0  # rounds that ended on a rejected draft token
+    live_rounds: int = 0  # of ``rounds``: scored by the verifier's live route (vLLM's own spec decoding)
     stale_rounds: int = 0  # rounds answered stale (drafted on a token that was then rejected)
     wasted: int = 0  # draft tokens drafted that did not become output
     draft_s: float = 0.0
@@ -88,6 +89,10 @@ class GenerationStats:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
         }
+        if self.rounds:  # which verifier route scored them: live (inside the backend's engine) or rows
+            d["live_rounds"] = self.live_rounds
+            d["verifier_route"] = ("live" if self.live_rounds == self.rounds else
+                                   "rows" if not self.live_rounds else "live+rows")
         if self.paths:
             d["path"] = ">".join(self.paths)
             d["why"] = self.why
@@ -119,6 +124,7 @@ class GenerationRequest:
     constraint: Constraint | None = None  # the same grammar on the edge: the draft's mask (this generation's own)
     tuning: ThresholdTuner | None = None  # trigger 'tuned': the edge's tuner of the dual threshold (not `trigger`)
     upload: UploadPlanner | None = None  # stop-and-wait rounds go up in batches as drafted, by this plan
+    reproducible: bool = False  # a seeded sampled generation: the same seed must give the same output
 
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
@@ -183,7 +189,7 @@ async def speculative_loop(
     policy = req.policy
     limit = len(req.prompt_token_ids) + req.max_tokens
     session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start, req.logprobs,
-                                 req.grammar)
+                                 req.grammar, req.reproducible)
     state = SpeculationState.start(req.prompt_token_ids)
     sent_at: dict[int, float] = {}
     alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
@@ -215,6 +221,7 @@ async def speculative_loop(
                 estimates.observe_round(applied.drafted, applied.accepted, trip,
                                         (answer.compute_us + answer.queue_us) / 1e6)
             stats.rounds += 1
+            stats.live_rounds += int(answer.live)
             stats.drafted += applied.drafted
             stats.accepted += applied.accepted
             stats.rejections += int(applied.accepted < applied.drafted)

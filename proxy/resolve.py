@@ -226,6 +226,7 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         tuning = edge.tuner_for(policy)
     planned = (opts.upload if opts and opts.upload else settings.upload) == "planned"
     gen = GenerationRequest(
+        reproducible=seeded_sample,
         prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
         sampling=sampling_of(req, temperature, edge),

@@ -217,9 +217,11 @@ class VerifierChannel:
 
     async def open(self, prompt_token_ids: list[int], sampling: SamplingParams,
                    slo: SloTargets | None = None, output_start: int | None = None,
-                   logprobs: int | None = None, grammar: GrammarParams | None = None) -> ChannelSession:
+                   logprobs: int | None = None, grammar: GrammarParams | None = None,
+                   reproducible: bool = False) -> ChannelSession:
         """Open a session: the Open frame goes out now, its answer comes with the first round's.
-        ``output_start``: where the output begins in ``prompt_token_ids`` (a resumed generation)."""
+        ``output_start``: where the output begins in ``prompt_token_ids`` (a resumed generation);
+        ``reproducible``: a seeded sampled generation, whose output must repeat for the same seed."""
         sid = self._next_sid
         self._next_sid += 1
         session = ChannelSession(self, sid)
@@ -228,7 +230,7 @@ class VerifierChannel:
                      top_p=sampling.top_p, seed=sampling.seed, tpot_ms=(slo.tpot_ms or 0.0) if slo else 0.0,
                      ttft_ms=(slo.ttft_ms or 0.0) if slo else 0.0, output_start=output_start or 0,
                      shaping=shaping_of(sampling), logprobs=-1 if logprobs is None else logprobs,
-                     grammar=grammar_to_wire(grammar))
+                     grammar=grammar_to_wire(grammar), reproducible=reproducible)
         try:
             session.bytes_up += await self.send(frame)
         except BaseException:

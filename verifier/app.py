@@ -163,7 +163,8 @@ def create_app(
     async def stats() -> dict[str, float | int | None]:
         engine = service.ready_engine()
         scheduler = engine.scheduler
-        return {**vars(engine.stats), "sessions": engine.session_count, **vars(scheduler.stats),
+        return {**vars(engine.stats), "sessions": engine.session_count, "live_sessions": engine.live_sessions,
+                **vars(scheduler.stats),
                 "queue_depth": scheduler.queue_depth,
                 "estimator_median_error": scheduler.estimator.median_relative_error()}
 

@@ -52,7 +52,7 @@ def session_of(frame: Open) -> SessionCreate:
         return SessionCreate(prompt_token_ids=frame.prompt_token_ids, sampling=sampling,
                              slo=slo if slo.tpot_ms or slo.ttft_ms else None, output_start=frame.output_start or None,
                              logprobs=frame.logprobs if frame.logprobs >= 0 else None,
-                             grammar=grammar_from_wire(frame.grammar))
+                             grammar=grammar_from_wire(frame.grammar), reproducible=frame.reproducible)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -171,7 +171,8 @@ class ChannelConnection:
                                              committed_tokens=result.committed_tokens,
                                              compute_us=round(result.compute_s * 1e6),
                                              queue_us=round(result.queue_s * 1e6),
-                                             logprobs=logprobs_to_wire(result.logprobs) if result.logprobs else None))
+                                             logprobs=logprobs_to_wire(result.logprobs) if result.logprobs else None,
+                                             live=result.route == "live"))
         except Exception as exc:
             err = exc if isinstance(exc, EngineError) else None
             if err is None:  # a bug: this session ends, the server goes on

@@ -30,7 +30,8 @@ def main(argv: list[str] | None = None) -> None:
             varlen={"auto": None, "varlen": True, "per-item": False}[settings.torch_batching],
             vllm_block_size=settings.vllm_block_size, vllm_enforce_eager=settings.vllm_enforce_eager,
             vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-            vllm_kv_cache_gib=settings.vllm_kv_cache_gib,
+            vllm_kv_cache_gib=settings.vllm_kv_cache_gib, vllm_live_slots=settings.vllm_live_slots,
+            vllm_max_num_seqs=settings.vllm_max_num_seqs,
         ))
 
     from verifier.app import create_app

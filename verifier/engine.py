@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 
-from verifier.backends.base import NativeDecoder, SequenceState, TargetBackend
+from verifier.backends.base import LiveHandle, LiveRoute, NativeDecoder, SequenceState, TargetBackend
 from verifier.core.acceptance import RoundOutcome, verify_greedy, verify_sampled
 from verifier.core.bounds import expected_tokens_per_round
 from verifier.core.codec import decode_proposals
@@ -106,6 +106,13 @@ class Session:
     closing: bool = False  # ended while in flight: release when the job finishes
     released: bool = False
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    live: LiveHandle | None = None  # held live in the backend's engine (LiveRoute): its rounds go there
+    route_note: str | None = None  # why it is not live, where the backend has a live route
+
+    @property
+    def route(self) -> str:
+        """Which route scores its rounds: ``live`` (inside the backend's own engine) or ``rows``."""
+        return "live" if self.live is not None else "rows"
 
     def expected_tokens(self, drafted: int) -> float:
         """Tokens a round of ``drafted`` draft tokens is expected to commit (Laplace-smoothed
@@ -123,6 +130,9 @@ class EngineStats:
     accepted: int = 0
     native_streams: int = 0  # cloud-only generations decoded by the backend itself
     stale_rounds: int = 0  # rounds answered stale, without computing
+    live_sessions_created: int = 0  # sessions opened on the backend's live route
+    live_rounds: int = 0  # of ``rounds``: verified inside the backend's live requests (the rest: whole rows)
+    live_demoted: int = 0  # live sessions moved to the row route when the live route's KV share ran out
 
 
 @dataclass(frozen=True)
@@ -136,6 +146,7 @@ class RoundResult:
     compute_s: float
     queue_s: float
     logprobs: list[TokenLogprob] | None = None  # of the tokens verified by this round, when the session asked
+    route: str = "rows"  # ``Session.route`` of the session when this round was scored
 
 
 @dataclass(frozen=True)
@@ -155,6 +166,7 @@ class VerifierEngine:
         self._max_sessions = max_sessions
         self._config = scheduling or SchedulingConfig()
         self._sessions: dict[str, Session] = {}
+        self._closing: set[asyncio.Future[None]] = set()  # live sessions being ended in the backend
         self.scheduler = BatchScheduler(
             backend, estimator or VerifyTimeEstimator(),
             Budget(self._config.max_batch_tokens, self._config.max_batch_rounds), self._config.max_queue_delay_s)
@@ -173,6 +185,11 @@ class VerifierEngine:
     @property
     def session_count(self) -> int:
         return len(self._sessions)
+
+    @property
+    def live_sessions(self) -> int:
+        """Sessions held live in the backend's engine now."""
+        return sum(1 for s in self._sessions.values() if s.live is not None)
 
     def session_ids(self) -> list[str]:
         return list(self._sessions)
@@ -222,6 +239,22 @@ class VerifierEngine:
         if not session.released:
             session.released = True
             self.backend.release(session.state)
+            if session.live is not None:
+                self._close_live(session.live)
+
+    def _close_live(self, handle: LiveHandle) -> None:
+        """End a live session in the backend (after its round in flight); failures are logged."""
+        if not isinstance(self.backend, LiveRoute):
+            return
+        closing = self.backend.close_live(handle)
+        self._closing.add(closing)
+
+        def closed(done: asyncio.Future[None]) -> None:
+            self._closing.discard(done)
+            if not done.cancelled() and done.exception() is not None:
+                log.error("closing a live session failed", exc_info=done.exception())
+
+        closing.add_done_callback(closed)
 
     # ---- sessions --------------------------------------------------------------------------
     async def create_session(self, req: SessionCreate) -> SessionCreated:
@@ -252,7 +285,13 @@ class VerifierEngine:
                           last_used=time.monotonic(), whole_rows=bool(short))
         t0 = time.monotonic()
         try:
-            await self._prefill(session, req.prompt_token_ids[:-1])
+            if isinstance(self.backend, LiveRoute):
+                session.route_note = self.backend.live_refusal(req.sampling, len(req.prompt_token_ids),
+                                                               req.reproducible, req.logprobs, req.grammar is not None)
+                if session.route_note is None:
+                    session.live = await self._open_live(self.backend, req)
+            if session.live is None:
+                await self._prefill(session, req.prompt_token_ids[:-1])
         except BaseException:
             self._release_when_idle(session)
             raise
@@ -260,8 +299,17 @@ class VerifierEngine:
             self.on_prefill(time.monotonic() - t0)
         self._sessions[sid] = session
         self.stats.sessions_created += 1
-        log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids)})
-        return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context)
+        self.stats.live_sessions_created += int(session.live is not None)
+        log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids),
+                                           "route": session.route, "route_note": session.route_note})
+        return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context,
+                              route=session.route, route_note=session.route_note)
+
+    async def _open_live(self, backend: LiveRoute, req: SessionCreate) -> LiveHandle:
+        try:
+            return await backend.open_live(list(req.prompt_token_ids), req.sampling)
+        except Exception as exc:  # the backend failed (cancellation is no Exception: it propagates)
+            raise EngineError(500, f"prefill failed: {type(exc).__name__}: {exc}", "internal_error") from exc
 
     def _constraint(self, grammar: GrammarParams | None) -> Constraint | None:
         if grammar is None:
@@ -354,6 +402,10 @@ class VerifierEngine:
                     self.stats.stale_rounds += 1
                     return None
                 draft, proposals = draft[1:], proposals[1:] if proposals else None
+            if session.live is not None and isinstance(self.backend, LiveRoute):
+                if self.backend.live_fits(session.live, len(session.committed) + len(draft)):
+                    return await self._live_round(self.backend, session, session.live, draft, overlap)
+                await self._demote(session, session.live)
             value = session.expected_tokens(len(draft))
             deadline_s = session.slo.tpot_ms / 1000 * value
             future = self._submit(session, [session.committed[-1], *draft], len(draft) + 1, deadline_s, value)
@@ -374,6 +426,43 @@ class VerifierEngine:
 
             future.add_done_callback(finish)
             return await asyncio.shield(outcome_future)
+
+    async def _live_round(self, backend: LiveRoute, session: Session, live: LiveHandle, draft: list[int],
+                          overlap: int) -> RoundResult:
+        """A round verified inside the session's live request: the backend's engine decides
+        acceptance (exact for any draft) and rolls rejected drafts back. Applied when it ends,
+        whoever still waits for it."""
+        started = time.perf_counter()
+        running = backend.live_round(live, session.committed[-1], draft)
+        session.in_flight = True
+        outcome_future: asyncio.Future[RoundResult] = asyncio.get_running_loop().create_future()
+
+        def finish(done: asyncio.Future[list[int]]) -> None:
+            session.in_flight = False
+            try:
+                tokens = done.result()
+                if not tokens or tokens[:-1] != draft[:len(tokens) - 1]:
+                    raise RuntimeError(f"the live route committed {tokens} for drafts {draft}")
+                outcome_future.set_result(self._commit(session, draft, len(tokens) - 1, tokens[-1], overlap,
+                                                       time.perf_counter() - started, 0.0, None))
+            except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the round
+                session.closing = True  # the live request is in an unknown state: the session ends
+                outcome_future.set_exception(
+                    EngineError(500, f"live round failed: {type(exc).__name__}: {exc}", "internal_error"))
+            if session.closing:
+                self._sessions.pop(session.session_id, None)
+                self._release(session)
+
+        running.add_done_callback(finish)
+        return await asyncio.shield(outcome_future)
+
+    async def _demote(self, session: Session, live: LiveHandle) -> None:
+        """Move a live session to the row route (the live route's KV share is spent): its live
+        request ends and the row route prefills the verified sequence, from vLLM's prefix cache."""
+        session.live, session.route_note = None, "the live route's KV share ran out"
+        self._close_live(live)
+        self.stats.live_demoted += 1
+        await self._prefill(session, session.committed[:-1])
 
     def _apply_round(self, session: Session, draft: list[int], proposals: list[SparseDist] | None, overlap: int,
                      result: JobResult) -> RoundResult:
@@ -398,27 +487,35 @@ class VerifierEngine:
         verified = [*draft[: outcome.accepted], outcome.next_token_id]
         logprobs = None if session.logprobs is None else token_logprobs(raw[: len(verified)], verified,
                                                                          session.logprobs)
-        session.committed.extend(verified)
+        round_result = self._commit(session, draft, outcome.accepted, outcome.next_token_id, overlap,
+                                    result.compute_s, result.queue_s, logprobs)
         if not session.released:
             self.backend.truncate(session.state, len(session.committed) - 1)
-        session.accepted += outcome.accepted
-        rejected = parts_from_sent(outcome.accepted, len(draft), outcome.next_token_id, None)
+        return round_result
+
+    def _commit(self, session: Session, draft: list[int], accepted: int, next_token_id: int, overlap: int,
+                compute_s: float, queue_s: float, logprobs: list[TokenLogprob] | None) -> RoundResult:
+        """A verified round into the session and the counts: ``accepted`` drafts, then ``next_token_id``."""
+        session.committed.extend([*draft[:accepted], next_token_id])
+        session.accepted += accepted
+        rejected = parts_from_sent(accepted, len(draft), next_token_id, None)
         session.rejections += int(rejected)
         session.epoch += int(rejected)
         self.stats.rounds += 1
+        self.stats.live_rounds += int(session.live is not None)
         self.stats.drafted += len(draft) + overlap
-        self.stats.accepted += outcome.accepted + overlap
+        self.stats.accepted += accepted + overlap
         if self.on_round is not None:
-            self.on_round(len(draft) + overlap, outcome.accepted + overlap)
-        return RoundResult(accepted=outcome.accepted + overlap, next_token_id=outcome.next_token_id,
-                           committed_tokens=len(session.committed), compute_s=result.compute_s,
-                           queue_s=result.queue_s, logprobs=logprobs)
+            self.on_round(len(draft) + overlap, accepted + overlap)
+        return RoundResult(accepted=accepted + overlap, next_token_id=next_token_id,
+                           committed_tokens=len(session.committed), compute_s=compute_s, queue_s=queue_s,
+                           logprobs=logprobs, route=session.route)
 
     async def generate(self, req: GenerateRequest) -> AsyncGenerator[GeneratedTokens, None]:
         """Cloud-only decoding: the backend's own decoding where it has one (vLLM), else the
         round code path with no drafts, so its greedy output is by construction the verifier's."""
         self._check_request(req.protocol_version, req.prompt_token_ids, req.sampling)
-        if isinstance(self.backend, NativeDecoder):
+        if isinstance(self.backend, NativeDecoder) and self.backend.native_refusal(req.sampling) is None:
             async for tokens in self._decode_natively(self.backend, req):
                 yield tokens
             return
@@ -505,9 +602,23 @@ class VerifierEngine:
         self.stats.sessions_expired += len(stale)
         return len(stale)
 
+    async def aclose_sessions(self, poll_s: float = 0.01) -> None:
+        """End every session and wait until none has a round in flight and the backend has
+        closed every live request."""
+        ended = list(self._sessions.values())
+        for session in ended:
+            self.end_session(session.session_id)
+        while self._closing or any(s.in_flight for s in ended):
+            if self._closing:
+                await asyncio.gather(*self._closing, return_exceptions=True)
+            else:
+                await asyncio.sleep(poll_s)
+
     async def aclose(self) -> None:
         await self.scheduler.stop()
         for sid in list(self._sessions):
             self.end_session(sid)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         self.backend.close()
 

@@ -35,12 +35,19 @@ class _EngineCollector(Collector):
             return
         s, q = engine.stats, engine.scheduler.stats
         yield GaugeMetricFamily("tandem_verifier_sessions", "live sessions", value=engine.session_count)
+        yield GaugeMetricFamily("tandem_verifier_live_sessions", "sessions held live in the backend's engine",
+                                value=engine.live_sessions)
         yield GaugeMetricFamily("tandem_verifier_queue_depth", "jobs waiting for a batch",
                                 value=engine.scheduler.queue_depth)
         for name, doc, value in (
             ("sessions_created", "sessions opened", s.sessions_created),
             ("sessions_expired", "sessions freed after --session-ttl-s idle", s.sessions_expired),
             ("rounds", "verify rounds scored", s.rounds),
+            ("live_rounds", "of the rounds: verified inside the backend's live requests (vLLM's spec decoding)",
+             s.live_rounds),
+            ("live_sessions_created", "sessions opened on the backend's live route", s.live_sessions_created),
+            ("live_demoted", "live sessions moved to the row route (the live route's KV share ran out)",
+             s.live_demoted),
             ("draft_tokens", "draft tokens verified", s.drafted),
             ("accepted_tokens", "draft tokens accepted", s.accepted),
             ("stale_rounds", "rounds answered stale, without computing", s.stale_rounds),

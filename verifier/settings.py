@@ -44,6 +44,13 @@ class VerifierSettings(BaseSettings):
     vllm_kv_cache_gib: int = Field(
         1, ge=1, description="vLLM's KV cache on CPU, GiB (VLLM_CPU_KVCACHE_SPACE wins if set)"
     )
+    vllm_live_slots: int = Field(
+        8, ge=0, le=64, description="the live route: drafts vLLM verifies in one step of a session's own live request "
+        "(vLLM's num_speculative_tokens; docs/vllm-live-route.md); 0: off, every round on whole rows"
+    )
+    vllm_max_num_seqs: int = Field(
+        64, ge=1, description="vLLM's max_num_seqs: live sessions may hold all but 8 of them (paused, with their KV)"
+    )
     threads: int | None = Field(
         None, description="compute threads (default: all usable cores but one, left to the server)"
     )

@@ -30,12 +30,13 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from verifier.backends.vllm_live import NoDrafts
+from verifier.backends.vllm_sessions import LiveSampling, LiveStream
 from verifier.core.cpu import read_cpu
 from verifier.core.models import default_target_dir
 
@@ -93,49 +94,9 @@ async def plain_decode(engine: Any, prompt: list[int], max_tokens: int, rid: str
     return tokens, gaps
 
 
-def live_params(k: int, drafts: Sequence[int], temperature: float = 0.0) -> Any:
-    from vllm import SamplingParams
-    from vllm.sampling_params import RequestOutputKind
-
-    from verifier.backends.vllm_live import DRAFTS, LIVE
-
-    return SamplingParams(temperature=temperature, max_tokens=k + 1, ignore_eos=True, detokenize=False,
-                          output_kind=RequestOutputKind.DELTA, extra_args={LIVE: 1, DRAFTS: list(drafts)})
-
-
-class LiveSession:
-    """One live session, driven by hand: ``open`` prefills all of the prompt but its last token;
-    each ``round`` sends the last committed token with its drafts and returns what vLLM committed;
-    ``close`` ends the session (vLLM frees its KV)."""
-
-    def __init__(self, engine: Any, k: int, temperature: float, rid: str) -> None:
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
-        self._k, self._temperature = k, temperature
-
-        async def inputs() -> AsyncIterator[Any]:
-            while (chunk := await self._queue.get()) is not None:
-                yield chunk
-
-        self._stream = engine.generate(inputs(), live_params(k, [], temperature), rid)
-
-    async def _send(self, tokens: list[int], drafts: Sequence[int]) -> list[int]:
-        from vllm.engine.protocol import StreamingInput
-        from vllm.inputs import TokensPrompt
-
-        await self._queue.put(StreamingInput(TokensPrompt(prompt_token_ids=tokens),
-                                             live_params(self._k, drafts, self._temperature)))
-        return list((await anext(self._stream)).outputs[0].token_ids)
-
-    async def open(self, prompt: list[int]) -> None:
-        await self._send(prompt[:-1], [])  # the prefill's own sample: the first round scores it again
-
-    async def round(self, last: int, drafts: Sequence[int]) -> list[int]:
-        return await self._send([last], drafts)
-
-    async def close(self) -> None:
-        await self._queue.put(None)
-        async for _ in self._stream:
-            pass
+def live_session_of(engine: Any, k: int, temperature: float, rid: str) -> LiveStream:
+    """One live session as the verifier's vLLM backend opens it (``verifier.backends.vllm_sessions``)."""
+    return LiveStream(engine, rid, LiveSampling(temperature, 1.0, 0), k)
 
 
 def spoil(reference: Sequence[int], pos: int, k: int, rng: random.Random, vocab: int) -> list[int]:
@@ -154,7 +115,7 @@ async def live_session(engine: Any, prompt: list[int], reference: list[int], k: 
     """One live session over ``prompt``: the prefill, then rounds until the reference is used up."""
     rng = random.Random(seed)
     result = SessionResult(index)
-    session = LiveSession(engine, k, 0.0, f"live-{index}-{seed}")
+    session = live_session_of(engine, k, 0.0, f"live-{index}-{seed}")
     await session.open(prompt)
     last, pos = prompt[-1], 0
     while pos + k + 1 <= len(reference):
@@ -184,7 +145,7 @@ async def first_token_draws(engine: Any, prompt: list[int], draft: int, k: int, 
     ``draft``: what each round returned (the accepted draft and the bonus, or a correction)."""
 
     async def one(i: int) -> list[int]:
-        session = LiveSession(engine, k, temperature, f"draw-{i}")
+        session = live_session_of(engine, k, temperature, f"draw-{i}")
         await session.open(prompt)
         got = await session.round(prompt[-1], [draft])
         await session.close()

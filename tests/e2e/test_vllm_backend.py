@@ -56,6 +56,36 @@ def vllm_verifier(logs_dir: Path) -> Iterator[Server]:
 
 
 @pytest.fixture(scope="module")
+def vllm_rows_verifier(logs_dir: Path) -> Iterator[Server]:
+    """The same verifier with its live route off: every round on whole rows / top entries."""
+    server = start_server("verifier.cli", ["--backend", "vllm", "--vllm-block-size", str(BLOCK),
+                                           "--session-ttl-s", "60", "--vllm-live-slots", "0"],
+                          logs_dir / "vllm-rows-verifier.log", timeout=400)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["live", "rows"])
+def routed_verifier(request: pytest.FixtureRequest) -> tuple[Server, str]:
+    """Each route's verifier, with the route its rounds must take."""
+    name = "vllm_verifier" if request.param == "live" else "vllm_rows_verifier"
+    return request.getfixturevalue(name), request.param
+
+
+def stats(verifier: Server) -> dict[str, Any]:
+    resp = httpx.get(f"{verifier.url}/v1/stats")
+    assert resp.status_code == 200
+    out: dict[str, Any] = resp.json()
+    return out
+
+
+def assert_route(before: dict[str, Any], after: dict[str, Any], route: str) -> None:
+    """Every round between two /v1/stats readings went ``route``."""
+    rounds, live = after["rounds"] - before["rounds"], after["live_rounds"] - before["live_rounds"]
+    assert rounds > 0 and live == (rounds if route == "live" else 0), (rounds, live, route)
+
+
+@pytest.fixture(scope="module")
 def vllm_edge(vllm_verifier: Server, logs_dir: Path) -> Iterator[Server]:
     server = start_server("proxy.cli", ["--verifier-url", vllm_verifier.url, "--threads", "1", "--n-ctx", "2048"],
                           logs_dir / "vllm-edge.log")
@@ -92,6 +122,7 @@ def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server) -> None:
         speculative = chat(vllm_edge, prompt, temperature=0, extra_body={"tandem": {"mode": "speculative"}})
         stats = speculative.model_extra["tandem"]  # type: ignore[index]
         assert stats["mode"] == "speculative" and stats["drafted"] > 0
+        assert stats["verifier_route"] == "live" and stats["live_rounds"] == stats["rounds"]
         assert speculative.choices[0].message.content == reference.choices[0].message.content, prompt
         assert speculative.usage.completion_tokens == reference.usage.completion_tokens  # type: ignore[union-attr]
 
@@ -114,13 +145,15 @@ class ByHand:
         return applied
 
 
-def test_concurrent_sessions_share_batches_and_stay_exact(vllm_verifier: Server) -> None:
-    """Four sessions' rounds sent at once on one channel: batched into shared vLLM passes, each
-    answered as vLLM's greedy decoding of its own context says (one wrong draft per round, moving)."""
-    url = vllm_verifier.url
+def test_concurrent_sessions_share_batches_and_stay_exact(routed_verifier: tuple[Server, str]) -> None:
+    """Four sessions' rounds sent at once on one channel, each answered as vLLM's greedy decoding
+    of its own context says (one wrong draft per round, moving); on the row route they are
+    batched into shared passes by Tandem's scheduler, on the live route by vLLM's own."""
+    verifier, route = routed_verifier
+    url = verifier.url
     prompts = [list(range(2000 + 97 * i, 2000 + 97 * i + 40 + 11 * i)) for i in range(4)]
-    truths = [generate(vllm_verifier, p, 20) for p in prompts]
-    before = httpx.get(f"{url}/v1/stats").json()
+    truths = [generate(verifier, p, 20) for p in prompts]
+    before = stats(verifier)
 
     async def body() -> None:
         channel = VerifierChannel(websocket_connector(url, 120))
@@ -144,23 +177,29 @@ def test_concurrent_sessions_share_batches_and_stay_exact(vllm_verifier: Server)
         await channel.aclose()
 
     asyncio.run(body())
-    after = httpx.get(f"{url}/v1/stats").json()
-    assert after["batches"] - before["batches"] < after["batch_items"] - before["batch_items"]
+    after = stats(verifier)
+    assert_route(before, after, route)
+    if route == "rows":
+        assert after["batches"] - before["batches"] < after["batch_items"] - before["batch_items"]
 
 
-def test_rounds_by_hand_accept_reject_and_block_boundaries(vllm_verifier: Server) -> None:
+def test_rounds_by_hand_accept_reject_and_block_boundaries(routed_verifier: tuple[Server, str]) -> None:
     """Drafts that are vLLM's own greedy continuation are all accepted; a wrong draft is
     rejected at its position with vLLM's greedy token instead, whatever the context length
-    modulo the KV block size (the boundary cases are the re-issued ones)."""
+    modulo the KV block size (on the row route the boundary cases are the re-issued ones; on the
+    live route, 10 drafts overflow its 8 slots: the rest are verified by the compare rule)."""
+    verifier, route = routed_verifier
     prompt = list(range(1000, 1000 + 2 * BLOCK - 3))  # committed crosses block boundaries as rounds go
-    truth = generate(vllm_verifier, prompt, 24)
-    assert len(truth) == 24
+    truth = generate(verifier, prompt, 40)
+    assert len(truth) == 40
+    before = stats(verifier)
 
     async def body() -> None:
-        channel = VerifierChannel(websocket_connector(vllm_verifier.url, 120))
+        channel = VerifierChannel(websocket_connector(verifier.url, 120))
         by_hand = await ByHand.open(channel, prompt)
         committed = 0  # tokens of truth verified so far
-        for round_, (k, wrong_at) in enumerate([(4, None), (3, 1), (1, None), (5, 0), (4, None), (2, None)]):
+        plan = [(4, None), (3, 1), (1, None), (5, 0), (4, None), (2, None), (10, None), (10, 9)]
+        for round_, (k, wrong_at) in enumerate(plan):
             draft = list(truth[committed:committed + k])
             if wrong_at is not None:
                 draft[wrong_at] = (draft[wrong_at] + 1) % 49152
@@ -174,14 +213,17 @@ def test_rounds_by_hand_accept_reject_and_block_boundaries(vllm_verifier: Server
         await channel.aclose()
 
     asyncio.run(body())
+    assert_route(before, stats(verifier), route)
 
 
-def test_sampled_rounds_follow_the_targets_distribution(vllm_verifier: Server) -> None:
+def test_sampled_rounds_follow_the_targets_distribution(routed_verifier: tuple[Server, str]) -> None:
     """Sampled rounds by hand (temperature 0.7, top_p 0.95, one draft token drawn from a proposal
     q that is deliberately wrong: uniform over four likely tokens), 480 sessions, 16 at a time on
     one channel: the first verified token (the draft when accepted, else the verifier's draw
     from the residual) follows the target's distribution, computed by transformers (float32)
-    from the same context. Rejections really happen, so both branches are exercised."""
+    from the same context. Rejections really happen, so both branches are exercised. The row route
+    accepts by Tandem's rule (min(1, p/q)); the live route by vLLM's (p(d): it takes no q)."""
+    verifier, route = routed_verifier
     prompt = list(range(3000, 3000 + 45))
     model = AutoModelForCausalLM.from_pretrained(default_target_dir(), dtype=torch.float32)
     with torch.no_grad():
@@ -202,13 +244,19 @@ def test_sampled_rounds_follow_the_targets_distribution(vllm_verifier: Server) -
         by_hand.session.close()
 
     async def body() -> None:
-        channel = VerifierChannel(websocket_connector(vllm_verifier.url, 120))
+        channel = VerifierChannel(websocket_connector(verifier.url, 120))
         for start in range(0, 480, 16):
             await asyncio.gather(*(one(channel, seed) for seed in range(start, start + 16)))
         await channel.aclose()
 
+    before = stats(verifier)
     asyncio.run(body())
-    assert 0.2 * len(draws) < rejected < 0.9 * len(draws)
+    assert_route(before, stats(verifier), route)
+    # acceptance of a draft d drawn uniformly from the four: min(1, p(d)/q(d)) by Tandem's rule, p(d) by vLLM's
+    accept = float(np.mean([min(1.0, p[d] / 0.25) if route == "rows" else p[d] for d in likely]))
+    n = len(draws)
+    assert abs((n - rejected) - n * accept) < 5 * np.sqrt(n * accept * (1 - accept)), (n - rejected, n * accept)
+    assert 0 < rejected < n
     counts = np.bincount(draws, minlength=p.size).astype(float)
     assert counts[p == 0].sum() == 0  # nothing outside top_p's support
     expected = p * len(draws)
@@ -223,7 +271,15 @@ def test_sampled_speculation_is_served_and_seeded_output_repeats(vllm_edge: Serv
     again = chat(vllm_edge, PROMPTS[1], **kwargs)
     stats = first.model_extra["tandem"]  # type: ignore[index]
     assert stats["mode"] == "speculative" and stats["drafted"] > 0
+    assert stats["verifier_route"] == "rows"  # a seeded sample keeps Tandem's own position-keyed draws
     assert first.choices[0].message.content and first.choices[0].message.content == again.choices[0].message.content
+
+
+def test_unseeded_sampled_speculation_goes_live(vllm_edge: Server) -> None:
+    reply = chat(vllm_edge, PROMPTS[1], temperature=0.8, top_p=0.95, extra_body={"tandem": {"mode": "speculative"}})
+    stats = reply.model_extra["tandem"]  # type: ignore[index]
+    assert stats["mode"] == "speculative" and stats["drafted"] > 0 and stats["verifier_route"] == "live"
+    assert reply.choices[0].message.content
 
 
 def test_sampled_cloud_only_is_vllms_own_sampling(vllm_edge: Server, vllm_verifier: Server) -> None:

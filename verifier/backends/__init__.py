@@ -24,6 +24,8 @@ class BackendOptions:
     vllm_enforce_eager: bool = True
     vllm_gpu_memory_utilization: float = 0.9
     vllm_kv_cache_gib: int = 1
+    vllm_live_slots: int = 8
+    vllm_max_num_seqs: int = 64
 
 
 def load_backend(name: str, model_path: str, options: BackendOptions) -> TargetBackend:
@@ -38,5 +40,6 @@ def load_backend(name: str, model_path: str, options: BackendOptions) -> TargetB
         return VllmBackend(Path(model_path), dtype=options.dtype, max_context=options.max_context,
                            block_size=options.vllm_block_size, enforce_eager=options.vllm_enforce_eager,
                            gpu_memory_utilization=options.vllm_gpu_memory_utilization,
-                           kv_cache_gib=options.vllm_kv_cache_gib)
+                           kv_cache_gib=options.vllm_kv_cache_gib, live_slots=options.vllm_live_slots,
+                           max_num_seqs=options.vllm_max_num_seqs)
     raise ValueError(f"unknown backend {name!r}; available: torch, vllm")

