@@ -47,7 +47,8 @@ class GenerationStats:
     drafted: int = 0
     accepted: int = 0
     rejections: int = 0  # rounds that ended on a rejected draft token
-    live_rounds: int = 0  # of ``rounds``: scored by the verifier's live route (vLLM's own spec decoding)
+    live_rounds: int = 0  # verify rounds scored by the verifier's live route (vLLM's own spec decoding)
+    rows_rounds: int = 0  # verify rounds scored on the verifier's row route (``rounds`` also counts cloud chunks)
     stale_rounds: int = 0  # rounds answered stale (drafted on a token that was then rejected)
     wasted: int = 0  # draft tokens drafted that did not become output
     draft_s: float = 0.0
@@ -89,10 +90,9 @@ class GenerationStats:
             "bytes_up": self.bytes_up,
             "bytes_down": self.bytes_down,
         }
-        if self.rounds:  # which verifier route scored them: live (inside the backend's engine) or rows
-            d["live_rounds"] = self.live_rounds
-            d["verifier_route"] = ("live" if self.live_rounds == self.rounds else
-                                   "rows" if not self.live_rounds else "live+rows")
+        if self.live_rounds or self.rows_rounds:  # which verifier route scored the verify rounds
+            d["live_rounds"], d["rows_rounds"] = self.live_rounds, self.rows_rounds
+            d["verifier_route"] = "+".join(r for r, n in (("live", self.live_rounds), ("rows", self.rows_rounds)) if n)
         if self.paths:
             d["path"] = ">".join(self.paths)
             d["why"] = self.why
@@ -193,6 +193,7 @@ async def speculative_loop(
     state = SpeculationState.start(req.prompt_token_ids)
     sent_at: dict[int, float] = {}
     alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
+    drafted_before = sent_before = False  # the request's first draft call and first round are not per-token costs
     nothing_at: int | None = None  # a length at which the drafter had nothing to propose
     uploaded = 0  # tokens of the round being drafted already sent up as held batches
 
@@ -222,6 +223,7 @@ async def speculative_loop(
                                         (answer.compute_us + answer.queue_us) / 1e6)
             stats.rounds += 1
             stats.live_rounds += int(answer.live)
+            stats.rows_rounds += int(not answer.live)
             stats.drafted += applied.drafted
             stats.accepted += applied.accepted
             stats.rejections += int(applied.accepted < applied.drafted)
@@ -252,8 +254,9 @@ async def speculative_loop(
                 token = await _in_thread(drafter.draft, list(tokens), dsampling)
                 elapsed = time.perf_counter() - t0
                 stats.draft_s += elapsed
-                if estimates is not None and token is not None:
+                if estimates is not None and token is not None and drafted_before:  # the first evaluates the prompt too
                     estimates.observe_draft(elapsed)
+                drafted_before = True
                 if upload is not None and token is not None:
                     upload.fit.add_draft(elapsed)
                 if token is None:
@@ -275,8 +278,9 @@ async def speculative_loop(
                 if sent is None:
                     raise RuntimeError("the pipeline policy asked to send with nothing to send")
                 sent_at[sent.seq] = time.perf_counter()
-                if len(state.inflight) == 1:
+                if len(state.inflight) == 1 and sent_before:  # the first one's trip includes the session's prefill
                     alone.add(sent.seq)
+                sent_before = True
                 await send_up(session.send(sent, uploaded), len(sent.drafts) - uploaded)
                 uploaded = 0
             else:

@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                 if vllm_relay is not None:
                     vllm_relay.restart_clock()
                 for pid, record in enumerate(prompts):
-                    for m in modes:  # side by side: every mode on a prompt before the next prompt
+                    # side by side: every mode on a prompt before the next prompt, the order rotated by one
+                    # each prompt, so no mode always follows the same one (a server busy after its request)
+                    for m in modes[pid % len(modes):] + modes[:pid % len(modes)]:
                         bar.set_postfix_str(f"{sc.name}/{m.name}")
                         url, counters, cpu = target(m, edges, relay, vllm_relay)
                         results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,

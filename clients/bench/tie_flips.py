@@ -13,7 +13,11 @@ streaming request at a time, top-2 logprobs kept for the margins):
   every prompt's round of a step in one ``ScoreBatch`` (the backend's greedy route: prefix
   cache, top-1 prompt logprobs, batched), each row's argmax against the single run's token;
   teacher-forced, so every position counts;
-- ``rounds-alone``: the same rounds one prompt per batch.
+- ``rounds-alone``: the same rounds one prompt per batch;
+- ``live``: the single run's tokens sent as the drafts of live rounds (the backend's live route:
+  vLLM's own spec decoding in one streaming request per prompt, every prompt's session at once);
+  a rejected draft or a differing bonus token is a flip, after which the session is opened again
+  on the single run's tokens (teacher-forced, so every position counts).
 
 Prints, per way: tokens compared, flips, flips per 1000 tokens, and the single run's top-2
 logprob margin at each flip (a flip at a margin well above float noise would be a bug).
@@ -106,6 +110,34 @@ def rounds(backend: VllmBackend, prompts: Sequence[list[int]], singles: Sequence
             backend.release(state)
 
 
+async def live_rounds(backend: VllmBackend, prompts: Sequence[list[int]], singles: Sequence[list[int]],
+                      entries: Sequence[list[TokenLogprob]], gamma: int, flips: Flips) -> None:
+    """The single runs' tokens as the drafts of live rounds of ``gamma``, all prompts at once."""
+
+    async def one(i: int) -> None:
+        seq, start = prompts[i] + singles[i], len(prompts[i])
+        pos = start - 1  # seq[:pos + 1] is committed; seq[pos] is the round's last token
+        handle = await backend.open_live(seq[:pos + 1], SamplingParams())
+        try:
+            while pos < len(seq) - 1:
+                drafts = seq[pos + 1:pos + 1 + gamma]
+                got = await backend.live_round(handle, seq[pos], drafts)
+                accepted = len(got) - 1
+                checked = min(accepted + 1, len(seq) - 1 - pos)  # the bonus past the run's end is not compared
+                flips.compared += checked
+                if checked == accepted + 1 and got[-1] != seq[pos + 1 + accepted]:
+                    flips.margins.append(margin(entries[i][pos + 1 + accepted - start]))
+                    pos += accepted + 1
+                    await backend.close_live(handle)  # parted from the single run: open again on it
+                    handle = await backend.open_live(seq[:pos + 1], SamplingParams())
+                else:
+                    pos += checked
+        finally:
+            await backend.close_live(handle)
+
+    await asyncio.gather(*(one(i) for i in range(len(prompts))))
+
+
 async def measure(limit: int, max_tokens: int, gamma: int, dtype: str) -> dict[str, Flips]:
     tok = Tokenizer(target_gguf_path())
     template = ChatTemplate(tok.chat_template, tok.bos_text, tok.eos_text)
@@ -119,11 +151,12 @@ async def measure(limit: int, max_tokens: int, gamma: int, dtype: str) -> dict[s
             singles.append(tokens)
             entries.append(logprobs)
         together = await asyncio.gather(*(decode(backend, p, max_tokens, eos) for p in prompts))
-        out = {way: Flips() for way in ("batched", "rounds", "rounds-alone")}
+        out = {way: Flips() for way in ("batched", "rounds", "rounds-alone", "live")}
         for single, (other, _), logprobs in zip(singles, together, entries):
             first_flip(single, other, logprobs, out["batched"])
         rounds(backend, prompts, singles, entries, gamma, True, out["rounds"])
         rounds(backend, prompts, singles, entries, gamma, False, out["rounds-alone"])
+        await live_rounds(backend, prompts, singles, entries, gamma, out["live"])
         return out
     finally:
         backend.close()

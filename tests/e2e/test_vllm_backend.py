@@ -122,7 +122,7 @@ def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server) -> None:
         speculative = chat(vllm_edge, prompt, temperature=0, extra_body={"tandem": {"mode": "speculative"}})
         stats = speculative.model_extra["tandem"]  # type: ignore[index]
         assert stats["mode"] == "speculative" and stats["drafted"] > 0
-        assert stats["verifier_route"] == "live" and stats["live_rounds"] == stats["rounds"]
+        assert stats["verifier_route"] == "live" and stats["live_rounds"] > 0 and stats["rows_rounds"] == 0
         assert speculative.choices[0].message.content == reference.choices[0].message.content, prompt
         assert speculative.usage.completion_tokens == reference.usage.completion_tokens  # type: ignore[union-attr]
 

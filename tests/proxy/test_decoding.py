@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
@@ -13,7 +14,7 @@ from proxy.pipeline import PipelinePolicy
 from proxy.tuning import ThresholdTuner
 from proxy.upload_plan import CostFit, UploadPlanner
 from tests.harness import EOS, BigramBackend, Harness, LinkFaults, ScriptedDrafter, V, greedy_continuation, start
-from verifier.core.drafting import DualThresholdTrigger
+from verifier.core.drafting import DraftSampling, DraftToken, DualThresholdTrigger
 from verifier.core.protocol import SamplingParams
 
 
@@ -333,6 +334,34 @@ def test_the_tuned_trigger_measures_its_points_in_segments_and_moves_on() -> Non
         assert (0.0, 0.0) in seen and len(seen) >= 3  # the start, then the spread points in turn
         assert all(v > 0 for _, v in tuner.observations)
         assert stats.thresholds is not None
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_the_first_draft_and_the_first_rounds_trip_stay_out_of_the_per_token_estimates() -> None:
+    """A request's first draft call also evaluates its prompt, and its first round's trip also
+    waits for the verifier's prefill: both are start-up costs (TTFT), and counted as per-token
+    ones they would make mode auto think speculation slow for many requests after."""
+    from proxy.rates import LinkEstimates
+
+    class SlowStart(ScriptedDrafter):
+        def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+            if self.calls == 0:
+                time.sleep(0.2)  # the prompt's evaluation
+            return super().draft(context, sampling)
+
+    async def body() -> None:
+        h = await start(BigramBackend(pass_s=0.1))
+        drafter = SlowStart(wrong=lambda p: False)
+        estimates = LinkEstimates()
+        stats = GenerationStats(mode="speculative")
+        out = await collect(speculative_loop(request([3], 9, gamma=2), drafter, h.channel, stats, 16,
+                                             estimates=estimates), 9)
+        assert out == greedy_continuation(3, 9) and stats.rounds >= 3
+        assert stats.draft_s >= 0.2 and estimates.draft_s.value is not None and estimates.draft_s.value < 0.05
+        # every round's trip is about one 0.1 s pass; the first one's was two (the prefill's and its own)
+        assert estimates.rtt_s.value is not None and estimates.rtt_s.value < 0.05
         await h.aclose()
 
     asyncio.run(body())
