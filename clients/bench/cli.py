@@ -32,6 +32,16 @@ from verifier.core.prompts import load_prompts
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
 
 
+def mode_order(modes: list[Mode], index: int) -> list[Mode]:
+    """The order of the modes on the ``index``-th prompt: rotated by one every two prompts, and
+    reversed on every other one, so that every mode goes first on some prompt and no mode always
+    follows the same one (vLLM keeps polling for a while after a request, which slows whatever runs
+    next on its core)."""
+    k = (index // 2) % len(modes)
+    rotated = modes[k:] + modes[:k]
+    return rotated if index % 2 == 0 else rotated[::-1]
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tandem-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -125,9 +135,7 @@ def main(argv: list[str] | None = None) -> int:
                 if vllm_relay is not None:
                     vllm_relay.restart_clock()
                 for pid, record in enumerate(prompts):
-                    # side by side: every mode on a prompt before the next prompt, the order rotated by one
-                    # each prompt, so no mode always follows the same one (a server busy after its request)
-                    for m in modes[pid % len(modes):] + modes[:pid % len(modes)]:
+                    for m in mode_order(modes, pid):  # side by side: every mode on a prompt before the next
                         bar.set_postfix_str(f"{sc.name}/{m.name}")
                         url, counters, cpu = target(m, edges, relay, vllm_relay)
                         results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,

@@ -36,3 +36,15 @@ def test_bench_quick_smoke(tmp_path: Path) -> None:
     assert lan["vanilla"]["acceptance_rate"] > 0 and lan["vanilla"]["bytes_up_per_token"] > 0
     for name in ("results.md", "tokens_per_s.png", "latency_cdf.png"):
         assert (out / name).stat().st_size > 0
+
+
+def test_each_mode_follows_different_modes_across_prompts() -> None:
+    from clients.bench.cli import mode_order
+    from clients.bench.measure import MODES
+
+    modes = [MODES[m] for m in ("cloud", "vllm-serve", "tandem", "tandem-alt")]
+    orders = [mode_order(modes, i) for i in range(8)]
+    assert all(sorted(m.name for m in o) == sorted(m.name for m in modes) for o in orders)
+    predecessors = {m.name: {o[o.index(m) - 1].name for o in orders if o.index(m) > 0} for m in modes}
+    assert all(len(p) >= 2 for p in predecessors.values()), predecessors
+    assert {o[0].name for o in orders} == {m.name for m in modes}  # each mode goes first on some prompt
