@@ -132,6 +132,7 @@ class EngineStats:
     stale_rounds: int = 0  # rounds answered stale, without computing
     live_sessions_created: int = 0  # sessions opened on the backend's live route
     live_rounds: int = 0  # of ``rounds``: verified inside the backend's live requests (the rest: whole rows)
+    live_rows: int = 0  # tokens live rounds sent the backend's engine to score (each round's drafts and its last token)
     live_demoted: int = 0  # live sessions moved to the row route when the live route's KV share ran out
 
 
@@ -443,6 +444,7 @@ class VerifierEngine:
                 tokens = done.result()
                 if not tokens or tokens[:-1] != draft[:len(tokens) - 1]:
                     raise RuntimeError(f"the live route committed {tokens} for drafts {draft}")
+                self.stats.live_rows += len(draft) + 1
                 outcome_future.set_result(self._commit(session, draft, len(tokens) - 1, tokens[-1], overlap,
                                                        time.perf_counter() - started, 0.0, None))
             except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the round

@@ -45,6 +45,7 @@ class _EngineCollector(Collector):
             ("rounds", "verify rounds scored", s.rounds),
             ("live_rounds", "of the rounds: verified inside the backend's live requests (vLLM's spec decoding)",
              s.live_rounds),
+            ("live_rows", "tokens live rounds sent the backend's engine to score", s.live_rows),
             ("live_sessions_created", "sessions opened on the backend's live route", s.live_sessions_created),
             ("live_demoted", "live sessions moved to the row route (the live route's KV share ran out)",
              s.live_demoted),

@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                 before = verifier.stats() if verifier else {}
                 timings, wall = asyncio.run(_run_point(mode, n, args, url, all_traces))
                 after = verifier.stats() if verifier else {}
-                rows = int(after["round_rows"] - before["round_rows"]) if verifier else None
+                rows = int(after["round_rows"] - before["round_rows"] + after.get("live_rows", 0)
+                           - before.get("live_rows", 0)) if verifier else None
                 point = summarise(mode, n, timings, wall, args.tpot_slo_ms / 1000, rows,
                                   after.get("estimator_median_error") if verifier else None)
                 points.append(point)
