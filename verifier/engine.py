@@ -464,7 +464,11 @@ class VerifierEngine:
         session.live, session.route_note = None, "the live route's KV share ran out"
         self._close_live(live)
         self.stats.live_demoted += 1
-        await self._prefill(session, session.committed[:-1])
+        try:
+            await self._prefill(session, session.committed[:-1])
+        except BaseException:  # its row state is not the verified sequence: the session cannot go on
+            self.end_session(session.session_id)
+            raise
 
     def _apply_round(self, session: Session, draft: list[int], proposals: list[SparseDist] | None, overlap: int,
                      result: JobResult) -> RoundResult:

@@ -205,6 +205,21 @@ class NativeLiveBigram(LiveBigram, NativeDecoder):
         yield [V - 1] * max_tokens, None
 
 
+def test_a_session_whose_move_to_rows_fails_ends_instead_of_going_on_wrong() -> None:
+    async def body() -> None:
+        backend = LiveBigram(fits=4)
+        backend.fail_on_extend = 1  # the row route's first pass: the demoted session's prefill
+        engine = VerifierEngine(backend, 60, 8)
+        sid = await _session(engine, [1, 2, 3])
+        with pytest.raises(EngineError) as err:
+            await engine.verify(sid, next_round(engine, sid, [4, 5]))
+        assert err.value.status == 500 and engine.session_count == 0 and backend.closed == 1
+        with pytest.raises(EngineError) as gone:
+            engine.session(sid)
+        assert gone.value.status == 404
+    run(body())
+
+
 def test_cloud_only_decodes_by_rounds_where_the_native_decoder_refuses() -> None:
     async def body() -> None:
         engine = VerifierEngine(NativeLiveBigram(), 60, 8)
