@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
@@ -54,8 +55,9 @@ def _extra(request: Request) -> dict[str, Any]:
     return dict(params.extra_args or {}) if params is not None else {}
 
 
-def expand_to_tokens(output: Any, input_val: Any, cu_num_tokens: Any, replace_from: Any, replace_to: Any,
-                     MAX_NUM_TOKENS: Any = None) -> None:  # noqa: N803 - the kernel's own parameter name
+def expand_to_tokens(output: torch.Tensor, input_val: torch.Tensor, cu_num_tokens: torch.Tensor,
+                     replace_from: float, replace_to: float,
+                     MAX_NUM_TOKENS: int | None = None) -> None:  # noqa: N803 - the kernel's own parameter name
     """vLLM's ``expand_kernel`` in plain torch: ``output`` gets each request's value (``replace_from``
     read as ``replace_to``) once per token of that request, in place.
 
@@ -64,8 +66,6 @@ def expand_to_tokens(output: Any, input_val: Any, cu_num_tokens: Any, replace_fr
     the uninitialised memory ``new_empty`` gave it: every sampled spec-decode step on CPU reads
     garbage temperatures (docs/vllm-live-route.md). Greedy steps never expand.
     """
-    import torch  # noqa: PLC0415
-
     counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=cu_num_tokens.new_zeros(1, dtype=torch.int64))
     values = torch.where(input_val == replace_from, torch.as_tensor(replace_to, dtype=input_val.dtype), input_val)
     output.copy_(torch.repeat_interleave(values, counts).to(output.dtype))

@@ -21,6 +21,9 @@ def test_each_request_value_is_repeated_once_per_token_with_the_replacement(dtyp
 
 def test_vllms_cpu_stand_in_leaves_a_float_output_unwritten() -> None:
     from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        pytest.skip("vLLM's CPU stand-in exists on its CPU build only (elsewhere Triton runs the kernel)")
     from vllm.utils import cpu_triton_utils
 
     current_platform.import_kernels()
