@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from verifier.backends.vllm_backend import LIVE_PROPOSER, live_engine_args
 from verifier.backends.vllm_live import NoDrafts
 from verifier.backends.vllm_sessions import LiveSampling, LiveStream
 from verifier.core.cpu import read_cpu
@@ -61,13 +62,10 @@ class NoDraftsAsVllmShipsIt(NoDrafts):
         pass
 
 
-def engine_args(model: str, k: int, live: bool, proposer: str = "verifier.backends.vllm_live.NoDrafts") -> Any:
+def engine_args(model: str, k: int, live: bool, proposer: str = LIVE_PROPOSER) -> Any:
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    extra: dict[str, Any] = {}
-    if live:
-        extra = {"scheduler_cls": "verifier.backends.vllm_live.LiveRouteScheduler",
-                 "speculative_config": {"method": "custom_class", "model": proposer, "num_speculative_tokens": k}}
+    extra = live_engine_args(k, proposer) if live else {}
     # on CPU the memory fraction is only a start-up check against the NUMA node's free memory (the KV
     # cache is VLLM_CPU_KVCACHE_SPACE); vLLM's 0.92 fails once the page cache holds a few GiB
     return AsyncEngineArgs(model=model, dtype="float32", enable_prefix_caching=True, block_size=32,
@@ -228,8 +226,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                for item in lines]
     vocab = len(tokenizer)
     plain = AsyncLLM.from_engine_args(engine_args(model, args.k, live=False))
-    proposer = ("clients.bench.vllm_live.NoDraftsAsVllmShipsIt" if args.as_vllm_ships_it
-                else "verifier.backends.vllm_live.NoDrafts")
+    proposer = "clients.bench.vllm_live.NoDraftsAsVllmShipsIt" if args.as_vllm_ships_it else LIVE_PROPOSER
     live = AsyncLLM.from_engine_args(engine_args(model, args.k, live=True, proposer=proposer))
     await plain_decode(plain, prompts[0], 4, "warm-plain")
     await plain_decode(live, prompts[0], 4, "warm-live")

@@ -499,13 +499,16 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
 LIVE_RESERVED_SEQS = 8
 
 
-def live_engine_args(slots: int) -> dict[str, Any]:
+#: the live route's proposer, by the dotted name vLLM loads it by (inside its worker)
+LIVE_PROPOSER = "verifier.backends.vllm_live.NoDrafts"
+
+
+def live_engine_args(slots: int, proposer: str = LIVE_PROPOSER) -> dict[str, Any]:
     """vLLM engine arguments that turn the live route on (``slots`` drafts a step; 0: off)."""
     if not slots:
         return {}
     return {"scheduler_cls": "verifier.backends.vllm_live.LiveRouteScheduler",
-            "speculative_config": {"method": "custom_class", "model": "verifier.backends.vllm_live.NoDrafts",
-                                   "num_speculative_tokens": slots}}
+            "speculative_config": {"method": "custom_class", "model": proposer, "num_speculative_tokens": slots}}
 
 
 def kv_blocks(engine: Any) -> int:

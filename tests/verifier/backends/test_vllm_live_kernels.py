@@ -30,3 +30,13 @@ def test_vllms_cpu_stand_in_leaves_a_float_output_unwritten() -> None:
     out = torch.full((3,), 7.0)
     cpu_triton_utils._expand_kernel_impl(out, torch.tensor([0.8, 0.5]), torch.tensor([1, 3]), -1, 1)
     assert out.tolist() == [7.0, 7.0, 7.0], "vLLM fixed its CPU expand kernel: install_kernel_fixes may go"
+
+
+def test_the_live_proposers_dotted_name_is_the_proposer() -> None:
+    import importlib
+
+    from verifier.backends.vllm_backend import LIVE_PROPOSER
+    from verifier.backends.vllm_live import NoDrafts
+
+    module, name = LIVE_PROPOSER.rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is NoDrafts
