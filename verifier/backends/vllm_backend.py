@@ -493,6 +493,12 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
         self._thread.join(timeout=10)
         if not self._thread.is_alive():
             self._loop.close()
+        # vLLM 0.32 closes its frontend's sockets but leaves their zmq context to the garbage collector,
+        # which destroys it with a ResourceWarning wherever that happens to run
+        resources = getattr(getattr(self._engine, "engine_core", None), "resources", None)
+        context = getattr(resources, "ctx", None)
+        if context is not None and not context.closed:
+            context.destroy(linger=0)
 
 
 #: vLLM sequences kept free of live sessions: whole-row rounds, prefills and cloud-only decoding
