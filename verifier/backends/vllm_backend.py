@@ -218,6 +218,7 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
                  live_kv_share: float = 0.75) -> None:
         # vLLM reads its CPU KV budget from the environment; keep an operator's value
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
+        live_margin = live_slots + 2 if live_slots else 0  # a live round's spec slots and the token after them
         from vllm import SamplingParams as VllmSamplingParams
         from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
@@ -235,7 +236,7 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
             enforce_eager=enforce_eager, skip_tokenizer_init=False, seed=seed,
             structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
             gpu_memory_utilization=gpu_memory_utilization, disable_log_stats=True,
-            max_model_len=max_context + live_slots + 2 if max_context and live_slots else max_context,
+            max_model_len=max_context + live_margin if max_context else max_context,
             max_logprobs=-1,  # whole rows: the whole vocabulary's log-probabilities of a position
             max_num_seqs=max_num_seqs, **live_engine_args(live_slots),
         )
@@ -262,8 +263,7 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
             model=Path(model_path).name,
             backend="vllm",
             vocab_size=int(config.get_vocab_size()),
-            # a live round needs room for its spec slots and the token after them
-            max_context=engine_context - (live_slots + 2 if live_slots else 0),
+            max_context=engine_context - live_margin,
             eos_token_ids=eos_token_ids(config.hf_config.eos_token_id),
             verifies_sampled=True,  # whole rows where asked: see the module docstring
             rows_are_logits=False,  # vLLM hands out log-probabilities: logits up to a constant
@@ -302,10 +302,10 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
         slot = LiveSlot(stream, len(prompt_token_ids) - 1, limits.need(len(prompt_token_ids)))
         self._live_open[id(slot)] = slot  # reserved before the prefill: admission counts it at once
         try:
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.open(prompt_token_ids), self._loop))
+            await self._on_loop(stream.open(prompt_token_ids))
         except BaseException:
             self._live_open.pop(id(slot), None)
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.close(), self._loop))
+            await self._on_loop(stream.close())
             raise
         return slot
 
@@ -327,12 +327,12 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
             slot.tokens += len(committed)
             return committed
 
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run(), self._loop))
+        return self._on_loop(run())
 
     def close_live(self, handle: LiveHandle) -> asyncio.Future[None]:
         slot = self._slot(handle)
         self._live_open.pop(id(slot), None)
-        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(slot.stream.close(), self._loop))
+        return self._on_loop(slot.stream.close())
 
     @staticmethod
     def _slot(handle: LiveHandle) -> LiveSlot:
@@ -354,6 +354,11 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
         if self._live_limits.sessions and (sampling.min_p > 0 or sampling.logit_bias):
             return "vLLM's speculative decoding (the live route) refuses min_p and logit_bias"
         return None
+
+    def _on_loop(self, coro: Coroutine[Any, Any, T]) -> asyncio.Future[T]:
+        """Run a coroutine on vLLM's loop; a future of its result on the caller's loop (which runs
+        to its end on vLLM's loop whoever waits, unless the future is cancelled)."""
+        return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self._loop))
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run a coroutine on vLLM's loop and wait for it (from any thread but that loop's)."""
@@ -467,7 +472,7 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
                                        f"decode-{next(self._ids)}")
         try:
             while True:
-                out = await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(_next(stream), self._loop))
+                out = await self._on_loop(_next(stream))
                 if out is None:
                     return
                 new = list(out.outputs[0].token_ids)
@@ -475,7 +480,7 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
                     yield new, (vllm_logprobs(new, out.outputs[0].logprobs, logprobs)
                                 if logprobs is not None else None)
         finally:  # closing the stream on vLLM's loop aborts the request there
-            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(stream.aclose(), self._loop))
+            await self._on_loop(stream.aclose())
 
     def _structured(self, grammar: GrammarSpec) -> Any:
         """A grammar as vLLM's structured-output parameters (llguidance behind them, as configured)."""
