@@ -1,7 +1,7 @@
 """The live vLLM route (``verifier.backends.vllm_live``, a prototype) against vLLM's own decoding:
 is it exact, and what does a round cost next to one decode step?
 
-  .venv/bin/python -m clients.bench.vllm_live --limit 8 --max-tokens 48 --sessions 1 8
+  .venv/bin/python -m clients.bench.vllm_live --limit 8 --max-tokens 48 --sessions 1 8 --sampled-cost
 
 Two engines side by side in one process, float32, block size 32, prefix caching, eager:
 ``plain`` (vLLM as the backend runs it today) and ``live`` (spec decode on, with Tandem's
@@ -137,13 +137,59 @@ async def live_session(engine: Any, prompt: list[int], reference: list[int], k: 
     return result
 
 
-async def first_token_draws(engine: Any, prompt: list[int], draft: int, k: int, temperature: float, draws: int,
+async def cost_session(engine: Any, prompt: list[int], reference: list[int], k: int, sampling: LiveSampling,
+                       rid: str) -> list[float]:
+    """Round times of one live session under ``sampling`` whose every round carries exactly ``k``
+    drafts (the reference's tokens from where the session stands: a sampled session leaves the
+    greedy path, so its drafts are then rejected, but each round still computes 1 + k rows)."""
+    session = LiveStream(engine, rid, sampling, k)
+    await session.open(prompt)
+    committed: list[int] = []
+    times: list[float] = []
+    last = prompt[-1]
+    while len(committed) + k + 1 <= len(reference):
+        drafts = reference[len(committed):len(committed) + k]
+        start = time.perf_counter()
+        got = await session.round(last, drafts)
+        times.append(time.perf_counter() - start)
+        committed += got
+        last = got[-1]
+    await session.close()
+    return times
+
+
+async def sampled_cost(args: argparse.Namespace, engine: Any, prompts: list[list[int]],
+                       references: list[list[int]]) -> dict[str, Any]:
+    """A round of k drafts, sampled (``--temperature``, ``--top-p``) against greedy, one session at
+    a time, the two alternating in rotated order (greedy first on even prompts)."""
+    greedy, sampled_ = LiveSampling(0.0, 1.0, 0), LiveSampling(args.temperature, args.top_p, 0)
+    times: dict[str, list[float]] = {"greedy": [], "sampled": []}
+    per_prompt: list[dict[str, float]] = []
+    for i, (prompt, reference) in enumerate(zip(prompts, references, strict=True)):
+        order = [("greedy", greedy), ("sampled", sampled_)]
+        row: dict[str, float] = {"prompt": i}
+        for name, sampling in order if i % 2 == 0 else order[::-1]:
+            got = await cost_session(engine, prompt, reference, args.k, sampling, f"cost-{name}-{i}")
+            times[name] += got
+            row[f"{name}_median_ms"] = round(statistics.median(got) * 1000, 1)
+        per_prompt.append(row)
+    report = {"temperature": args.temperature, "top_p": args.top_p, "k": args.k,
+              "greedy_round": quantiles(times["greedy"]), "sampled_round": quantiles(times["sampled"]),
+              "sampled_over_greedy": round(statistics.median(times["sampled"]) / statistics.median(times["greedy"]), 3),
+              "rounds": {name: len(ts) for name, ts in times.items()}, "per_prompt": per_prompt}
+    print(f"sampled T={args.temperature} top_p={args.top_p} round of {args.k} drafts "
+          f"{report['sampled_round']['median_ms']} ms, greedy {report['greedy_round']['median_ms']} ms: "
+          f"{report['sampled_over_greedy']}x", flush=True)
+    return report
+
+
+async def first_token_draws(engine: Any, prompt: list[int], draft: int, k: int, sampling: LiveSampling, draws: int,
                             at_once: int) -> list[list[int]]:
     """``draws`` live sessions over ``prompt``, each one sampled round with the single draft
     ``draft``: what each round returned (the accepted draft and the bonus, or a correction)."""
 
     async def one(i: int) -> list[int]:
-        session = live_session_of(engine, k, temperature, f"draw-{i}")
+        session = LiveStream(engine, f"draw-{i}", sampling, k)
         await session.open(prompt)
         got = await session.round(prompt[-1], [draft])
         await session.close()
@@ -155,16 +201,25 @@ async def first_token_draws(engine: Any, prompt: list[int], draft: int, k: int, 
     return results
 
 
-def target_probs(model: str, prompt: list[int], temperature: float) -> Any:
-    """The target's next-token distribution after ``prompt`` under ``temperature``, from
-    transformers in float32 (independent of vLLM)."""
+def target_probs(model: str, prompt: list[int], temperature: float, top_p: float = 1.0) -> Any:
+    """The target's next-token distribution after ``prompt`` under ``temperature`` and ``top_p``
+    (the likeliest tokens while the mass above them is below top_p, renormalised), from
+    transformers in float32 and numpy in float64 (independent of vLLM)."""
+    import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
 
     lm = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
     with torch.no_grad():
         logits = lm(torch.tensor([prompt])).logits[0, -1].double()
-    return torch.softmax(logits / temperature, dim=-1).numpy()
+    probs = torch.softmax(logits / temperature, dim=-1).numpy()
+    if top_p < 1:
+        order = np.argsort(-probs)
+        above = np.cumsum(probs[order]) - probs[order]
+        nucleus = np.zeros_like(probs)
+        nucleus[order[above < top_p]] = probs[order[above < top_p]]
+        probs = nucleus / nucleus.sum()
+    return probs
 
 
 def chi_square(counts: dict[int, int], probs: Any, draws: int) -> tuple[float, int]:
@@ -186,19 +241,22 @@ async def sampled(args: argparse.Namespace, engine: Any, model: str, prompt: lis
     """Sampled rounds through the live route: is the first token distributed as the target's p?"""
     import numpy as np
 
-    probs = target_probs(model, prompt, args.temperature)
+    probs = target_probs(model, prompt, args.temperature, args.top_p)
     draft = int(np.argsort(probs)[-2])  # the second likeliest token: accepted now and then
-    rounds = await first_token_draws(engine, prompt, draft, args.k, args.temperature, args.sampled_draws, 16)
+    rounds = await first_token_draws(engine, prompt, draft, args.k, LiveSampling(args.temperature, args.top_p, 0),
+                                     args.sampled_draws, 16)
     counts: dict[int, int] = {}
     for r in rounds:
         counts[r[0]] = counts.get(r[0], 0) + 1
     accepted = sum(1 for r in rounds if r[0] == draft and len(r) == 2)
     p_value, bins = chi_square(counts, probs, len(rounds))
     wrong = chi_square({draft: len(rounds)}, probs, len(rounds))[0]  # twin: a route that accepts every draft
-    print(f"sampled T={args.temperature}: {len(rounds)} rounds, draft p={probs[draft]:.3f}, accepted "
+    print(f"sampled T={args.temperature} top_p={args.top_p}: {len(rounds)} rounds, draft p={probs[draft]:.3f}, "
+          f"accepted "
           f"{accepted / len(rounds):.3f}; chi-square p-value {p_value:.3g} over {bins} bins (a route accepting "
           f"every draft: {wrong:.3g})", flush=True)
-    return {"temperature": args.temperature, "draws": len(rounds), "draft": draft, "draft_p": float(probs[draft]),
+    return {"temperature": args.temperature, "top_p": args.top_p, "draws": len(rounds), "draft": draft,
+            "draft_p": float(probs[draft]),
             "accepted": accepted, "p_value": p_value, "bins": bins, "p_value_accept_all": wrong,
             "first_tokens": counts}
 
@@ -256,11 +314,17 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                       f"{point['tokens_per_round']} tokens/round, rows/token {point['rows_per_token']}, "
                       f"mismatches {point['mismatches']}", flush=True)
         sampled_report = await sampled(args, live, model, prompts[0]) if args.sampled_draws else None
+        cost_report = None
+        if args.sampled_cost:
+            greedy_runs = [(await plain_decode(plain, p, args.max_tokens, f"ref-{i}"))[0]
+                           for i, p in enumerate(prompts)]
+            cost_report = await sampled_cost(args, live, prompts, greedy_runs)
     finally:
         plain.shutdown()
         live.shutdown()
     return {"command": " ".join(["python -m clients.bench.vllm_live", *sys.argv[1:]]), "cpu": read_cpu().describe(),
-            "k": args.k, "max_tokens": args.max_tokens, "points": points, "sampled": sampled_report}
+            "k": args.k, "max_tokens": args.max_tokens, "points": points, "sampled": sampled_report,
+            "sampled_cost": cost_report}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -274,6 +338,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sampled-draws", type=int, default=0,
                         help="then this many sampled rounds at one position, against the target's distribution")
     parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--top-p", type=float, default=0.95,
+                        help="of the sampled rounds (--sampled-draws, --sampled-cost)")
+    parser.add_argument("--sampled-cost", action="store_true",
+                        help="then a round of --k drafts sampled (--temperature, --top-p) against greedy, "
+                        "per prompt")
     parser.add_argument("--as-vllm-ships-it", action="store_true",
                         help="a planted bug: the live engine without Tandem's fix of vLLM's CPU expand kernel")
     parser.add_argument("--out", type=Path, default=None, help="write the raw results here (JSON)")

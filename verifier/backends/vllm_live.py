@@ -21,16 +21,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from vllm.v1.core.sched.scheduler import Scheduler
 from vllm.v1.request import Request, RequestStatus
 
+from verifier.backends.vllm_kernels import TOP_P_SITES, install_kernel_fixes
 from verifier.backends.vllm_sessions import DRAFTS, LIVE
 
 
 def check_internals() -> None:
     """Raise RuntimeError naming what is missing when the installed vLLM lacks the internals this
     route relies on (read in vLLM 0.32.0; not a public API)."""
+    import importlib  # noqa: PLC0415
     import inspect  # noqa: PLC0415
 
     import vllm  # noqa: PLC0415
@@ -45,6 +46,8 @@ def check_internals() -> None:
     missing += [] if "resumable" in request_init else ["Request(resumable=...)"]
     if not hasattr(RequestStatus, "WAITING_FOR_STREAMING_REQ"):
         missing.append("RequestStatus.WAITING_FOR_STREAMING_REQ")
+    missing += [f"{site}.apply_top_k_top_p" for site in TOP_P_SITES
+                if not hasattr(importlib.import_module(site), "apply_top_k_top_p")]
     if missing:
         raise RuntimeError(f"vLLM {vllm.__version__} lacks what the live route needs ({', '.join(missing)}); "
                            "it was written against vLLM 0.32.0")
@@ -53,33 +56,6 @@ def check_internals() -> None:
 def _extra(request: Request) -> dict[str, Any]:
     params = request.sampling_params
     return dict(params.extra_args or {}) if params is not None else {}
-
-
-def expand_to_tokens(output: torch.Tensor, input_val: torch.Tensor, cu_num_tokens: torch.Tensor,
-                     replace_from: float, replace_to: float,
-                     MAX_NUM_TOKENS: int | None = None) -> None:  # noqa: N803 - the kernel's own parameter name
-    """vLLM's ``expand_kernel`` in plain torch: ``output`` gets each request's value (``replace_from``
-    read as ``replace_to``) once per token of that request, in place.
-
-    vLLM 0.32's CPU stand-in for this kernel converts ``output`` to int64 and writes into that copy,
-    so for float inputs (the per-token temperature, top-p) and int32 ones (top-k) ``output`` keeps
-    the uninitialised memory ``new_empty`` gave it: every sampled spec-decode step on CPU reads
-    garbage temperatures (docs/vllm-live-route.md). Greedy steps never expand.
-    """
-    counts = torch.diff(cu_num_tokens.to(torch.int64), prepend=cu_num_tokens.new_zeros(1, dtype=torch.int64))
-    values = torch.where(input_val == replace_from, torch.as_tensor(replace_to, dtype=input_val.dtype), input_val)
-    output.copy_(torch.repeat_interleave(values, counts).to(output.dtype))
-
-
-def install_kernel_fixes() -> None:
-    """Put ``expand_to_tokens`` in place of vLLM's CPU stand-in for ``expand_kernel``, in this
-    (worker) process; nothing changes where Triton runs the kernel itself."""
-    from vllm.platforms import current_platform  # noqa: PLC0415
-    from vllm.triton_utils import HAS_TRITON  # noqa: PLC0415
-    from vllm.triton_utils.dispatcher import register_kernels  # noqa: PLC0415
-
-    if current_platform.is_cpu() and not HAS_TRITON:
-        register_kernels({"vllm.v1.sample.rejection_sampler.expand_kernel": expand_to_tokens})
 
 
 class NoDrafts:
