@@ -8,10 +8,11 @@ Each fault is injected 1.5 s into a request, for {greedy, seeded sample} x {stre
 - ``outage``: the relay delivers nothing for 20 s (packets held, as a link that stalls);
 - ``reset``: the relay cuts every connection and refuses new ones for 5 s.
 
-Each answer is compared with the same request answered without a fault (text identical =
-nothing lost, nothing twice: the sampled ones too, as randomness is keyed by position).
-Printed: client-visible errors, identity, tokens, the longest gap between stream chunks, and
-the time added by the fault.
+Each answer is compared with the same request answered without a fault: the same output token
+ids (``return_token_ids``) and the same text = nothing lost, nothing twice (the sampled ones too,
+as randomness is keyed by position). Printed: client-visible errors, identity, tokens, the longest
+gap between stream chunks, and the time added by the fault. Every answer must be identical: any
+that is not (a client error included) is named on stderr and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -20,15 +21,18 @@ import argparse
 import json
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 
+from clients.bench.identity import token_difference
 from clients.bench.link import Outage
 from clients.bench.relay import LinkSpec
 from clients.bench.testbed import Process, RelayThread
@@ -37,6 +41,7 @@ from clients.procs import free_port, wait_healthy
 MODEL = "SmolLM2-135M-Instruct"
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
 FAULT_AT_S = 1.5
+FAULTS = ("kill", "sigstop", "outage", "reset")
 
 
 @dataclass
@@ -47,12 +52,93 @@ class Outcome:
     seconds: float
     max_gap_s: float
     error: str | None
+    token_ids: list[int] | None = None  # the output token ids (``return_token_ids``); None: none came
+
+
+def difference(reference: Outcome, got: Outcome) -> str | None:
+    """Why ``got`` is not the no-fault answer, in words; None when it is identical."""
+    if reference.status != 200 or reference.error is not None or reference.token_ids is None:
+        return f"the no-fault answer itself failed: {failure(reference) or 'no token ids'}"
+    if (why := failure(got)) is not None:
+        return why
+    if got.token_ids is None:
+        return "no token ids in the answer (return_token_ids)"
+    if (why := token_difference(reference.token_ids, got.token_ids)) is not None:
+        return why
+    if got.text != reference.text:
+        return "the same token ids, a different text"
+    return None
+
+
+def failure(o: Outcome) -> str | None:
+    """The client-visible error of an answer, if any."""
+    if o.status != 200:
+        return f"HTTP {o.status}: {o.error}"
+    return f"error: {o.error}" if o.error is not None else None
+
+
+class Requests:
+    """The matrix's chat completion to the edge, whole or streamed, with its output token ids."""
+
+    def __init__(self, http: httpx.Client, max_tokens: int) -> None:
+        self.http = http
+        self.max_tokens = max_tokens
+
+    def body(self, sampled: bool, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": MODEL, "messages": PROMPT, "max_tokens": self.max_tokens,
+                                "temperature": 0.8 if sampled else 0.0, "stream": stream, "return_token_ids": True}
+        if sampled:
+            body["seed"] = 11
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+        return body
+
+    def full(self, body: dict[str, Any], t0: float) -> Outcome:
+        r = self.http.post("/v1/chat/completions", json=body)
+        took = time.perf_counter() - t0
+        if r.status_code != 200:
+            return Outcome(r.status_code, "", 0, took, took, r.text[:200])
+        obj = r.json()
+        choice = obj["choices"][0]
+        return Outcome(200, choice["message"]["content"], obj["usage"]["completion_tokens"], took, took, None,
+                       choice.get("token_ids"))
+
+    def stream(self, body: dict[str, Any], t0: float) -> Outcome:
+        parts: list[str] = []
+        token_ids: list[int] | None = None
+        tokens, gap, last, error = 0, 0.0, t0, None
+        with self.http.stream("POST", "/v1/chat/completions", json=body) as r:
+            if r.status_code != 200:
+                return Outcome(r.status_code, "", 0, time.perf_counter() - t0, 0.0, r.read().decode()[:200])
+            for line in r.iter_lines():
+                if not line.startswith("data: ") or line == "data: [DONE]":
+                    continue
+                now = time.perf_counter()
+                gap, last = max(gap, now - last), now
+                obj = json.loads(line[6:])
+                if "error" in obj:
+                    error = obj["error"]["message"]
+                    continue
+                if obj.get("usage"):
+                    tokens = obj["usage"]["completion_tokens"]
+                for choice in obj["choices"]:
+                    parts.append(choice["delta"].get("content") or "")
+                    if choice.get("token_ids") is not None:
+                        token_ids = [*(token_ids or []), *choice["token_ids"]]
+        return Outcome(200, "".join(parts), tokens, time.perf_counter() - t0, gap, error, token_ids)
+
+
+class FaultRig(Protocol):
+    def fault(self, name: str) -> Callable[[], None]: ...
+
+    def ask(self, sampled: bool, stream: bool, fault: Callable[[], None] | None) -> Outcome: ...
+
+    def stop(self) -> None: ...
 
 
 class Rig:
     def __init__(self, logs: Path, max_tokens: int) -> None:
         self.logs = logs
-        self.max_tokens = max_tokens
         self.port = free_port()
         self.verifier = self._start_verifier(1)
         self.relay = RelayThread(LinkSpec(), self.port)
@@ -63,6 +149,7 @@ class Rig:
                             logs / "edge.log", None)
         self.edge_url = f"http://127.0.0.1:{edge_port}"
         wait_healthy(self.edge_url, self.edge.proc, "edge")
+        self.requests = Requests(httpx.Client(base_url=self.edge_url, timeout=300), max_tokens)
         self.restarts = 1
 
     def _start_verifier(self, n: int) -> Process:
@@ -72,11 +159,18 @@ class Rig:
         return proc
 
     def stop(self) -> None:
+        self.requests.http.close()
         self.edge.stop()
         self.relay.stop()
         self.verifier.stop()
 
     # ---- faults ----
+    def fault(self, name: str) -> Callable[[], None]:
+        if name not in FAULTS:
+            raise ValueError(f"unknown fault {name!r}: one of {', '.join(FAULTS)}")
+        fault: Callable[[], None] = getattr(self, name)
+        return fault
+
     def kill(self) -> None:
         self.verifier.proc.kill()
         self.verifier.proc.wait()
@@ -103,74 +197,46 @@ class Rig:
 
     # ---- requests ----
     def ask(self, sampled: bool, stream: bool, fault: Callable[[], None] | None) -> Outcome:
-        body: dict[str, object] = {"model": MODEL, "messages": PROMPT, "max_tokens": self.max_tokens,
-                                   "temperature": 0.8 if sampled else 0.0, "stream": stream}
-        if sampled:
-            body["seed"] = 11
-        if stream:
-            body["stream_options"] = {"include_usage": True}
+        body = self.requests.body(sampled, stream)
         injector = threading.Timer(FAULT_AT_S, fault) if fault else None
         t0 = time.perf_counter()
         if injector:
             injector.start()
         try:
-            return self._stream(body, t0) if stream else self._full(body, t0)
+            return self.requests.stream(body, t0) if stream else self.requests.full(body, t0)
         finally:
             if injector:
                 injector.join()
 
-    def _full(self, body: dict[str, object], t0: float) -> Outcome:
-        r = httpx.post(f"{self.edge_url}/v1/chat/completions", json=body, timeout=300)
-        took = time.perf_counter() - t0
-        if r.status_code != 200:
-            return Outcome(r.status_code, "", 0, took, took, r.text[:200])
-        obj = r.json()
-        return Outcome(200, obj["choices"][0]["message"]["content"], obj["usage"]["completion_tokens"], took, took,
-                       None)
 
-    def _stream(self, body: dict[str, object], t0: float) -> Outcome:
-        parts: list[str] = []
-        tokens, gap, last, error = 0, 0.0, t0, None
-        with httpx.stream("POST", f"{self.edge_url}/v1/chat/completions", json=body, timeout=300) as r:
-            if r.status_code != 200:
-                return Outcome(r.status_code, "", 0, time.perf_counter() - t0, 0.0, r.read().decode()[:200])
-            for line in r.iter_lines():
-                if not line.startswith("data: ") or line == "data: [DONE]":
-                    continue
-                now = time.perf_counter()
-                gap, last = max(gap, now - last), now
-                obj = json.loads(line[6:])
-                if "error" in obj:
-                    error = obj["error"]["message"]
-                    continue
-                if obj.get("usage"):
-                    tokens = obj["usage"]["completion_tokens"]
-                for choice in obj["choices"]:
-                    parts.append(choice["delta"].get("content") or "")
-        return Outcome(200, "".join(parts), tokens, time.perf_counter() - t0, gap, error)
-
-
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, start_rig: Callable[[Path, int], FaultRig] = Rig) -> int:
+    """Run the matrix; 1 when any answer is not identical to the no-fault one (each named on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--faults", default="kill,sigstop,outage,reset")
+    parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--max-tokens", type=int, default=96)
     args = parser.parse_args(argv)
+    names = [n for n in args.faults.split(",") if n]
+    if unknown := [n for n in names if n not in FAULTS]:
+        parser.error(f"unknown fault(s) {', '.join(unknown)}: choose from {', '.join(FAULTS)}")
     logs = Path(tempfile.mkdtemp(prefix="tandem-faults-"))
-    rig = Rig(logs, args.max_tokens)
+    rig = start_rig(logs, args.max_tokens)
     rows = []
+    failures: list[str] = []
     try:
         references = {sampled: rig.ask(sampled, False, None) for sampled in (False, True)}
-        for name in args.faults.split(","):
-            fault = getattr(rig, name)
+        for name in names:
+            fault = rig.fault(name)
             for sampled in (False, True):
                 for stream in (True, False):
                     ref = references[sampled]
                     got = rig.ask(sampled, stream, fault)
-                    same = got.text == ref.text
-                    rows.append((name, "sampled" if sampled else "greedy", "stream" if stream else "full",
-                                 got.error or ("" if got.status == 200 else f"HTTP {got.status}"), same,
-                                 f"{got.tokens}/{ref.tokens}", f"{got.max_gap_s:.1f}" if stream else "-",
-                                 f"{got.seconds - ref.seconds:+.1f}"))
+                    request = (name, "sampled" if sampled else "greedy", "stream" if stream else "full")
+                    why = difference(ref, got)
+                    if why is not None:
+                        failures.append(f"{' '.join(request)}: {why}")
+                    rows.append((*request, got.error or ("" if got.status == 200 else f"HTTP {got.status}"),
+                                 "yes" if why is None else "NO", f"{got.tokens}/{ref.tokens}",
+                                 f"{got.max_gap_s:.1f}" if stream else "-", f"{got.seconds - ref.seconds:+.1f}"))
                     print(" | ".join(str(c) for c in rows[-1]), flush=True)
     finally:
         rig.stop()
@@ -180,7 +246,10 @@ def main(argv: list[str] | None = None) -> None:
         print("| " + " | ".join(str(c) if c != "" else "none" for c in row) + " |")
     print(f"\nlogs: {logs}\nreproduce: .venv/bin/python -m clients.faults --faults {args.faults} "
           f"--max-tokens {args.max_tokens}")
+    for line in failures:
+        print(f"LOSSLESS CHECK FAILED: {line}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

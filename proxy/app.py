@@ -214,7 +214,8 @@ async def _sse(
                 if content or deltas:
                     yield data(dump(builder.chunk(content or None, index=ev.index, calls=deltas), include_usage))
                 reason = tool_finish_reason(calls[ev.index].called, ev.finish_reason)
-                yield data(dump(builder.chunk(None, reason, stats=ev.stats, index=ev.index), include_usage))
+                yield data(dump(builder.chunk(None, reason, stats=ev.stats, index=ev.index,
+                                              token_ids=ev.token_ids), include_usage))
                 finished.append(ev)
         if include_usage and finished:
             yield data(dump(builder.usage_chunk(finished)))

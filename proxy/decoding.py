@@ -57,8 +57,8 @@ class GenerationStats:
     verify_compute_s: float = 0.0  # cloud compute reported by the verifier
     bytes_up: int = 0
     bytes_down: int = 0
-    paths: list[str] = field(default_factory=list)  # mode auto: the paths that served it, in order
-    why: str = ""  # mode auto: the estimates behind the last choice
+    paths: list[str] = field(default_factory=list)  # the paths that served it, in order (a resume adds one)
+    why: str = ""  # mode auto: the estimates behind the last choice; a forced mode: that mode
     cloud_losses: int = 0  # times the verifier was lost during the request (each one resumed or fell back)
     degraded: bool = False  # the draft model continued alone: the tokens from then on are unverified
     degraded_reason: str = ""
@@ -68,6 +68,11 @@ class GenerationStats:
     #: when the request asked for logprobs: the target's, one per token the loops yielded, in order
     #: (None for a token the draft model produced alone); the loops extend it before each yield
     logprobs: list[TokenLogprob | None] | None = None
+
+    def took(self, path: str, why: str) -> None:
+        """A forced mode's path (mode auto chooses and explains its own in ``adaptive_loop``)."""
+        self.paths.append(path)
+        self.why = why
 
     def record_logprobs(self, entries: Sequence[TokenLogprob | None]) -> None:
         if self.logprobs is not None:
@@ -173,6 +178,7 @@ async def speculative_loop(
     round_log: RoundLog | None = None,
     estimates: LinkEstimates | None = None,
     round_timeout_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> AsyncGenerator[list[int], None]:
     """Speculative decoding over the verifier channel, by ``req.policy``: stop-and-wait, or
     pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
@@ -180,10 +186,11 @@ async def speculative_loop(
     appended to it; with link estimates, every round's timings and every draft time feed them.
     With ``req.tuning`` the rounds are cut by the tuner's current thresholds, measured in
     segments of verified tokens; with ``req.upload`` a round drafted while nothing is in flight
-    goes up in batches as its tokens are drafted (the batch sizes planned by PipeSD's DP)."""
+    goes up in batches as its tokens are drafted (the batch sizes planned by PipeSD's DP).
+    ``clock`` (seconds) times the draft calls, round trips, waits and upload batches."""
     tuning, upload = req.tuning, req.upload
     trigger = req.trigger
-    clock = SegmentClock(tuning) if tuning is not None else None
+    segments = SegmentClock(tuning) if tuning is not None else None
     features = round_log is not None or bool(trigger and trigger.needs_features)
     dsampling = _draft_sampling(req, proposal_support, features)
     policy = req.policy
@@ -203,16 +210,16 @@ async def speculative_loop(
 
     async def send_up(frame: Awaitable[None], size: int) -> None:
         """Send a frame of ``size`` draft tokens; with a planned upload, its hand-off time feeds the plan."""
-        t0 = time.perf_counter()
+        t0 = clock()
         await frame
         if upload is not None and size:
-            upload.fit.add_batch(size, time.perf_counter() - t0)
+            upload.fit.add_batch(size, clock() - t0)
         stats.upload_batches += 1
 
     def apply(answer: Verified | Stale) -> list[int]:
         nonlocal nothing_at
         applied = state.apply(answer)
-        trip = time.perf_counter() - sent_at.pop(answer.seq)
+        trip = clock() - sent_at.pop(answer.seq)
         stats.round_trip_s += trip
         nothing_at = None
         if applied.stale:
@@ -235,9 +242,9 @@ async def speculative_loop(
         stats.bytes_up, stats.bytes_down = session.bytes_up, session.bytes_down
         if stats.logprobs is not None and applied.verified:
             stats.record_logprobs(verified_logprobs(answer, applied.verified))
-        if clock is not None and applied.verified:
-            clock.verified(len(applied.verified), time.perf_counter(), estimates.rtt_s.value if estimates else None,
-                           estimates.alpha if estimates and estimates.rounds else None, search)
+        if segments is not None and applied.verified:
+            segments.verified(len(applied.verified), clock(), estimates.rtt_s.value if estimates else None,
+                              estimates.alpha if estimates and estimates.rounds else None, search)
         return applied.verified
 
     try:
@@ -250,9 +257,9 @@ async def speculative_loop(
                 and not (state.ahead and tokens[-1] in req.stop_token_ids)
             action = policy.next_action(state, can_draft)
             if action is Action.DRAFT:
-                t0 = time.perf_counter()
+                t0 = clock()
                 token = await _in_thread(drafter.draft, list(tokens), dsampling)
-                elapsed = time.perf_counter() - t0
+                elapsed = clock() - t0
                 stats.draft_s += elapsed
                 if estimates is not None and token is not None and drafted_before:  # the first evaluates the prompt too
                     estimates.observe_draft(elapsed)
@@ -277,16 +284,16 @@ async def speculative_loop(
                 sent = state.take_round(allow_empty=True)
                 if sent is None:
                     raise RuntimeError("the pipeline policy asked to send with nothing to send")
-                sent_at[sent.seq] = time.perf_counter()
+                sent_at[sent.seq] = clock()
                 if len(state.inflight) == 1 and sent_before:  # the first one's trip includes the session's prefill
                     alone.add(sent.seq)
                 sent_before = True
                 await send_up(session.send(sent, uploaded), len(sent.drafts) - uploaded)
                 uploaded = 0
             else:
-                t0 = time.perf_counter()
+                t0 = clock()
                 answer = await session.next(round_timeout_s)
-                stats.verify_wait_s += time.perf_counter() - t0
+                stats.verify_wait_s += clock() - t0
                 if new := apply(answer):
                     yield new
     finally:

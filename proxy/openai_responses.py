@@ -154,11 +154,13 @@ class LogprobsView:
                             text_offset=offsets)
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(_Sparse):
     index: int = 0
     message: ChatMessageOut
     logprobs: ChatLogprobs | None = None
     finish_reason: str
+    token_ids: list[int] | None = None  # vLLM's extension (``return_token_ids``): the output token ids
+    omitted_when_none = ("token_ids",)
 
 
 class ChatDelta(_Sparse):
@@ -170,18 +172,22 @@ class ChatDelta(_Sparse):
     omitted_when_none = ("role", "content", "tool_calls")
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(_Sparse):
     index: int = 0
     delta: ChatDelta
     logprobs: ChatLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | None = None  # ``return_token_ids``: all of the choice's, on its last chunk
+    omitted_when_none = ("token_ids",)
 
 
-class TextChoice(BaseModel):
+class TextChoice(_Sparse):
     index: int = 0
     text: str
     logprobs: TextLogprobs | None = None
     finish_reason: str | None = None
+    token_ids: list[int] | None = None  # ``return_token_ids`` (a stream: all of them, on the choice's last chunk)
+    omitted_when_none = ("token_ids",)
 
 
 class _Object(BaseModel):
@@ -241,6 +247,10 @@ def dump(obj: BaseModel, include_usage: bool = True) -> dict[str, Any]:
     return body
 
 
+def _ids_of(token_ids: Sequence[int] | None) -> list[int] | None:
+    return list(token_ids) if token_ids is not None else None
+
+
 @dataclass
 class ChoiceResult:
     """One choice of a whole (not streamed) response; ``tool_calls`` when the model made calls
@@ -295,20 +305,23 @@ class ResponseBuilder:
                 ChatChoice(index=i, message=ChatMessageOut(
                     content=c.text, tool_calls=[ToolCallOut.model_validate(t) for t in c.tool_calls]
                     if c.tool_calls else None), logprobs=self._chat_logprobs(c.entries),
-                    finish_reason=c.finish_reason) for i, c in enumerate(choices)])
+                    finish_reason=c.finish_reason, token_ids=_ids_of(c.finished.token_ids))
+                for i, c in enumerate(choices)])
         text_choices = []
         for i, c in enumerate(choices):
             self._offsets[i] = 0 if self.echo_entries else len(self.echo)
             text = c.text or ""
             text_choices.append(TextChoice(index=i, text=self.echo + text, finish_reason=c.finish_reason,
-                                           logprobs=self._text_logprobs([*self.echo_entries, *c.entries], text, i)))
+                                           logprobs=self._text_logprobs([*self.echo_entries, *c.entries], text, i),
+                                           token_ids=_ids_of(c.finished.token_ids)))
         return TextCompletion(**ids, usage=usage, tandem=stats, choices=text_choices)
 
     def chunk(self, text: str | None, finish: str | None = None, first: bool = False,
               stats: Stats | None = None, degraded: bool = False, entries: Sequence[TokenEntry] = (),
-              index: int = 0, calls: Sequence[CallDelta] = ()) -> Chunk:
+              index: int = 0, calls: Sequence[CallDelta] = (), token_ids: Sequence[int] | None = None) -> Chunk:
         """A stream chunk; one of degraded output says so (``tandem.degraded``, the fingerprint).
-        The first chunk of an echoed completion carries the prompt."""
+        The first chunk of an echoed completion carries the prompt; ``token_ids``: a choice's
+        output token ids (its last chunk, when the request asked)."""
         degraded = degraded or bool(stats and stats.get("degraded"))
         tandem: Stats | None = stats
         if tandem is None and degraded:
@@ -318,13 +331,14 @@ class ResponseBuilder:
                               tool_calls=[ToolCallDeltaOut.of(d) for d in calls] if calls else None)
             return ChatCompletionChunk(**self._ids(degraded), tandem=tandem, choices=[
                 ChatChunkChoice(index=index, delta=delta, logprobs=self._chat_logprobs(entries),
-                                finish_reason=finish)])
+                                finish_reason=finish, token_ids=_ids_of(token_ids))])
         text = (self.echo if first else "") + (text or "")
         if first and self.echo_entries:
             entries = [*self.echo_entries, *entries]
         return TextCompletion(**self._ids(degraded), tandem=tandem,
                               choices=[TextChoice(index=index, text=text, finish_reason=finish,
-                                                  logprobs=self._text_logprobs(entries, text, index))])
+                                                  logprobs=self._text_logprobs(entries, text, index),
+                                                  token_ids=_ids_of(token_ids))])
 
     def usage_chunk(self, finished: Sequence[Finished]) -> Chunk:
         """The final chunk of a stream with include_usage: no choices, the usage of them all."""

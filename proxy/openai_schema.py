@@ -199,6 +199,9 @@ class SamplingFields(_Open):
     top_k: int | None = Field(None, ge=-1, description="-1 or 0: off")
     min_p: float | None = Field(None, ge=0.0, le=1.0)
     min_tokens: int | None = Field(None, ge=0)
+    return_token_ids: bool | None = Field(
+        None, description="each choice carries its output token ids (`token_ids`); a stream sends them on the "
+        "choice's last chunk")
     tandem: TandemOptions | None = None
     # no effect on generation: accepted
     user: str | dict[str, Any] | None = None

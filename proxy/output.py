@@ -38,6 +38,7 @@ class Finished:
     stats: Stats
     index: int = 0  # the choice it ends (n > 1)
     cumulative_logprob: float | None = None  # the sum of the output tokens' target logprobs, when computed
+    token_ids: tuple[int, ...] | None = None  # the output tokens (those counted), when the request asked
 
     @property
     def degraded(self) -> bool:

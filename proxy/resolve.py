@@ -45,6 +45,7 @@ class PreparedRequest:
     n: int = 1  # choices returned
     best_of: int = 1  # choices generated (completions: the n with the highest cumulative logprob are returned)
     show_logprobs: bool = False  # the client asked for logprobs (best_of computes them anyway)
+    token_ids: bool = False  # the client asked for each choice's output token ids (return_token_ids)
 
     @property
     def generations(self) -> int:
@@ -280,4 +281,4 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     elif mode == "auto" and seeded_sample:
         mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently
     return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list(), tools=tools, n=req.n or 1, best_of=best_of,
-                           show_logprobs=req.logprobs_wanted() is not None)
+                           show_logprobs=req.logprobs_wanted() is not None, token_ids=bool(req.return_token_ids))

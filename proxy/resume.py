@@ -19,6 +19,7 @@ request that finds it open does not try, and under ``wait`` continues on the dra
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from typing import Literal
 from proxy.breaker import CircuitBreaker, backoff_s
 from proxy.decoding import GenerationRequest, GenerationStats
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+
+log = logging.getLogger(__name__)
 
 CloudLossPolicy = Literal["wait", "draft", "fail"]
 Loop = AsyncGenerator[list[int], None]
@@ -80,6 +83,8 @@ async def resumable(
                     raise
                 breaker.failed(clock())
                 stats.cloud_losses += 1
+                log.warning("verifier lost", extra={"tokens_so_far": len(produced), "loss": stats.cloud_losses,
+                                                    "error": str(exc)})
                 loss = exc
             finally:
                 await loop.aclose()

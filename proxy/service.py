@@ -199,6 +199,7 @@ class EdgeService:
         emitter = TextEmitter(self.tokenizer, gen.max_tokens, gen.stop_token_ids, prep.stop)
         pending: list[TokenEntry] = []  # logprobs of output tokens whose text is still held back
         cumulative: float | None = 0.0 if stats.logprobs is not None else None  # None once a token has none
+        output_ids: list[int] | None = [] if prep.token_ids else None  # the tokens ``emitter.produced`` counts
         t0 = time.perf_counter()
         ttft: float | None = None
         try:
@@ -209,6 +210,8 @@ class EdgeService:
                 async for new in tokens:
                     for token in new:
                         text, is_output = emitter.push_one(token)
+                        if output_ids is not None and len(output_ids) < emitter.produced:
+                            output_ids.append(token)
                         if is_output and stats.logprobs is not None:
                             entry = stats.logprobs[consumed]
                             pending.append((token, entry))
@@ -236,7 +239,8 @@ class EdgeService:
         self.metrics.finished(out, emitter.finish_reason, emitter.produced,
                               ttft if ttft is not None else (elapsed if tail else None), elapsed)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
-        yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative)
+        yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative,
+                       tuple(output_ids) if output_ids is not None else None)
 
     async def prompt_entries(self, prep: PreparedRequest, top_logprobs: int) -> list[TokenEntry]:
         """The target's logprobs of the prompt's tokens (completions' echo with logprobs); the first
@@ -255,6 +259,7 @@ class EdgeService:
         """The decoding loop of the request's mode, resumed or continued on the draft model when
         the verifier is lost (``proxy.resume``); a drafter leased for its lifetime if it needs one."""
         if mode == "draft":
+            stats.took("draft", "mode draft")
             return draft_loop(gen, await stack.enter_async_context(self.drafters.lease()), stats)
         drafter: Drafter | None = None
         if mode != "cloud":
@@ -263,8 +268,10 @@ class EdgeService:
         def cloud(req: GenerationRequest) -> Loop:
             estimates = self.estimates[req.whole_rows]
             if mode == "cloud" or drafter is None:
+                stats.took("cloud", f"mode {mode}")
                 return cloud_loop(req, self.client, stats, estimates)
             if mode == "speculative":
+                stats.took("pipelined" if req.policy.draft_while_waiting else "stop_and_wait", "mode speculative")
                 return speculative_loop(req, drafter, self.channel, stats, self.settings.proposal_support,
                                         self.round_log, estimates, self.settings.round_timeout_s)
             return adaptive_loop(req, drafter, self.channel, self.client, stats, self.settings.proposal_support,

@@ -338,3 +338,28 @@ def next_round(engine: VerifierEngine, session_id: str, drafts: list[int] | tupl
     s = engine.session(session_id)
     qs: list[SparseDist | None] = list(proposals) if proposals else [None] * len(drafts)
     return encode_round(0, 1, s.epoch, len(s.committed), [DraftToken(t, q) for t, q in zip(drafts, qs, strict=True)])
+
+
+class FakeClock:
+    """A clock in seconds to inject into the code under test: it moves only when the test (or a
+    fake backend or drafter of the test) moves it, so timings come out exact."""
+
+    def __init__(self, now: float = 0.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Let the event loop run until ``condition`` holds. The timeout only ends a hang: tests wait
+    for what happened, never for a time to pass."""
+
+    async def poll() -> None:
+        while not condition():
+            await asyncio.sleep(0.001)
+
+    try:
+        await asyncio.wait_for(poll(), timeout_s)
+    except TimeoutError:
+        raise AssertionError(f"what the test waits for did not happen within {timeout_s:g} s") from None

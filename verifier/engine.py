@@ -160,8 +160,10 @@ class JobResult:
 class VerifierEngine:
     def __init__(self, backend: TargetBackend, session_ttl_s: float, max_sessions: int,
                  scheduling: SchedulingConfig | None = None, estimator: VerifyTimeEstimator | None = None,
-                 grammars: GrammarCompiler | None = None) -> None:
+                 grammars: GrammarCompiler | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: seconds, the scheduler's and the sessions' (deadlines, pass times, idle time)."""
         self.backend = backend
+        self._clock = clock
         self.grammars = grammars  # None: no tokenizer known, sessions with a grammar are refused
         self._ttl = session_ttl_s
         self._max_sessions = max_sessions
@@ -170,7 +172,8 @@ class VerifierEngine:
         self._closing: set[asyncio.Future[None]] = set()  # live sessions being ended in the backend
         self.scheduler = BatchScheduler(
             backend, estimator or VerifyTimeEstimator(),
-            Budget(self._config.max_batch_tokens, self._config.max_batch_rounds), self._config.max_queue_delay_s)
+            Budget(self._config.max_batch_tokens, self._config.max_batch_rounds), self._config.max_queue_delay_s,
+            clock)
         self.stats = EngineStats()
         #: told of every scored round (drafted, accepted) and every prompt prefill (seconds): the metrics
         self.on_round: Callable[[int, int], None] | None = None
@@ -221,7 +224,7 @@ class VerifierEngine:
             else:
                 future.set_result(JobResult(logits, job.compute_s, job.queue_s))
 
-        job = Job(session.state, tokens, logits_rows, time.monotonic() + deadline_s, value, done, session.whole_rows)
+        job = Job(session.state, tokens, logits_rows, self._clock() + deadline_s, value, done, session.whole_rows)
         try:
             self.scheduler.submit(job, admit_always)
         except Overloaded as exc:
@@ -283,8 +286,8 @@ class VerifierEngine:
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
                           output_start=req.output_index(), processing=req.sampling.processing(),
                           logprobs=req.logprobs, constraint=constraint,
-                          last_used=time.monotonic(), whole_rows=bool(short))
-        t0 = time.monotonic()
+                          last_used=self._clock(), whole_rows=bool(short))
+        t0 = self._clock()
         try:
             if isinstance(self.backend, LiveRoute):
                 session.route_note = self.backend.live_refusal(req.sampling, len(req.prompt_token_ids),
@@ -297,7 +300,7 @@ class VerifierEngine:
             self._release_when_idle(session)
             raise
         if self.on_prefill is not None:
-            self.on_prefill(time.monotonic() - t0)
+            self.on_prefill(self._clock() - t0)
         self._sessions[sid] = session
         self.stats.sessions_created += 1
         self.stats.live_sessions_created += int(session.live is not None)
@@ -342,11 +345,11 @@ class VerifierEngine:
         ``on_chunk(start, result)``: every chunk asks for the logits of all its rows and hands
         them over as it finishes (prompt scoring; one chunk's rows in memory at a time)."""
         chunk = self._config.prefill_chunk
-        deadline_at = time.monotonic() + session.slo.ttft_ms / 1000
+        deadline_at = self._clock() + session.slo.ttft_ms / 1000
         for start in range(0, len(prefix), chunk):
             tokens = prefix[start:start + chunk]
             future = self._submit(session, tokens, len(tokens) if on_chunk is not None else 0,
-                                  max(0.0, deadline_at - time.monotonic()), value=1.0, admit_always=start > 0)
+                                  max(0.0, deadline_at - self._clock()), value=1.0, admit_always=start > 0)
             try:
                 result = await asyncio.shield(future)
             except Exception as exc:  # the backend failed (cancellation is no Exception: it propagates)
@@ -384,7 +387,7 @@ class VerifierEngine:
         async with session.lock:
             if session.released:
                 raise EngineError(404, f"session {session_id!r} ended", "session_not_found")
-            session.last_used = time.monotonic()
+            session.last_used = self._clock()
             if r.epoch < session.epoch:
                 self.stats.stale_rounds += 1
                 return None
@@ -575,7 +578,7 @@ class VerifierEngine:
         session = Session(session_id="prompt-logprobs", sampling=SamplingParams(), slo=LatencyTargets.of(
             None, self._config), state=self.backend.new_state(), committed=list(tokens), prompt_tokens=len(tokens),
             output_start=len(tokens), processing=LogitsProcessing(), logprobs=None, constraint=None,
-            last_used=time.monotonic())
+            last_used=self._clock())
         out: list[TokenLogprobs] = []
         compute_s = 0.0
 
@@ -600,7 +603,7 @@ class VerifierEngine:
         return True
 
     def expire_idle(self) -> int:
-        now = time.monotonic()
+        now = self._clock()
         stale = [s.session_id for s in self._sessions.values()
                  if now - s.last_used > self._ttl and not s.lock.locked() and not s.in_flight]
         for sid in stale:

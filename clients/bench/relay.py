@@ -2,7 +2,9 @@
 
 Each accepted connection gets two pumps (up: client->server, down: server->client). A pump
 reads chunks (at most ``segment`` bytes), asks the link model when each arrives, and a
-writer delivers them at that time. Byte counters per direction serve the benchmark.
+writer delivers them at that time. Byte counters per direction serve the benchmark. The link's
+time (``clock``) and its waits (``sleep``) are the event loop's unless given: a test passes its
+own pair to check the delays the relay decides without waiting them out.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from clients.bench.link import Direction, DirectionSpec, Outage
@@ -42,6 +46,8 @@ class LinkRelay:
     listen_port: int = 0
     segment: int = 16384
     counters: Counters = field(default_factory=Counters)
+    clock: Callable[[], float] = time.monotonic  # seconds, the clock asyncio's event loop keeps
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep  # a wait of that many seconds on it
 
     def __post_init__(self) -> None:
         self._server: asyncio.base_events.Server | None = None
@@ -58,7 +64,8 @@ class LinkRelay:
         return int(self._server.sockets[0].getsockname()[1])
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time() - self._t0
+        """Seconds since the link's time zero."""
+        return self.clock() - self._t0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._handle, self.listen_host, self.listen_port)
@@ -66,7 +73,7 @@ class LinkRelay:
 
     def restart_clock(self) -> None:
         """Make now the link's time zero (schedules and outages count from here)."""
-        self._t0 = asyncio.get_running_loop().time()
+        self._t0 = self.clock()
         self._up = Direction(self.spec.up, self.spec.outages, self.spec.seed)
         self._down = Direction(self.spec.down, self.spec.outages, self.spec.seed + 1)
         if self._reset_task is not None:
@@ -87,7 +94,7 @@ class LinkRelay:
 
     async def _reset_on_outages(self) -> None:
         for outage in sorted(self.spec.outages, key=lambda o: o.start_s):
-            await asyncio.sleep(max(0.0, outage.start_s - self.now()))
+            await self.sleep(max(0.0, outage.start_s - self.now()))
             for w in list(self._writers):
                 w.transport.abort()
 
@@ -124,7 +131,7 @@ class LinkRelay:
                 at, data = item
                 wait = at - self.now()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    await self.sleep(wait)
                 writer.write(data)
                 await writer.drain()
                 if name == "up":

@@ -76,6 +76,10 @@ def test_stall_and_restart_mid_stream_resume_losslessly(restartable: dict[str, S
 
     port = int(restartable["verifier"].url.rsplit(":", 1)[1])
     faults: list[str] = []
+    edge_log = restartable["edge"].log
+
+    def losses_logged() -> int:
+        return edge_log.read_text(errors="replace").count('"msg": "verifier lost"')
 
     def thaw(pid: int) -> None:
         time.sleep(4)
@@ -88,6 +92,7 @@ def test_stall_and_restart_mid_stream_resume_losslessly(restartable: dict[str, S
             threading.Thread(target=thaw, args=(ver.proc.pid,), daemon=True).start()
             faults.append("stopped")
         elif n == 30:
+            faults.append(f"stall losses {losses_logged()}")  # the frozen verifier missed the round deadline
             ver.proc.kill()
             ver.proc.wait()
             faults.append("killed")
@@ -98,10 +103,13 @@ def test_stall_and_restart_mid_stream_resume_losslessly(restartable: dict[str, S
                                                logs_dir / "restart-verifier-2.log", port=port)
 
     events = stream_chat(edge, body, on_chunk)
-    assert faults == ["stopped", "killed"]
+    assert faults[0] == "stopped" and faults[2] == "killed"
+    stall_losses = int(faults[1].rsplit(" ", 1)[1])
+    assert stall_losses >= 1, "the planned stall never made the edge lose the verifier"
     assert content_of(events) == expected  # nothing lost, nothing twice
     final = events[-1]["tandem"]
-    assert isinstance(final, dict) and final["cloud_losses"] >= 2 and "degraded" not in final
+    assert isinstance(final, dict) and final["cloud_losses"] == losses_logged() > stall_losses  # the kill lost it too
+    assert "degraded" not in final and final["path"].count("pipelined") == final["cloud_losses"] + 1
     assert all("degraded" not in (e.get("tandem") or {}) for e in events)
     # the restarted verifier holds no session once the request is over
     stats = httpx.get(f"{restartable['verifier'].url}/v1/stats").json()

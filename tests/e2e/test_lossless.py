@@ -79,19 +79,44 @@ def target_greedy(ref: tuple[Tokenizer, ChatTemplate, AutoModelForCausalLM], pro
     return tok.token_bytes(new).decode("utf-8", "replace"), len(new)
 
 
-def edge_greedy(edge: Server, prompt: str, fields: dict[str, Any] | None = None, **tandem: object) -> tuple[str, int]:
+def edge_reply(edge: Server, prompt: str, fields: dict[str, Any] | None = None,
+               **tandem: object) -> tuple[tuple[str, int], dict[str, Any]]:
+    """The edge's greedy answer as (text, completion tokens), and its ``tandem`` object."""
     client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
     extra = {**(fields or {}), **({"tandem": tandem} if tandem else {})}
     r = client.chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": prompt}], temperature=0, max_tokens=MAX_TOKENS,
         extra_body=extra or None)
-    assert r.usage is not None
-    return r.choices[0].message.content or "", r.usage.completion_tokens
+    assert r.usage is not None and r.model_extra is not None
+    return (r.choices[0].message.content or "", r.usage.completion_tokens), r.model_extra["tandem"]
 
 
+def edge_greedy(edge: Server, prompt: str, fields: dict[str, Any] | None = None, **tandem: object) -> tuple[str, int]:
+    return edge_reply(edge, prompt, fields, **tandem)[0]
+
+
+def assert_speculated(stats: dict[str, Any], path: str = "pipelined", rejected: bool = True) -> None:
+    """The request took the speculative path it was forced onto: rounds verified drafts (and,
+    where the test needs the rollback, some were rejected)."""
+    assert stats["mode"] == "speculative" and stats["path"] == path, stats
+    assert stats["rounds"] > 0 and stats["drafted"] > 0, stats
+    if rejected:
+        assert stats["rejections"] > 0 and stats["accepted"] < stats["drafted"], stats
+
+
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "stop_and_wait"])
 @pytest.mark.parametrize("prompt", PROMPTS)
-def test_speculative_greedy_equals_target_greedy(edge: Server, reference, prompt: str) -> None:  # type: ignore[no-untyped-def]
-    assert edge_greedy(edge, prompt) == target_greedy(reference, prompt)
+def test_speculative_greedy_equals_target_greedy(edge: Server, reference, prompt: str,  # type: ignore[no-untyped-def]
+                                                 pipeline: bool) -> None:
+    got, stats = edge_reply(edge, prompt, mode="speculative", pipeline=pipeline)
+    assert_speculated(stats, "pipelined" if pipeline else "stop_and_wait")
+    assert got == target_greedy(reference, prompt)
+
+
+def test_mode_auto_is_lossless_on_the_path_it_reports(edge: Server, reference) -> None:  # type: ignore[no-untyped-def]
+    got, stats = edge_reply(edge, PROMPTS[0])
+    assert stats["mode"] == "auto" and set(stats["path"].split(">")) <= {"pipelined", "stop_and_wait", "cloud"}
+    assert stats["why"] and got == target_greedy(reference, PROMPTS[0])
 
 
 @pytest.mark.parametrize(("fields", "prompt"), [
@@ -104,8 +129,11 @@ def test_greedy_with_penalties_bias_and_min_tokens_equals_transformers(  # type:
         edge: Server, reference, fields: dict[str, Any], prompt: str) -> None:
     want = target_greedy(reference, prompt, **fields)
     assert want != target_greedy(reference, prompt)  # the field changes this output
-    assert edge_greedy(edge, prompt, fields, mode="speculative") == want
-    assert edge_greedy(edge, prompt, fields, mode="cloud") == want
+    speculative, stats = edge_reply(edge, prompt, fields, mode="speculative")
+    assert_speculated(stats, rejected=False)
+    assert speculative == want
+    cloud, stats = edge_reply(edge, prompt, fields, mode="cloud")
+    assert stats["path"] == "cloud" and stats["drafted"] == 0 and cloud == want
 
 
 @pytest.mark.parametrize("mode", ["speculative", "cloud"])
@@ -151,8 +179,11 @@ def test_echo_with_logprobs_scores_the_prompt_with_the_target(edge: Server, refe
 
 def test_every_mode_and_gamma_gives_the_same_greedy_text(edge: Server) -> None:
     prompt = PROMPTS[2]
-    results = {edge_greedy(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)}
-    results |= {edge_greedy(edge, prompt, mode="speculative", gamma=4, confidence_threshold=c) for c in (0.0, 0.9, 1.0)}
+    replies = [edge_reply(edge, prompt, mode="speculative", gamma=g) for g in (1, 3, 7)]
+    replies += [edge_reply(edge, prompt, mode="speculative", gamma=4, confidence_threshold=c) for c in (0.0, 0.9, 1.0)]
+    for _, stats in replies:
+        assert_speculated(stats, rejected=False)
+    results = {got for got, _ in replies}
     results.add(edge_greedy(edge, prompt, mode="cloud"))
     assert len(results) == 1
 

@@ -253,15 +253,18 @@ def test_concurrent_requests_do_not_mix(edge: Server, verifier: Server) -> None:
 
     prompts = ["Name three colors.", "What is 2 plus 2?", "Say something about rivers.", "List two animals."]
 
-    def ask(p: str) -> str:
+    def ask(p: str, mode: str) -> tuple[str, int]:
         r = client(edge).chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": p}],
-                                                 temperature=0, max_tokens=20)
-        return r.choices[0].message.content or ""
+                                                 temperature=0, max_tokens=20, extra_body={"tandem": {"mode": mode}})
+        stats = r.model_extra["tandem"]  # type: ignore[index]
+        assert stats["path"] == ("cloud" if mode == "cloud" else "pipelined")
+        assert mode == "cloud" or (stats["rounds"] > 0 and stats["drafted"] > 0)
+        return r.choices[0].message.content or "", stats["drafted"]
 
-    sequential = [ask(p) for p in prompts]
-    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:
-        parallel = list(pool.map(ask, prompts))
-    assert parallel == sequential
+    sequential = [ask(p, "cloud")[0] for p in prompts]
+    with ThreadPoolExecutor(max_workers=len(prompts)) as pool:  # 4 requests on 2 draft slots
+        parallel = list(pool.map(lambda p: ask(p, "speculative"), prompts))
+    assert [text for text, _ in parallel] == sequential
     assert wait_sessions_zero(verifier) == 0
 
 

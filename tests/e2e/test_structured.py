@@ -73,12 +73,19 @@ def test_json_schema_greedy_is_the_targets_constrained_output(edge: Server, refe
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_sampled_json_object_parses(edge: Server, seed: int) -> None:
-    r = ask(edge, {"type": "json_object"}, temperature=0.8, seed=seed, max_completion_tokens=MAX_TOKENS)
+def test_sampled_json_object_parses(edge: Server, reference: Any, seed: int) -> None:  # noqa: F811
+    tok = reference[0]
+    r = ask(edge, {"type": "json_object"}, temperature=0.8, seed=seed, max_completion_tokens=MAX_TOKENS,
+            extra_body={"tandem": {"mode": "speculative"}})
+    text = r.choices[0].message.content or ""
+    assert r.model_extra and r.model_extra["tandem"]["drafted"] > 0
     if r.choices[0].finish_reason == "stop":
-        assert isinstance(json.loads(r.choices[0].message.content or ""), dict)
-    else:  # cut by max_tokens: a prefix of a JSON object
-        assert (r.choices[0].message.content or "").lstrip().startswith("{")
+        assert isinstance(json.loads(text), dict)
+    else:  # cut by max_tokens: a prefix of a JSON object, which the grammar engine still accepts
+        assert r.choices[0].finish_reason == "length" and r.usage and r.usage.completion_tokens == MAX_TOKENS
+        constraint = GrammarCompiler.of_tokenizer_file(default_target_dir() / "tokenizer.json").compile(
+            GrammarSpec.json_schema({"type": "object"}, sorted(tok.stop_token_ids)))
+        assert text.lstrip().startswith("{") and constraint.allowed(tok.encode(text, special=False)) is not None, text
 
 
 def test_a_schema_the_engine_rejects_is_400_naming_response_format(edge: Server) -> None:

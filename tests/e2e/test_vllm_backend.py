@@ -116,12 +116,16 @@ def test_info_says_sampled_drafts_are_verified(vllm_verifier: Server) -> None:
     assert info["backend"] == "vllm" and info["verifies_sampled"] is True
 
 
-def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server) -> None:
+@pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "stop_and_wait"])
+def test_speculative_greedy_equals_vllms_own_greedy(vllm_edge: Server, pipeline: bool) -> None:
     for prompt in PROMPTS:
         reference = chat(vllm_edge, prompt, temperature=0, extra_body={"tandem": {"mode": "cloud"}})
-        speculative = chat(vllm_edge, prompt, temperature=0, extra_body={"tandem": {"mode": "speculative"}})
+        assert reference.model_extra["tandem"]["path"] == "cloud"  # type: ignore[index]
+        speculative = chat(vllm_edge, prompt, temperature=0,
+                           extra_body={"tandem": {"mode": "speculative", "pipeline": pipeline}})
         stats = speculative.model_extra["tandem"]  # type: ignore[index]
-        assert stats["mode"] == "speculative" and stats["drafted"] > 0
+        assert stats["mode"] == "speculative" and stats["path"] == ("pipelined" if pipeline else "stop_and_wait")
+        assert stats["rounds"] > 0 and stats["drafted"] > 0 and stats["rejections"] > 0, (prompt, stats)
         assert stats["verifier_route"] == "live" and stats["live_rounds"] > 0 and stats["rows_rounds"] == 0
         assert speculative.choices[0].message.content == reference.choices[0].message.content, prompt
         assert speculative.usage.completion_tokens == reference.usage.completion_tokens  # type: ignore[union-attr]

@@ -1,21 +1,37 @@
-"""The edge's decoding loops against the real verifier engine, in memory (tests/harness.py)."""
+"""The edge's decoding loops against the real verifier engine, in memory (tests/harness.py).
+No assertion here reads the wall clock: overlap is counted in rounds out, times come from a
+clock the test holds, and threads are waited for by their own counts, never by sleeping."""
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
+from typing import cast
 
 import pytest
 
 from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
 from proxy.pipeline import PipelinePolicy
+from proxy.speculation import SentRound
 from proxy.tuning import ThresholdTuner
 from proxy.upload_plan import CostFit, UploadPlanner
-from tests.harness import EOS, BigramBackend, Harness, LinkFaults, ScriptedDrafter, V, greedy_continuation, start
+from proxy.verifier_channel import ChannelSession, VerifierChannel
+from tests.harness import (
+    EOS,
+    BigramBackend,
+    FakeClock,
+    Harness,
+    LinkFaults,
+    ScriptedDrafter,
+    V,
+    greedy_continuation,
+    start,
+    until,
+)
 from verifier.core.drafting import DraftSampling, DraftToken, DualThresholdTrigger
 from verifier.core.protocol import SamplingParams
+from verifier.core.wire import Round, Stale, Verified
 
 
 def request(prompt: list[int], max_tokens: int, gamma: int = 4, temperature: float = 0.0,
@@ -35,6 +51,66 @@ async def settled(h: Harness) -> int:
             break
         await asyncio.sleep(0.001)
     return engine.session_count
+
+
+class HeldAnswers:
+    """The verifier channel with every answer held until the loop waits for one: a link far
+    slower than the drafter, without a clock. How many rounds the loop has out when it waits is
+    then its policy's decision alone; ``waits`` records it at each wait. ``on_answer`` sees every
+    answer as it is handed over (a test's fake clock moves on by the round's trip there)."""
+
+    def __init__(self, channel: VerifierChannel, on_answer: Callable[[Verified | Stale], None] | None = None) -> None:
+        self._channel = channel
+        self.on_answer = on_answer
+        self.waits: list[int] = []  # rounds out at each wait for an answer
+
+    def as_channel(self) -> VerifierChannel:
+        """Itself, as the channel the loops take (it has every method they call)."""
+        return cast(VerifierChannel, self)
+
+    async def open(self, *args: object) -> HeldSession:
+        return HeldSession(await self._channel.open(*args), self)  # type: ignore[arg-type]
+
+
+class HeldSession:
+    """A channel session whose answers reach the loop only through ``next`` (see HeldAnswers)."""
+
+    def __init__(self, session: ChannelSession, held: HeldAnswers) -> None:
+        self._session = session
+        self._held = held
+        self._out = 0  # rounds sent and not yet answered
+
+    @property
+    def bytes_up(self) -> int:
+        return self._session.bytes_up
+
+    @property
+    def bytes_down(self) -> int:
+        return self._session.bytes_down
+
+    def poll(self) -> None:
+        return None  # nothing has arrived until the loop waits
+
+    async def send(self, sent: SentRound, uploaded: int = 0) -> None:
+        await self._session.send(sent, uploaded)
+        self._out += 1
+
+    async def send_held(self, seq: int, epoch: int, start: int, drafts: list[DraftToken]) -> None:
+        await self._session.send_held(seq, epoch, start, drafts)
+
+    async def send_round(self, round_: Round) -> None:
+        await self._session.send_round(round_)
+
+    async def next(self, timeout_s: float | None = None) -> Verified | Stale:
+        self._held.waits.append(self._out)
+        answer = await self._session.next(timeout_s)
+        self._out -= 1
+        if self._held.on_answer is not None:
+            self._held.on_answer(answer)
+        return answer
+
+    def close(self) -> None:
+        self._session.close()
 
 
 async def collect(loop: AsyncGenerator[list[int], None], limit: int) -> list[int]:
@@ -189,14 +265,17 @@ def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> Non
 
 @pytest.mark.parametrize("faults", [LinkFaults(jitter_s=0.003), LinkFaults(jitter_s=0.003, reorder=True, seed=5)])
 def test_pipelined_greedy_equals_the_targets_greedy_through_rejections_and_stale_rounds(faults: LinkFaults) -> None:
+    """Answers held until the edge waits: rounds are always drafted and sent on top of rounds
+    still out, so those behind a rejected one are stale, whatever the machine's pace."""
     async def body() -> None:
         h = await start(faults=faults)
         stats = GenerationStats(mode="speculative")
-        out = await collect(speculative_loop(request([1, 2, 3], 40, pipelined=True), h.drafters[0], h.channel,
+        held = HeldAnswers(h.channel)
+        out = await collect(speculative_loop(request([1, 2, 3], 40, pipelined=True), h.drafters[0], held.as_channel(),
                                              stats, 16), 40)
         assert out == greedy_continuation(3, 40)
         # rounds were drafted on top of rounds that then failed: answered stale, never applied
-        assert stats.rejections > 0 and stats.stale_rounds > 0
+        assert stats.rejections > 0 and stats.stale_rounds > 0 and max(held.waits) > 1
         assert h.verifier.ready_engine().stats.stale_rounds >= stats.stale_rounds
         assert await settled(h) == 0
         await h.aclose()
@@ -204,18 +283,22 @@ def test_pipelined_greedy_equals_the_targets_greedy_through_rejections_and_stale
     asyncio.run(body())
 
 
-def test_pipelined_rounds_overlap_their_verification() -> None:
-    """A perfect drafter with a slow link: rounds are in flight together, so the request needs
-    far fewer round trips of waiting than rounds."""
+@pytest.mark.parametrize(("pipelined", "out"), [(True, 3), (False, 1)])
+def test_pipelined_rounds_overlap_their_verification(pipelined: bool, out: int) -> None:
+    """A perfect drafter with a slow link (answers held until the edge waits): pipelined, the
+    edge waits with its whole pipeline out, three rounds, so every wait serves rounds whose trips
+    overlapped; stop-and-wait, one."""
     async def body() -> None:
-        h = await start(faults=LinkFaults(jitter_s=0.02, seed=1))
+        h = await start(faults=LinkFaults(jitter_s=0.003, seed=1))
         h.drafters[0].wrong = lambda p: False
         stats = GenerationStats(mode="speculative")
-        out = await collect(speculative_loop(request([4], 30, gamma=2, pipelined=True), h.drafters[0], h.channel,
-                                             stats, 16), 30)
-        assert out == greedy_continuation(4, 30)
+        held = HeldAnswers(h.channel)
+        tokens = await collect(speculative_loop(request([4], 30, gamma=2, pipelined=pipelined), h.drafters[0],
+                                                held.as_channel(), stats, 16), 30)
+        assert tokens == greedy_continuation(4, 30)
         assert stats.stale_rounds == 0 and stats.rejections == 0
-        assert stats.round_trip_s > 1.5 * stats.verify_wait_s  # waiting overlapped with other rounds' trips
+        assert len(held.waits) == stats.rounds and max(held.waits) == out
+        assert held.waits[:stats.rounds - 2] == [out] * (stats.rounds - 2)  # until the last rounds near the end
         await h.aclose()
 
     asyncio.run(body())
@@ -320,16 +403,37 @@ class Spiral:
         return (0.05 * self.calls, 0.0)
 
 
+class CountedTuner(ThresholdTuner):
+    """Counts the searches the loop starts and those that finished (each runs in a worker thread)."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.started = 0
+        self.finished = 0
+
+    def observe(self, point: tuple[float, float], seconds_per_token: float, rtt_s: float | None,
+                alpha: float | None) -> bool:
+        run = super().observe(point, seconds_per_token, rtt_s, alpha)
+        self.started += int(run)
+        return run
+
+    def advance(self) -> None:
+        try:
+            super().advance()
+        finally:
+            self.finished += 1
+
+
 def test_the_tuned_trigger_measures_its_points_in_segments_and_moves_on() -> None:
     async def body() -> None:
         h = await start()
         search = Spiral()
-        tuner = ThresholdTuner(start=(0.0, 0.0), search=search, segment_tokens=4)
+        tuner = CountedTuner(start=(0.0, 0.0), search=search, segment_tokens=4)
         stats = GenerationStats(mode="speculative")
         req = replace(request([1, 2, 3], max_tokens=60), tuning=tuner)
         out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 60)
         assert out == greedy_continuation(3, 60)
-        await asyncio.sleep(0.05)  # a search started by the last segment finishes in its thread
+        await until(lambda: tuner.finished == tuner.started)  # a search started by the last segment, in its thread
         seen = {p for p, _ in tuner.observations}
         assert (0.0, 0.0) in seen and len(seen) >= 3  # the start, then the spread points in turn
         assert all(v > 0 for _, v in tuner.observations)
@@ -342,26 +446,39 @@ def test_the_tuned_trigger_measures_its_points_in_segments_and_moves_on() -> Non
 def test_the_first_draft_and_the_first_rounds_trip_stay_out_of_the_per_token_estimates() -> None:
     """A request's first draft call also evaluates its prompt, and its first round's trip also
     waits for the verifier's prefill: both are start-up costs (TTFT), and counted as per-token
-    ones they would make mode auto think speculation slow for many requests after."""
+    ones they would make mode auto think speculation slow for many requests after. On the
+    loop's clock: the first draft takes 0.2 s, every other 1 ms; a round's trip is the verifier's
+    time for it plus 30 ms of link, the first one's 0.1 s more (the prefill)."""
     from proxy.rates import LinkEstimates
+
+    clock = FakeClock()
 
     class SlowStart(ScriptedDrafter):
         def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
-            if self.calls == 0:
-                time.sleep(0.2)  # the prompt's evaluation
+            clock.now += 0.2 if self.calls == 0 else 0.001  # the first also evaluates the prompt
             return super().draft(context, sampling)
 
+    answers: list[float] = []
+
+    def trip(answer: Verified | Stale) -> None:
+        verifier_s = (answer.compute_us + answer.queue_us) / 1e6 if isinstance(answer, Verified) else 0.0
+        clock.now += verifier_s + 0.03 + (0.1 if not answers else 0.0)
+        answers.append(verifier_s)
+
     async def body() -> None:
-        h = await start(BigramBackend(pass_s=0.1))
+        h = await start()
         drafter = SlowStart(wrong=lambda p: False)
         estimates = LinkEstimates()
         stats = GenerationStats(mode="speculative")
-        out = await collect(speculative_loop(request([3], 9, gamma=2), drafter, h.channel, stats, 16,
-                                             estimates=estimates), 9)
+        held = HeldAnswers(h.channel, trip)
+        out = await collect(speculative_loop(request([3], 9, gamma=2), drafter, held.as_channel(), stats, 16,
+                                             estimates=estimates, clock=clock), 9)
         assert out == greedy_continuation(3, 9) and stats.rounds >= 3
-        assert stats.draft_s >= 0.2 and estimates.draft_s.value is not None and estimates.draft_s.value < 0.05
-        # every round's trip is about one 0.1 s pass; the first one's was two (the prefill's and its own)
-        assert estimates.rtt_s.value is not None and estimates.rtt_s.value < 0.05
+        assert stats.draft_s == pytest.approx(0.2 + 0.001 * (drafter.calls - 1))
+        assert estimates.draft_s.value == pytest.approx(0.001)
+        # every round's trip is its verifier time and 30 ms of link; the first one's 0.1 s more
+        assert stats.round_trip_s == pytest.approx(sum(answers) + 0.03 * len(answers) + 0.1)
+        assert estimates.rtt_s.value == pytest.approx(0.03)
         await h.aclose()
 
     asyncio.run(body())

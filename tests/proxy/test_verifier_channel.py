@@ -20,7 +20,7 @@ from proxy.decoding import stop_and_wait_round
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable
-from tests.harness import BigramBackend, V, greedy_continuation
+from tests.harness import BigramBackend, V, greedy_continuation, until
 from verifier.app import create_app
 from verifier.core.codec import encode_round
 from verifier.core.drafting import DraftToken
@@ -93,11 +93,7 @@ def test_many_sessions_share_one_connection_and_stay_exact(served: ServedVerifie
             assert channel.sessions == 5 and all(s.bytes_up > 0 and s.bytes_down > 0 for s in sessions)
             for s in sessions:
                 s.close()
-        for _ in range(100):
-            if served.live_sessions() == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert served.live_sessions() == 0  # Close frames (never waited for) ended every session
+        await until(lambda: served.live_sessions() == 0, 30)  # Close frames (never waited for) end every session
 
     asyncio.run(body())
 
@@ -131,11 +127,7 @@ def test_a_dropped_connection_fails_its_sessions_and_the_next_one_reconnects(ser
                 await first.next()
             second = await channel.open([3], SamplingParams())
             assert await greedy_run(second, [3], 4) == greedy_continuation(3, 4)
-        for _ in range(100):
-            if served.live_sessions() == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert served.live_sessions() == 0  # the verifier ended the dropped connection's session
+        await until(lambda: served.live_sessions() == 0, 30)  # the verifier ends the dropped connection's session
 
     asyncio.run(body())
 

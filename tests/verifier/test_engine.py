@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from tests.harness import BigramBackend, V, next_round
+from tests.harness import BigramBackend, FakeClock, V, next_round
 from verifier.core.protocol import SamplingParams, SessionCreate
 from verifier.core.sampling import SparseDist
 from verifier.core.wire import Round
@@ -114,9 +114,12 @@ def test_context_limit_and_session_limit() -> None:
 def test_idle_sessions_expire() -> None:
     async def body() -> None:
         backend = BigramBackend()
-        engine = VerifierEngine(backend, 0.0, 8)
+        clock = FakeClock()
+        engine = VerifierEngine(backend, 30.0, 8, clock=clock)
         await _session(engine, [1, 2])
-        await asyncio.sleep(0.01)
+        clock.now += 30.0
+        assert engine.expire_idle() == 0  # idle for the TTL, not past it
+        clock.now += 0.001
         assert engine.expire_idle() == 1 and engine.session_count == 0 and backend.released == 1
     run(body())
 

@@ -11,7 +11,7 @@ from collections.abc import AsyncGenerator
 import numpy as np
 import pytest
 
-from tests.harness import BigramBackend, V, bigram_logits, next_round
+from tests.harness import BigramBackend, FakeClock, V, bigram_logits, next_round, until
 from verifier.backends.base import LiveHandle, LiveRoute, NativeDecoder
 from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
@@ -30,13 +30,14 @@ class FakeLive(LiveHandle):
 
 class LiveBigram(BigramBackend, LiveRoute):
     """The bigram target with a live route that verifies greedily by the same bigram; ``fits``:
-    the longest session the live KV share holds; ``fail_round``: the live round that raises."""
+    the longest session the live KV share holds; ``fail_round``: the live round that raises;
+    ``gate``: when given, every live round waits for it (the test opens it)."""
 
-    def __init__(self, fits: int = 10_000, fail_round: int | None = None, round_s: float = 0.0) -> None:
+    def __init__(self, fits: int = 10_000, fail_round: int | None = None, gate: asyncio.Event | None = None) -> None:
         super().__init__()
         self.fits = fits
         self.fail_round = fail_round
-        self.round_s = round_s
+        self.gate = gate
         self.opened = 0
         self.closed = 0
         self.live_rounds = 0
@@ -59,7 +60,8 @@ class LiveBigram(BigramBackend, LiveRoute):
         index = self.live_rounds
 
         async def run() -> list[int]:
-            await asyncio.sleep(self.round_s)
+            if self.gate is not None:
+                await self.gate.wait()
             if index == self.fail_round:
                 raise RuntimeError("engine died")
             out, prev = [], last_token
@@ -135,29 +137,36 @@ def test_a_session_the_live_route_refuses_is_scored_on_rows_and_says_why() -> No
 
 def test_every_way_a_session_ends_closes_its_live_request() -> None:
     async def body() -> None:
-        backend = LiveBigram(round_s=0.05)
-        engine = VerifierEngine(backend, 0.01, 64)
+        gate = asyncio.Event()  # live rounds run until the test lets them end
+        backend = LiveBigram(gate=gate)
+        clock = FakeClock()
+        engine = VerifierEngine(backend, 60, 64, clock=clock)
         # ended by the edge
         sid = await _session(engine, [1, 2])
         engine.end_session(sid)
         # ended while a round is in flight: closed when the round ends, and the round still committed
         sid = await _session(engine, [1, 2])
         pending = asyncio.ensure_future(engine.verify(sid, next_round(engine, sid, [3])))
-        await asyncio.sleep(0.01)
+        await until(lambda: backend.live_rounds == 1)  # the round is in the backend
         engine.end_session(sid)
         assert backend.closed == 1
+        gate.set()
         assert (await pending) is not None and backend.closed == 2
+        gate.clear()
         # the edge gone mid-round (its call cancelled), then the session ended
         sid = await _session(engine, [1, 2])
         gone = asyncio.ensure_future(engine.verify(sid, next_round(engine, sid, [3])))
-        await asyncio.sleep(0.01)
+        await until(lambda: backend.live_rounds == 2)
         gone.cancel()
         engine.end_session(sid)
-        await asyncio.sleep(0.1)
-        assert backend.closed == 3
-        # idle past the TTL
+        assert backend.closed == 2  # not while its round runs
+        gate.set()
+        await until(lambda: backend.closed == 3)  # when it ends
+        # idle past the TTL (60 s on the engine's clock)
         await _session(engine, [1, 2])
-        await asyncio.sleep(0.02)
+        clock.now += 60.0
+        assert engine.expire_idle() == 0
+        clock.now += 0.001
         assert engine.expire_idle() == 1 and backend.closed == 4
         # the verifier shutting down
         await _session(engine, [1, 2])

@@ -43,11 +43,11 @@ class Job:
     state: SequenceState
     token_ids: list[int]
     logits_rows: int
-    deadline: float  # on the scheduler's clock (time.monotonic)
+    deadline: float  # on the scheduler's clock (``BatchScheduler.clock``)
     value: float  # expected committed tokens
     done: Callable[[Job, Logits | None, BaseException | None], None]
     whole_rows: bool = True  # its rows must be whole distributions (``ScoreBatch.whole_rows``)
-    arrival: float = field(default_factory=time.monotonic)
+    arrival: float = field(default_factory=time.monotonic)  # set on submit, on the scheduler's clock
     key: int = 0
     queue_s: float = 0.0  # set when its batch starts
     compute_s: float = 0.0  # set when its batch ends: the whole batch's model time
@@ -89,9 +89,13 @@ class SchedulerStats:
 
 
 class BatchScheduler:
+    """``clock``: seconds, for deadlines, queue waits and pass times (a test passes a fake one,
+    which its backend moves on, to feed the estimator exact pass times)."""
+
     def __init__(self, backend: TargetBackend, estimator: VerifyTimeEstimator, budget: Budget,
-                 max_queue_delay_s: float) -> None:
+                 max_queue_delay_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._backend = backend
+        self.clock = clock
         self.estimator = estimator
         self._budget = budget
         self._max_queue_delay_s = max_queue_delay_s
@@ -146,9 +150,9 @@ class BatchScheduler:
                 shape = BatchShape.of([self._backend.work_of(s.length, new) for s in states])
                 batch = ScoreBatch.of([(s, rng.integers(0, vocab, new).tolist(), new) for s in states],
                                       [False] * items)  # rows as a plain greedy round asks for them
-                t0 = time.monotonic()
+                t0 = self.clock()
                 self._backend.score(batch)
-                self.estimator.observe(shape, time.monotonic() - t0)
+                self.estimator.observe(shape, self.clock() - t0)
             finally:
                 for state in states:
                     self._backend.release(state)
@@ -158,7 +162,7 @@ class BatchScheduler:
     def submit(self, job: Job, admit_always: bool = False) -> None:
         """Queue a job; raises Overloaded (before queueing) when it could not start within the
         bound. ``admit_always`` skips that check (the later chunks of a prefill already admitted)."""
-        now = time.monotonic()
+        now = self.clock()
         job.key = next(self._keys)
         job.arrival = now
         job.work = self._backend.work_of(job.state.length, len(job.token_ids),
@@ -180,7 +184,7 @@ class BatchScheduler:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            now = time.monotonic()
+            now = self.clock()
             plan = plan_batch([j.candidate() for j in self._queue.values()], now, self.estimator.predict,
                               self._budget)
             jobs = [self._queue.pop(k) for k in plan.keys]
@@ -194,7 +198,7 @@ class BatchScheduler:
     async def _execute(self, jobs: list[Job], predicted_s: float) -> None:
         shape = BatchShape.of([j.shape() for j in jobs])
         batch = ScoreBatch.of([(j.state, j.token_ids, j.logits_rows) for j in jobs], [j.whole_rows for j in jobs])
-        start = time.monotonic()
+        start = self.clock()
         self._busy_until = start + predicted_s
         try:
             rows = await asyncio.to_thread(self._backend.score, batch)
@@ -205,7 +209,7 @@ class BatchScheduler:
             return
         finally:
             self._busy_until = 0.0
-        end = time.monotonic()
+        end = self.clock()
         self.estimator.observe(shape, end - start)
         self.stats.batches += 1
         self.stats.batch_items += len(jobs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import time
+from time import monotonic
 
 import pytest
 
@@ -58,6 +58,57 @@ def test_rate_schedule_repeats() -> None:
 
 
 # ---- the real relay ------------------------------------------------------------------------------
+# The relay's clock and sleep are injected: the tests read the delays it decides off a fake clock
+# (exact numbers, nothing waited out); one test checks that on the real clock it waits at least those.
+class SteppedTime:
+    """Time that moves only when the test advances it; a sleeper wakes once it has passed its time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+        self._arrived = asyncio.Event()
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        wake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, wake))
+        self._arrived.set()
+        await wake
+
+    async def next_wake(self) -> float:
+        """When the earliest sleeper wakes, once one sleeps (the bound only ends a hang)."""
+        while not self._sleepers:
+            self._arrived.clear()
+            await asyncio.wait_for(self._arrived.wait(), 10)
+        return min(at for at, _ in self._sleepers)
+
+    def advance(self, to: float) -> None:
+        self.now = to
+        due = [wake for at, wake in self._sleepers if at <= to]
+        self._sleepers = [(at, wake) for at, wake in self._sleepers if at > to]
+        for wake in due:
+            if not wake.done():
+                wake.set_result(None)
+
+
+class InstantTime:
+    """Every wait returns at once and moves the clock on by its length (right for one waiter at a time)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.waits: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
 async def _echo_server() -> asyncio.base_events.Server:
     async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
         try:
@@ -72,9 +123,10 @@ async def _echo_server() -> asyncio.base_events.Server:
     return await asyncio.start_server(handle, "127.0.0.1", 0)
 
 
-async def _with_relay(spec: LinkSpec, body):  # type: ignore[no-untyped-def]
+async def _with_relay(spec: LinkSpec, body, fake: SteppedTime | InstantTime | None = None):  # type: ignore[no-untyped-def]
     echo = await _echo_server()
-    relay = LinkRelay(spec, "127.0.0.1", echo.sockets[0].getsockname()[1])
+    timing = {} if fake is None else {"clock": fake.clock, "sleep": fake.sleep}
+    relay = LinkRelay(spec, "127.0.0.1", echo.sockets[0].getsockname()[1], **timing)  # type: ignore[arg-type]
     await relay.start()
     try:
         return await body(relay)
@@ -84,61 +136,108 @@ async def _with_relay(spec: LinkSpec, body):  # type: ignore[no-untyped-def]
         await echo.wait_closed()
 
 
-def test_relay_imposes_round_trip_delay_within_a_millisecond_or_two() -> None:
-    async def body(relay: LinkRelay) -> list[float]:
+async def _cut(reader: asyncio.StreamReader) -> bool:
+    """Whether the connection was cut: the next read ends it (the bound only ends a hang)."""
+    try:
+        return await asyncio.wait_for(reader.read(1), 10) == b""
+    except (ConnectionError, asyncio.IncompleteReadError):
+        return True
+
+
+def test_relay_delays_each_direction_by_its_own_delay() -> None:
+    """Ping-pong: the up chunk is held 15 ms, the echo 10 ms after it arrived; each round trip 25 ms."""
+    fake = SteppedTime()
+
+    async def body(relay: LinkRelay) -> list[tuple[float, float]]:
         r, w = await asyncio.open_connection("127.0.0.1", relay.port)
-        rtts = []
-        for _ in range(15):
-            t0 = time.perf_counter()
+        trips = []
+        for _ in range(5):
+            sent = fake.now
             w.write(b"ping")
             await w.drain()
-            await r.readexactly(4)
-            rtts.append(time.perf_counter() - t0)
+            up = await fake.next_wake()
+            fake.advance(up)
+            down = await fake.next_wake()
+            fake.advance(down)
+            assert await r.readexactly(4) == b"ping"
+            trips.append((up - sent, down - up))
         w.close()
-        return rtts
+        assert relay.counters.bytes_up == relay.counters.bytes_down == 5 * 4
+        return trips
 
-    rtts = asyncio.run(_with_relay(LinkSpec(up=DirectionSpec(delay_ms=15), down=DirectionSpec(delay_ms=10)), body))
-    med = statistics.median(rtts) * 1000
-    assert 25.0 <= med <= 27.5, med
+    spec = LinkSpec(up=DirectionSpec(delay_ms=15), down=DirectionSpec(delay_ms=10))
+    trips = asyncio.run(_with_relay(spec, body, fake))
+    assert trips == [(pytest.approx(0.015), pytest.approx(0.010))] * 5
+    assert fake.now == pytest.approx(5 * 0.025)
 
 
-def test_relay_limits_bandwidth_by_queueing() -> None:
-    payload = b"x" * 250_000  # 2 Mbit at 20 Mbps up = 100 ms
+def test_relay_on_the_real_clock_waits_at_least_its_delays() -> None:
+    """The default clock and sleep: a round trip never returns before the 25 ms the link decided
+    (a lower bound only: a busy machine may take longer, never shorter)."""
 
     async def body(relay: LinkRelay) -> float:
         r, w = await asyncio.open_connection("127.0.0.1", relay.port)
-        t0 = time.perf_counter()
+        t0 = monotonic()
+        w.write(b"ping")
+        await w.drain()
+        await r.readexactly(4)
+        trip = monotonic() - t0
+        w.close()
+        return trip
+
+    spec = LinkSpec(up=DirectionSpec(delay_ms=15), down=DirectionSpec(delay_ms=10))
+    assert asyncio.run(_with_relay(spec, body)) >= 0.025 - 1e-3
+
+
+def test_relay_limits_bandwidth_by_queueing() -> None:
+    """250 kB at 20 Mbps up (2.5 MB/s): the chunks are serialised one after another, the last one
+    delivered at exactly 100 ms on the link's clock; the way down (unlimited) adds no wait."""
+    payload = b"x" * 250_000
+    fake = InstantTime()
+
+    async def body(relay: LinkRelay) -> float:
+        r, w = await asyncio.open_connection("127.0.0.1", relay.port)
+        t0 = fake.now
         w.write(payload)
         await w.drain()
-        await r.readexactly(len(payload))
-        dt = time.perf_counter() - t0
+        assert await r.readexactly(len(payload)) == payload
+        dt = fake.now - t0
         w.close()
-        assert relay.counters.bytes_up == len(payload)
+        assert relay.counters.bytes_up == relay.counters.bytes_down == len(payload)
         return dt
 
-    dt = asyncio.run(_with_relay(LinkSpec(up=DirectionSpec(mbps=20), down=DirectionSpec()), body))
-    assert 0.095 <= dt <= 0.125, dt
+    dt = asyncio.run(_with_relay(LinkSpec(up=DirectionSpec(mbps=20), down=DirectionSpec()), body, fake))
+    assert dt == pytest.approx(0.1)
+    assert sum(fake.waits) == pytest.approx(0.1)
+    assert len(fake.waits) >= -(-len(payload) // 16384) and all(w > 0 for w in fake.waits)  # one per chunk read
 
 
 def test_relay_reset_outage_cuts_connections() -> None:
-    async def body(relay: LinkRelay) -> bool:
+    """Outage from 0.3 s to 1.3 s, mode reset: the open connection is cut when it begins, one
+    opened during it is refused, one opened after it is relayed."""
+    fake = SteppedTime()
+
+    async def body(relay: LinkRelay) -> None:
         r, w = await asyncio.open_connection("127.0.0.1", relay.port)
         w.write(b"a")
         await w.drain()
-        await r.readexactly(1)
-        await asyncio.sleep(0.35)  # the outage starts at 0.3 s
-        try:
-            w.write(b"b")
-            await w.drain()
-            data = await asyncio.wait_for(r.read(1), 1.0)
-            cut = data == b""
-        except (ConnectionError, asyncio.IncompleteReadError):
-            cut = True
+        assert await r.readexactly(1) == b"a"
+        assert await fake.next_wake() == pytest.approx(0.3)  # the relay waits for the outage to begin
+        fake.advance(0.35)
+        assert await _cut(r)
         w.close()
-        return cut
+        r2, w2 = await asyncio.open_connection("127.0.0.1", relay.port)
+        assert await _cut(r2)  # refused while the link is down
+        w2.close()
+        fake.advance(1.35)
+        r3, w3 = await asyncio.open_connection("127.0.0.1", relay.port)
+        w3.write(b"c")
+        await w3.drain()
+        assert await r3.readexactly(1) == b"c"
+        w3.close()
+        assert relay.counters.connections == 2
 
-    spec = LinkSpec(outages=(Outage(0.3, 1.0),), outage_mode="reset")
-    assert asyncio.run(_with_relay(spec, body))
+    asyncio.run(_with_relay(LinkSpec(outages=(Outage(0.3, 1.0),), outage_mode="reset"), body, fake))
 
 
 def test_testbed_stops_every_process_it_started(tmp_path) -> None:  # type: ignore[no-untyped-def]

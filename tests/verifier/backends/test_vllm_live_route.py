@@ -121,10 +121,15 @@ def test_sessions_ended_every_way_leave_nothing_in_vllm_after_200(backend: VllmB
             engine.expire_idle()
             while backend.live_sessions:  # a session ended mid-round gives its place back when the round ends
                 await asyncio.sleep(0.01)
-        await asyncio.sleep(0.5)  # the closes run on vLLM's loop
+        # the closes run on vLLM's loop: wait until its own counters hold nothing (the bound only ends a hang)
+        holds = await asyncio.to_thread(backend.engine_holds)
+        for _ in range(300):
+            if holds.requests == 0 and holds.kv_free:
+                break
+            await asyncio.sleep(0.1)
+            holds = await asyncio.to_thread(backend.engine_holds)
         assert engine.stats.live_sessions_created == 200 and engine.session_count == 0
         assert backend.live_sessions == 0
-        holds = await asyncio.to_thread(backend.engine_holds)
         assert holds.requests == 0 and holds.kv_free, holds
 
     asyncio.run(body())
