@@ -3,9 +3,14 @@
   tandem-bench --quick                                      # LAN, 3 prompts, 32 tokens (< 5 min)
   tandem-bench --scenario lan broadband mobile dynamic outage iot --max-tokens 96   # full suite
 
-Writes results.json, results.md, tokens_per_s.png and latency_cdf.png to --out. Every
-lossless mode's greedy text is checked against cloud-only's for the same prompt; any
-difference is printed and the command exits with status 1.
+Each repeat (--repeats) is one pass over the prompts with every mode, the order of the modes
+rotating from one (prompt, repeat) to the next; tokens/s is reported per repeat with its median
+and spread, and as a ratio to the baseline mode (--baseline) taken repeat by repeat
+(``clients.bench.repeats``), per mode and per prompt category. Writes results.json, results.md,
+tokens_per_s.png and latency_cdf.png to --out. Every lossless mode's greedy output token ids (and
+text) are checked against cloud-only's for the same prompt in the same repeat
+(``clients.bench.identity``); any difference, or a result without token ids, is printed and the
+command exits with status 1.
 """
 
 from __future__ import annotations
@@ -22,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from clients.bench.cpu import DutyCycle, cpu_seconds, parse_cpus
-from clients.bench.measure import MODES, Mode, RequestResult, run_request, summarise
+from clients.bench.identity import mismatches as lossless_mismatches
+from clients.bench.measure import MODES, Mode, RequestResult, run_request
+from clients.bench.repeats import scenario_summary
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
 from clients.bench.testbed import Process, RelayThread, Testbed
@@ -42,6 +49,13 @@ def mode_order(modes: list[Mode], index: int) -> list[Mode]:
     return rotated if index % 2 == 0 else rotated[::-1]
 
 
+def schedule(prompts: int, repeats: int, modes: list[Mode]) -> list[tuple[int, int, list[Mode]]]:
+    """(repeat, prompt, modes in the order they run) for every run, in run order: each repeat one
+    pass over the prompts, the order of the modes that of ``mode_order`` at index
+    ``prompt * repeats + repeat``, so that it changes between the repeats of one prompt too."""
+    return [(r, p, mode_order(modes, p * repeats + r)) for r in range(repeats) for p in range(prompts)]
+
+
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="tandem-bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,6 +64,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--prompts", type=Path, default=DEFAULT_PROMPTS, help="JSONL: category, messages")
     p.add_argument("--limit", type=int, default=None, help="use this many prompts (balanced by category)")
     p.add_argument("--max-tokens", type=int, default=64)
+    p.add_argument("--repeats", type=int, default=None,
+                   help="passes over the prompts, each with every mode (default 3; 1 with --quick)")
+    p.add_argument("--baseline", default=None,
+                   help="the mode every mode's tokens/s is divided by, repeat by repeat (default: vllm-serve "
+                        "when it runs, else cloud); run too if --modes lacks it")
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length (the 'tandem' mode)")
     p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
     p.add_argument("--alt-draft", default="target",
@@ -69,7 +88,15 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         args.scenario = args.scenario or ["lan"]
         args.limit = args.limit or 3
         args.max_tokens = min(args.max_tokens, 32)
+        args.repeats = 1 if args.repeats is None else args.repeats
     args.scenario = args.scenario or ["lan", "broadband", "mobile"]
+    args.repeats = 3 if args.repeats is None else args.repeats
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
+    names = [m for m in args.modes.split(",") if m]
+    if unknown := [m for m in [*names, args.baseline or "cloud"] if m not in MODES]:
+        p.error(f"unknown mode(s) {unknown}: choose from {sorted(MODES)}")
+    args.baseline = args.baseline or ("vllm-serve" if "vllm-serve" in names else "cloud")
     return args
 
 
@@ -104,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [MODES[m] for m in args.modes.split(",") if m]
     if any(m.lossless for m in modes) and "cloud" not in [m.name for m in modes]:
         modes.insert(0, MODES["cloud"])  # the reference every lossless mode is checked against
+    if args.baseline not in [m.name for m in modes]:
+        modes.insert(0, MODES[args.baseline])  # the reference of every ratio
     scenarios = [load_scenario(s) for s in args.scenario]
     prompts = load_prompts(args.prompts, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,8 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                   args.verifier_backend)
     drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
     results: list[RequestResult] = []
-    bar = tqdm(total=len(scenarios) * len(prompts) * len(modes), unit="req", desc="bench")
-    started = time.time()
+    bar = tqdm(total=len(scenarios) * len(prompts) * len(modes) * args.repeats, unit="req", desc="bench")
+    started, load_start = time.time(), os.getloadavg()
     try:
         bar.set_postfix_str("starting verifier")
         bed.start_verifier()
@@ -134,12 +163,13 @@ def main(argv: list[str] | None = None) -> int:
                 relay.restart_clock()
                 if vllm_relay is not None:
                     vllm_relay.restart_clock()
-                for pid, record in enumerate(prompts):
-                    for m in mode_order(modes, pid):  # side by side: every mode on a prompt before the next
-                        bar.set_postfix_str(f"{sc.name}/{m.name}")
+                for rep, pid, order in schedule(len(prompts), args.repeats, modes):
+                    record = prompts[pid]
+                    for m in order:  # side by side: every mode on a prompt before the next
+                        bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
                         url, counters, cpu = target(m, edges, relay, vllm_relay)
                         results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,
-                                                   sc.name, pid, record.category))
+                                                   sc.name, pid, record.category, repeat=rep))
                         bar.update(1)
             finally:
                 for edge, duty, _ in edges.values():
@@ -151,45 +181,38 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         bar.close()
         bed.stop()
-    mismatches = []
-    for sc in scenarios:
-        for pid in range(len(prompts)):
-            ref = next((r for r in results
-                        if r.scenario == sc.name and r.prompt_id == pid and r.mode == "cloud"), None)
-            for r in results:
-                if ref and r.scenario == sc.name and r.prompt_id == pid and MODES[r.mode].lossless \
-                        and (r.text, r.completion_tokens) != (ref.text, ref.completion_tokens):
-                    mismatches.append({"scenario": sc.name, "prompt_id": pid, "mode": r.mode,
-                                       "expected": ref.text, "got": r.text})
+    mismatches = lossless_mismatches(results, {m.name for m in modes if m.lossless})
     report: dict[str, Any] = {
         "command": command,
         "machine": {"cpus": os.cpu_count(), "cpu": read_cpu().describe(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    # 1, 5 and 15 minute load averages: other work on the machine skews every timing
+                    "load_average_start": [round(x, 2) for x in load_start],
+                    "load_average_end": [round(x, 2) for x in os.getloadavg()]},
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
         "max_tokens": args.max_tokens, "prompts": len(prompts), "gamma": args.gamma,
+        "repeats": args.repeats, "baseline": args.baseline,
+        "categories": list(dict.fromkeys(p.category for p in prompts)),
         "verifier_backend": args.verifier_backend,
         "draft_model": args.draft_model or "edge default",
         "alt_draft": args.alt_draft if any(m.draft == "alt" for m in modes) else None,
         "scenarios": {
-            sc.name: {"description": sc.description, "rtt_ms": sc.rtt_ms, "modes": {
-                m.name: summarise([r for r in results if r.scenario == sc.name and r.mode == m.name], m,
-                                  sc.rtt_ms / 1000).as_dict() for m in modes}}
+            sc.name: {"description": sc.description, "rtt_ms": sc.rtt_ms,
+                      **scenario_summary([r for r in results if r.scenario == sc.name], modes, sc.rtt_ms / 1000,
+                                         args.baseline, args.repeats)}
             for sc in scenarios
         },
         "lossless_ok": not mismatches,
-        "mismatches": mismatches,
+        "mismatches": [m.as_dict() for m in mismatches],
     }
     write(report, [vars(r) for r in results], args.out, with_plots=not args.no_plots)
     print(markdown(report))
     plots = "" if args.no_plots else ", tokens_per_s.png, latency_cdf.png"
     print(f"results: {args.out}/results.json, results.md{plots}")
-    if mismatches:
-        for mm in mismatches:
-            print(f"LOSSLESS CHECK FAILED: {mm['scenario']} prompt {mm['prompt_id']} mode {mm['mode']}:\n"
-                  f"  cloud: {mm['expected']!r}\n  got:   {mm['got']!r}", file=sys.stderr)
-        return 1
-    return 0
+    for mm in mismatches:
+        print(f"LOSSLESS CHECK FAILED: {mm.describe()}", file=sys.stderr)
+    return 1 if mismatches else 0
 
 
 if __name__ == "__main__":

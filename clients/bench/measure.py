@@ -1,15 +1,17 @@
-"""One streamed request through the edge, timed on the client side, and per-mode summaries."""
+"""One streamed request through the edge, timed on the client side, and per-mode summaries
+(acceptance as ``clients.bench.metrics`` defines it)."""
 
 from __future__ import annotations
 
 import json
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
 
+from clients.bench.metrics import RoundCounts
 from verifier.core import bounds
 
 
@@ -19,7 +21,7 @@ class Mode:
 
     name: str
     tandem: dict[str, Any]  # the request's `tandem` extension
-    lossless: bool  # greedy text must equal cloud-only's
+    lossless: bool  # greedy output (token ids) must equal cloud-only's
     bound: str  # which analytic bound applies: cloud | edge | stop_and_wait | pipelined
     draft: str = "default"  # which edge serves it: "default" or "alt" (--alt-draft); "vllm": vLLM's own server
     inflight: int = 3  # pipelined: rounds in flight at most (the edge's --max-inflight default)
@@ -85,47 +87,78 @@ class RequestResult:
     bytes_up: int
     bytes_down: int
     edge_cpu_s: float
+    token_ids: list[int] | None = None  # the output token ids (``return_token_ids``); None: the server sent none
+    repeat: int = 0  # which pass over the prompts (``--repeats``) it belongs to
+
+
+@dataclass
+class StreamReader:
+    """A streamed chat completion, read line by line: the text and when each piece arrived, the
+    output token ids (``return_token_ids``, vLLM's extension: the edge sends them all on the
+    choice's last chunk, vLLM each chunk's own), the ``tandem`` statistics and the usage."""
+
+    mode: str  # named in errors
+    t0: float
+    text: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # seconds from t0 to each piece of text
+    token_ids: list[int] | None = None  # None while no chunk has carried any
+    stats: dict[str, Any] = field(default_factory=dict)
+    usage: dict[str, Any] = field(default_factory=dict)
+    done: bool = False  # [DONE] read
+
+    def feed(self, line: str, now: float) -> None:
+        if not line.startswith("data: "):
+            return
+        payload = line[6:]
+        if payload == "[DONE]":
+            self.done = True
+            return
+        obj = json.loads(payload)
+        if "error" in obj:
+            raise BenchError(f"{self.mode}: {obj['error']['message']}")
+        if obj.get("choices"):
+            choice = obj["choices"][0]
+            content = choice["delta"].get("content")
+            if content:
+                self.times.append(now - self.t0)
+                self.text.append(content)
+            if choice.get("token_ids") is not None:
+                self.token_ids = [*(self.token_ids or []), *choice["token_ids"]]
+            if choice.get("finish_reason"):
+                self.stats = obj.get("tandem", {})
+        elif obj.get("usage"):
+            self.usage = obj["usage"]
 
 
 def run_request(edge_url: str, messages: list[dict[str, str]], mode: Mode, max_tokens: int,
-                counters: Any, edge_cpu: Any, scenario: str, prompt_id: int, category: str) -> RequestResult:
-    body = {"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": max_tokens, "temperature": 0,
-            "stream": True, "stream_options": {"include_usage": True}, "tandem": mode.tandem}
+                counters: Any, edge_cpu: Any, scenario: str, prompt_id: int, category: str,
+                repeat: int = 0) -> RequestResult:
+    """One greedy request, streamed, with its output token ids (the edge and vLLM's server both
+    take vLLM's ``return_token_ids``): the greedy identity check compares them."""
+    body: dict[str, Any] = {"model": "SmolLM2-135M-Instruct", "messages": messages, "max_tokens": max_tokens,
+                            "temperature": 0, "stream": True, "stream_options": {"include_usage": True},
+                            "return_token_ids": True}
+    if mode.tandem:
+        body["tandem"] = mode.tandem
     up0, down0, cpu0 = counters.bytes_up, counters.bytes_down, edge_cpu()
-    times: list[float] = []
-    text: list[str] = []
-    stats: dict[str, Any] = {}
-    usage: dict[str, Any] = {}
     t0 = time.perf_counter()
+    reader = StreamReader(mode.name, t0)
     with httpx.stream("POST", f"{edge_url}/v1/chat/completions", json=body, timeout=600) as resp:
         if resp.status_code != 200:
             resp.read()
             raise BenchError(f"{mode.name}: HTTP {resp.status_code}: {resp.text}")
         for line in resp.iter_lines():
-            if not line.startswith("data: "):
-                continue
-            payload = line[6:]
-            if payload == "[DONE]":
+            reader.feed(line, time.perf_counter())
+            if reader.done:
                 break
-            obj = json.loads(payload)
-            if "error" in obj:
-                raise BenchError(f"{mode.name}: {obj['error']['message']}")
-            if obj.get("choices"):
-                choice = obj["choices"][0]
-                content = choice["delta"].get("content")
-                if content:
-                    times.append(time.perf_counter() - t0)
-                    text.append(content)
-                if choice.get("finish_reason"):
-                    stats = obj.get("tandem", {})
-            elif obj.get("usage"):
-                usage = obj["usage"]
     total = time.perf_counter() - t0
+    times = reader.times
     return RequestResult(
-        scenario=scenario, mode=mode.name, prompt_id=prompt_id, category=category, text="".join(text),
-        completion_tokens=int(usage.get("completion_tokens", 0)), ttft_s=times[0] if times else total,
-        total_s=total, delta_times_s=times, stats=stats, bytes_up=counters.bytes_up - up0,
-        bytes_down=counters.bytes_down - down0, edge_cpu_s=edge_cpu() - cpu0,
+        scenario=scenario, mode=mode.name, prompt_id=prompt_id, category=category, text="".join(reader.text),
+        completion_tokens=int(reader.usage.get("completion_tokens", 0)), ttft_s=times[0] if times else total,
+        total_s=total, delta_times_s=times, stats=reader.stats, bytes_up=counters.bytes_up - up0,
+        bytes_down=counters.bytes_down - down0, edge_cpu_s=edge_cpu() - cpu0, token_ids=reader.token_ids,
+        repeat=repeat,
     )
 
 
@@ -145,10 +178,11 @@ class ModeSummary:
     ttft_ms_median: float
     tpot_ms_median: float
     tpot_ms_p90: float
-    tokens_per_s: float
-    acceptance_rate: float
-    alpha: float
-    mean_accepted_length: float
+    tokens_per_s: float  # all repeats pooled: their tokens over their summed request times
+    acceptance_rate: float  # the acceptance figures: clients.bench.metrics
+    accepted_per_round: float
+    tokens_per_round: float
+    alpha_per_token: float
     rounds_per_token: float
     rows_per_token: float  # rows the verifier scored (each round's drafts and one more) per output token
     stale_rounds: int
@@ -164,20 +198,23 @@ class ModeSummary:
         return asdict(self)
 
 
+def tokens_per_s(results: list[RequestResult]) -> float:
+    """Output tokens over the summed request times (the requests ran one at a time)."""
+    total_s = sum(r.total_s for r in results)
+    return sum(r.completion_tokens for r in results) / total_s if total_s else 0.0
+
+
 def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSummary:
     tokens = sum(r.completion_tokens for r in results)
-    total_s = sum(r.total_s for r in results)
     tpots = [(r.delta_times_s[-1] - r.delta_times_s[0]) / (r.completion_tokens - 1)
              for r in results if r.completion_tokens > 1 and len(r.delta_times_s) > 1]
     s = [r.stats for r in results]
-    rounds = sum(x.get("rounds", 0) for x in s)
-    drafted = sum(x.get("drafted", 0) for x in s)
-    accepted = sum(x.get("accepted", 0) for x in s)
-    rejections = sum(x.get("rejections", 0) for x in s)
+    counts = RoundCounts.total(RoundCounts.from_stats(x) for x in s)
+    rounds, drafted = counts.rounds, counts.drafted
     draft_ms = sum(x.get("draft_ms", 0.0) for x in s)
     compute_ms = sum(x.get("verify_compute_ms", 0.0) for x in s)
-    alpha = bounds.per_token_alpha(accepted, rejections)
-    tps = tokens / total_s if total_s else 0.0
+    alpha, figures = counts.alpha_per_token, counts.figures()
+    tps = tokens_per_s(results)
     t_step = compute_ms / 1000 / rounds if rounds else 0.0
     cloud = bounds.cloud_tokens_per_s(max(1, tokens // max(1, len(results))), t_step, rtt_s) if t_step else 0.0
     speculative = 0.0
@@ -201,9 +238,8 @@ def summarise(results: list[RequestResult], mode: Mode, rtt_s: float) -> ModeSum
         tpot_ms_median=round(statistics.median(tpots) * 1000, 2) if tpots else 0.0,
         tpot_ms_p90=round(_pct(tpots, 0.9) * 1000, 2),
         tokens_per_s=round(tps, 2),
-        acceptance_rate=round(accepted / drafted, 4) if drafted else 0.0,
-        alpha=round(alpha, 4),
-        mean_accepted_length=round(accepted / rounds, 3) if rounds and drafted else 0.0,
+        acceptance_rate=figures["acceptance_rate"], accepted_per_round=figures["accepted_per_round"],
+        tokens_per_round=figures["tokens_per_round"], alpha_per_token=figures["alpha_per_token"],
         rounds_per_token=round(rounds / tokens, 4) if tokens else 0.0,
         rows_per_token=round((drafted + rounds) / tokens, 3) if tokens else 0.0,
         stale_rounds=sum(x.get("stale_rounds", 0) for x in s),

@@ -5,7 +5,9 @@
 
 Records draft traces once (the real draft model on the bench prompts, against the target's
 greedy answers from the real verifier), then for each mode starts a fresh verifier and runs
-each client count: every client sends ``--requests-per-client`` requests back to back.
+each client count: every client sends ``--requests-per-client`` requests back to back. Each
+repeat (``--repeats``) is one pass over the client counts; the tables give each figure's median
+and range across repeats, and goodput and SLO attainment at each TPOT SLO (``--tpot-slo-ms``).
 
 Modes:
 - ``tandem``: replayed speculative edges (gamma, confidence cut-off) on the batched verifier;
@@ -13,9 +15,12 @@ Modes:
   forward each (the verifier before batching);
 - ``cloud``: the target decoding alone on the batched verifier (Tandem's cloud-only mode);
 - ``openai``: streaming from an OpenAI-compatible server at ``--openai-url`` (vLLM's own server
-  for the centralized baseline), if given.
+  for the centralized baseline), if given; it must serve the same target with the numerics of the
+  recording backend (``--backend``), as its answers are checked against the recorded ones too.
 
-Writes results.json, results.md and capacity.png to --out.
+Every mode checks each answer's token ids against the target's recorded greedy answer for that
+prompt. Writes results.json, results.md and capacity.png to --out; exits with status 1 when any
+request failed, naming each answer that was not the target's (LOSSLESS CHECK FAILED) on stderr.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ import httpx
 from clients.bench.cpu import parse_cpus
 from clients.bench.testbed import start_verifier
 from clients.load import trace as traces
-from clients.load.replay import RequestTiming, replay_speculative, stream_cloud, stream_openai
-from clients.load.report import LoadPoint, markdown, summarise
+from clients.load.replay import ReplayMismatch, RequestTiming, replay_speculative, stream_cloud, stream_openai
+from clients.load.report import LoadPoint, across_repeats, lossless_failures, markdown, summarise
 from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel, websocket_connector
@@ -67,7 +72,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-tokens", type=int, default=48)
     p.add_argument("--gamma", type=int, default=4)
     p.add_argument("--confidence-threshold", type=float, default=0.3)
-    p.add_argument("--tpot-slo-ms", type=float, default=200.0, help="the TPOT target of goodput and attainment")
+    p.add_argument("--tpot-slo-ms", type=float, nargs="+", default=[150.0, 250.0, 400.0],
+                   help="TPOT targets (ms) at which goodput and SLO attainment are reported (the verifier's own "
+                        "default target is 250 ms)")
+    p.add_argument("--session-tpot-ms", type=float, default=None,
+                   help="the TPOT target each replayed session asks the verifier to schedule for "
+                        "(default: none, the verifier's own default, 250 ms)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="passes over the client counts (default 3; 1 with --quick)")
     p.add_argument("--draft-model", default=None, help="draft GGUF whose traces the edges replay (default: the edge's)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
     p.add_argument("--client-cpus", default="0", help="cores this load generator is pinned to ('' = none)")
@@ -81,6 +93,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.quick:
         args.clients, args.limit, args.max_tokens, args.requests_per_client = [1, 4], 2, 24, 1
+        args.repeats = 1 if args.repeats is None else args.repeats
+    args.repeats = 3 if args.repeats is None else args.repeats
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     return args
 
 
@@ -118,8 +134,10 @@ async def _record(args: argparse.Namespace, verifier_url: str) -> list[traces.Tr
     return out
 
 
-async def _one_request(mode: str, args: argparse.Namespace, client: VerifierClient, channel: VerifierChannel,
-                       http: httpx.AsyncClient | None, t: traces.Trace, slo: SloTargets) -> RequestTiming:
+async def one_request(mode: str, args: argparse.Namespace, client: VerifierClient, channel: VerifierChannel,
+                      http: httpx.AsyncClient | None, t: traces.Trace, slo: SloTargets, prompt: int) -> RequestTiming:
+    """One request of ``mode`` for trace ``prompt``; a failure is recorded on its timing, an answer
+    that is not the target's as a ``mismatch`` too."""
     try:
         if mode in ("tandem", "one-lock"):
             return await replay_speculative(channel, t, args.max_tokens, args.gamma, args.confidence_threshold, slo)
@@ -131,6 +149,8 @@ async def _one_request(mode: str, args: argparse.Namespace, client: VerifierClie
     except Exception as exc:  # noqa: BLE001 - counted as an error of this request, the run goes on
         timing = RequestTiming(time.perf_counter())
         timing.error = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ReplayMismatch):
+            timing.mismatch = f"{mode}, prompt {prompt}: {exc}"
         return timing
 
 
@@ -138,15 +158,15 @@ async def _run_point(mode: str, n: int, args: argparse.Namespace, url: str,
                      all_traces: list[traces.Trace]) -> tuple[list[RequestTiming], float]:
     client = VerifierClient(url, 600)
     http = httpx.AsyncClient(base_url=args.openai_url, timeout=600) if args.openai_url else None
-    slo = SloTargets(tpot_ms=args.tpot_slo_ms)
+    slo = SloTargets(tpot_ms=args.session_tpot_ms)
 
     channels = [VerifierChannel(websocket_connector(url, 600)) for _ in range(n)]  # one connection per edge
 
     async def one_client(i: int) -> list[RequestTiming]:
         out = []
         for r in range(args.requests_per_client):
-            out.append(await _one_request(mode, args, client, channels[i], http,
-                                          all_traces[(i + r) % len(all_traces)], slo))
+            k = (i + r) % len(all_traces)
+            out.append(await one_request(mode, args, client, channels[i], http, all_traces[k], slo, k))
         return out
 
     try:
@@ -173,6 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m for m in args.modes.split(",") if m]
     points: list[LoadPoint] = []
     errors: dict[str, list[str]] = {}
+    mismatches: list[str] = []
+    load_start = os.getloadavg()
 
     first = Verifier(["--backend", args.backend], verifier_cpus, args.out / "logs" / "verifier-record.log")
     try:
@@ -189,29 +211,46 @@ def main(argv: list[str] | None = None) -> int:
                                                          args.out / "logs" / f"verifier-{mode}.log")
         try:
             url = verifier.url if verifier else ""
-            asyncio.run(_run_point(mode, 1, args, url, all_traces[:1]))  # warm-up, not measured
-            for n in args.clients:
-                before = verifier.stats() if verifier else {}
-                timings, wall = asyncio.run(_run_point(mode, n, args, url, all_traces))
-                after = verifier.stats() if verifier else {}
-                rows = int(after["round_rows"] - before["round_rows"] + after.get("live_rows", 0)
-                           - before.get("live_rows", 0)) if verifier else None
-                point = summarise(mode, n, timings, wall, args.tpot_slo_ms / 1000, rows,
-                                  after.get("estimator_median_error") if verifier else None)
-                points.append(point)
-                errors[f"{mode}/{n}"] = sorted({t.error for t in timings if t.error})
-                print(json.dumps(asdict(point)), flush=True)
+            warm, _ = asyncio.run(_run_point(mode, 1, args, url, all_traces[:1]))  # warm-up, not measured
+            mismatches += lossless_failures(warm, f"{mode} warm-up")
+            for rep in range(args.repeats):
+                for n in args.clients:
+                    before = verifier.stats() if verifier else {}
+                    timings, wall = asyncio.run(_run_point(mode, n, args, url, all_traces))
+                    after = verifier.stats() if verifier else {}
+                    rows = int(after["round_rows"] - before["round_rows"] + after.get("live_rows", 0)
+                               - before.get("live_rows", 0)) if verifier else None
+                    point = summarise(mode, n, timings, wall, args.tpot_slo_ms, rows,
+                                      after.get("estimator_median_error") if verifier else None, repeat=rep)
+                    points.append(point)
+                    key = f"{mode}/{n}"  # the errors of every repeat
+                    errors[key] = sorted({*errors.get(key, []), *(t.error for t in timings if t.error)})
+                    mismatches += lossless_failures(timings, f"{mode}/{n} clients, repeat {rep}")
+                    print(json.dumps(asdict(point)), flush=True)
         finally:
             if verifier:
                 verifier.stop()
 
-    report = {"command": command, "cpu": read_cpu().describe(), "args": {k: str(v) for k, v in vars(args).items()},
-              "points": [asdict(p) for p in points], "errors": errors}
+    report = {"command": command, "cpu": read_cpu().describe(),
+              # 1, 5 and 15 minute load averages: other work on the machine skews every timing
+              "load_average_start": [round(x, 2) for x in load_start],
+              "load_average_end": [round(x, 2) for x in os.getloadavg()],
+              "args": {k: str(v) for k, v in vars(args).items()}, "tpot_slos_ms": args.tpot_slo_ms,
+              "repeats": args.repeats, "summaries": [s.as_dict() for s in across_repeats(points)],
+              "points": [asdict(p) for p in points], "errors": errors, "lossless_ok": not mismatches,
+              "mismatches": mismatches}
     (args.out / "results.json").write_text(json.dumps(report, indent=1))
     (args.out / "results.md").write_text(markdown(points, args.tpot_slo_ms, command))
     _plot(points, args.out / "capacity.png")
     print(markdown(points, args.tpot_slo_ms, command))
-    return 1 if any(p.errors for p in points) else 0
+    return exit_status(points, mismatches)
+
+
+def exit_status(points: list[LoadPoint], mismatches: list[str]) -> int:
+    """1 when any answer was not the target's (each named on stderr) or any request failed."""
+    for line in mismatches:
+        print(f"LOSSLESS CHECK FAILED: {line}", file=sys.stderr)
+    return 1 if mismatches or any(p.errors for p in points) else 0
 
 
 def _plot(points: list[LoadPoint], path: Path) -> None:
@@ -220,15 +259,19 @@ def _plot(points: list[LoadPoint], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summaries = across_repeats(points)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    for mode in dict.fromkeys(p.mode for p in points):
-        mine = [p for p in points if p.mode == mode]
-        ax1.plot([p.clients for p in mine], [p.goodput_tok_s for p in mine], marker="o", label=mode)
-        ax2.plot([p.clients for p in mine], [p.tpot_p50_ms for p in mine], marker="o", label=mode)
+    for mode in dict.fromkeys(s.mode for s in summaries):
+        mine = [s for s in summaries if s.mode == mode]
+        x = [s.clients for s in mine]
+        for slo, style in zip(mine[0].goodput_tok_s, ("-", "--", ":", "-.") * 4):
+            ax1.plot(x, [s.goodput_tok_s[slo].median for s in mine], linestyle=style, marker="o",
+                     label=f"{mode} @{slo:g} ms")
+        ax2.plot(x, [s.tpot_p50_ms.median for s in mine], marker="o", label=mode)
     ax1.set_xlabel("clients")
-    ax1.set_ylabel("goodput (tok/s within the TPOT SLO)")
+    ax1.set_ylabel("goodput (tok/s within each TPOT SLO, median)")
     ax2.set_xlabel("clients")
-    ax2.set_ylabel("TPOT p50 (ms)")
+    ax2.set_ylabel("TPOT p50 (ms, median over repeats)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend()

@@ -5,7 +5,9 @@ does (stop-and-wait, up to gamma draft tokens, cut before the first token whose 
 the threshold), sleeping the draft time instead of drafting, and checks every committed token
 against the target's recorded answer. ``stream_cloud`` is the target decoding alone on Tandem's
 verifier; ``stream_openai`` streams from any OpenAI-compatible server (vLLM's own, for the
-centralized baseline).
+centralized baseline). Each of them checks its output token ids against the recorded answer and
+raises ``ReplayMismatch`` where they differ (``stream_openai`` asks for the ids with vLLM's
+``return_token_ids``; a server that sends none fails with ``UncheckedOutput``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from clients.bench.identity import token_difference
 from clients.load.trace import Trace
 from proxy.decoding import stop_and_wait_round
 from proxy.speculation import SpeculationState
@@ -30,6 +33,10 @@ class ReplayMismatch(AssertionError):
     """The verifier committed a token the target's greedy answer does not have: not lossless."""
 
 
+class UncheckedOutput(RuntimeError):
+    """A server's answer without the token ids its check needs."""
+
+
 @dataclass
 class RequestTiming:
     start: float
@@ -37,7 +44,9 @@ class RequestTiming:
     rounds: int = 0
     drafted: int = 0
     accepted: int = 0
+    rejections: int = 0  # rounds that ended on a rejected draft token (the words: clients.bench.metrics)
     error: str | None = None
+    mismatch: str | None = None  # set with ``error`` when the output was not the target's answer (not lossless)
 
     @property
     def tokens(self) -> int:
@@ -87,6 +96,7 @@ async def replay_speculative(channel: VerifierChannel, trace: Trace, max_tokens:
             timing.rounds += 1
             timing.drafted += len(drafts)
             timing.accepted += applied.accepted
+            timing.rejections += int(applied.accepted < len(drafts))
             p += len(committed)
     finally:
         session.close()
@@ -102,16 +112,20 @@ async def stream_cloud(client: VerifierClient, trace: Trace, max_tokens: int, sl
         got.extend(chunk.token_ids)
         timing.token_times.extend([now] * len(chunk.token_ids))
         timing.rounds += 1
-    if got != target:
-        raise ReplayMismatch("cloud-only output differs from the recorded target answer")
+    if (why := token_difference(target, got)) is not None:
+        raise ReplayMismatch(f"cloud-only output differs from the recorded target answer: {why}")
     return timing
 
 
 async def stream_openai(http: httpx.AsyncClient, model: str, trace: Trace, max_tokens: int) -> RequestTiming:
-    """A completion of the same prompt token ids, streamed from an OpenAI-compatible server."""
+    """A completion of the same prompt token ids, streamed from an OpenAI-compatible server, its
+    output token ids (vLLM's ``return_token_ids``: each chunk's own) checked against the target's
+    answer. ``ignore_eos``: as many tokens as the answer has, an end of turn among them."""
     timing = RequestTiming(time.perf_counter())
+    target = trace.target_token_ids[:max_tokens]
     body = {"model": model, "prompt": trace.prompt_token_ids, "temperature": 0, "stream": True, "ignore_eos": True,
-            "max_tokens": min(max_tokens, len(trace.target_token_ids))}
+            "max_tokens": len(target), "return_token_ids": True}
+    got: list[int] | None = None
     async with http.stream("POST", "/v1/completions", json=body) as resp:
         if resp.status_code != 200:
             await resp.aread()
@@ -120,7 +134,20 @@ async def stream_openai(http: httpx.AsyncClient, model: str, trace: Trace, max_t
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
             obj = json.loads(line[6:])
-            if obj.get("choices") and obj["choices"][0].get("text"):
-                timing.token_times.append(time.perf_counter())
+            if "error" in obj:
+                raise RuntimeError(f"error in the stream: {obj['error'].get('message')}")
+            if not obj.get("choices"):
+                continue
+            choice = obj["choices"][0]
+            ids = choice.get("token_ids")
+            if ids is not None:
+                got = [*(got or []), *ids]
+            new = len(ids) if ids is not None else int(bool(choice.get("text")))
+            if new:
+                timing.token_times.extend([time.perf_counter()] * new)
                 timing.rounds += 1
+    if got is None:
+        raise UncheckedOutput("the server sent no token ids (vLLM's return_token_ids): its answer cannot be checked")
+    if (why := token_difference(target, got)) is not None:
+        raise ReplayMismatch(f"the server's output differs from the recorded target answer: {why}")
     return timing

@@ -1,12 +1,22 @@
-"""Replayed edges against the in-memory verifier: the rounds a real edge sends, losslessness checked."""
+"""Replayed edges against the in-memory verifier: the rounds a real edge sends, losslessness checked
+(and an OpenAI-compatible server's answers, by their token ids, over an in-memory transport)."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
+import httpx
 import pytest
 
-from clients.load.replay import ReplayMismatch, drafts_at, replay_speculative, stream_cloud
+from clients.load.replay import (
+    ReplayMismatch,
+    UncheckedOutput,
+    drafts_at,
+    replay_speculative,
+    stream_cloud,
+    stream_openai,
+)
 from clients.load.trace import Trace
 from tests.harness import greedy_continuation, start
 
@@ -54,5 +64,55 @@ def test_a_trace_that_is_not_the_targets_answer_is_caught() -> None:
         with pytest.raises(ReplayMismatch):
             await replay_speculative(h.channel, bad, 6, 4, 0.0, None)
         await h.aclose()
+
+    asyncio.run(body())
+
+
+def test_a_cloud_only_answer_that_is_not_the_targets_is_caught() -> None:
+    async def body() -> None:
+        h = await start()
+        t = trace([1, 2], 6, set())
+        bad = Trace(t.prompt_token_ids, [*t.target_token_ids[:4], 9, 9], t.draft_token_ids, t.confidences, 0.0)
+        with pytest.raises(ReplayMismatch, match="position 4"):
+            await stream_cloud(h.client, bad, 6, None)
+        await h.aclose()
+
+    asyncio.run(body())
+
+
+def openai_server(token_ids: list[list[int]] | None) -> httpx.AsyncClient:
+    """An OpenAI-compatible server in memory that streams one chunk per entry of ``token_ids``
+    (vLLM's ``return_token_ids``: each chunk's own ids; None: a server that sends none)."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        assert body["return_token_ids"] is True and body["ignore_eos"] is True and body["max_tokens"] == 4
+        pieces = token_ids if token_ids is not None else [[0]] * 4
+        chunks = [{"choices": [{"index": 0, "text": "x" * len(ids), "finish_reason": None,
+                                **({"token_ids": ids} if token_ids is not None else {})}]} for ids in pieces]
+        text = "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+        return httpx.Response(200, text=text, headers={"content-type": "text/event-stream"})
+
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler), base_url="http://openai.test")
+
+
+def test_an_openai_servers_answer_is_checked_by_token_ids() -> None:
+    t = trace([1, 2], 4, set())
+    right = [[x] for x in t.target_token_ids]
+
+    async def ask(token_ids: list[list[int]] | None) -> int:
+        async with openai_server(token_ids) as http:
+            return (await stream_openai(http, "m", t, 4)).tokens
+
+    async def body() -> None:
+        assert await ask(right) == 4
+        assert await ask([right[0] + right[1], right[2], right[3]]) == 4  # two tokens in one chunk: both counted
+        planted = [*right[:2], [right[2][0] % 15 + 1], right[3]]
+        with pytest.raises(ReplayMismatch, match="recorded target answer: token ids differ at position 2"):
+            await ask(planted)
+        with pytest.raises(ReplayMismatch, match="position 3"):
+            await ask(right[:3])  # a token short
+        with pytest.raises(UncheckedOutput):
+            await ask(None)
 
     asyncio.run(body())

@@ -1,0 +1,62 @@
+"""A figure measured once per repeat: its median and spread, and ratios taken repeat by repeat.
+
+Both harnesses summarise repeats with these (``tandem-bench --repeats``, ``tandem-load --repeats``):
+one number per repeat, then the median, the interquartile range (quartiles interpolated between
+the ordered values, numpy's default) and the minimum and maximum. A ratio of two modes is taken per
+repeat (the same prompts in the same repeat) and then summarised the same way, never as a ratio of
+two medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Spread:
+    """One figure across repeats."""
+
+    values: tuple[float, ...]  # one per repeat, in repeat order
+    median: float
+    q1: float
+    q3: float
+    min: float
+    max: float
+
+    @property
+    def iqr(self) -> float:
+        return self.q3 - self.q1
+
+    def as_dict(self, digits: int = 3) -> dict[str, float | list[float]]:
+        return {"median": round(self.median, digits), "q1": round(self.q1, digits), "q3": round(self.q3, digits),
+                "iqr": round(self.iqr, digits), "min": round(self.min, digits), "max": round(self.max, digits),
+                "values": [round(v, digits) for v in self.values]}
+
+    def cell(self, digits: int = 2) -> str:
+        """``median [min-max]`` as the Markdown tables print it; the median alone for one repeat."""
+        if not self.values:
+            return "-"
+        if len(self.values) == 1:
+            return f"{self.median:.{digits}f}"
+        return f"{self.median:.{digits}f} [{self.min:.{digits}f}-{self.max:.{digits}f}]"
+
+
+def spread(values: Sequence[float]) -> Spread:
+    """Median, quartiles and range of ``values`` (all 0 for none)."""
+    if not values:
+        return Spread((), 0.0, 0.0, 0.0, 0.0, 0.0)
+    xs = [float(v) for v in values]
+    if len(xs) == 1:
+        q1 = q3 = xs[0]
+    else:
+        q1, _, q3 = statistics.quantiles(xs, n=4, method="inclusive")
+    return Spread(tuple(xs), statistics.median(xs), q1, q3, min(xs), max(xs))
+
+
+def ratios(values: Sequence[float], baseline: Sequence[float]) -> list[float]:
+    """``values[i] / baseline[i]`` repeat by repeat; a repeat whose baseline is 0 is left out."""
+    if len(values) != len(baseline):
+        raise ValueError(f"{len(values)} repeats against a baseline of {len(baseline)}")
+    return [v / b for v, b in zip(values, baseline) if b]

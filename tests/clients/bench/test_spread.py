@@ -1,0 +1,41 @@
+"""A figure across repeats by hand: median, quartiles, range, and ratios taken repeat by repeat."""
+
+from __future__ import annotations
+
+import pytest
+
+from clients.bench.spread import ratios, spread
+
+
+def test_median_iqr_and_range_by_hand() -> None:
+    s = spread([3.0, 1.0, 2.0, 5.0, 4.0])
+    assert (s.median, s.q1, s.q3, s.iqr, s.min, s.max) == (3.0, 2.0, 4.0, 2.0, 1.0, 5.0)
+    assert s.values == (3.0, 1.0, 2.0, 5.0, 4.0)  # kept in repeat order
+    s = spread([10.0, 40.0, 20.0])  # quartiles interpolated between the ordered values
+    assert (s.median, s.q1, s.q3, s.iqr, s.min, s.max) == (20.0, 15.0, 30.0, 15.0, 10.0, 40.0)
+    s = spread([1.0, 2.0, 3.0, 4.0])
+    assert (s.median, s.q1, s.q3) == (2.5, 1.75, 3.25)
+
+
+def test_one_repeat_and_none() -> None:
+    one = spread([7.0])
+    assert (one.median, one.q1, one.q3, one.iqr, one.min, one.max) == (7.0, 7.0, 7.0, 0.0, 7.0, 7.0)
+    assert one.cell() == "7.00"
+    assert spread([]).cell() == "-" and spread([]).median == 0.0
+
+
+def test_cells_and_dicts() -> None:
+    s = spread([2.0, 1.0, 4.0])
+    assert s.cell() == "2.00 [1.00-4.00]" and s.cell(1) == "2.0 [1.0-4.0]"
+    assert s.as_dict() == {"median": 2.0, "q1": 1.5, "q3": 3.0, "iqr": 1.5, "min": 1.0, "max": 4.0,
+                           "values": [2.0, 1.0, 4.0]}
+
+
+def test_ratios_are_taken_repeat_by_repeat() -> None:
+    # a mode twice as fast as the baseline in every repeat, though the repeats drift: the ratio holds
+    assert ratios([20.0, 10.0, 40.0], [10.0, 5.0, 20.0]) == [2.0, 2.0, 2.0]
+    assert spread(ratios([20.0, 10.0, 40.0], [10.0, 5.0, 20.0])).iqr == 0.0
+    # (a ratio of medians, 20 / 10, happens to agree here; per repeat, a drifting baseline would not hide)
+    assert ratios([3.0, 3.0], [1.0, 0.0]) == [3.0]  # a repeat whose baseline made nothing is left out
+    with pytest.raises(ValueError):
+        ratios([1.0], [1.0, 2.0])
