@@ -27,7 +27,11 @@ def test_max_completion_tokens_wins() -> None:
 
 
 def test_neutral_values_accepted() -> None:
-    chat(n=1, presence_penalty=0, frequency_penalty=0.0, logprobs=False, user="u", seed=3)
+    req = chat(n=1, presence_penalty=0, frequency_penalty=0.0, logprobs=False, user="u", seed=3)
+    assert (req.n, req.presence_penalty, req.frequency_penalty, req.logprobs, req.user, req.seed) == \
+        (1, 0.0, 0.0, False, "u", 3)
+    # accepted as the fields they are: none reported as ignored, and no logprobs asked for
+    assert req.ignored_fields() == [] and req.logprobs_wanted() is None and req.best_of_wanted() == 1
 
 
 def test_fields_without_effect_on_generation_are_accepted() -> None:

@@ -13,6 +13,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from tests.conftest import ROOT
+from verifier.core.bounds import mean_accepted_length
 from verifier.core.gguf import load_llama
 from verifier.core.models import default_target_dir, target_gguf_path
 from verifier.distill.export import export_gguf
@@ -75,12 +76,24 @@ def test_short_distillation_end_to_end_then_eval(tmp_path: Path) -> None:
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, timeout=600)
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text('{"prompt": "Name a fruit."}\nSay hello.\n')
-    res = subprocess.run([sys.executable, "-m", "verifier.distill.cli", "eval", "--draft", str(out),
-                          "--prompts", str(prompts), "--max-new", "8", "--threads", "1", "--json"],
-                         cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
-    report = json.loads(res.stdout)
-    assert report["prompts"] == 2 and report["positions"] > 0
-    assert 0.0 <= report["greedy_acceptance"] <= 1.0 and report["draft_ms_per_token"] > 0
+
+    def evaluated(draft: Path) -> dict[str, float]:
+        res = subprocess.run([sys.executable, "-m", "verifier.distill.cli", "eval", "--draft", str(draft),
+                              "--prompts", str(prompts), "--max-new", "8", "--threads", "1", "--json"],
+                             cwd=ROOT, check=True, capture_output=True, text=True, timeout=600)
+        report: dict[str, float] = json.loads(res.stdout)
+        return report
+
+    # the constructed case, exact: the target as its own draft agrees with itself at every position
+    # (both replies run past 8 tokens), and rounds of 4 then accept 4, then the last 3 of 8
+    itself = evaluated(target_gguf_path())
+    assert (itself["prompts"], itself["positions"], itself["greedy_acceptance"]) == (2, 16, 1.0)
+    assert itself["mean_accepted_length_gamma4"] == mean_accepted_length([True] * 8, 4) == 3.5
+    report = evaluated(out)
+    # the same target continuations are scored, whatever the draft; the share is of those positions
+    assert (report["prompts"], report["positions"]) == (2, 16)
+    assert report["greedy_acceptance"] * 16 == pytest.approx(round(report["greedy_acceptance"] * 16), abs=1e-3)
+    assert report["greedy_acceptance"] < 1.0 and report["draft_ms_per_token"] > 0  # a 48-token draft is no target
 
 
 def test_quant_round_trip_is_what_the_export_stores(tmp_path: Path) -> None:
