@@ -146,3 +146,35 @@ def pair_p_value(pairs: Sequence[tuple[int, int]], law: FloatArray) -> float:
     if any(law[pair] == 0 for pair in pairs):
         return 0.0
     return chi_square_p(Counter(pairs), cells(law))
+
+
+def first_token_law(p: npt.NDArray[np.float64], q: SparseDist, route: str, bug: str | None = None
+                    ) -> npt.NDArray[np.float64]:
+    """The law of the first verified token of a one-draft round (draft d ~ q) by each route's rule,
+    or with a planted bug: 'accept_all' (every draft kept, as vLLM's CPU kernel does with pad
+    drafts), 'residual_from_p' (rows: the replacement drawn from p), 'acceptance_with_p' (rows:
+    d kept with p(d), not min(1, p(d)/q(d))), 'residual_keeps_d' (live: the replacement drawn
+    from p, d included). (A sampler that lost the temperature, as vLLM 0.32's CPU expand kernel
+    did, draws from another law altogether: ``sampled_position``'s last item.)"""
+    law = np.zeros_like(p)
+    qd = np.zeros_like(p)
+    qd[q.ids] = q.probs
+    residual = np.maximum(p - qd, 0.0)
+    residual /= residual.sum()
+    for d, qp in zip(q.ids, q.probs):
+        if bug == "accept_all":
+            keep = 1.0
+        elif route == "rows":
+            keep = p[d] if bug == "acceptance_with_p" else min(1.0, p[d] / qp)
+        else:
+            keep = p[d]
+        if route == "rows":
+            other = p if bug == "residual_from_p" else residual
+        else:
+            other = p.copy()
+            if bug != "residual_keeps_d":
+                other[d] = 0.0
+            other = other / other.sum()
+        law += qp * (1.0 - keep) * other
+        law[d] += qp * keep
+    return law

@@ -33,6 +33,7 @@ from scipy.stats import binomtest
 from proxy.draft.llama_drafter import LlamaDrafter
 from tests.conftest import MODEL_ID, Server
 from tests.e2e.test_lossless import reference  # noqa: F401 - the shared transformers fixture
+from tests.planted import first_token_law
 from tests.stats import chi_square_p, chi_square_power, total_variation
 from verifier.core.drafting import DraftSampling
 from verifier.core.gguf import load_llama
@@ -73,18 +74,8 @@ class Position:
         return r / r.sum()  # type: ignore[no-any-return]
 
 
-#: the law of the first output token under each planted bug (one speculative round, one draft)
-def law_with_residual_from_p(pos: Position) -> npt.NDArray[np.float64]:
-    beta = pos.acceptance()
-    return np.minimum(pos.p, pos.q_dense()) + (1.0 - beta) * pos.p  # type: ignore[no-any-return]
-
-
-def law_with_acceptance_p(pos: Position) -> npt.NDArray[np.float64]:
-    accepted = pos.q_dense() * pos.p
-    return accepted + (1.0 - accepted.sum()) * pos.residual()  # type: ignore[no-any-return]
-
-
-BUGS = {"residual_from_p": law_with_residual_from_p, "acceptance_with_p": law_with_acceptance_p}
+#: the planted bugs (``tests.planted.first_token_law``: the first output token's law on the row rule)
+BUGS = ("residual_from_p", "acceptance_with_p")
 
 
 def speculative_draws(pos: Position, n: int, bug: str | None, seed: int) -> Counter[int]:
@@ -130,8 +121,8 @@ def first_token(client: openai.OpenAI, seed: int) -> tuple[int, dict[str, Any]]:
 
 def test_the_planted_bugs_move_this_positions_law_and_this_n_catches_them(position: Position) -> None:
     null = position.law(position.p)
-    for name, law_of in BUGS.items():
-        wrong = position.law(law_of(position))
+    for name in BUGS:
+        wrong = position.law(first_token_law(position.p, position.q, "rows", name))
         assert total_variation(null, wrong) > 0.02, name
         power = chi_square_power(null, wrong, N, ALPHA)
         assert power >= 0.99, (name, power)
