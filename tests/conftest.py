@@ -30,10 +30,11 @@ class Server:
 
 
 def start_server(module: str, args: list[str], log: Path, timeout: float = 180.0, port: int | None = None,
-                 ca_bundle: str | None = None) -> Server:
-    """``ca_bundle``: the server runs HTTPS with a certificate this bundle trusts."""
+                 ca_bundle: str | None = None, env: dict[str, str] | None = None) -> Server:
+    """``ca_bundle``: the server runs HTTPS with a certificate this bundle trusts; ``env``: more
+    environment variables."""
     port = port or free_port()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with log.open("wb") as fh:  # the child keeps its own copy of the descriptor
         proc = spawn([sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), *args],
                      cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)

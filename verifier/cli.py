@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import uvicorn
 from pydantic_settings import CliApp
 
-from verifier.backends import BackendOptions, TargetBackend, load_backend
+from verifier.backends import BackendOptions, TargetBackend, check_backend, load_backend, run_worker_node
+from verifier.backends.vllm_args import read_engine_args
 from verifier.core.asgi import KeyRing
 from verifier.core.grammar import GrammarCompiler
 from verifier.core.lifetime import exit_with_parent
@@ -23,16 +25,19 @@ def main(argv: list[str] | None = None) -> None:
     configure_logging(settings.log_level)
     model = settings.model or str(default_target_dir())
 
+    try:
+        options = backend_options(settings)
+        if settings.vllm_headless:
+            if settings.backend != "vllm":
+                raise ValueError("--vllm-headless needs --backend vllm")
+            run_worker_node(model, options)
+            return
+        check_backend(settings.backend, model, options)
+    except ValueError as exc:  # a bad setting or engine argument: one line, no traceback
+        sys.exit(f"tandem-verifier: {exc}")
+
     def factory() -> TargetBackend:
-        return load_backend(settings.backend, model, BackendOptions(
-            dtype=settings.dtype, device=settings.device, threads=settings.threads,
-            max_context=settings.max_context, cpu_linear=settings.cpu_linear,
-            varlen={"auto": None, "varlen": True, "per-item": False}[settings.torch_batching],
-            vllm_block_size=settings.vllm_block_size, vllm_enforce_eager=settings.vllm_enforce_eager,
-            vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
-            vllm_kv_cache_gib=settings.vllm_kv_cache_gib, vllm_live_slots=settings.vllm_live_slots,
-            vllm_max_num_seqs=settings.vllm_max_num_seqs,
-        ))
+        return load_backend(settings.backend, model, options)
 
     from verifier.app import create_app
 
@@ -53,6 +58,19 @@ def main(argv: list[str] | None = None) -> None:
     # the channel's WebSockets through the sans-I/O websockets implementation (its legacy one is deprecated)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                 ws="websockets-sansio", ssl_certfile=settings.ssl_certfile, ssl_keyfile=settings.ssl_keyfile)
+
+
+def backend_options(settings: VerifierSettings) -> BackendOptions:
+    return BackendOptions(
+        dtype=settings.dtype, device=settings.device, threads=settings.threads,
+        max_context=settings.max_context, cpu_linear=settings.cpu_linear,
+        varlen={"auto": None, "varlen": True, "per-item": False}[settings.torch_batching],
+        vllm_block_size=settings.vllm_block_size, vllm_enforce_eager=settings.vllm_enforce_eager,
+        vllm_gpu_memory_utilization=settings.vllm_gpu_memory_utilization,
+        vllm_kv_cache_gib=settings.vllm_kv_cache_gib, vllm_live_slots=settings.vllm_live_slots,
+        vllm_max_num_seqs=settings.vllm_max_num_seqs, vllm_engine_args=read_engine_args(settings.vllm_engine_args),
+        vllm_given=settings.vllm_given(),
+    )
 
 
 if __name__ == "__main__":

@@ -93,8 +93,11 @@ class VerifierMetrics:
         self.backend = Info("tandem_verifier_backend", "the served model and backend", registry=r)
 
     def loaded(self, info: ModelInfo) -> None:
-        self.backend.info({"model": info.model, "backend": info.backend, "vocab_size": str(info.vocab_size),
-                           "max_context": str(info.max_context)})
+        labels = {"model": info.model, "backend": info.backend, "vocab_size": str(info.vocab_size),
+                  "max_context": str(info.max_context)}
+        if info.engine is not None:  # vLLM's parallel layout and engine settings
+            labels |= {k: str(v) for k, v in info.engine.model_dump(exclude={"engine_args"}).items()}
+        self.backend.info(labels)
 
     def on_round(self, drafted: int, accepted: int) -> None:
         self.round_accepted.observe(accepted)

@@ -39,7 +39,10 @@ class VerifierSettings(BaseSettings):
     vllm_block_size: int = Field(
         32, ge=1, description="vLLM KV block size: a round recomputes the context tail since the last full block"
     )
-    vllm_enforce_eager: bool = Field(True, description="vLLM without CUDA graphs / torch.compile (CPU needs it)")
+    vllm_enforce_eager: bool | None = Field(
+        None, description="vLLM without CUDA graphs / torch.compile (default: eager on CPU, which needs it; "
+        "CUDA graphs on a GPU)"
+    )
     vllm_gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="vLLM's share of GPU memory")
     vllm_kv_cache_gib: int = Field(
         1, ge=1, description="vLLM's KV cache on CPU, GiB (VLLM_CPU_KVCACHE_SPACE wins if set)"
@@ -47,6 +50,15 @@ class VerifierSettings(BaseSettings):
     vllm_live_slots: int = Field(
         8, ge=0, le=64, description="the live route: drafts vLLM verifies in one step of a session's own live request "
         "(vLLM's num_speculative_tokens; docs/vllm-live-route.md); 0: off, every round on whole rows"
+    )
+    vllm_engine_args: str | None = Field(
+        None, description="any vLLM engine argument (vLLM's AsyncEngineArgs, validated by vLLM at start-up): a JSON "
+        "object, e.g. '{\"tensor_parallel_size\": 4, \"quantization\": \"fp8\"}', or the path of a YAML or JSON "
+        "file of them; docs/deploy.md"
+    )
+    vllm_headless: bool = Field(
+        False, description="a worker node of a multi-node layout: run vLLM's workers of this node (engine arguments "
+        "nnodes, node_rank, master_addr) and serve no API"
     )
     vllm_max_num_seqs: int = Field(
         64, ge=1, description="vLLM's max_num_seqs: live sessions may hold all but 8 of them (paused, with their KV)"
@@ -90,3 +102,13 @@ class VerifierSettings(BaseSettings):
     ssl_keyfile: str | None = Field(None, description="the private key of --ssl-certfile (PEM)")
     max_body_bytes: int = Field(16 << 20, ge=1024, description="largest request body accepted (413 beyond)")
     log_level: str = Field("info", description="logging level")
+
+    def vllm_given(self) -> frozenset[str]:
+        """The vLLM engine arguments the operator set through Tandem's own settings (their engine names)."""
+        return frozenset(engine for name, engine in ENGINE_NAMES.items() if name in self.model_fields_set)
+
+
+#: Tandem settings that are vLLM engine arguments too: their engine names
+ENGINE_NAMES = {"dtype": "dtype", "max_context": "max_model_len", "vllm_block_size": "block_size",
+                "vllm_enforce_eager": "enforce_eager", "vllm_gpu_memory_utilization": "gpu_memory_utilization",
+                "vllm_max_num_seqs": "max_num_seqs"}

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from verifier.backends.vllm_backend import LIVE_PROPOSER, live_engine_args
+from verifier.backends.vllm_args import LIVE_PROPOSER, live_engine_args
 from verifier.backends.vllm_live import NoDrafts
 from verifier.backends.vllm_sessions import LiveSampling, LiveStream
 from verifier.core.cpu import read_cpu

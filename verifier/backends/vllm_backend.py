@@ -35,7 +35,7 @@ import itertools
 import logging
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -53,6 +53,7 @@ from verifier.backends.base import (
     Work,
     eos_token_ids,
 )
+from verifier.backends.vllm_args import bind_cpu_workers, engine_layout, live_margin_of, vllm_engine_args
 from verifier.backends.vllm_sessions import LiveSampling, LiveStream
 from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
@@ -213,33 +214,28 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
     """
 
     def __init__(self, model_path: Path, dtype: str = "float32", max_context: int | None = None,
-                 block_size: int = 32, enforce_eager: bool = True, gpu_memory_utilization: float = 0.9,
+                 block_size: int = 32, enforce_eager: bool | None = None, gpu_memory_utilization: float = 0.9,
                  kv_cache_gib: int = 1, seed: int = 0, live_slots: int = 8, max_num_seqs: int = 64,
-                 live_kv_share: float = 0.75) -> None:
+                 live_kv_share: float = 0.75, engine_args: Mapping[str, Any] | None = None,
+                 given: Collection[str] = ()) -> None:
         # vLLM reads its CPU KV budget from the environment; keep an operator's value
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))
-        live_margin = live_slots + 2 if live_slots else 0  # a live round's spec slots and the token after them
+        live_margin = live_margin_of(live_slots)
         from vllm import SamplingParams as VllmSamplingParams
-        from vllm.config import StructuredOutputsConfig
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.sampling_params import RequestOutputKind
         from vllm.v1.engine.async_llm import AsyncLLM
 
-        self._block = block_size
+        self._operator_args = dict(engine_args or {})
+        merged = vllm_engine_args(model_path, dtype=dtype, max_context=max_context, block_size=block_size,
+                                  enforce_eager=enforce_eager, gpu_memory_utilization=gpu_memory_utilization,
+                                  seed=seed, live_slots=live_slots, max_num_seqs=max_num_seqs,
+                                  operator=self._operator_args, given=given)
+        bind_cpu_workers(merged)
         self._params_type = VllmSamplingParams
         self._delta = RequestOutputKind.DELTA
         self._final_only = RequestOutputKind.FINAL_ONLY
-        args = AsyncEngineArgs(
-            model=str(model_path), dtype=dtype, enable_prefix_caching=True, block_size=block_size,
-            # the tokenizer only for structured outputs (grammars of cloud-only decoding, with llguidance like
-            # Tandem's own); every request passes token ids and asks for no detokenisation
-            enforce_eager=enforce_eager, skip_tokenizer_init=False, seed=seed,
-            structured_outputs_config=StructuredOutputsConfig(backend="guidance"),
-            gpu_memory_utilization=gpu_memory_utilization, disable_log_stats=True,
-            max_model_len=max_context + live_margin if max_context else max_context,
-            max_logprobs=-1,  # whole rows: the whole vocabulary's log-probabilities of a position
-            max_num_seqs=max_num_seqs, **live_engine_args(live_slots),
-        )
+        args = AsyncEngineArgs(**merged)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-loop", daemon=True)
         self._thread.start()
@@ -253,11 +249,14 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
             check_internals()
         self._engine = self._run(create())
         config = self._engine.model_config
+        vllm_config = self._engine.vllm_config
+        self._block = int(vllm_config.cache_config.block_size)
+        seqs = int(vllm_config.scheduler_config.max_num_seqs)
         engine_context = int(config.max_model_len)
         self._live_open: dict[int, LiveSlot] = {}
         self._live_limits = LiveLimits(
-            sessions=max(0, max_num_seqs - LIVE_RESERVED_SEQS) if live_slots else 0,
-            kv_tokens=int(live_kv_share * kv_blocks(self._engine) * block_size), block=block_size,
+            sessions=max(0, seqs - LIVE_RESERVED_SEQS) if live_slots else 0,
+            kv_tokens=int(live_kv_share * kv_blocks(self._engine) * self._block), block=self._block,
             slots=live_slots)
         self.info = ModelInfo(
             model=Path(model_path).name,
@@ -267,9 +266,11 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
             eos_token_ids=eos_token_ids(config.hf_config.eos_token_id),
             verifies_sampled=True,  # whole rows where asked: see the module docstring
             rows_are_logits=False,  # vLLM hands out log-probabilities: logits up to a constant
+            engine=engine_layout(vllm_config, self._operator_args),
         )
         self._ids = itertools.count()
-        log.info("vllm backend loaded", extra={"model": str(model_path), "dtype": dtype, "block_size": block_size})
+        log.info("vllm backend loaded", extra={"model": str(model_path), **self.info.engine.model_dump(
+            exclude={"engine_args"})} if self.info.engine else {"model": str(model_path)})
 
     # ---- the live route (verifier.backends.vllm_sessions) -------------------------------------
     @property
@@ -508,18 +509,6 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
 
 #: vLLM sequences kept free of live sessions: whole-row rounds, prefills and cloud-only decoding
 LIVE_RESERVED_SEQS = 8
-
-
-#: the live route's proposer, by the dotted name vLLM loads it by (inside its worker)
-LIVE_PROPOSER = "verifier.backends.vllm_live.NoDrafts"
-
-
-def live_engine_args(slots: int, proposer: str = LIVE_PROPOSER) -> dict[str, Any]:
-    """vLLM engine arguments that turn the live route on (``slots`` drafts a step; 0: off)."""
-    if not slots:
-        return {}
-    return {"scheduler_cls": "verifier.backends.vllm_live.LiveRouteScheduler",
-            "speculative_config": {"method": "custom_class", "model": proposer, "num_speculative_tokens": slots}}
 
 
 def kv_blocks(engine: Any) -> int:

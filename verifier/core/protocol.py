@@ -7,7 +7,7 @@ both. Documented in docs/verify-api.md; words as defined in ``verifier.core.samp
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from verifier.core.grammar import GrammarKind, GrammarSpec
 from verifier.core.logits import LogitsProcessing
@@ -199,6 +199,26 @@ class GeneratedTokens(_Strict):
     logprobs: list[TokenLogprobs] | None = Field(None, description="one per token, when the request asked")
 
 
+class EngineLayout(_Strict):
+    """A vLLM engine's parallel layout and the settings that shape it (``/v1/info``'s ``engine``)."""
+
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    data_parallel_size: int = 1
+    nodes: int = Field(1, description="vLLM's nnodes: the nodes the workers span")
+    executor: str | None = Field(None, description="vLLM's distributed executor (mp, ray, uni)")
+    dtype: str
+    quantization: str | None = None
+    kv_cache_dtype: str = "auto"
+    block_size: int
+    max_model_len: int
+    max_num_seqs: int
+    enforce_eager: bool = Field(description="no CUDA graphs / torch.compile")
+    engine_args: dict[str, JsonValue] = Field(
+        default_factory=dict, description="the operator's --vllm-engine-args, as given"
+    )
+
+
 class ModelInfo(_Strict):
     """What a backend serves: the model and the limits an edge must respect."""
 
@@ -215,6 +235,7 @@ class ModelInfo(_Strict):
         "constant per row (log-probabilities), and repetition_penalty, which scales a logit by its sign, cannot "
         "be applied to them (speculative sessions asking for it are refused)"
     )
+    engine: EngineLayout | None = Field(None, description="the vLLM backend's engine; None for other backends")
 
 
 class ServerInfo(ModelInfo):

@@ -37,7 +37,7 @@ def test_vllms_cpu_stand_in_leaves_a_float_output_unwritten() -> None:
 def test_the_live_proposers_dotted_name_is_the_proposer() -> None:
     import importlib
 
-    from verifier.backends.vllm_backend import LIVE_PROPOSER
+    from verifier.backends.vllm_args import LIVE_PROPOSER
     from verifier.backends.vllm_live import NoDrafts
 
     module, name = LIVE_PROPOSER.rsplit(".", 1)
