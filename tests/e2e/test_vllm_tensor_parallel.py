@@ -177,7 +177,8 @@ def test_a_bad_engine_argument_is_a_one_line_start_up_error() -> None:
     ({"max_num_seqs": 8}, "engine argument max_num_seqs=8 contradicts --vllm-max-num-seqs (max_num_seqs=16)"),
     ({"speculative_config": {"method": "ngram"}}, "engine argument speculative_config is set by Tandem: the edge's "
                                                   "drafts are the speculation"),
-], ids=["unknown", "bad-value", "contradicts-a-setting", "tandem-owns"])
+    ({"pipeline_parallel_size": 2}, "pipeline_parallel_size > 1 fails on vLLM 0.32's CPU backend by itself"),
+], ids=["unknown", "bad-value", "contradicts-a-setting", "tandem-owns", "pipeline-on-cpu"])
 def test_bad_engine_arguments_are_refused_before_the_model_loads(args: dict[str, Any], reason: str) -> None:
     options = BackendOptions(vllm_max_num_seqs=16, vllm_given=frozenset({"max_num_seqs"}), vllm_engine_args=args)
     with pytest.raises(EngineArgsError) as refused:

@@ -197,7 +197,12 @@ def vllm_engine_args(model_path: Path, *, dtype: str = "float32", max_context: i
         "max_logprobs": -1,  # whole rows: the whole vocabulary's log-probabilities of a position
         **live_engine_args(live_slots),
     }
-    return merge_engine_args(tandem, operator or {}, route)
+    merged = merge_engine_args(tandem, operator or {}, route)
+    if int(merged.get("pipeline_parallel_size", 1)) > 1 and on_cpu():
+        raise EngineArgsError("pipeline_parallel_size > 1 fails on vLLM 0.32's CPU backend by itself (its engine dies "
+                              "at the first step, also with vLLM's own LLM class; docs/deploy.md): use "
+                              "tensor_parallel_size on CPU")
+    return merged
 
 
 def on_cpu() -> bool:
