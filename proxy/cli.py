@@ -7,7 +7,6 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
-from pydantic_settings import CliApp
 
 from proxy.app import create_app
 from proxy.draft.base import Drafter
@@ -21,6 +20,7 @@ from proxy.tokenizer import Tokenizer
 from proxy.verifier_channel import VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierClient, client_tls
 from verifier.core.asgi import KeyRing
+from verifier.core.envsettings import load_settings
 from verifier.core.gguf import llama_build_problem, load_llama
 from verifier.core.lifetime import exit_with_parent
 from verifier.core.logs import configure_logging
@@ -69,7 +69,7 @@ def build_app(settings: EdgeSettings) -> FastAPI:
 
 def main(argv: list[str] | None = None) -> None:
     exit_with_parent()  # started by a test run or `make run`: never outlive it
-    settings = CliApp.run(EdgeSettings, cli_args=argv)
+    settings = load_settings(EdgeSettings, "tandem-edge", argv)  # a bad value: one line, no traceback
     configure_logging(settings.log_level)
     problem = llama_build_problem()  # the tokenizer and the drafter run in llama.cpp: can it run on this CPU?
     if problem:

@@ -1,4 +1,4 @@
-"""Edge settings: every field is a CLI flag and a TANDEM_EDGE_* env var."""
+"""Edge settings: every field is a CLI flag and a TANDEM_EDGE_* env var (lists: comma-separated or JSON)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from verifier.core.drafting import DEFAULT_PROPOSAL_SUPPORT
+from verifier.core.envsettings import EnvList
 
 Mode = Literal["auto", "speculative", "cloud", "draft"]
 
@@ -112,12 +113,12 @@ class EdgeSettings(BaseSettings):
         3, ge=1, description="failures in a row after which the edge stops trying the verifier for a cooldown"
     )
     breaker_cooldown_s: float = Field(5.0, gt=0, description="how long the edge leaves a failing verifier alone")
-    api_key: list[str] = Field(
+    api_key: EnvList = Field(
         default_factory=list, description="API keys clients must send as 'Authorization: Bearer <key>' on /v1 routes "
         "(repeat the flag for several; none and no --api-key-file: open)",
     )
     api_key_file: str | None = Field(None, description="a file of API keys, one per line ('key' or 'name key')")
-    cors_origins: list[str] = Field(
+    cors_origins: EnvList = Field(
         default_factory=list, description="browser origins allowed to call the edge (CORS; none: off)"
     )
     verifier_token: str | None = Field(

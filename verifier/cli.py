@@ -6,11 +6,11 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from pydantic_settings import CliApp
 
 from verifier.backends import BackendOptions, TargetBackend, check_backend, load_backend, run_worker_node
 from verifier.backends.vllm_args import read_engine_args
 from verifier.core.asgi import KeyRing
+from verifier.core.envsettings import load_settings
 from verifier.core.grammar import GrammarCompiler
 from verifier.core.lifetime import exit_with_parent
 from verifier.core.logs import configure_logging
@@ -21,7 +21,7 @@ from verifier.settings import VerifierSettings
 
 def main(argv: list[str] | None = None) -> None:
     exit_with_parent()  # started by a test run or `make run`: never outlive it
-    settings = CliApp.run(VerifierSettings, cli_args=argv)
+    settings = load_settings(VerifierSettings, "tandem-verifier", argv)  # a bad value: one line, no traceback
     configure_logging(settings.log_level)
     model = settings.model or str(default_target_dir())
 

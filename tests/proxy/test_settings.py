@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
+from pydantic_settings import CliApp
 
 from proxy.settings import EdgeSettings
+from verifier.core.envsettings import load_settings
+
+LIST_SETTINGS = ["api_key", "cors_origins"]
 
 
 def test_env_vars_configure_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -19,3 +28,67 @@ def test_env_vars_configure_the_edge(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_invalid_values_refused() -> None:
     with pytest.raises(ValidationError):
         EdgeSettings(gamma=99)
+
+
+@pytest.mark.parametrize("field", LIST_SETTINGS)
+@pytest.mark.parametrize(("value", "expected"), [
+    ("sekret", ["sekret"]),  # a plain value, as vLLM's VLLM_API_KEY
+    ("a,b", ["a", "b"]),
+    (" a , b ,", ["a", "b"]),
+    ('["a", "b"]', ["a", "b"]),
+    ("", []),
+])
+def test_list_settings_from_env_plain_comma_or_json(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str, expected: list[str]
+) -> None:
+    monkeypatch.setenv(f"TANDEM_EDGE_{field.upper()}", value)
+    assert getattr(EdgeSettings(), field) == expected
+
+
+@pytest.mark.parametrize("args", [
+    ["--api-key", "a", "--api-key", "b"],
+    ["--api-key", "a,b"],
+    ["--api-key", '["a", "b"]'],
+    ["--api-key", '["a"]', "--api-key", "b"],
+    ["--api-key=a", "--api-key=b"],
+])
+def test_list_flags_as_before(args: list[str]) -> None:
+    assert CliApp.run(EdgeSettings, cli_args=args).api_key == ["a", "b"]
+
+
+def test_list_given_in_python_unchanged() -> None:
+    assert EdgeSettings(api_key=["a,b"]).api_key == ["a,b"]
+
+
+def test_bad_env_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_EDGE_PORT", "abc")
+    with pytest.raises(SystemExit) as exit_:
+        load_settings(EdgeSettings, "tandem-edge", [])
+    assert str(exit_.value.code).startswith("tandem-edge: TANDEM_EDGE_PORT: Input should be a valid integer")
+
+
+def test_bad_flag_names_the_flag_over_the_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_EDGE_GAMMA", "5")
+    with pytest.raises(SystemExit) as exit_:
+        load_settings(EdgeSettings, "tandem-edge", ["--gamma", "99"])
+    assert exit_.value.code == "tandem-edge: --gamma: Input should be less than or equal to 32"
+
+
+def test_bad_json_list_in_env_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TANDEM_EDGE_API_KEY", '["a"')
+    with pytest.raises(SystemExit) as exit_:
+        load_settings(EdgeSettings, "tandem-edge", [])
+    message = str(exit_.value.code)
+    assert message.startswith("tandem-edge: TANDEM_EDGE_API_KEY: ") and "JSON list" in message
+    assert "\n" not in message
+
+
+def test_cli_exits_with_one_line_on_a_bad_env_value() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_EDGE_")} | {"TANDEM_EDGE_PORT": "abc"}
+    done = subprocess.run([sys.executable, "-m", "proxy.cli"], env=env, cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "tandem-edge: TANDEM_EDGE_PORT: Input should be a valid integer, unable to parse string as an integer"
+    ]
