@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from proxy.draft.base import Drafter
+from proxy.draft.prediction import PredictionDrafter, PredictionTrigger
 from proxy.output import Stats
 from proxy.pipeline import Action, PipelinePolicy
 from proxy.rates import Explorer, LinkEstimates, Path, choose
@@ -65,6 +66,8 @@ class GenerationStats:
     unverified_tokens: int = 0
     thresholds: tuple[float, float] | None = None  # trigger 'tuned': the last (per_token, cumulative) drafted with
     upload_batches: int = 0  # frames of draft tokens sent up (a round sent in batches counts each)
+    prediction_drafted: int = 0  # draft tokens taken from the request's prediction (Predicted Outputs)
+    prediction_accepted: int = 0  # of those, the ones the verifier accepted
     #: when the request asked for logprobs: the target's, one per token the loops yielded, in order
     #: (None for a token the draft model produced alone); the loops extend it before each yield
     logprobs: list[TokenLogprob | None] | None = None
@@ -105,6 +108,8 @@ class GenerationStats:
             d["threshold_per_token"], d["threshold_cumulative"] = self.thresholds
         if self.upload_batches:
             d["upload_batches"] = self.upload_batches
+        if self.prediction_drafted:
+            d["prediction_drafted"], d["prediction_accepted"] = self.prediction_drafted, self.prediction_accepted
         if self.cloud_losses:
             d["cloud_losses"] = self.cloud_losses
         if self.degraded:
@@ -130,6 +135,7 @@ class GenerationRequest:
     tuning: ThresholdTuner | None = None  # trigger 'tuned': the edge's tuner of the dual threshold (not `trigger`)
     upload: UploadPlanner | None = None  # stop-and-wait rounds go up in batches as drafted, by this plan
     reproducible: bool = False  # a seeded sampled generation: the same seed must give the same output
+    prediction: tuple[int, ...] | None = None  # OpenAI Predicted Outputs: tokens drafted where the output follows them
 
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
@@ -225,7 +231,14 @@ async def speculative_loop(
         if applied.stale:
             stats.stale_rounds += 1
         elif isinstance(answer, Verified):
-            if estimates is not None and answer.seq in alone:
+            drafts = applied.round.drafts if applied.round is not None else []
+            predicted = [d.predicted for d in drafts]
+            stats.prediction_drafted += sum(predicted)
+            stats.prediction_accepted += sum(predicted[:applied.accepted])
+            if isinstance(trigger, PredictionTrigger):
+                trigger.learn(sum(predicted), sum(predicted[:applied.accepted]))
+            # the link estimates learn the draft model's acceptance: a prediction's rounds would skew it
+            if estimates is not None and answer.seq in alone and not any(predicted):
                 estimates.observe_round(applied.drafted, applied.accepted, trip,
                                         (answer.compute_us + answer.queue_us) / 1e6)
             stats.rounds += 1
@@ -388,12 +401,16 @@ async def adaptive_loop(
     or cloud streaming; speculation hands over to cloud streaming mid-request when the estimates
     turn (the cloud continues from the verified tokens, so the output stays lossless).
     ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them."""
-    gamma = req.policy.gamma
+    prediction = drafter if isinstance(drafter, PredictionDrafter) else None
+    # the draft model's own round size: a prediction's rounds are longer (``proxy.resolve.predicted``)
+    gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
     inflight = req.policy.max_inflight
     rates = estimates.rates(gamma, req.max_tokens, inflight)
-    explore = explorer.explore(rates is not None and choose(rates, None) == "cloud")
-    if rates is None or explore or gamma == 0:
+    if prediction is not None:  # drafts that cost nothing: speculate while the output follows them
         path: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
+        stats.why = "prediction"
+    elif rates is None or explorer.explore(rates is not None and choose(rates, None) == "cloud") or gamma == 0:
+        path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
     else:
         path = choose(rates, None)
@@ -410,9 +427,12 @@ async def adaptive_loop(
                 produced.extend(new)
                 yield new
                 left = req.max_tokens - len(produced)
+                if prediction is not None and not prediction.lost():
+                    continue
                 rates = estimates.rates(gamma, left, inflight)
                 if left > 0 and rates is not None and choose(rates, path) == "cloud":
-                    stats.why = _why(rates, f"{path} fell behind after {len(produced)} tokens")
+                    why = f"{path} fell behind after {len(produced)} tokens"
+                    stats.why = _why(rates, why if prediction is None else f"the prediction was left; {why}")
                     handover = True
                     break
         finally:

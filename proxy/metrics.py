@@ -60,6 +60,12 @@ class EdgeMetrics:
                                 registry=r)
         self.cloud_losses = Counter("tandem_edge_cloud_losses_total", "times a request lost the verifier",
                                     registry=r)
+        self.prediction_tokens = Counter("tandem_edge_prediction_tokens_total", "tokens of requests' predictions "
+                                         "(Predicted Outputs) that appeared in the completion (accepted) or not "
+                                         "(rejected)", ["outcome"], registry=r)
+        self.prediction_drafts = Counter("tandem_edge_prediction_draft_tokens_total", "draft tokens taken from "
+                                         "predictions, sent (drafted) and accepted by the verifier", ["outcome"],
+                                         registry=r)
 
     def finished(self, stats: Stats, finish_reason: str, tokens: int, ttft_s: float | None,
                  elapsed_s: float) -> None:
@@ -86,6 +92,11 @@ class EdgeMetrics:
         if stats.get("degraded"):
             self.degraded.inc()
         self.cloud_losses.inc(int(stats.get("cloud_losses", 0)))
+        if "accepted_prediction_tokens" in stats:
+            self.prediction_tokens.labels("accepted").inc(int(stats["accepted_prediction_tokens"]))
+            self.prediction_tokens.labels("rejected").inc(int(stats["rejected_prediction_tokens"]))
+            self.prediction_drafts.labels("drafted").inc(int(stats.get("prediction_drafted", 0)))
+            self.prediction_drafts.labels("accepted").inc(int(stats.get("prediction_accepted", 0)))
 
     def failed(self, mode: str) -> None:
         self.requests.labels(mode, "error").inc()

@@ -34,12 +34,23 @@ class _Sparse(BaseModel):
         return body
 
 
+class CompletionTokensDetails(BaseModel):
+    """OpenAI's breakdown of the completion tokens (sent with a prediction): the prediction's
+    tokens that appeared in the completion and those that did not (``PredictionCounts``)."""
+
+    reasoning_tokens: int = 0
+    audio_tokens: int = 0
+    accepted_prediction_tokens: int = 0
+    rejected_prediction_tokens: int = 0
+
+
 class Usage(_Sparse):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    completion_tokens_details: CompletionTokensDetails | None = None
     unverified_tokens: int | None = None  # Tandem: completion tokens the cloud did not verify (degraded)
-    omitted_when_none = ("unverified_tokens",)
+    omitted_when_none = ("unverified_tokens", "completion_tokens_details")
 
     @classmethod
     def of(cls, finished: Sequence[Finished]) -> Usage:
@@ -47,8 +58,13 @@ class Usage(_Sparse):
         completion = sum(f.completion_tokens for f in finished)
         unverified = [int(f.stats.get("unverified_tokens", 0)) for f in finished if f.degraded]
         prompt = finished[0].prompt_tokens
+        predicted = [f.stats for f in finished if "accepted_prediction_tokens" in f.stats]
+        details = CompletionTokensDetails(
+            accepted_prediction_tokens=sum(int(s["accepted_prediction_tokens"]) for s in predicted),
+            rejected_prediction_tokens=sum(int(s["rejected_prediction_tokens"]) for s in predicted),
+        ) if predicted else None
         return cls(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion,
-                   unverified_tokens=sum(unverified) if unverified else None)
+                   completion_tokens_details=details, unverified_tokens=sum(unverified) if unverified else None)
 
 
 class FunctionOut(_Sparse):

@@ -49,6 +49,17 @@ class TextPart(_Strict):
     text: str
 
 
+class Prediction(_Strict):
+    """OpenAI's Predicted Outputs: text the answer is expected to repeat (a file being edited);
+    its tokens are drafts the verifier checks (``proxy.draft.prediction``)."""
+
+    type: Literal["content"]
+    content: str | list[TextPart]
+
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else "".join(part.text for part in self.content)
+
+
 class FunctionCall(_Open):
     name: str
     arguments: str  # JSON text, as the model wrote it
@@ -175,7 +186,6 @@ UNHONOURED: dict[str, tuple[object, ...]] = {
     "reasoning_effort": (),
     "audio": (),
     "modalities": (["text"],),
-    "prediction": (),
     "web_search_options": (),
 }
 
@@ -203,6 +213,7 @@ class SamplingFields(_Open):
         None, description="each choice carries its output token ids (`token_ids`); a stream sends them on the "
         "choice's last chunk")
     tandem: TandemOptions | None = None
+    prediction: Prediction | None = None
     # no effect on generation: accepted
     user: str | dict[str, Any] | None = None
     store: bool | None = None
@@ -217,7 +228,6 @@ class SamplingFields(_Open):
     reasoning_effort: Any = None
     audio: Any = None
     modalities: Any = None
-    prediction: Any = None
     web_search_options: Any = None
 
     @field_validator(*UNHONOURED)

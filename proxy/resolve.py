@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.decoding import GenerationRequest
+from proxy.draft.prediction import PredictionTrigger
 from proxy.errors import bad_request
 from proxy.openai_schema import SamplingFields, TandemOptions
 from proxy.pipeline import PipelinePolicy
@@ -161,6 +162,33 @@ def policy_for(opts: TandemOptions | None, settings: EdgeSettings, seeded_sample
     return PipelinePolicy.pipelined(gamma, settings.max_inflight) if pipelined else PipelinePolicy.stop_and_wait(gamma)
 
 
+def predicted(req: SamplingFields, gen: GenerationRequest, prediction_ids: list[int],
+              longest: int) -> GenerationRequest:
+    """A generation with a prediction (OpenAI Predicted Outputs): its tokens are drafts, in rounds
+    of up to ``longest`` tokens (``PredictionTrigger``); the edge's own drafts keep their trigger
+    and gamma (``check_prediction`` refused what cannot go with it)."""
+    own = gen.policy.gamma
+    if own == 0:
+        return gen  # cloud-only decoding by the request's gamma: nothing is drafted
+    size = max(own, longest)
+    policy = PipelinePolicy.pipelined(size, gen.policy.max_inflight) if gen.policy.draft_while_waiting \
+        else PipelinePolicy.stop_and_wait(size)
+    return replace(gen, prediction=tuple(prediction_ids), policy=policy, tuning=None, upload=None,
+                   trigger=PredictionTrigger(gen.trigger, own, size))
+
+
+def check_prediction(req: SamplingFields) -> None:
+    """A prediction is refused where OpenAI refuses it: with n > 1, and with tools (before the
+    tools are planned)."""
+    if req.prediction is None:
+        return
+    if (req.n or 1) > 1:
+        raise bad_request("prediction cannot be combined with n greater than 1", "n", "invalid_request_error")
+    if getattr(req, "tools", None):
+        raise bad_request("prediction cannot be combined with tools (function calling)", "tools",
+                          "invalid_request_error")
+
+
 def constrained(schema: dict[str, Any], edge: EdgeDefaults) -> dict[str, Any]:
     """The grammar fields of a generation whose output must follow ``schema``: the spec the
     verifier compiles, and the edge's own constraint for its drafts (a 400 naming
@@ -200,9 +228,9 @@ def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> 
 
 
 def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None,
-            tools: ToolPlan | None = None) -> PreparedRequest:
+            tools: ToolPlan | None = None, prediction_ids: list[int] | None = None) -> PreparedRequest:
     """The generation a request asks for, with this edge's defaults filled in; ``tools``: the
-    chat's tool plan (``proxy.tools``)."""
+    chat's tool plan (``proxy.tools``); ``prediction_ids``: the request's prediction, tokenised."""
     settings = edge.settings
     opts = req.tandem
     mode = mode_of(req, settings)
@@ -259,6 +287,8 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
                           "answers from the draft model alone", "best_of", "unsupported_parameter")
     if best_of > 1 and gen.logprobs is None:
         gen = replace(gen, logprobs=0)  # ranking the choices needs their logprobs
+    if prediction_ids is not None:
+        gen = predicted(req, gen, prediction_ids, settings.prediction_round)
     if mode == "draft" and gen.logprobs is not None:
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")

@@ -23,6 +23,7 @@ from proxy.breaker import CircuitBreaker
 from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
 from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
+from proxy.draft.prediction import PredictionCounts, PredictionDrafter
 from proxy.errors import OpenAIError, bad_request, verifier_unavailable
 from proxy.metrics import EdgeMetrics
 from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
@@ -34,6 +35,7 @@ from proxy.resolve import (
     EdgeDefaults,
     PreparedRequest,
     build_trigger,
+    check_prediction,
     load_predictor,
     mode_of,
     policy_for,
@@ -122,6 +124,7 @@ class EdgeService:
         return await asyncio.to_thread(self._prepare_sync, req)
 
     def _prepare_sync(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
+        check_prediction(req)
         if isinstance(req, ChatCompletionRequest):
             template = self.prompts.template
             plan = plan_tools(req, template.supports_tools, template.name)
@@ -142,12 +145,14 @@ class EdgeService:
 
     def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None,
                  tools: ToolPlan | None = None) -> PreparedRequest:
+        prediction = self.tokenizer.encode(req.prediction.text(), special=False, add_bos=False) \
+            if req.prediction is not None else None
         edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
                             self.tokenizer.stop_token_ids, self.trigger, self.predictor,
                             self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars,
                             self.tuner_for if self.can_tune else None, self.planner_for,
                             self.verifier.rows_are_logits)
-        return resolve(req, prompt_ids, edge, default_max, tools)
+        return resolve(req, prompt_ids, edge, default_max, tools, prediction)
 
     def tuner_for(self, policy: PipelinePolicy) -> ThresholdTuner:
         """The tuner of the dual threshold for requests run by ``policy`` (each policy has its own
@@ -199,7 +204,8 @@ class EdgeService:
         emitter = TextEmitter(self.tokenizer, gen.max_tokens, gen.stop_token_ids, prep.stop)
         pending: list[TokenEntry] = []  # logprobs of output tokens whose text is still held back
         cumulative: float | None = 0.0 if stats.logprobs is not None else None  # None once a token has none
-        output_ids: list[int] | None = [] if prep.token_ids else None  # the tokens ``emitter.produced`` counts
+        # the tokens ``emitter.produced`` counts: returned when asked, and a prediction's usage counts them
+        output_ids: list[int] | None = [] if prep.token_ids or gen.prediction is not None else None
         t0 = time.perf_counter()
         ttft: float | None = None
         try:
@@ -234,13 +240,16 @@ class EdgeService:
         if tail:  # held-back text; the logprobs of tokens that end in no text (a stop string) are dropped
             yield TextDelta(tail, stats.degraded, tuple(pending), index)
         out = stats.as_dict()
+        if gen.prediction is not None and output_ids is not None:
+            counts = PredictionCounts.of(gen.prediction, output_ids)
+            out["accepted_prediction_tokens"], out["rejected_prediction_tokens"] = counts.accepted, counts.rejected
         elapsed = time.perf_counter() - t0
         out["elapsed_ms"] = round(elapsed * 1000, 2)
         self.metrics.finished(out, emitter.finish_reason, emitter.produced,
                               ttft if ttft is not None else (elapsed if tail else None), elapsed)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
         yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative,
-                       tuple(output_ids) if output_ids is not None else None)
+                       tuple(output_ids) if output_ids is not None and prep.token_ids else None)
 
     async def prompt_entries(self, prep: PreparedRequest, top_logprobs: int) -> list[TokenEntry]:
         """The target's logprobs of the prompt's tokens (completions' echo with logprobs); the first
@@ -264,6 +273,8 @@ class EdgeService:
         drafter: Drafter | None = None
         if mode != "cloud":
             drafter = await stack.enter_async_context(self.drafters.lease())
+            if gen.prediction is not None:
+                drafter = PredictionDrafter(drafter, gen.prediction, gen.output_index())
 
         def cloud(req: GenerationRequest) -> Loop:
             estimates = self.estimates[req.whole_rows]
@@ -282,7 +293,7 @@ class EdgeService:
             if not self.drafters.standalone:
                 return None
             if drafter is not None:
-                return draft_loop(req, drafter, stats)
+                return draft_loop(req, drafter.inner if isinstance(drafter, PredictionDrafter) else drafter, stats)
             return draft_loop(req, await stack.enter_async_context(self.drafters.lease()), stats)
 
         return resumable(gen, cloud, alone, self.recovery, self.breaker, stats)

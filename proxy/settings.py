@@ -39,6 +39,10 @@ class EdgeSettings(BaseSettings):
         "llama", description="llama: the draft GGUF in llama.cpp; ngram: model-free prompt lookup"
     )
     gamma: int = Field(4, ge=0, le=32, description="draft tokens per verification round (at most)")
+    prediction_round: int = Field(
+        32, ge=1, le=64, description="draft tokens a round may take from a request's prediction (OpenAI Predicted "
+        "Outputs), at most; a round starts at twice --gamma and doubles while the prediction is accepted"
+    )
     confidence_threshold: float = Field(
         0.3,
         ge=0.0,

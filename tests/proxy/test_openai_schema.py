@@ -46,13 +46,21 @@ def test_fields_without_effect_on_generation_are_accepted() -> None:
 
 @pytest.mark.parametrize("field,value", [
     ("reasoning_effort", "low"), ("audio", {"voice": "alloy", "format": "wav"}), ("modalities", ["text", "audio"]),
-    ("prediction", {"type": "content", "content": "x"}), ("response_format", {"type": "xml"}),
+    ("prediction", {"type": "text", "content": "x"}), ("prediction", {"type": "content"}),
+    ("prediction", {"type": "content", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}),
+    ("prediction", "x"), ("response_format", {"type": "xml"}),
     ("tool_choice", "sometimes"), ("functions", [{"name": "f"}]), ("web_search_options", {}),
 ])
 def test_fields_that_would_change_the_output_are_refused_by_name(field: str, value: object) -> None:
     with pytest.raises(ValidationError) as info:
         chat(**{field: value})
     assert info.value.errors()[0]["loc"][0] == field
+
+
+def test_a_prediction_is_text_or_text_parts() -> None:
+    assert chat(prediction={"type": "content", "content": "ab"}).prediction.text() == "ab"  # type: ignore[union-attr]
+    parts = [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]
+    assert chat(prediction={"type": "content", "content": parts}).prediction.text() == "ab"  # type: ignore[union-attr]
 
 
 def test_text_parts_are_joined() -> None:

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from proxy.draft.prediction import PredictionTrigger
 from proxy.errors import OpenAIError
 from proxy.openai_schema import ChatCompletionRequest
 from proxy.pipeline import PipelinePolicy
-from proxy.resolve import EdgeDefaults, build_trigger, load_predictor, max_tokens_for, resolve
+from proxy.resolve import EdgeDefaults, build_trigger, check_prediction, load_predictor, max_tokens_for, resolve
 from proxy.settings import EdgeSettings
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DualThresholdTrigger, PredictorTrigger
@@ -128,3 +129,27 @@ def test_a_seeded_sample_in_mode_auto_takes_one_reproducible_path() -> None:
     assert prep.mode == "speculative" and prep.gen.policy == PipelinePolicy.stop_and_wait(4)
     assert resolve(chat(temperature=0.8), [1], edge(EdgeSettings()), None).mode == "auto"
     assert resolve(chat(temperature=0, seed=5), [1], edge(EdgeSettings()), None).mode == "auto"  # greedy: any path
+
+
+def test_a_prediction_gets_long_rounds_and_keeps_the_own_drafts_trigger() -> None:
+    settings = EdgeSettings(gamma=3, confidence_threshold=0.25, prediction_round=24)
+    prep = resolve(chat(temperature=0), [1, 2], edge(settings), None, prediction_ids=[5, 6, 7])
+    assert prep.gen.prediction == (5, 6, 7) and prep.gen.policy.gamma == 24
+    trigger = prep.gen.trigger
+    assert isinstance(trigger, PredictionTrigger)
+    assert (trigger.inner, trigger.drafted_per_round, trigger.longest, trigger.trusted) == (
+        DualThresholdTrigger(0.25), 3, 24, 6)
+    assert prep.gen.tuning is None and prep.gen.upload is None
+    plain = resolve(chat(temperature=0), [1, 2], edge(settings), None)
+    assert plain.gen.prediction is None and plain.gen.policy.gamma == 3
+
+
+@pytest.mark.parametrize(("fields", "param"), [
+    ({"n": 2}, "n"),
+    ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+])
+def test_a_prediction_is_refused_where_openai_refuses_it(fields: dict[str, object], param: str) -> None:
+    check_prediction(chat(**fields))  # no prediction: nothing to refuse
+    with pytest.raises(OpenAIError) as err:
+        check_prediction(chat(prediction={"type": "content", "content": "x"}, **fields))
+    assert err.value.status == 400 and err.value.param == param and "prediction" in err.value.message

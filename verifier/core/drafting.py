@@ -37,6 +37,7 @@ class DraftToken:
     proposal: SparseDist | None  # the q it was drawn from; None for id-only drafts
     features: tuple[float, float, float] | None = None  # (confidence, entropy, margin) when recorded
     confidence: float | None = None  # the draft model's top-1 probability here (None: a model-free drafter)
+    predicted: bool = False  # taken from the request's prediction (OpenAI Predicted Outputs), not drafted
 
 
 class DraftTrigger(Protocol):
