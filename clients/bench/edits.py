@@ -30,7 +30,7 @@ from clients.bench.report import table
 from clients.bench.spread import Spread, ratios, spread
 
 REFERENCE = "none"
-CASES = (REFERENCE, "predicted", "wrong")
+CASES = (REFERENCE, "predicted", "wrong", "own")
 CATEGORIES = ("code", "text")
 # issue 29: tokens/s with the prediction over without it, per link profile (scenario name) ...
 SPEEDUP_TARGETS = {"lan": 2.0, "broadband": 1.5}
@@ -79,12 +79,18 @@ def case_modes(edge_mode: str) -> list[Mode]:
     return [Mode(name, {"mode": edge_mode}, True, bound) for name in CASES]
 
 
-def prediction_for(case: str, items: Sequence[EditItem], index: int) -> EditItem | None:
-    """Whose document is the prediction of ``case`` on item ``index`` (None: no prediction)."""
+def prediction_for(case: str, items: Sequence[EditItem], index: int,
+                   answers: Sequence[str] = ()) -> EditItem | None:
+    """Whose document is the prediction of ``case`` on item ``index`` (None: no prediction);
+    ``own``: the target's own greedy answer (``answers[index]``, from an unmeasured run), the
+    prediction of a client that asks again: the mechanism's bound when the prediction is right."""
     if case == "predicted":
         return items[index]
     if case == "wrong":
         return items[wrong_partner(index, len(items))]
+    if case == "own":
+        item = items[index]
+        return EditItem(f"{item.id}#own", item.category, item.instruction, answers[index] if answers else "")
     return None
 
 

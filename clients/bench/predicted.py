@@ -5,14 +5,15 @@ real edge and verifier across emulated links.
   tandem-bench-predicted --scenario lan --limit 2 --repeats 1   # a smoke run
 
 Each item of clients/prompts/edits.jsonl asks for a small change to a 300-600 token document and
-for the whole document back. Per item and repeat three cases run, in an order rotating from one
+for the whole document back. Per item and repeat four cases run, in an order rotating from one
 (item, repeat) to the next (``clients.bench.cli.schedule``): ``none`` (no prediction),
-``predicted`` (the original document as the prediction) and ``wrong`` (another item's document):
+``predicted`` (the original document as the prediction), ``wrong`` (another item's document) and
+``own`` (the target's own answer, from an unmeasured run first: the bound when a prediction is right):
 greedy chat completions streamed through the OpenAI SDK, max_tokens the document's tokens plus
 --extra-tokens. Per link profile it prints tokens/s per case (median [min-max] over items x
 repeats), the ratios predicted/none and wrong/none taken per (item, repeat), how much of the
 prediction was accepted, and issue 29's targets as PASS/FAIL lines (``clients.bench.edits``).
-The three cases' output token ids must be equal for every (item, repeat); any difference, or a
+The cases' output token ids must be equal for every (item, repeat); any difference, or a
 result without token ids, is printed and the command exits with status 1. Writes results.json
 (every request) and results.md to --out.
 """
@@ -193,6 +194,7 @@ def collect(args: argparse.Namespace, items: Sequence[EditItem], budgets: Sequen
     bed = Testbed(args.logs, parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, (),
                   args.verifier_backend)
     results: list[EditResult] = []
+    answers: list[str] = []
     bar = tqdm(total=len(scenarios) * len(items) * len(modes) * args.repeats, unit="req", desc="bench-predicted")
     try:
         bar.set_postfix_str("starting verifier")
@@ -205,14 +207,19 @@ def collect(args: argparse.Namespace, items: Sequence[EditItem], budgets: Sequen
                 client = OpenAI(base_url=f"{url}/v1", api_key="not-needed", timeout=600, max_retries=0)
                 cpu = edge_cpu_reader(edge.pid)
                 try:
+                    if not answers:  # the target's own answers, for the case ``own`` (not measured)
+                        reference = Mode("reference", {"mode": "cloud"}, True, "cloud")
+                        answers.extend(run_edit(client, item, None, reference, budgets[i], relay.counters,
+                                                lambda: 0.0, sc.name, -1, -1).text for i, item in enumerate(items))
                     for m in modes:  # warm-up, not measured
-                        run_edit(client, items[0], prediction_for(m.name, items, 0), m, 4, relay.counters,
+                        run_edit(client, items[0], prediction_for(m.name, items, 0, answers), m, 4, relay.counters,
                                  lambda: 0.0, sc.name, -1, -1)
                     relay.restart_clock()
                     for rep, i, order in schedule(len(items), args.repeats, list(modes)):
                         for m in order:
                             bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
-                            results.append(run_edit(client, items[i], prediction_for(m.name, items, i), m, budgets[i],
+                            results.append(run_edit(client, items[i], prediction_for(m.name, items, i, answers), m,
+                                                    budgets[i],
                                                     relay.counters, cpu, sc.name, i, rep))
                             bar.update(1)
                 finally:
