@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import openai
 import pytest
 
@@ -68,6 +69,10 @@ def test_a_right_prediction_goes_up_in_long_rounds_and_changes_nothing(edge: Ser
     assert stats["prediction_accepted"] > 0 and stats["prediction_drafted"] >= stats["prediction_accepted"]
     assert stats["rounds"] < len(ids(plain)) / 2, stats  # rounds of many tokens each
     assert counts(reply) == (len(text_ids(plain, tokenizer)), 0)  # every token of the prediction is in the completion
+    metrics = {line.split(" ")[0]: float(line.split(" ")[1]) for line in httpx.get(f"{edge.url}/metrics").text
+               .splitlines() if line.startswith("tandem_edge_prediction")}
+    assert metrics['tandem_edge_prediction_tokens_total{outcome="accepted"}'] >= len(text_ids(plain, tokenizer))
+    assert metrics['tandem_edge_prediction_draft_tokens_total{outcome="accepted"}'] >= stats["prediction_accepted"]
 
 
 def test_a_prediction_longer_than_the_answer_counts_the_rest_rejected(edge: Server, plain: Any,
