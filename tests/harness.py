@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import random
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import llguidance
@@ -363,3 +367,14 @@ async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
         await asyncio.wait_for(poll(), timeout_s)
     except TimeoutError:
         raise AssertionError(f"what the test waits for did not happen within {timeout_s:g} s") from None
+
+
+def cli_stderr_of_bad_env(module: str, prefix: str, name: str, value: str) -> list[str]:
+    """The stderr lines of ``python -m module`` started with ``name=value`` in an environment
+    free of other ``prefix`` settings; it must exit non-zero without a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefix)} | {name: value}
+    done = subprocess.run([sys.executable, "-m", module], env=env, cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    return done.stderr.splitlines()

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from proxy.settings import EdgeSettings
+from tests.harness import cli_stderr_of_bad_env
 from verifier.core.envsettings import load_settings
 
 LIST_SETTINGS = ["api_key", "cors_origins"]
@@ -84,11 +80,6 @@ def test_bad_json_list_in_env_is_one_line(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_cli_exits_with_one_line_on_a_bad_env_value() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_EDGE_")} | {"TANDEM_EDGE_PORT": "abc"}
-    done = subprocess.run([sys.executable, "-m", "proxy.cli"], env=env, cwd=Path(__file__).parents[2],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines() == [
+    assert cli_stderr_of_bad_env("proxy.cli", "TANDEM_EDGE_", "TANDEM_EDGE_PORT", "abc") == [
         "tandem-edge: TANDEM_EDGE_PORT: Input should be a valid integer, unable to parse string as an integer"
     ]

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 from pydantic_settings import CliApp
 
+from tests.harness import cli_stderr_of_bad_env
 from verifier.core.envsettings import load_settings, source_of
 from verifier.settings import VerifierSettings
 
@@ -36,13 +32,7 @@ def test_an_unknown_source_names_both(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_exits_with_one_line_on_a_bad_env_value() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TANDEM_VERIFIER_")}
-    env["TANDEM_VERIFIER_MAX_SESSIONS"] = "x"
-    done = subprocess.run([sys.executable, "-m", "verifier.cli"], env=env, cwd=Path(__file__).parents[2],
-                          capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0
-    assert "Traceback" not in done.stderr
-    assert done.stderr.splitlines() == [
+    assert cli_stderr_of_bad_env("verifier.cli", "TANDEM_VERIFIER_", "TANDEM_VERIFIER_MAX_SESSIONS", "x") == [
         "tandem-verifier: TANDEM_VERIFIER_MAX_SESSIONS: Input should be a valid integer, unable to parse string "
         "as an integer"
     ]
