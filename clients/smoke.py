@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from proxy.decoding import stop_and_wait_round
+from clients.load.rounds import stop_and_wait_round
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import VerifierChannel, websocket_connector
 from verifier.core.drafting import DraftToken

@@ -23,13 +23,13 @@ from proxy.output import Stats
 from proxy.pipeline import Action, PipelinePolicy
 from proxy.rates import Explorer, LinkEstimates, Path, choose
 from proxy.round_log import RoundLog
-from proxy.speculation import Applied, SpeculationState
+from proxy.speculation import SpeculationState
 from proxy.tuning import SegmentClock, ThresholdTuner
 from proxy.upload_plan import UploadPlanner
-from proxy.verifier_channel import ChannelSession, VerifierChannel
+from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient, VerifierUnavailable
 from verifier.core.codec import logprobs_from_wire
-from verifier.core.drafting import DraftSampling, DraftToken, DraftTrigger
+from verifier.core.drafting import DraftSampling, DraftTrigger
 from verifier.core.grammar import Constraint
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, whole_rows_reasons
@@ -323,18 +323,6 @@ def verified_logprobs(answer: Verified | Stale, verified: list[int]) -> list[Tok
     if [e.token_id for e in entries] != verified:
         raise VerifierUnavailable("the verifier's logprobs are not those of the tokens it verified")
     return entries
-
-
-async def stop_and_wait_round(session: ChannelSession, state: SpeculationState, drafts: list[DraftToken]) -> Applied:
-    """One round by hand: ``drafts`` (possibly none) sent as a round, its answer waited for and
-    applied (the load generator's replayed edges and tests drive the verifier this way)."""
-    for token in drafts:
-        state.add_draft(token)
-    sent = state.take_round(allow_empty=True)
-    if sent is None:
-        raise ValueError("a round needs drafts or a verified prefix to extend")
-    await session.send(sent)
-    return state.apply(await session.next())
 
 
 async def cloud_loop(

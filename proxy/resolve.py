@@ -25,16 +25,15 @@ from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
 from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets
-from verifier.core.sampling import effective_temperature
+from verifier.core.sampling import SEED_MASK, effective_temperature
 
-_SEED_MASK = (1 << 63) - 1
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices apart
 
 
 def choice_seed(seed: int, index: int) -> int:
     """The seed of choice ``index`` of a request seeded ``seed``: choice 0 keeps it (n=1 and
     the first of n give the same output), the others get seeds of their own, reproducibly."""
-    return (seed + index * _GOLDEN) & _SEED_MASK
+    return (seed + index * _GOLDEN) & SEED_MASK
 
 
 @dataclass(frozen=True)
@@ -217,7 +216,7 @@ def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> 
         top_p=1.0 if req.top_p is None else req.top_p,
         top_k=max(0, req.top_k or 0),
         min_p=req.min_p or 0.0,
-        seed=(req.seed & _SEED_MASK) if req.seed is not None else secrets.randbits(63),
+        seed=(req.seed & SEED_MASK) if req.seed is not None else secrets.randbits(63),
         presence_penalty=req.presence_penalty or 0.0,
         frequency_penalty=req.frequency_penalty or 0.0,
         repetition_penalty=1.0 if req.repetition_penalty is None else req.repetition_penalty,

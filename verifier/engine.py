@@ -306,8 +306,7 @@ class VerifierEngine:
         self.stats.live_sessions_created += int(session.live is not None)
         log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids),
                                            "route": session.route, "route_note": session.route_note})
-        return SessionCreated(session_id=sid, prompt_tokens=len(req.prompt_token_ids), max_context=info.max_context,
-                              route=session.route, route_note=session.route_note)
+        return SessionCreated(session_id=sid, route=session.route, route_note=session.route_note)
 
     async def _open_live(self, backend: LiveRoute, req: SessionCreate) -> LiveHandle:
         try:

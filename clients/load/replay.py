@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import httpx
 
 from clients.bench.identity import token_difference
+from clients.load.rounds import stop_and_wait_round
 from clients.load.trace import Trace
-from proxy.decoding import stop_and_wait_round
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import VerifierChannel
 from proxy.verifier_client import VerifierClient

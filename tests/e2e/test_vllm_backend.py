@@ -27,7 +27,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from proxy.decoding import stop_and_wait_round
+from clients.load.rounds import stop_and_wait_round
 from proxy.speculation import Applied, SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from tests.conftest import MODEL_ID, Server, start_server

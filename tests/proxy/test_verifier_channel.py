@@ -15,8 +15,8 @@ import uvicorn
 import websockets
 from websockets.asyncio.client import connect
 
+from clients.load.rounds import stop_and_wait_round
 from clients.procs import free_port
-from proxy.decoding import stop_and_wait_round
 from proxy.speculation import SpeculationState
 from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
 from proxy.verifier_client import VerifierRejected, VerifierUnavailable

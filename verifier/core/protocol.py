@@ -143,10 +143,10 @@ class SessionCreate(_Generation):
 
 
 class SessionCreated(_Strict):
+    """What ``VerifierEngine.create_session`` returns, in process (no wire message: an ``Open``
+    frame gets no answer)."""
+
     session_id: str
-    protocol_version: int = PROTOCOL_VERSION
-    prompt_tokens: int
-    max_context: int
     route: str = Field("rows", description="which route scores its rounds: live (inside the backend's own engine, "
                        "at about a decode step) or rows (the target's rows, scored by Tandem)")
     route_note: str | None = Field(None, description="why the session is not live, where the backend has a live route")

@@ -49,7 +49,9 @@ def effective_temperature(temperature: float) -> float:
     """The temperature a request is served at: 0 (greedy) below ``GREEDY_BELOW``."""
     return 0.0 if temperature < GREEDY_BELOW else temperature
 
-_SEED_MASK = (1 << 63) - 1
+
+#: seeds are kept to 63 bits, on the edge (a request's seed, its choices' seeds) and in the keyed draws
+SEED_MASK = (1 << 63) - 1
 
 
 class Stream(IntEnum):
@@ -62,7 +64,7 @@ class Stream(IntEnum):
 
 def keyed_uniform(seed: int, position: int, stream: Stream) -> float:
     """A uniform number in [0, 1) that depends only on (seed, position, stream)."""
-    rng = np.random.default_rng([seed & _SEED_MASK, position, int(stream)])
+    rng = np.random.default_rng([seed & SEED_MASK, position, int(stream)])
     return float(rng.random())
 
 
@@ -192,9 +194,3 @@ def sample_index(probs: FloatArray, u: float) -> int:
     while probs[idx] == 0 and idx > 0:
         idx -= 1
     return idx
-
-
-def sample_sparse(dist: SparseDist, u: float) -> int:
-    return int(dist.ids[sample_index(dist.probs, u)])
-
-
