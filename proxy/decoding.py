@@ -232,13 +232,14 @@ async def speculative_loop(
             stats.stale_rounds += 1
         elif isinstance(answer, Verified):
             drafts = applied.round.drafts if applied.round is not None else []
-            predicted = [d.predicted for d in drafts]
-            stats.prediction_drafted += sum(predicted)
-            stats.prediction_accepted += sum(predicted[:applied.accepted])
+            predicted = sum(d.predicted for d in drafts)
+            predicted_accepted = sum(d.predicted for d in drafts[:applied.accepted])
+            stats.prediction_drafted += predicted
+            stats.prediction_accepted += predicted_accepted
             if isinstance(trigger, PredictionTrigger):
-                trigger.learn(sum(predicted), sum(predicted[:applied.accepted]))
+                trigger.learn(predicted, predicted_accepted)
             # the link estimates learn the draft model's acceptance: a prediction's rounds would skew it
-            if estimates is not None and answer.seq in alone and not any(predicted):
+            if estimates is not None and answer.seq in alone and not predicted:
                 estimates.observe_round(applied.drafted, applied.accepted, trip,
                                         (answer.compute_us + answer.queue_us) / 1e6)
             stats.rounds += 1

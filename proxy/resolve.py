@@ -161,8 +161,7 @@ def policy_for(opts: TandemOptions | None, settings: EdgeSettings, seeded_sample
     return PipelinePolicy.pipelined(gamma, settings.max_inflight) if pipelined else PipelinePolicy.stop_and_wait(gamma)
 
 
-def predicted(req: SamplingFields, gen: GenerationRequest, prediction_ids: list[int],
-              longest: int) -> GenerationRequest:
+def predicted(gen: GenerationRequest, prediction_ids: list[int], longest: int) -> GenerationRequest:
     """A generation with a prediction (OpenAI Predicted Outputs): its tokens are drafts, in rounds
     of up to ``longest`` tokens (``PredictionTrigger``); the edge's own drafts keep their trigger
     and gamma (``check_prediction`` refused what cannot go with it)."""
@@ -287,7 +286,7 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     if best_of > 1 and gen.logprobs is None:
         gen = replace(gen, logprobs=0)  # ranking the choices needs their logprobs
     if prediction_ids is not None:
-        gen = predicted(req, gen, prediction_ids, settings.prediction_round)
+        gen = predicted(gen, prediction_ids, settings.prediction_round)
     if mode == "draft" and gen.logprobs is not None:
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")
