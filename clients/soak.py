@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=10.0)
     args = parser.parse_args(argv)
     logs = Path(tempfile.mkdtemp(prefix="tandem-soak-"))
-    verifier, vport = start_verifier(logs / "verifier.log", None, ["--threads", "1"])
+    verifier, vport = start_verifier(logs / "verifier.log", None, ["--backend", "torch", "--threads", "1"])
     eport = free_port()
     edge = Process(["-m", "proxy.cli", "--port", str(eport), "--verifier-url", f"http://127.0.0.1:{vport}",
                     "--threads", "1", "--max-waiting", str(args.streams)], logs / "edge.log", None)

@@ -55,7 +55,8 @@ def logs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def verifier(logs_dir: Path) -> Iterator[Server]:
-    server = start_server("verifier.cli", ["--threads", "1", "--session-ttl-s", "30"], logs_dir / "verifier.log")
+    server = start_server("verifier.cli", ["--backend", "torch", "--threads", "1", "--session-ttl-s", "30"],
+                          logs_dir / "verifier.log")
     yield server
     server.stop()
 

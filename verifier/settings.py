@@ -19,7 +19,7 @@ class VerifierSettings(BaseSettings):
         None, description="target model (HF directory for torch); default: the prepared SmolLM2-135M-Instruct"
     )
     backend: Literal["torch", "vllm"] = Field(
-        "torch", description="target backend: vllm (vLLM's engine: live rounds inside vLLM's own speculative "
+        "vllm", description="target backend: vllm (vLLM's engine: live rounds inside vLLM's own speculative "
         "decoding, batching, prefix cache) or torch (PyTorch/transformers)"
     )
     dtype: Literal["float32", "bfloat16", "float16"] = Field(

@@ -74,7 +74,7 @@ def test_a_server_spawned_from_a_thread_outlives_the_thread_not_the_process(tmp_
         from clients.procs import spawn, wait_healthy
         pid = []
         def start():
-            argv = [sys.executable, "-m", "verifier.cli", "--threads", "1", "--port", "{port}"]
+            argv = [sys.executable, "-m", "verifier.cli", "--backend", "torch", "--threads", "1", "--port", "{port}"]
             proc = spawn(argv, cwd={str(ROOT)!r})
             wait_healthy("http://127.0.0.1:{port}", proc, "verifier", 300)
             pid.append(proc.pid)
@@ -120,7 +120,8 @@ def test_a_verifier_started_by_a_killed_test_process_does_not_outlive_it(tmp_pat
     from clients.procs import free_port
 
     port = free_port()
-    parent = parent_with_server(f"[{sys.executable!r}, '-m', 'verifier.cli', '--threads', '1', '--port', '{port}']")
+    parent = parent_with_server(f"[{sys.executable!r}, '-m', 'verifier.cli', '--backend', 'torch', '--threads', '1', "
+                                f"'--port', '{port}']")
     assert parent.stdout is not None
     with parent.stdout:
         line = parent.stdout.readline()

@@ -52,8 +52,8 @@ def restartable(logs_dir: Path) -> Iterator[dict[str, Server]]:
     """A verifier on a fixed port (so it can be restarted where the edge looks) and an edge that
     waits for it (resume) with a short round deadline."""
     port = free_port()
-    servers = {"verifier": start_server("verifier.cli", ["--threads", "1"], logs_dir / "restart-verifier-1.log",
-                                        port=port)}
+    servers = {"verifier": start_server("verifier.cli", ["--backend", "torch", "--threads", "1"],
+                                        logs_dir / "restart-verifier-1.log", port=port)}
     servers["edge"] = start_server(
         "proxy.cli", ["--verifier-url", servers["verifier"].url, "--threads", "1", "--slots", "1", "--n-ctx", "1024",
                       "--on-cloud-loss", "wait", "--cloud-wait-s", "120", "--round-timeout-s", "2"],
@@ -99,7 +99,7 @@ def test_stall_and_restart_mid_stream_resume_losslessly(restartable: dict[str, S
             threading.Thread(target=restart, daemon=True).start()
 
     def restart() -> None:
-        restartable["verifier"] = start_server("verifier.cli", ["--threads", "1"],
+        restartable["verifier"] = start_server("verifier.cli", ["--backend", "torch", "--threads", "1"],
                                                logs_dir / "restart-verifier-2.log", port=port)
 
     events = stream_chat(edge, body, on_chunk)

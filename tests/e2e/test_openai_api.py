@@ -223,7 +223,7 @@ def test_error_inside_a_stream_is_an_sse_error_event_then_done(logs_dir) -> None
     far, then an error event."""
     from tests.conftest import start_server
 
-    ver = start_server("verifier.cli", ["--threads", "1"], logs_dir / "doomed-verifier.log")
+    ver = start_server("verifier.cli", ["--backend", "torch", "--threads", "1"], logs_dir / "doomed-verifier.log")
     edge = start_server("proxy.cli", ["--verifier-url", ver.url, "--threads", "1", "--slots", "1", "--n-ctx", "1024",
                                       "--verifier-timeout-s", "5", "--on-cloud-loss", "fail"],
                         logs_dir / "doomed-edge.log")

@@ -46,7 +46,8 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, obje
     tokens = d / "edge-tokens"
     tokens.write_text("# edges allowed in\nedge-a tok-a\nedge-b tok-b\n")
     tls = ["--ssl-certfile", str(cert), "--ssl-keyfile", str(key)]
-    verifier = start_server("verifier.cli", ["--threads", "1", "--auth-tokens-file", str(tokens), *tls],
+    verifier = start_server("verifier.cli", ["--backend", "torch", "--threads", "1", "--auth-tokens-file", str(tokens),
+                                             *tls],
                             d / "verifier.log", ca_bundle=str(cert))
     try:  # the verifier stops even when the edge fails to start
         edge = start_server("proxy.cli", ["--verifier-url", verifier.url, "--verifier-token", "tok-a",

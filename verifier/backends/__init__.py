@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,6 +59,9 @@ def check_backend(name: str, model_path: str, options: BackendOptions) -> None:
     """Refuse bad settings before the model loads: for vLLM, its engine arguments as vLLM
     checks them (``verifier.backends.vllm_args.EngineArgsError``)."""
     if name == "vllm":
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError("the vllm backend (the default) needs vLLM: pip install '.[verifier,vllm]', "
+                             "or run the target with PyTorch: --backend torch")
         from verifier.backends.vllm_args import validate_engine_args, vllm_engine_args
 
         validate_engine_args(vllm_engine_args(Path(model_path), **options.vllm_kwargs()))
