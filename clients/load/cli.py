@@ -4,9 +4,10 @@
   tandem-load --quick                                           # 1 and 4 clients, 2 prompts: a smoke run
 
 Records draft traces once (the real draft model on the bench prompts, against the target's
-greedy answers from the real verifier), then for each mode starts a fresh verifier and runs
-each client count: every client sends ``--requests-per-client`` requests back to back. Each
-repeat (``--repeats``) is one pass over the client counts; the tables give each figure's median
+greedy answers from the real verifier), then starts a verifier of its own for each mode and
+runs each client count: every client sends ``--requests-per-client`` requests back to back.
+Each repeat (``--repeats``) is one pass over the client counts, and at each client count the
+modes take turns in a rotated order (each first in turn); the tables give each figure's median
 and range across repeats, and goodput and SLO attainment at each TPOT SLO (``--tpot-slo-ms``).
 
 Modes:
@@ -57,7 +58,7 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl
 VERIFIER_FLAGS = {
     "tandem": [],
     "cloud": [],
-    "one-lock": ["--max-batch-rounds", "1", "--torch-batching", "per-item"],
+    "one-lock": ["--backend", "torch", "--max-batch-rounds", "1", "--torch-batching", "per-item"],
 }
 
 
@@ -112,6 +113,26 @@ class Verifier:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+def rotated(modes: list[str], turn: int) -> list[str]:
+    """``modes`` starting at the ``turn``-th (mod their number)."""
+    k = turn % len(modes)
+    return [*modes[k:], *modes[:k]]
+
+
+def _measure(mode: str, n: int, rep: int, args: argparse.Namespace, verifier: Verifier | None,
+             all_traces: list[traces.Trace]) -> tuple[LoadPoint, list[RequestTiming]]:
+    """One point: ``n`` clients of ``mode``, with the verifier's rows and estimator error read
+    around it."""
+    before = verifier.stats() if verifier else {}
+    timings, wall = asyncio.run(_run_point(mode, n, args, verifier.url if verifier else "", all_traces))
+    after = verifier.stats() if verifier else {}
+    rows = int(after["round_rows"] - before["round_rows"] + after.get("live_rows", 0)
+               - before.get("live_rows", 0)) if verifier else None
+    point = summarise(mode, n, timings, wall, args.tpot_slo_ms, rows,
+                      after.get("estimator_median_error") if verifier else None, repeat=rep)
+    return point, timings
 
 
 async def _record(args: argparse.Namespace, verifier_url: str) -> list[traces.Trace]:
@@ -205,29 +226,30 @@ def main(argv: list[str] | None = None) -> int:
     traces.save(all_traces, args.out / "traces.jsonl")
     print(f"{len(all_traces)} traces, draft {all_traces[0].draft_s_per_token * 1000:.2f} ms/token", flush=True)
 
-    for mode in modes:
-        flags = VERIFIER_FLAGS.get(mode, []) + (["--backend", args.backend] if mode in ("tandem", "cloud") else [])
-        verifier = None if mode == "openai" else Verifier(flags, verifier_cpus,
-                                                         args.out / "logs" / f"verifier-{mode}.log")
-        try:
-            url = verifier.url if verifier else ""
-            warm, _ = asyncio.run(_run_point(mode, 1, args, url, all_traces[:1]))  # warm-up, not measured
-            mismatches += lossless_failures(warm, f"{mode} warm-up")
-            for rep in range(args.repeats):
-                for n in args.clients:
-                    before = verifier.stats() if verifier else {}
-                    timings, wall = asyncio.run(_run_point(mode, n, args, url, all_traces))
-                    after = verifier.stats() if verifier else {}
-                    rows = int(after["round_rows"] - before["round_rows"] + after.get("live_rows", 0)
-                               - before.get("live_rows", 0)) if verifier else None
-                    point = summarise(mode, n, timings, wall, args.tpot_slo_ms, rows,
-                                      after.get("estimator_median_error") if verifier else None, repeat=rep)
+    # every mode's verifier is up for the whole run, so the modes take turns: at each (repeat, client
+    # count) they run in a rotated order, each first in turn (nothing else runs beside a point)
+    verifiers: dict[str, Verifier | None] = {}
+    try:
+        for mode in modes:
+            flags = VERIFIER_FLAGS.get(mode, []) + (["--backend", args.backend] if mode in ("tandem", "cloud") else [])
+            verifier = None if mode == "openai" else Verifier(flags, verifier_cpus,
+                                                             args.out / "logs" / f"verifier-{mode}.log")
+            verifiers[mode] = verifier
+            warm, _ = asyncio.run(_run_point(mode, 1, args, verifier.url if verifier else "", all_traces[:1]))
+            mismatches += lossless_failures(warm, f"{mode} warm-up")  # the warm-up is not measured
+        turn = 0
+        for rep in range(args.repeats):
+            for n in args.clients:
+                for mode in rotated(modes, turn):
+                    point, timings = _measure(mode, n, rep, args, verifiers[mode], all_traces)
                     points.append(point)
                     key = f"{mode}/{n}"  # the errors of every repeat
                     errors[key] = sorted({*errors.get(key, []), *(t.error for t in timings if t.error)})
                     mismatches += lossless_failures(timings, f"{mode}/{n} clients, repeat {rep}")
                     print(json.dumps(asdict(point)), flush=True)
-        finally:
+                turn += 1
+    finally:
+        for verifier in verifiers.values():
             if verifier:
                 verifier.stop()
 
