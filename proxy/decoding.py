@@ -327,19 +327,20 @@ def verified_logprobs(answer: Verified | Stale, verified: list[int]) -> list[Tok
 
 
 async def cloud_loop(
-    req: GenerationRequest, client: VerifierClient, stats: GenerationStats, estimates: LinkEstimates | None = None
+    req: GenerationRequest, client: VerifierClient, stats: GenerationStats, estimates: LinkEstimates | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> AsyncGenerator[list[int], None]:
     """Cloud-only: the target decodes alone in the cloud and streams token ids. Its step times
     (after the first token, which includes the prefill) feed the link estimates."""
     up0, down0 = client.bytes_up - stats.bytes_up, client.bytes_down - stats.bytes_down  # counts add up
-    t0 = time.perf_counter() - stats.verify_wait_s
+    t0 = clock() - stats.verify_wait_s
     first = True
     async for chunk in client.generate(req.prompt_token_ids, req.sampling, req.max_tokens,
                                        sorted(req.stop_token_ids), req.slo, req.output_start, req.logprobs,
                                        req.grammar):
         stats.rounds += 1
         stats.verify_compute_s += chunk.compute_ms / 1000
-        stats.verify_wait_s = time.perf_counter() - t0
+        stats.verify_wait_s = clock() - t0
         stats.bytes_up = client.bytes_up - up0
         stats.bytes_down = client.bytes_down - down0
         if estimates is not None and not first and chunk.token_ids:
@@ -384,12 +385,14 @@ async def adaptive_loop(
     explorer: Explorer,
     round_log: RoundLog | None = None,
     round_timeout_s: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> AsyncGenerator[list[int], None]:
     """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rates``):
     pipelined or stop-and-wait speculation (``req.policy`` gives gamma and the pipeline depth),
     or cloud streaming; speculation hands over to cloud streaming mid-request when the estimates
     turn (the cloud continues from the verified tokens, so the output stays lossless).
-    ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them."""
+    ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them;
+    ``clock`` is both loops' (``speculative_loop``)."""
     prediction = drafter if isinstance(drafter, PredictionDrafter) else None
     # the draft model's own round size: a prediction's rounds are longer (``proxy.resolve.predicted``)
     gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
@@ -409,7 +412,7 @@ async def adaptive_loop(
     if path != "cloud":
         policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)
         spec = speculative_loop(replace(req, policy=policy), drafter, channel, stats, proposal_support, round_log,
-                                estimates, round_timeout_s)
+                                estimates, round_timeout_s, clock)
         handover = False
         try:
             async for new in spec:
@@ -429,5 +432,5 @@ async def adaptive_loop(
         if not handover:
             return
         stats.paths.append("cloud")
-    async for new in cloud_loop(req.continued(produced), client, stats, estimates):
+    async for new in cloud_loop(req.continued(produced), client, stats, estimates, clock):
         yield new

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
-from typing import cast
+from typing import Any, cast
 
+import msgspec
 import pytest
 
 from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
@@ -17,6 +18,7 @@ from proxy.speculation import SentRound
 from proxy.tuning import ThresholdTuner
 from proxy.upload_plan import CostFit, UploadPlanner
 from proxy.verifier_channel import ChannelSession, VerifierChannel
+from proxy.verifier_client import VerifierClient
 from tests.harness import (
     EOS,
     BigramBackend,
@@ -30,7 +32,7 @@ from tests.harness import (
     until,
 )
 from verifier.core.drafting import DraftSampling, DraftToken, DualThresholdTrigger
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import GeneratedTokens, SamplingParams
 from verifier.core.wire import Round, Stale, Verified
 
 
@@ -57,9 +59,11 @@ class HeldAnswers:
     """The verifier channel with every answer held until the loop waits for one: a link far
     slower than the drafter, without a clock. How many rounds the loop has out when it waits is
     then its policy's decision alone; ``waits`` records it at each wait. ``on_answer`` sees every
-    answer as it is handed over (a test's fake clock moves on by the round's trip there)."""
+    answer as it is handed over (a test's fake clock moves on by the round's trip there) and may
+    return the answer to hand over instead."""
 
-    def __init__(self, channel: VerifierChannel, on_answer: Callable[[Verified | Stale], None] | None = None) -> None:
+    def __init__(self, channel: VerifierChannel,
+                 on_answer: Callable[[Verified | Stale], Verified | Stale | None] | None = None) -> None:
         self._channel = channel
         self.on_answer = on_answer
         self.waits: list[int] = []  # rounds out at each wait for an answer
@@ -106,7 +110,7 @@ class HeldSession:
         answer = await self._session.next(timeout_s)
         self._out -= 1
         if self._held.on_answer is not None:
-            self._held.on_answer(answer)
+            answer = self._held.on_answer(answer) or answer  # it may stand in another answer (its timings)
         return answer
 
     def close(self) -> None:
@@ -304,32 +308,89 @@ def test_pipelined_rounds_overlap_their_verification(pipelined: bool, out: int) 
     asyncio.run(body())
 
 
+class TimedDrafter(ScriptedDrafter):
+    """A scripted drafter whose every draft call takes ``draft_s`` on ``clock``."""
+
+    def __init__(self, clock: FakeClock, draft_s: float, wrong: Callable[[int], bool]) -> None:
+        super().__init__(wrong=wrong)
+        self.clock, self.draft_s = clock, draft_s
+
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+        self.clock.now += self.draft_s
+        return super().draft(context, sampling)
+
+
+def timed_rounds(clock: FakeClock, verifier_s: float, link_s: float) -> Callable[[Verified | Stale], Verified | Stale]:
+    """HeldAnswers' ``on_answer``: every round took ``verifier_s`` in the verifier (as it reports)
+    and ``link_s`` more on the link, on ``clock``."""
+
+    def on_answer(answer: Verified | Stale) -> Verified | Stale:
+        clock.now += verifier_s + link_s
+        if isinstance(answer, Verified):
+            return msgspec.structs.replace(answer, compute_us=round(verifier_s * 1e6), queue_us=0)
+        return answer
+
+    return on_answer
+
+
+class TimedClient:
+    """The verifier client with every streamed token taking ``step_s`` (as the verifier reports it,
+    and on ``clock``): cloud streaming at a known speed."""
+
+    def __init__(self, client: VerifierClient, clock: FakeClock, step_s: float) -> None:
+        self._client, self.clock, self.step_s = client, clock, step_s
+
+    @property
+    def bytes_up(self) -> int:
+        return self._client.bytes_up
+
+    @property
+    def bytes_down(self) -> int:
+        return self._client.bytes_down
+
+    async def generate(self, *args: Any) -> AsyncGenerator[GeneratedTokens, None]:
+        async for chunk in self._client.generate(*args):
+            self.clock.now += self.step_s * len(chunk.token_ids)
+            yield chunk.model_copy(update={"compute_ms": self.step_s * 1000 * len(chunk.token_ids)})
+
+    def as_client(self) -> VerifierClient:
+        return cast(VerifierClient, self)
+
+
 def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
-    """A drafter that is always wrong over a slow link: after a few rounds the estimates say
-    cloud streaming is faster; the rest comes from the cloud, continuing the verified tokens."""
+    """A drafter that is always wrong (10 ms a draft) over a link of 50 ms, a 5 ms verifier: a few
+    rounds in, the estimates say cloud streaming (5 ms a token) is faster; the rest comes from the
+    cloud, continuing the verified tokens. Every time is on the test's clock, and the margin is
+    several-fold, so the decision is the same on any machine."""
     from proxy.decoding import adaptive_loop
     from proxy.rates import Explorer, LinkEstimates
 
     async def body() -> None:
-        h = await start(BigramBackend(pass_s=0.005), faults=LinkFaults(jitter_s=0.004, seed=2))
-        h.drafters[0].wrong = lambda p: True
+        h = await start()
+        clock = FakeClock()
+        drafter = TimedDrafter(clock, 0.01, wrong=lambda p: True)
+        channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.05)).as_channel()
+        client = TimedClient(h.client, clock, 0.005).as_client()
         estimates = LinkEstimates()
         explorer = Explorer(every=2)
-        stats = GenerationStats(mode="auto")
         req = request([1, 2], 40, pipelined=True)
-        out = await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, stats, 16, estimates, explorer),
-                            40)
-        assert out == greedy_continuation(2, 40)
+
+        async def run(stats: GenerationStats) -> list[int]:
+            return await collect(adaptive_loop(req, drafter, channel, client, stats, 16, estimates, explorer,
+                                               clock=clock), 40)
+
+        stats = GenerationStats(mode="auto")
+        assert await run(stats) == greedy_continuation(2, 40)
         assert stats.paths == ["pipelined", "cloud"] and "fell behind" in stats.why
+        assert stats.rounds > 0 and stats.drafted > 0 and stats.rejections > 0
         rates = estimates.rates(4, 40)
-        assert rates is not None and rates["cloud"] > rates["pipelined"]
+        assert rates is not None and rates["cloud"] > 2 * rates["pipelined"]
         # the next request starts in the cloud; every explore_every-th (here the 2nd) still speculates
         again = GenerationStats(mode="auto")
-        assert await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, again, 16, estimates, explorer),
-                             40) == greedy_continuation(2, 40)
+        assert await run(again) == greedy_continuation(2, 40)
         assert again.paths == ["cloud"] and again.drafted == 0
         explored = GenerationStats(mode="auto")
-        await collect(adaptive_loop(req, h.drafters[0], h.channel, h.client, explored, 16, estimates, explorer), 40)
+        assert await run(explored) == greedy_continuation(2, 40)
         assert explored.paths[0] == "pipelined" and explored.drafted > 0
         await h.aclose()
 
@@ -337,17 +398,28 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
 
 
 def test_auto_keeps_speculating_while_it_wins() -> None:
-    """A perfect drafter and a 5 ms verifier pass: five tokens a pass beat one a pass."""
+    """A drafter right 8 times in 9 (0.5 ms a draft), a 5 ms verifier pass and a 1 ms link, on the
+    test's clock: three to five tokens a pass beat one a pass, twice over, so the request never
+    hands over. Stop-and-wait, so that every round's trip feeds the estimates (a pipelined round
+    does only when it was alone in flight), and the rounds' different lengths give them their
+    pass-time line."""
     from proxy.decoding import adaptive_loop
     from proxy.rates import Explorer, LinkEstimates
 
     async def body() -> None:
-        h = await start(BigramBackend(pass_s=0.005), faults=LinkFaults(jitter_s=0.004, seed=3))
-        h.drafters[0].wrong = lambda p: False
+        h = await start()
+        clock = FakeClock()
+        drafter = TimedDrafter(clock, 0.0005, wrong=lambda p: p % 9 == 8)
+        channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.001)).as_channel()
+        client = TimedClient(h.client, clock, 0.005).as_client()
+        estimates = LinkEstimates()
         stats = GenerationStats(mode="auto")
-        out = await collect(adaptive_loop(request([3], 40, pipelined=True), h.drafters[0], h.channel, h.client,
-                                          stats, 16, LinkEstimates(), Explorer(every=8)), 40)
-        assert out == greedy_continuation(3, 40) and stats.paths == ["pipelined"]
+        out = await collect(adaptive_loop(request([3], 40, pipelined=False), drafter, channel, client, stats, 16,
+                                          estimates, Explorer(every=8), clock=clock), 40)
+        assert out == greedy_continuation(3, 40) and stats.paths == ["stop_and_wait"]
+        assert stats.rounds > 3 and stats.rejections > 0
+        rates = estimates.rates(4, 40)
+        assert rates is not None and rates["stop_and_wait"] > 2 * rates["cloud"]
         await h.aclose()
 
     asyncio.run(body())
