@@ -243,22 +243,57 @@ async def sampled(args: argparse.Namespace, engine: Any, model: str, prompt: lis
 
     probs = target_probs(model, prompt, args.temperature, args.top_p)
     draft = int(np.argsort(probs)[-2])  # the second likeliest token: accepted now and then
+    started = time.perf_counter()
     rounds = await first_token_draws(engine, prompt, draft, args.k, LiveSampling(args.temperature, args.top_p, 0),
-                                     args.sampled_draws, 16)
+                                     args.sampled_draws, args.at_once)
+    elapsed = time.perf_counter() - started
     counts: dict[int, int] = {}
     for r in rounds:
         counts[r[0]] = counts.get(r[0], 0) + 1
     accepted = sum(1 for r in rounds if r[0] == draft and len(r) == 2)
     p_value, bins = chi_square(counts, probs, len(rounds))
     wrong = chi_square({draft: len(rounds)}, probs, len(rounds))[0]  # twin: a route that accepts every draft
-    print(f"sampled T={args.temperature} top_p={args.top_p}: {len(rounds)} rounds, draft p={probs[draft]:.3f}, "
-          f"accepted "
-          f"{accepted / len(rounds):.3f}; chi-square p-value {p_value:.3g} over {bins} bins (a route accepting "
-          f"every draft: {wrong:.3g})", flush=True)
+    power = shift_power(probs, len(rounds), bins, args.tv, args.alpha)
+    shifted = shifted_law(probs, args.tv)  # twin: the same number of draws from a law args.tv off
+    drawn = np.random.default_rng(args.seed).multinomial(len(rounds), shifted)
+    p_value_shifted = chi_square({int(t): int(c) for t, c in enumerate(drawn) if c}, probs, len(rounds))[0]
+    support = set(counts) | {int(t) for t in np.nonzero(probs)[0]}
+    tv = 0.5 * sum(abs(counts.get(t, 0) / len(rounds) - float(probs[t])) for t in support)
+    print(f"sampled T={args.temperature} top_p={args.top_p}: {len(rounds)} rounds in {elapsed:.0f} s, draft "
+          f"p={probs[draft]:.3f}, accepted {accepted / len(rounds):.3f}; chi-square p-value {p_value:.3g} over {bins} "
+          f"bins (a route accepting every draft: {wrong:.3g}); power against a {args.tv} total-variation shift "
+          f"between the two likeliest tokens at alpha {args.alpha}: {power:.3f} (one simulated such run: p-value "
+          f"{p_value_shifted:.3g}); observed total variation {tv:.4f}", flush=True)
     return {"temperature": args.temperature, "top_p": args.top_p, "draws": len(rounds), "draft": draft,
-            "draft_p": float(probs[draft]),
+            "draft_p": float(probs[draft]), "seconds": round(elapsed, 1),
             "accepted": accepted, "p_value": p_value, "bins": bins, "p_value_accept_all": wrong,
+            "alpha": args.alpha, "tv_shift": args.tv, "power_at_tv_shift": power,
+            "p_value_tv_shifted_simulated": p_value_shifted, "observed_tv": tv,
             "first_tokens": counts}
+
+
+def shifted_law(probs: Any, tv: float) -> Any:
+    """``probs`` with ``tv`` of mass moved from the likeliest token to the second likeliest."""
+    import numpy as np
+
+    top, second = (int(t) for t in np.argsort(probs)[::-1][:2])
+    shifted = probs.copy()
+    shifted[top] -= tv
+    shifted[second] += tv
+    return shifted
+
+
+def shift_power(probs: Any, draws: int, bins: int, tv: float, alpha: float) -> float:
+    """The power of ``chi_square`` (``draws`` draws over ``bins`` bins, level ``alpha``) against a
+    route whose law moves ``tv`` of mass from the likeliest token to the second likeliest (a
+    total-variation error of ``tv``): the noncentral chi-square with lambda = draws * sum((a - p)^2 /
+    p) over the test's bins, in which both tokens have a bin of their own."""
+    import numpy as np
+    from scipy.stats import chi2, ncx2
+
+    top, second = (int(t) for t in np.argsort(probs)[::-1][:2])
+    lam = draws * (tv ** 2 / float(probs[top]) + tv ** 2 / float(probs[second]))
+    return float(ncx2.sf(chi2.isf(alpha, bins - 1), bins - 1, lam))
 
 
 def quantiles(xs: Sequence[float]) -> dict[str, float]:
@@ -337,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sampled-draws", type=int, default=0,
                         help="then this many sampled rounds at one position, against the target's distribution")
+    parser.add_argument("--at-once", type=int, default=16, help="sampled rounds (sessions) run at once")
+    parser.add_argument("--tv", type=float, default=0.02,
+                        help="the total-variation error whose detection power the sampled run reports")
+    parser.add_argument("--alpha", type=float, default=1e-3, help="the chi-square test's level for that power")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--top-p", type=float, default=0.95,
                         help="of the sampled rounds (--sampled-draws, --sampled-cost)")
