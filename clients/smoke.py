@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 
 from clients.load.rounds import stop_and_wait_round
-from proxy.speculation import SpeculationState
-from proxy.verifier_channel import VerifierChannel, websocket_connector
+from proxy.cloud.channel import VerifierChannel, websocket_connector
+from proxy.decoding.speculation import SpeculationState
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import SamplingParams
 

@@ -16,12 +16,12 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sse_starlette.sse import EventSourceResponse
 
-from proxy.errors import OpenAIError, install_error_handlers
-from proxy.openai_responses import ChoiceResult, LogprobsView, ModelCard, ModelList, ResponseBuilder, dump
-from proxy.openai_schema import ChatCompletionRequest, CompletionRequest
-from proxy.output import Event, Finished, TextDelta, TokenEntry
+from proxy.openai.errors import OpenAIError, install_error_handlers
+from proxy.openai.output import Event, Finished, TextDelta, TokenEntry
+from proxy.openai.responses import ChoiceResult, LogprobsView, ModelCard, ModelList, ResponseBuilder, dump
+from proxy.openai.schema import ChatCompletionRequest, CompletionRequest
+from proxy.openai.tools import ToolCallStream, ToolPlan, joined_calls, tool_finish_reason
 from proxy.service import EdgeService
-from proxy.tools import ToolCallStream, ToolPlan, joined_calls, tool_finish_reason
 from verifier.core.asgi import BearerAuth, BodyLimit, KeyRing
 
 log = logging.getLogger(__name__)

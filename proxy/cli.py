@@ -9,16 +9,16 @@ import uvicorn
 from fastapi import FastAPI
 
 from proxy.app import create_app
+from proxy.cloud.channel import VerifierChannel, websocket_connector
+from proxy.cloud.client import VerifierClient, client_tls
 from proxy.draft.base import Drafter
 from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.draft.ngram import NgramDrafter
 from proxy.draft.pool import DrafterPool
-from proxy.errors import OpenAIError
+from proxy.openai.errors import OpenAIError
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
-from proxy.verifier_channel import VerifierChannel, websocket_connector
-from proxy.verifier_client import VerifierClient, client_tls
 from verifier.core.asgi import KeyRing
 from verifier.core.envsettings import load_settings
 from verifier.core.gguf import llama_build_problem, load_llama

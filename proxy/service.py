@@ -2,7 +2,7 @@
 
 It picks the decoding loop for the request's mode, leases a drafter, feeds committed tokens
 to a ``TextEmitter`` and maps verifier failures to OpenAI errors. Prompt building
-(``prompting``), request resolution (``resolve``), the verifier probe (``verifier_probe``) and
+(``openai.prompting``), request resolution (``openai.resolve``), the verifier probe (``cloud.probe``) and
 the drafter pool (``draft.pool``) are modules of their own; routes in ``app`` only translate
 to HTTP/SSE.
 """
@@ -19,19 +19,28 @@ import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
 
-from proxy.breaker import CircuitBreaker
-from proxy.decoding import GenerationRequest, GenerationStats, adaptive_loop, cloud_loop, draft_loop, speculative_loop
+from proxy.cloud.breaker import CircuitBreaker
+from proxy.cloud.channel import VerifierChannel
+from proxy.cloud.client import VerifierClient, VerifierRejected, VerifierUnavailable
+from proxy.cloud.probe import VerifierProbe
+from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
+from proxy.decoding.speculative import (
+    GenerationRequest,
+    GenerationStats,
+    adaptive_loop,
+    cloud_loop,
+    draft_loop,
+    speculative_loop,
+)
 from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
 from proxy.draft.prediction import PredictionCounts, PredictionDrafter
-from proxy.errors import OpenAIError, bad_request, verifier_unavailable
 from proxy.metrics import EdgeMetrics
-from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, SamplingFields
-from proxy.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
-from proxy.pipeline import PipelinePolicy
-from proxy.prompting import PromptBuilder
-from proxy.rates import Explorer, LinkEstimates
-from proxy.resolve import (
+from proxy.openai.errors import OpenAIError, bad_request, verifier_unavailable
+from proxy.openai.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
+from proxy.openai.prompting import PromptBuilder
+from proxy.openai.resolve import (
     EdgeDefaults,
     PreparedRequest,
     build_trigger,
@@ -41,16 +50,14 @@ from proxy.resolve import (
     policy_for,
     resolve,
 )
-from proxy.resume import Loop, RecoveryPolicy, resumable
-from proxy.round_log import RoundLog
+from proxy.openai.schema import ChatCompletionRequest, CompletionRequest, SamplingFields
+from proxy.openai.tools import ToolPlan, plan_tools
+from proxy.rounds.rates import Explorer, LinkEstimates
+from proxy.rounds.round_log import RoundLog
+from proxy.rounds.tuning import ThresholdTuner
+from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
-from proxy.tools import ToolPlan, plan_tools
-from proxy.tuning import ThresholdTuner
-from proxy.upload_plan import UploadPlanner
-from proxy.verifier_channel import VerifierChannel
-from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
-from proxy.verifier_probe import VerifierProbe
 from verifier.core.grammar import GrammarCompiler
 
 log = logging.getLogger(__name__)
@@ -266,7 +273,7 @@ class EdgeService:
     async def _loop(self, mode: Mode, gen: GenerationRequest, stats: GenerationStats,
                     stack: contextlib.AsyncExitStack) -> Loop:
         """The decoding loop of the request's mode, resumed or continued on the draft model when
-        the verifier is lost (``proxy.resume``); a drafter leased for its lifetime if it needs one."""
+        the verifier is lost (``proxy.decoding.resume``); a drafter leased for its lifetime if it needs one."""
         if mode == "draft":
             stats.took("draft", "mode draft")
             return draft_loop(gen, await stack.enter_async_context(self.drafters.lease()), stats)

@@ -28,13 +28,13 @@ import numpy.typing as npt
 from fastapi import FastAPI
 
 from proxy.app import create_app as create_edge_app
+from proxy.cloud.channel import Connector, FrameLink, VerifierChannel
+from proxy.cloud.client import VerifierClient
 from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
-from proxy.verifier_channel import Connector, FrameLink, VerifierChannel
-from proxy.verifier_client import VerifierClient
 from verifier.app import VerifierService
 from verifier.app import create_app as create_verifier_app
 from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend

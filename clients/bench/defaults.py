@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from clients.bench.testbed import start_verifier
-from proxy.verifier_client import VerifierClient
+from proxy.cloud.client import VerifierClient
 from verifier.core.cpu import read_cpu
 from verifier.core.protocol import SamplingParams
 

@@ -43,10 +43,10 @@ from clients.bench.testbed import start_verifier
 from clients.load import trace as traces
 from clients.load.replay import ReplayMismatch, RequestTiming, replay_speculative, stream_cloud, stream_openai
 from clients.load.report import LoadPoint, across_repeats, lossless_failures, markdown, summarise
+from proxy.cloud.channel import VerifierChannel, websocket_connector
+from proxy.cloud.client import VerifierClient
 from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.tokenizer import Tokenizer
-from proxy.verifier_channel import VerifierChannel, websocket_connector
-from proxy.verifier_client import VerifierClient
 from verifier.core.chat_template import ChatTemplate
 from verifier.core.cpu import read_cpu
 from verifier.core.gguf import load_llama

@@ -22,9 +22,9 @@ import httpx
 from clients.bench.identity import token_difference
 from clients.load.rounds import stop_and_wait_round
 from clients.load.trace import Trace
-from proxy.speculation import SpeculationState
-from proxy.verifier_channel import VerifierChannel
-from proxy.verifier_client import VerifierClient
+from proxy.cloud.channel import VerifierChannel
+from proxy.cloud.client import VerifierClient
+from proxy.decoding.speculation import SpeculationState
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import SamplingParams, SloTargets
 

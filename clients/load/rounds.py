@@ -4,8 +4,8 @@ replayed edges, the smoke check and tests drive the verifier without an edge's d
 
 from __future__ import annotations
 
-from proxy.speculation import Applied, SpeculationState
-from proxy.verifier_channel import ChannelSession
+from proxy.cloud.channel import ChannelSession
+from proxy.decoding.speculation import Applied, SpeculationState
 from verifier.core.drafting import DraftToken
 
 

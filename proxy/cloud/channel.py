@@ -18,8 +18,8 @@ from typing import Protocol
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from proxy.speculation import SentRound
-from proxy.verifier_client import VerifierRejected, VerifierUnavailable, auth_headers
+from proxy.cloud.client import VerifierRejected, VerifierUnavailable, auth_headers
+from proxy.decoding.speculation import SentRound
 from verifier.core.codec import encode_round, grammar_to_wire, shaping_of
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import CHANNEL_PATH, GrammarParams, SamplingParams, SloTargets

@@ -1,5 +1,5 @@
 """HTTP client of the verify API's JSON routes: info and cloud-only generation (transport only;
-sessions and rounds go over the channel, ``proxy.verifier_channel``)."""
+sessions and rounds go over the channel, ``proxy.cloud.channel``)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from proxy.errors import OpenAIError
-from proxy.verifier_client import VerifierClient, VerifierRejected, VerifierUnavailable
+from proxy.cloud.client import VerifierClient, VerifierRejected, VerifierUnavailable
+from proxy.openai.errors import OpenAIError
 from verifier.core.wire import PROTOCOL_VERSION
 
 PROBE_TIMEOUT_S = 2.0  # a health probe waits no longer for a frozen verifier

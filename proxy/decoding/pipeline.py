@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum
 
-from proxy.speculation import SpeculationState
+from proxy.decoding.speculation import SpeculationState
 
 
 class Action(Enum):

@@ -12,7 +12,7 @@ deadline, overloaded) the request goes on by the edge's cloud-loss policy:
   from then on is counted as unverified.
 - ``fail``: the loss reaches the client as an error.
 
-A circuit breaker (``proxy.breaker``) spares the verifier when it is known to be down: a
+A circuit breaker (``proxy.cloud.breaker``) spares the verifier when it is known to be down: a
 request that finds it open does not try, and under ``wait`` continues on the draft at once.
 """
 
@@ -25,9 +25,9 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from proxy.breaker import CircuitBreaker, backoff_s
-from proxy.decoding import GenerationRequest, GenerationStats
-from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+from proxy.cloud.breaker import CircuitBreaker, backoff_s
+from proxy.cloud.client import VerifierRejected, VerifierUnavailable
+from proxy.decoding.speculative import GenerationRequest, GenerationStats
 
 log = logging.getLogger(__name__)
 

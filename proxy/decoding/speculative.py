@@ -17,17 +17,17 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from proxy.cloud.channel import VerifierChannel
+from proxy.cloud.client import VerifierClient, VerifierUnavailable
+from proxy.decoding.pipeline import Action, PipelinePolicy
+from proxy.decoding.speculation import SpeculationState
 from proxy.draft.base import Drafter
 from proxy.draft.prediction import PredictionDrafter, PredictionTrigger
-from proxy.output import Stats
-from proxy.pipeline import Action, PipelinePolicy
-from proxy.rates import Explorer, LinkEstimates, Path, choose
-from proxy.round_log import RoundLog
-from proxy.speculation import SpeculationState
-from proxy.tuning import SegmentClock, ThresholdTuner
-from proxy.upload_plan import UploadPlanner
-from proxy.verifier_channel import VerifierChannel
-from proxy.verifier_client import VerifierClient, VerifierUnavailable
+from proxy.openai.output import Stats
+from proxy.rounds.rates import Explorer, LinkEstimates, Path, choose
+from proxy.rounds.round_log import RoundLog
+from proxy.rounds.tuning import SegmentClock, ThresholdTuner
+from proxy.rounds.upload_plan import UploadPlanner
 from verifier.core.codec import logprobs_from_wire
 from verifier.core.drafting import DraftSampling, DraftTrigger
 from verifier.core.grammar import Constraint
@@ -387,14 +387,14 @@ async def adaptive_loop(
     round_timeout_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> AsyncGenerator[list[int], None]:
-    """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rates``):
+    """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rounds.rates``):
     pipelined or stop-and-wait speculation (``req.policy`` gives gamma and the pipeline depth),
     or cloud streaming; speculation hands over to cloud streaming mid-request when the estimates
     turn (the cloud continues from the verified tokens, so the output stays lossless).
     ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them;
     ``clock`` is both loops' (``speculative_loop``)."""
     prediction = drafter if isinstance(drafter, PredictionDrafter) else None
-    # the draft model's own round size: a prediction's rounds are longer (``proxy.resolve.predicted``)
+    # the draft model's own round size: a prediction's rounds are longer (``proxy.openai.resolve.predicted``)
     gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
     inflight = req.policy.max_inflight
     rates = estimates.rates(gamma, req.max_tokens, inflight)

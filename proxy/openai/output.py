@@ -2,14 +2,14 @@
 
 ``TextEmitter`` sees each committed token once, in order, and says what text may go to the
 client now; stop strings are never emitted and a UTF-8 character is never split
-(``proxy.textstream``).
+(``proxy.openai.textstream``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy.textstream import TextStream
+from proxy.openai.textstream import TextStream
 from proxy.tokenizer import Tokenizer
 from verifier.core.logprobs import TokenLogprob
 

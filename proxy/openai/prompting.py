@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from proxy.errors import bad_request
-from proxy.openai_schema import ChatCompletionRequest, ChatMessage, CompletionRequest
+from proxy.openai.errors import bad_request
+from proxy.openai.schema import ChatCompletionRequest, ChatMessage, CompletionRequest
+from proxy.openai.tools import ToolPlan
 from proxy.tokenizer import Tokenizer
-from proxy.tools import ToolPlan
 from verifier.core.chat_template import ChatTemplate, ChatTemplateError
 
 

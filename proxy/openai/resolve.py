@@ -12,15 +12,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from proxy.decoding import GenerationRequest
+from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.speculative import GenerationRequest
 from proxy.draft.prediction import PredictionTrigger
-from proxy.errors import bad_request
-from proxy.openai_schema import SamplingFields, TandemOptions
-from proxy.pipeline import PipelinePolicy
+from proxy.openai.errors import bad_request
+from proxy.openai.schema import SamplingFields, TandemOptions
+from proxy.openai.tools import ToolPlan
+from proxy.rounds.tuning import ThresholdTuner
+from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
-from proxy.tools import ToolPlan
-from proxy.tuning import ThresholdTuner
-from proxy.upload_plan import UploadPlanner
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
@@ -228,7 +228,7 @@ def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> 
 def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, default_max: int | None,
             tools: ToolPlan | None = None, prediction_ids: list[int] | None = None) -> PreparedRequest:
     """The generation a request asks for, with this edge's defaults filled in; ``tools``: the
-    chat's tool plan (``proxy.tools``); ``prediction_ids``: the request's prediction, tokenised."""
+    chat's tool plan (``proxy.openai.tools``); ``prediction_ids``: the request's prediction, tokenised."""
     settings = edge.settings
     opts = req.tandem
     mode = mode_of(req, settings)

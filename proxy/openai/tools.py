@@ -19,8 +19,8 @@ import secrets
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from proxy.errors import bad_request
-from proxy.openai_schema import ChatCompletionRequest, NamedToolChoice
+from proxy.openai.errors import bad_request
+from proxy.openai.schema import ChatCompletionRequest, NamedToolChoice
 
 ToolMode = Literal["none", "named", "required", "auto"]
 CALL_OPEN, CALL_CLOSE = "<tool_call>", "</tool_call>"

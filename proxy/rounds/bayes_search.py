@@ -1,4 +1,4 @@
-"""The Bayesian search behind the dual threshold's tuner (``proxy.tuning``): a Gaussian process
+"""The Bayesian search behind the dual threshold's tuner (``proxy.rounds.tuning``): a Gaussian process
 over the measured time per output token and the expected improvement, with botorch. The edge's
 only module that imports torch (botorch needs it): installed by the `tune` extra, imported
 only when a search runs.

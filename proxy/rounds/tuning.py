@@ -5,7 +5,7 @@ speculating with trigger ``tuned`` draft under the tuner's current point and mea
 ``segment_tokens`` verified tokens (after the first answer, which carries the prefill), the
 time per output token is one observation of that point. The next point comes from a Gaussian
 process fitted to the observations and the expected improvement over the best one
-(``proxy.bayes_search``, botorch, imported only when used); the first points are the configured
+(``proxy.rounds.bayes_search``, botorch, imported only when used); the first points are the configured
 thresholds (today's fixed cut-off is a point of the search) and a few spread ones. When the
 link's round trip or the acceptance moves by more than ``context_change`` from what they were
 when the tuning began, the observations no longer describe this link: the tuning starts over
@@ -14,7 +14,7 @@ settled: the best measured point stays and no search runs (each costs the edge ~
 until the tuning starts over.
 
 ``ThresholdTuner`` is the bookkeeping (pure, thread-safe: requests record on the event loop,
-the search runs in a worker thread); ``proxy.bayes_search.BayesianSearch`` the optimiser
+the search runs in a worker thread); ``proxy.rounds.bayes_search.BayesianSearch`` the optimiser
 behind it, the edge's only module that uses torch (botorch needs it; the `tune` extra).
 """
 
@@ -27,8 +27,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from proxy.bayes_search import BayesianSearch, Point
-from proxy.rates import moved
+from proxy.rounds.bayes_search import BayesianSearch, Point
+from proxy.rounds.rates import moved
 from verifier.core.drafting import DualThresholdTrigger
 
 log = logging.getLogger(__name__)

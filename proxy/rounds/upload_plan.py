@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proxy.rates import LineFit, moved
+from proxy.rounds.rates import LineFit, moved
 
 
 @dataclass(frozen=True)

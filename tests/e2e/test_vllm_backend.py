@@ -28,8 +28,8 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from clients.load.rounds import stop_and_wait_round
-from proxy.speculation import Applied, SpeculationState
-from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
+from proxy.cloud.channel import ChannelSession, VerifierChannel, websocket_connector
+from proxy.decoding.speculation import Applied, SpeculationState
 from tests.conftest import MODEL_ID, Server, start_server
 from tests.planted import first_token_law
 from tests.stats import chi_square_p, chi_square_power

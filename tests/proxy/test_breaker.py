@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.breaker import CircuitBreaker, backoff_s
+from proxy.cloud.breaker import CircuitBreaker, backoff_s
 
 
 def test_the_breaker_opens_after_failures_in_a_row_and_closes_on_a_successful_trial() -> None:

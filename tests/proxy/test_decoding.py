@@ -12,13 +12,13 @@ from typing import Any, cast
 import msgspec
 import pytest
 
-from proxy.decoding import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
-from proxy.pipeline import PipelinePolicy
-from proxy.speculation import SentRound
-from proxy.tuning import ThresholdTuner
-from proxy.upload_plan import CostFit, UploadPlanner
-from proxy.verifier_channel import ChannelSession, VerifierChannel
-from proxy.verifier_client import VerifierClient
+from proxy.cloud.channel import ChannelSession, VerifierChannel
+from proxy.cloud.client import VerifierClient
+from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.speculation import SentRound
+from proxy.decoding.speculative import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
+from proxy.rounds.tuning import ThresholdTuner
+from proxy.rounds.upload_plan import CostFit, UploadPlanner
 from tests.harness import (
     EOS,
     BigramBackend,
@@ -217,7 +217,7 @@ def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None
             raise AssertionError("the crash did not surface")
         finally:
             await loop.aclose()
-        from proxy.verifier_client import VerifierRejected
+        from proxy.cloud.client import VerifierRejected
 
         assert isinstance(error, VerifierRejected) and error.status == 500
         assert got == greedy_continuation(2, len(got)) and len(got) > 0
@@ -247,7 +247,7 @@ def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
 
 
 def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from proxy.round_log import RoundLog
+    from proxy.rounds.round_log import RoundLog
     from verifier.core.controller import labelled_tokens, read_rounds
 
     async def body() -> None:
@@ -362,8 +362,8 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
     rounds in, the estimates say cloud streaming (5 ms a token) is faster; the rest comes from the
     cloud, continuing the verified tokens. Every time is on the test's clock, and the margin is
     several-fold, so the decision is the same on any machine."""
-    from proxy.decoding import adaptive_loop
-    from proxy.rates import Explorer, LinkEstimates
+    from proxy.decoding.speculative import adaptive_loop
+    from proxy.rounds.rates import Explorer, LinkEstimates
 
     async def body() -> None:
         h = await start()
@@ -403,8 +403,8 @@ def test_auto_keeps_speculating_while_it_wins() -> None:
     hands over. Stop-and-wait, so that every round's trip feeds the estimates (a pipelined round
     does only when it was alone in flight), and the rounds' different lengths give them their
     pass-time line."""
-    from proxy.decoding import adaptive_loop
-    from proxy.rates import Explorer, LinkEstimates
+    from proxy.decoding.speculative import adaptive_loop
+    from proxy.rounds.rates import Explorer, LinkEstimates
 
     async def body() -> None:
         h = await start()
@@ -521,7 +521,7 @@ def test_the_first_draft_and_the_first_rounds_trip_stay_out_of_the_per_token_est
     ones they would make mode auto think speculation slow for many requests after. On the
     loop's clock: the first draft takes 0.2 s, every other 1 ms; a round's trip is the verifier's
     time for it plus 30 ms of link, the first one's 0.1 s more (the prefill)."""
-    from proxy.rates import LinkEstimates
+    from proxy.rounds.rates import LinkEstimates
 
     clock = FakeClock()
 

@@ -11,7 +11,7 @@ import numpy as np
 import openai
 import pytest
 
-from proxy.openai_schema import ChatCompletionRequest
+from proxy.openai.schema import ChatCompletionRequest
 from tests.harness import EOS, BigramBackend, Harness, LetterTokenizer, V, start
 from verifier.core.logprobs import log_softmax
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from proxy.openai_schema import ChatCompletionRequest, CompletionRequest, TandemOptions
+from proxy.openai.schema import ChatCompletionRequest, CompletionRequest, TandemOptions
 
 BASE = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.output import TextEmitter
+from proxy.openai.output import TextEmitter
 from tests.harness import EOS, LetterTokenizer
 
 

@@ -34,9 +34,9 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from proxy.decoding import GenerationRequest, GenerationStats, speculative_loop
-from proxy.pipeline import PipelinePolicy
-from proxy.verifier_client import VerifierRejected
+from proxy.cloud.client import VerifierRejected
+from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.speculative import GenerationRequest, GenerationStats, speculative_loop
 from tests.harness import V, start
 from tests.planted import BUGS, PositionalBackend, cells, pair_law, pair_p_value, plant
 from tests.stats import chi_square_power, total_variation
@@ -123,7 +123,7 @@ def test_a_round_drafted_on_a_rejected_token_kept_in_use_is_refused(monkeypatch:
                                             next_sent: int | None) -> bool:
         return next_sent is not None and next_sent != next_token_id
 
-    for module in ("proxy.speculation", "verifier.engine"):
+    for module in ("proxy.decoding.speculation", "verifier.engine"):
         monkeypatch.setattr(f"{module}.parts_from_sent", epoch_ends_only_on_a_bonus_mismatch)
     with pytest.raises(VerifierRejected, match="tokens are verified"):
         outputs(N)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.rates import Ewma, LineFit, LinkEstimates, choose
+from proxy.rounds.rates import Ewma, LineFit, LinkEstimates, choose
 from verifier.core import bounds
 
 
@@ -52,7 +52,7 @@ def test_choose_keeps_the_current_path_unless_another_wins_by_the_margin() -> No
 
 
 def test_the_explorer_speculates_every_nth_request_sent_to_the_cloud() -> None:
-    from proxy.rates import Explorer
+    from proxy.rounds.rates import Explorer
 
     explorer = Explorer(every=3)
     picks = [explorer.explore(to_cloud) for to_cloud in [True, True, True, True, False, True, True, True]]

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from proxy.decoding.pipeline import PipelinePolicy
 from proxy.draft.prediction import PredictionTrigger
-from proxy.errors import OpenAIError
-from proxy.openai_schema import ChatCompletionRequest
-from proxy.pipeline import PipelinePolicy
-from proxy.resolve import EdgeDefaults, build_trigger, check_prediction, load_predictor, max_tokens_for, resolve
+from proxy.openai.errors import OpenAIError
+from proxy.openai.resolve import EdgeDefaults, build_trigger, check_prediction, load_predictor, max_tokens_for, resolve
+from proxy.openai.schema import ChatCompletionRequest
 from proxy.settings import EdgeSettings
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DualThresholdTrigger, PredictorTrigger

@@ -8,11 +8,11 @@ from collections.abc import AsyncGenerator
 
 import pytest
 
-from proxy.breaker import CircuitBreaker
-from proxy.decoding import GenerationRequest, GenerationStats
-from proxy.pipeline import PipelinePolicy
-from proxy.resume import Loop, RecoveryPolicy, resumable
-from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+from proxy.cloud.breaker import CircuitBreaker
+from proxy.cloud.client import VerifierRejected, VerifierUnavailable
+from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
+from proxy.decoding.speculative import GenerationRequest, GenerationStats
 from verifier.core.protocol import SamplingParams
 
 TRUTH = list(range(100, 140))  # what the target says after the prompt [1, 2, 3]

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from proxy.textstream import TextStream
+from proxy.openai.textstream import TextStream
 
 
 def feed(stream: TextStream, chunks: list[bytes]) -> list[str]:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from proxy.errors import OpenAIError
-from proxy.openai_schema import ChatCompletionRequest
-from proxy.prompting import PromptBuilder
-from proxy.tools import CallDelta, ToolCallStream, ToolPlan, joined_calls, plan_tools
+from proxy.openai.errors import OpenAIError
+from proxy.openai.prompting import PromptBuilder
+from proxy.openai.schema import ChatCompletionRequest
+from proxy.openai.tools import CallDelta, ToolCallStream, ToolPlan, joined_calls, plan_tools
 from tests.harness import LetterTokenizer
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
@@ -120,7 +120,7 @@ def test_a_template_without_tools_sees_earlier_calls_as_json() -> None:
 
 
 def test_a_call_cut_short_by_max_tokens_finishes_length() -> None:
-    from proxy.tools import tool_finish_reason
+    from proxy.openai.tools import tool_finish_reason
 
     assert tool_finish_reason(True, "stop") == "tool_calls"
     assert tool_finish_reason(True, "length") == "length" and tool_finish_reason(False, "stop") == "stop"

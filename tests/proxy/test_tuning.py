@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from proxy.bayes_search import BayesianSearch, Point
-from proxy.tuning import SPREAD, SegmentClock, ThresholdTuner
+from proxy.rounds.bayes_search import BayesianSearch, Point
+from proxy.rounds.tuning import SPREAD, SegmentClock, ThresholdTuner
 
 
 class Fixed:

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from proxy.upload_plan import CostFit, CostModel, UploadPlanner, plan_batches, plan_time
+from proxy.rounds.upload_plan import CostFit, CostModel, UploadPlanner, plan_batches, plan_time
 
 
 def compositions(n: int) -> list[list[int]]:

@@ -17,9 +17,9 @@ from websockets.asyncio.client import connect
 
 from clients.load.rounds import stop_and_wait_round
 from clients.procs import free_port
-from proxy.speculation import SpeculationState
-from proxy.verifier_channel import ChannelSession, VerifierChannel, websocket_connector
-from proxy.verifier_client import VerifierRejected, VerifierUnavailable
+from proxy.cloud.channel import ChannelSession, VerifierChannel, websocket_connector
+from proxy.cloud.client import VerifierRejected, VerifierUnavailable
+from proxy.decoding.speculation import SpeculationState
 from tests.harness import BigramBackend, V, greedy_continuation, until
 from verifier.app import create_app
 from verifier.core.codec import encode_round
@@ -163,7 +163,7 @@ def test_a_connection_cut_during_the_handshake_is_unavailable() -> None:
 def test_a_connection_closed_before_the_handshake_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
     """The same cut seen a moment earlier: websockets reports ConnectionClosedError from inside
     the handshake (found by clients/faults.py through the relay); it is a loss too."""
-    import proxy.verifier_channel as vc
+    import proxy.cloud.channel as vc
 
     async def closed(*args: object, **kwargs: object) -> object:
         raise websockets.ConnectionClosedError(None, None)

@@ -1,0 +1,1 @@
+"""How committed tokens are produced for one request: the speculation state, the pipeline policy and the loops."""

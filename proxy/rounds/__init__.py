@@ -1,0 +1,1 @@
+"""What shapes the rounds, pure: link estimates, the tuned thresholds, the upload plan, and the log of rounds."""
