@@ -9,8 +9,9 @@ import uvicorn
 from fastapi import FastAPI
 
 from proxy.app import create_app
+from proxy.cloud.auth import client_tls
 from proxy.cloud.channel import VerifierChannel, websocket_connector
-from proxy.cloud.client import VerifierClient, client_tls
+from proxy.cloud.client import VerifierClient
 from proxy.draft.base import Drafter
 from proxy.draft.llama_drafter import LlamaDrafter
 from proxy.draft.ngram import NgramDrafter

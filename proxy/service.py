@@ -21,7 +21,8 @@ from dataclasses import replace
 
 from proxy.cloud.breaker import CircuitBreaker
 from proxy.cloud.channel import VerifierChannel
-from proxy.cloud.client import VerifierClient, VerifierRejected, VerifierUnavailable
+from proxy.cloud.client import VerifierClient
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.cloud.probe import VerifierProbe
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable

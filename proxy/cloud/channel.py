@@ -18,7 +18,8 @@ from typing import Protocol
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from proxy.cloud.client import VerifierRejected, VerifierUnavailable, auth_headers
+from proxy.cloud.auth import auth_headers
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.speculation import SentRound
 from verifier.core.codec import encode_round, grammar_to_wire, shaping_of
 from verifier.core.drafting import DraftToken

@@ -9,6 +9,8 @@ from collections.abc import AsyncGenerator
 import httpx
 from pydantic import ValidationError
 
+from proxy.cloud.auth import auth_headers
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from verifier.core.errors import ErrorBody, ErrorEnvelope
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import (
@@ -22,29 +24,6 @@ from verifier.core.protocol import (
     ServerInfo,
     SloTargets,
 )
-
-
-class VerifierUnavailable(Exception):
-    """The verifier could not be reached, timed out or is not ready."""
-
-
-class VerifierRejected(Exception):
-    """The verifier refused a call (a bug on the edge, or a context the cloud cannot hold);
-    ``code`` is the verifier's error code (``session_not_found``, ...)."""
-
-    def __init__(self, status: int, message: str, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-def client_tls(ca_bundle: str | None) -> ssl.SSLContext:
-    """The TLS context for an https:// verifier: the system's CAs, or only those in ``ca_bundle``."""
-    return ssl.create_default_context(cafile=ca_bundle) if ca_bundle else ssl.create_default_context()
-
-
-def auth_headers(token: str | None) -> dict[str, str]:
-    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 class VerifierClient:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from proxy.cloud.client import VerifierClient, VerifierRejected, VerifierUnavailable
+from proxy.cloud.client import VerifierClient
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.openai.errors import OpenAIError
 from verifier.core.wire import PROTOCOL_VERSION
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from proxy.cloud.breaker import CircuitBreaker, backoff_s
-from proxy.cloud.client import VerifierRejected, VerifierUnavailable
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.speculative import GenerationRequest, GenerationStats
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 from proxy.cloud.channel import VerifierChannel
-from proxy.cloud.client import VerifierClient, VerifierUnavailable
+from proxy.cloud.client import VerifierClient
+from proxy.cloud.errors import VerifierUnavailable
 from proxy.decoding.pipeline import Action, PipelinePolicy
 from proxy.decoding.speculation import SpeculationState
 from proxy.draft.base import Drafter

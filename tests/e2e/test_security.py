@@ -105,8 +105,9 @@ def test_the_verifier_wants_an_edge_token_on_every_route_but_health(secured: dic
 def test_the_channel_refuses_an_edge_without_a_valid_token(secured: dict[str, object]) -> None:
     import asyncio
 
+    from proxy.cloud.auth import client_tls
     from proxy.cloud.channel import websocket_connector
-    from proxy.cloud.client import VerifierRejected, client_tls
+    from proxy.cloud.errors import VerifierRejected
 
     verifier, cert = secured["verifier"], str(secured["cert"])
     assert isinstance(verifier, Server)

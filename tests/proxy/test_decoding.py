@@ -217,7 +217,7 @@ def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None
             raise AssertionError("the crash did not surface")
         finally:
             await loop.aclose()
-        from proxy.cloud.client import VerifierRejected
+        from proxy.cloud.errors import VerifierRejected
 
         assert isinstance(error, VerifierRejected) and error.status == 500
         assert got == greedy_continuation(2, len(got)) and len(got) > 0

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from proxy.cloud.client import VerifierRejected
+from proxy.cloud.errors import VerifierRejected
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.speculative import GenerationRequest, GenerationStats, speculative_loop
 from tests.harness import V, start

@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator
 import pytest
 
 from proxy.cloud.breaker import CircuitBreaker
-from proxy.cloud.client import VerifierRejected, VerifierUnavailable
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
 from proxy.decoding.speculative import GenerationRequest, GenerationStats

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from clients.load.rounds import stop_and_wait_round
 from clients.procs import free_port
 from proxy.cloud.channel import ChannelSession, VerifierChannel, websocket_connector
-from proxy.cloud.client import VerifierRejected, VerifierUnavailable
+from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.speculation import SpeculationState
 from tests.harness import BigramBackend, V, greedy_continuation, until
 from verifier.app import create_app
