@@ -24,16 +24,12 @@ from proxy.cloud.channel import VerifierChannel
 from proxy.cloud.client import VerifierClient
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.cloud.probe import VerifierProbe
+from proxy.decoding.adaptive import adaptive_loop
+from proxy.decoding.alone import cloud_loop, draft_loop
 from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
-from proxy.decoding.speculative import (
-    GenerationRequest,
-    GenerationStats,
-    adaptive_loop,
-    cloud_loop,
-    draft_loop,
-    speculative_loop,
-)
+from proxy.decoding.speculative import speculative_loop
 from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
 from proxy.draft.prediction import PredictionCounts, PredictionDrafter

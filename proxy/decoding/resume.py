@@ -27,7 +27,7 @@ from typing import Literal
 
 from proxy.cloud.breaker import CircuitBreaker, backoff_s
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
-from proxy.decoding.speculative import GenerationRequest, GenerationStats
+from proxy.decoding.request import GenerationRequest, GenerationStats
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from proxy.decoding.request import Stats
 from proxy.openai.textstream import TextStream
 from proxy.tokenizer import Tokenizer
 from verifier.core.logprobs import TokenLogprob
-
-#: a request's ``tandem`` statistics as they reach the client (``GenerationStats.as_dict``)
-Stats = dict[str, bool | float | int | str]
-
 
 TokenEntry = tuple[int, TokenLogprob | None]
 

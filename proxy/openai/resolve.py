@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from proxy.decoding.pipeline import PipelinePolicy
-from proxy.decoding.speculative import GenerationRequest
+from proxy.decoding.request import GenerationRequest
 from proxy.draft.prediction import PredictionTrigger
 from proxy.openai.errors import bad_request
 from proxy.openai.schema import SamplingFields, TandemOptions

@@ -14,7 +14,8 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, model_serializer
 
-from proxy.openai.output import Finished, Stats, TokenEntry
+from proxy.decoding.request import Stats
+from proxy.openai.output import Finished, TokenEntry
 from proxy.openai.tools import CallDelta, tool_finish_reason
 
 DEGRADED_FINGERPRINT = "tandem-degraded"  # system_fingerprint of output the draft model produced alone

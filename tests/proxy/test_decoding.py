@@ -14,9 +14,11 @@ import pytest
 
 from proxy.cloud.channel import ChannelSession, VerifierChannel
 from proxy.cloud.client import VerifierClient
+from proxy.decoding.alone import cloud_loop, draft_loop
 from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import SentRound
-from proxy.decoding.speculative import GenerationRequest, GenerationStats, cloud_loop, draft_loop, speculative_loop
+from proxy.decoding.speculative import speculative_loop
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import CostFit, UploadPlanner
 from tests.harness import (
@@ -362,7 +364,7 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
     rounds in, the estimates say cloud streaming (5 ms a token) is faster; the rest comes from the
     cloud, continuing the verified tokens. Every time is on the test's clock, and the margin is
     several-fold, so the decision is the same on any machine."""
-    from proxy.decoding.speculative import adaptive_loop
+    from proxy.decoding.adaptive import adaptive_loop
     from proxy.rounds.rates import Explorer, LinkEstimates
 
     async def body() -> None:
@@ -403,7 +405,7 @@ def test_auto_keeps_speculating_while_it_wins() -> None:
     hands over. Stop-and-wait, so that every round's trip feeds the estimates (a pipelined round
     does only when it was alone in flight), and the rounds' different lengths give them their
     pass-time line."""
-    from proxy.decoding.speculative import adaptive_loop
+    from proxy.decoding.adaptive import adaptive_loop
     from proxy.rounds.rates import Explorer, LinkEstimates
 
     async def body() -> None:

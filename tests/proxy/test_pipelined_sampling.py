@@ -36,7 +36,8 @@ import pytest
 
 from proxy.cloud.errors import VerifierRejected
 from proxy.decoding.pipeline import PipelinePolicy
-from proxy.decoding.speculative import GenerationRequest, GenerationStats, speculative_loop
+from proxy.decoding.request import GenerationRequest, GenerationStats
+from proxy.decoding.speculative import speculative_loop
 from tests.harness import V, start
 from tests.planted import BUGS, PositionalBackend, cells, pair_law, pair_p_value, plant
 from tests.stats import chi_square_power, total_variation

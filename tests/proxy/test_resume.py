@@ -11,8 +11,8 @@ import pytest
 from proxy.cloud.breaker import CircuitBreaker
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.pipeline import PipelinePolicy
+from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
-from proxy.decoding.speculative import GenerationRequest, GenerationStats
 from verifier.core.protocol import SamplingParams
 
 TRUTH = list(range(100, 140))  # what the target says after the prompt [1, 2, 3]

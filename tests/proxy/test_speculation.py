@@ -10,8 +10,9 @@ import random
 import pytest
 
 from proxy.decoding.pipeline import Action, PipelinePolicy
+from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import ProtocolViolation, SpeculationState
-from proxy.decoding.speculative import GenerationRequest, GenerationStats, speculative_loop
+from proxy.decoding.speculative import speculative_loop
 from tests.harness import EOS, LinkFaults, greedy_continuation, start
 from verifier.core.drafting import DraftToken
 from verifier.core.protocol import SamplingParams
