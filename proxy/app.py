@@ -40,6 +40,22 @@ def create_app(
 ) -> FastAPI:
     """The edge's app. ``keys``: API keys the /v1 routes require (none: open); ``cors_origins``:
     browser origins allowed to call it (none: CORS off)."""
+    app = FastAPI(title="Tandem edge (OpenAI-compatible)", lifespan=_lifespan(service_factory, close))
+    install_error_handlers(app)
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    if cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
+                           allow_headers=["authorization", "content-type"])
+    app.add_middleware(BearerAuth, ring=keys or KeyRing({}))  # outermost: nobody unknown gets further
+    _add_probe_routes(app)
+    _add_openai_routes(app)
+    return app
+
+
+def _lifespan(
+    service_factory: Callable[[], Awaitable[EdgeService]], close: Callable[[EdgeService], Awaitable[None]] | None
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """The app's lifespan: the service made at start-up (held on ``app.state``), closed at shutdown."""
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service = await service_factory()
@@ -48,22 +64,20 @@ def create_app(
         if close is not None:
             await close(service)
 
-    app = FastAPI(title="Tandem edge (OpenAI-compatible)", lifespan=lifespan)
-    install_error_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    if cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["authorization", "content-type"])
-    app.add_middleware(BearerAuth, ring=keys or KeyRing({}))  # outermost: nobody unknown gets further
+    return lifespan
 
-    def service_of(request: Request) -> EdgeService:
-        service: EdgeService = request.app.state.service
-        return service
 
+def _service_of(request: Request) -> EdgeService:
+    service: EdgeService = request.app.state.service
+    return service
+
+
+def _add_probe_routes(app: FastAPI) -> None:
+    """The open routes that tell how the edge is: metrics, liveness, readiness and health."""
     @app.get("/metrics")
     async def metrics(request: Request) -> Response:
         """Prometheus exposition (open, like /health)."""
-        return Response(generate_latest(service_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_service_of(request).metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/livez")
     async def livez() -> dict[str, str]:
@@ -75,7 +89,7 @@ def create_app(
         """Whether the edge can answer requests now; never calls the verifier. With the verifier's
         circuit open it still can, unless its cloud-loss policy is 'fail' or it has no model to
         answer alone."""
-        service = service_of(request)
+        service = _service_of(request)
         state = service.breaker.state(time.monotonic())
         ready = state != "open" or (service.settings.on_cloud_loss != "fail" and service.drafters.standalone)
         return JSONResponse({"status": "ready" if ready else "not_ready", "verifier_circuit": state},
@@ -85,33 +99,34 @@ def create_app(
     async def health(request: Request) -> dict[str, Any]:
         """Liveness plus what the edge knows of its verifier (asked at most every few seconds);
         ``degraded`` while the verifier's circuit is open."""
-        service = service_of(request)
+        service = _service_of(request)
         reachable = await service.verifier.reachable(max_age_s=HEALTH_MAX_AGE_S)
         state = service.breaker.state(time.monotonic())
         return {"status": "ok" if state == "closed" else "degraded", "model": service.model_id,
                 "verifier": "ok" if reachable else "unreachable", "verifier_circuit": state,
                 "on_cloud_loss": service.settings.on_cloud_loss}
 
+
+def _add_openai_routes(app: FastAPI) -> None:
+    """The OpenAI-compatible /v1 routes."""
     @app.get("/v1/models")
     async def models(request: Request) -> ModelList:
-        service = service_of(request)
+        service = _service_of(request)
         return ModelList(data=[ModelCard(id=service.model_id, created=service.created)])
 
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str, request: Request) -> ModelCard:
-        service = service_of(request)
+        service = _service_of(request)
         service.check_model(model_id)
         return ModelCard(id=service.model_id, created=service.created)
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(req: ChatCompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
-        return await _complete(service_of(request), req, "chat")
+        return await _complete(_service_of(request), req, "chat")
 
     @app.post("/v1/completions", response_model=None)
     async def completions(req: CompletionRequest, request: Request) -> JSONResponse | EventSourceResponse:
-        return await _complete(service_of(request), req, "text")
-
-    return app
+        return await _complete(_service_of(request), req, "text")
 
 
 async def _complete(

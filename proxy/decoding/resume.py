@@ -64,42 +64,27 @@ async def resumable(
     """``cloud(rest)`` runs the request's own loop from a point on; ``draft(rest)`` the draft
     model alone (None when this edge has no model that can answer alone)."""
     produced: list[int] = []
-    lost_at: float | None = None  # when the current outage began (None: the cloud is answering)
-    attempt = 0
+    outage = _Outage(policy, breaker, stats, clock)
     while len(produced) < req.max_tokens:
         loss: Exception
         if breaker.allows(clock()):
             loop = cloud(req.continued(produced))
             try:
                 async for new in loop:
-                    if lost_at is not None or breaker.failures:
-                        breaker.succeeded()
-                        lost_at, attempt = None, 0
+                    outage.answered()
                     produced.extend(new)
                     yield new
                 return
             except (VerifierUnavailable, VerifierRejected) as exc:
                 if not is_cloud_loss(exc):
                     raise
-                breaker.failed(clock())
-                stats.cloud_losses += 1
-                log.warning("verifier lost", extra={"tokens_so_far": len(produced), "loss": stats.cloud_losses,
-                                                    "error": str(exc)})
+                outage.lost(exc, len(produced))
                 loss = exc
             finally:
                 await loop.aclose()
         else:
-            loss = VerifierUnavailable("the verifier failed repeatedly; not tried until its cooldown ends")
-            if lost_at is None and policy.on_cloud_loss == "wait":
-                lost_at = clock() - policy.wait_s  # known down before this request: no wait of its own
-        if policy.on_cloud_loss == "fail":
-            raise loss
-        now = clock()
-        if lost_at is None:
-            lost_at = now
-        if policy.on_cloud_loss == "wait" and now - lost_at < policy.wait_s:
-            await asyncio.sleep(min(backoff_s(attempt), policy.wait_s - (now - lost_at)))
-            attempt += 1
+            loss = outage.refused()
+        if await outage.waited(loss):
             continue
         alone = await draft(req.continued(produced))
         if alone is None:
@@ -114,3 +99,48 @@ async def resumable(
         finally:
             await alone.aclose()
         return
+
+
+class _Outage:
+    """One request's time without its verifier, by the edge's cloud-loss policy: when the
+    current outage began and how many tries it has seen (their backoff)."""
+
+    def __init__(self, policy: RecoveryPolicy, breaker: CircuitBreaker, stats: GenerationStats,
+                 clock: Callable[[], float]) -> None:
+        self.policy, self.breaker, self.stats, self.clock = policy, breaker, stats, clock
+        self.lost_at: float | None = None  # when the current outage began (None: the cloud is answering)
+        self.attempt = 0
+
+    def answered(self) -> None:
+        """The cloud answered: the outage (and the breaker's run of failures) is over."""
+        if self.lost_at is not None or self.breaker.failures:
+            self.breaker.succeeded()
+            self.lost_at, self.attempt = None, 0
+
+    def lost(self, exc: Exception, produced: int) -> None:
+        """The cloud was lost after ``produced`` tokens: the breaker and the request count it."""
+        self.breaker.failed(self.clock())
+        self.stats.cloud_losses += 1
+        log.warning("verifier lost", extra={"tokens_so_far": produced, "loss": self.stats.cloud_losses,
+                                            "error": str(exc)})
+
+    def refused(self) -> Exception:
+        """The breaker is open: the cloud is not tried; the loss that stands for."""
+        loss = VerifierUnavailable("the verifier failed repeatedly; not tried until its cooldown ends")
+        if self.lost_at is None and self.policy.on_cloud_loss == "wait":
+            self.lost_at = self.clock() - self.policy.wait_s  # known down before this request: no wait of its own
+        return loss
+
+    async def waited(self, loss: Exception) -> bool:
+        """After ``loss``: raise it under 'fail'; under 'wait' and within its bound, sleep the
+        backoff and return True (try the cloud again); else False (the draft model continues)."""
+        if self.policy.on_cloud_loss == "fail":
+            raise loss
+        now = self.clock()
+        if self.lost_at is None:
+            self.lost_at = now
+        if self.policy.on_cloud_loss == "wait" and now - self.lost_at < self.policy.wait_s:
+            await asyncio.sleep(min(backoff_s(self.attempt), self.policy.wait_s - (now - self.lost_at)))
+            self.attempt += 1
+            return True
+        return False

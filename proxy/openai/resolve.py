@@ -229,18 +229,48 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
             tools: ToolPlan | None = None, prediction_ids: list[int] | None = None) -> PreparedRequest:
     """The generation a request asks for, with this edge's defaults filled in; ``tools``: the
     chat's tool plan (``proxy.openai.tools``); ``prediction_ids``: the request's prediction, tokenised."""
-    settings = edge.settings
-    opts = req.tandem
-    mode = mode_of(req, settings)
+    mode = mode_of(req, edge.settings)
+    _check_drafter(req.tandem, mode, edge)
+    gen = _generation(req, prompt_ids, edge, default_max)
+    tools = tools or ToolPlan()
+    schema = _output_schema(req, tools, gen)
+    if schema is not None:
+        gen = replace(gen, **constrained(schema, edge))
+    best_of = req.best_of_wanted()
+    if best_of > 1 and mode == "draft":
+        raise bad_request("best_of ranks choices by the target's logprobs, computed in the cloud; mode 'draft' "
+                          "answers from the draft model alone", "best_of", "unsupported_parameter")
+    if best_of > 1 and gen.logprobs is None:
+        gen = replace(gen, logprobs=0)  # ranking the choices needs their logprobs
+    if prediction_ids is not None:
+        gen = predicted(gen, prediction_ids, edge.settings.prediction_round)
+    if mode == "draft" and gen.logprobs is not None:
+        raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
+                          "model alone", "logprobs", "unsupported_parameter")
+    return PreparedRequest(gen=gen, mode=_served_mode(mode, gen, req.tandem, edge), stop=req.stop_list(),
+                           tools=tools, n=req.n or 1, best_of=best_of,
+                           show_logprobs=req.logprobs_wanted() is not None, token_ids=bool(req.return_token_ids))
+
+
+def _check_drafter(opts: TandemOptions | None, mode: Mode, edge: EdgeDefaults) -> None:
+    """Refuse what needs a draft model's output or probabilities on an edge without one."""
+    drafter = edge.settings.drafter
     if mode == "draft" and not edge.standalone:
-        raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {settings.drafter!r}",
+        raise bad_request(f"mode 'draft' needs a draft model; this edge drafts with {drafter!r}",
                           "tandem.mode", "unsupported_mode")
     if opts and (opts.confidence_threshold or opts.cumulative_threshold) and not edge.standalone:
         raise bad_request(f"confidence_threshold needs a draft model's probabilities; this edge drafts with "
-                          f"{settings.drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
+                          f"{drafter!r}", "tandem.confidence_threshold", "unsupported_parameter")
     if opts and opts.trigger and not edge.standalone:
         raise bad_request(f"a trigger needs a draft model's probabilities; this edge drafts with "
-                          f"{settings.drafter!r}", "tandem.trigger", "unsupported_parameter")
+                          f"{drafter!r}", "tandem.trigger", "unsupported_parameter")
+
+
+def _generation(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults,
+                default_max: int | None) -> GenerationRequest:
+    """The request's generation before its output constraints: budget, sampling, trigger and
+    pipeline, the tuner and the upload plan it runs by, its latency targets and logprobs."""
+    settings, opts = edge.settings, req.tandem
     trigger = _trigger_for(opts, edge)
     temperature = 1.0 if req.temperature is None else effective_temperature(req.temperature)
     seeded_sample = temperature > 0 and req.seed is not None
@@ -252,7 +282,7 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
                               "tandem.trigger", "unsupported_parameter")
         tuning = edge.tuner_for(policy)
     planned = (opts.upload if opts and opts.upload else settings.upload) == "planned"
-    gen = GenerationRequest(
+    return GenerationRequest(
         reproducible=seeded_sample,
         prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
@@ -266,7 +296,10 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
              if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
         logprobs=req.logprobs_wanted(),
     )
-    tools = tools or ToolPlan()
+
+
+def _output_schema(req: SamplingFields, tools: ToolPlan, gen: GenerationRequest) -> dict[str, Any] | None:
+    """The JSON schema the output must follow: response_format's, or a forced tool call's (not both)."""
     schema = req.output_schema()
     forced = tools.output_schema()
     if forced is not None and schema is not None:
@@ -277,19 +310,13 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
         raise bad_request("min_tokens cannot be combined with response_format or a forced tool_choice: once the "
                           "output is complete the grammar allows only its end, which min_tokens forbids",
                           "min_tokens", "conflicting_parameters")
-    if schema is not None:
-        gen = replace(gen, **constrained(schema, edge))
-    best_of = req.best_of_wanted()
-    if best_of > 1 and mode == "draft":
-        raise bad_request("best_of ranks choices by the target's logprobs, computed in the cloud; mode 'draft' "
-                          "answers from the draft model alone", "best_of", "unsupported_parameter")
-    if best_of > 1 and gen.logprobs is None:
-        gen = replace(gen, logprobs=0)  # ranking the choices needs their logprobs
-    if prediction_ids is not None:
-        gen = predicted(gen, prediction_ids, settings.prediction_round)
-    if mode == "draft" and gen.logprobs is not None:
-        raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
-                          "model alone", "logprobs", "unsupported_parameter")
+    return schema
+
+
+def _served_mode(mode: Mode, gen: GenerationRequest, opts: TandemOptions | None, edge: EdgeDefaults) -> Mode:
+    """The mode that serves the generation: cloud where this verifier cannot check its drafts (a
+    refusal when the request chose 'speculative' itself); speculative for a seeded sample in
+    mode auto (one reproducible path: the cloud's own sampling draws differently)."""
     sampled = gen.sampling.temperature > 0
     if mode in ("auto", "speculative") and gen.whole_rows and not edge.verifies_sampled:
         if opts and opts.mode == "speculative":
@@ -299,14 +326,13 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
             raise bad_request(f"this verifier checks plain greedy drafts only; {what} needs a verifier with full "
                               "distributions (--backend torch), or use mode 'cloud'",
                               "temperature" if sampled else None, "unsupported_sampling")
-        mode = "cloud"  # the lossless way this verifier offers: its own sampling, streamed
-    elif mode in ("auto", "speculative") and gen.sampling.repetition_penalty != 1.0 and not edge.rows_are_logits:
+        return "cloud"  # the lossless way this verifier offers: its own sampling, streamed
+    if mode in ("auto", "speculative") and gen.sampling.repetition_penalty != 1.0 and not edge.rows_are_logits:
         if opts and opts.mode == "speculative":
             raise bad_request("this verifier scores log-probabilities, not logits: repetition_penalty (which scales a "
                               "logit by its sign) cannot be applied to its rows; use mode 'cloud' (the verifier's own "
                               "decoding applies it)", "repetition_penalty", "unsupported_sampling")
-        mode = "cloud"
-    elif mode == "auto" and seeded_sample:
-        mode = "speculative"  # one reproducible path: the cloud's own sampling draws differently
-    return PreparedRequest(gen=gen, mode=mode, stop=req.stop_list(), tools=tools, n=req.n or 1, best_of=best_of,
-                           show_logprobs=req.logprobs_wanted() is not None, token_ids=bool(req.return_token_ids))
+        return "cloud"
+    if mode == "auto" and gen.reproducible:
+        return "speculative"  # one reproducible path: the cloud's own sampling draws differently
+    return mode
