@@ -100,10 +100,17 @@ def runs(padded: Path, logs_dir: Path) -> dict[str, Any]:
             out[f"speculative{tp}"] = answers(edge, "speculative")
     with worker_node(padded, logs_dir) as layout, \
             verifier_and_edge(padded, {**layout, "node_rank": 0}, logs_dir, "node0",
-                              env={"VLLM_CPU_OMP_THREADS_BIND": "0"}) as (verifier, edge):
+                              env={"VLLM_CPU_OMP_THREADS_BIND": node_core(0)}) as (verifier, edge):
         out["info_nodes"] = httpx.get(f"{verifier.url}/v1/info").json()
         out["speculative_nodes"] = answers(edge, "speculative")
     return out
+
+
+def node_core(rank: int) -> str:
+    """The core a "node" of the loopback layout binds its worker to: the first and the last core
+    this process may run on (the same one where it may run on one only)."""
+    cores = sorted(os.sched_getaffinity(0))
+    return str(cores[0] if rank == 0 else cores[-1])
 
 
 @contextmanager
@@ -111,7 +118,7 @@ def worker_node(model: Path, logs: Path) -> Iterator[dict[str, Any]]:
     """Node 1 of a two-node layout (tensor parallel 2, one worker per node), as the chart's worker
     pods run it; yields the layout's engine arguments, less the node rank."""
     layout = {"tensor_parallel_size": 2, "nnodes": 2, "master_addr": "127.0.0.1", "master_port": free_port()}
-    env = {**os.environ, "TANDEM_VERIFIER_VLLM_HEADLESS": "true", "VLLM_CPU_OMP_THREADS_BIND": "1"}
+    env = {**os.environ, "TANDEM_VERIFIER_VLLM_HEADLESS": "true", "VLLM_CPU_OMP_THREADS_BIND": node_core(1)}
     with (logs / "node1.log").open("wb") as fh:
         proc = spawn([sys.executable, "-m", "verifier.cli", *verifier_args(model, {**layout, "node_rank": 1})],
                      cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
