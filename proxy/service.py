@@ -62,6 +62,37 @@ log = logging.getLogger(__name__)
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
 
 
+class RoundPlans:
+    """The tuners and upload plans the edge's requests share: a tuner of the dual threshold per
+    pipeline policy (trigger 'tuned'), an upload plan per gamma (upload 'planned')."""
+
+    def __init__(self, settings: EdgeSettings) -> None:
+        self.settings = settings
+        self.tuners: dict[tuple[int, int, bool], ThresholdTuner] = {}
+        self.planners: dict[int, UploadPlanner] = {}
+        self.can_tune = importlib.util.find_spec("botorch") is not None
+        self._lock = threading.Lock()  # requests are resolved in worker threads
+
+    def tuner_for(self, policy: PipelinePolicy) -> ThresholdTuner:
+        """The tuner of the dual threshold for requests run by ``policy`` (each policy has its own
+        best thresholds, and its own measurements)."""
+        key = (policy.gamma, policy.max_inflight, policy.draft_while_waiting)
+        with self._lock:
+            if key not in self.tuners:
+                tuner = ThresholdTuner(start=(self.settings.confidence_threshold, self.settings.cumulative_threshold),
+                                       segment_tokens=self.settings.tune_segment_tokens)
+                tuner.search.prepare()  # the first such request waits for the imports, not a later search
+                self.tuners[key] = tuner
+            return self.tuners[key]
+
+    def planner_for(self, gamma: int) -> UploadPlanner:
+        """The upload plan of windows of ``gamma`` tokens (its cost fit shared by the requests)."""
+        with self._lock:
+            if gamma not in self.planners:
+                self.planners[gamma] = UploadPlanner(window=gamma)
+            return self.planners[gamma]
+
+
 class EdgeService:
     def __init__(self, settings: EdgeSettings, tokenizer: Tokenizer, drafters: DrafterPool,
                  client: VerifierClient, channel: VerifierChannel) -> None:
@@ -72,16 +103,13 @@ class EdgeService:
         self.drafters = drafters
         self.prompts = PromptBuilder(tokenizer)
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
-        self.predictor = load_predictor(settings)
-        self.trigger = build_trigger(settings, self.predictor)
-        self.tuners: dict[tuple[int, int, bool], ThresholdTuner] = {}  # trigger 'tuned': one per pipeline policy
-        self.planners: dict[int, UploadPlanner] = {}  # upload 'planned': one per gamma
-        self.can_tune = importlib.util.find_spec("botorch") is not None
-        self._per_policy_lock = threading.Lock()  # requests are resolved in worker threads
+        predictor = load_predictor(settings)
+        trigger = build_trigger(settings, predictor)
+        self.plans = RoundPlans(settings)
         if settings.trigger == "tuned":
-            if not self.can_tune:
+            if not self.plans.can_tune:
                 raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
-            self.tuner_for(policy_for(None, settings, seeded_sample=False))  # its imports paid at start-up
+            self.plans.tuner_for(policy_for(None, settings, seeded_sample=False))  # its imports paid at start-up
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         #: what this edge measured of its link and verifier (mode auto), apart for rounds that need
         #: whole rows (a verifier may score those at another cost) and plain greedy ones
@@ -91,7 +119,19 @@ class EdgeService:
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
         self.ignored_seen: set[str] = set()  # unknown request fields logged so far
-        self.grammars = GrammarCompiler(tokenizer.grammar_tokenizer)  # response_format, over the edge's vocabulary
+        #: what the edge brings to every request; what the verifier tells of itself is filled in per request
+        self.defaults = EdgeDefaults(
+            settings=settings,
+            context_limit=settings.n_ctx,
+            standalone=drafters.standalone,
+            stop_token_ids=tokenizer.stop_token_ids,
+            trigger=trigger,
+            predictor=predictor,
+            vocab_size=tokenizer.vocab_size,
+            grammars=GrammarCompiler(tokenizer.grammar_tokenizer),  # response_format, over the edge's vocabulary
+            tuner_for=self.plans.tuner_for if self.plans.can_tune else None,
+            planner_for=self.plans.planner_for,
+        )
         self.metrics = EdgeMetrics(drafters)
         self.created = int(time.time())
 
@@ -151,31 +191,9 @@ class EdgeService:
                  tools: ToolPlan | None = None) -> PreparedRequest:
         prediction = self.tokenizer.encode(req.prediction.text(), special=False, add_bos=False) \
             if req.prediction is not None else None
-        edge = EdgeDefaults(self.settings, self.context_limit(), self.drafters.standalone,
-                            self.tokenizer.stop_token_ids, self.trigger, self.predictor,
-                            self.verifier.verifies_sampled, self.tokenizer.vocab_size, self.grammars,
-                            self.tuner_for if self.can_tune else None, self.planner_for,
-                            self.verifier.rows_are_logits)
+        edge = replace(self.defaults, context_limit=self.context_limit(),
+                       verifies_sampled=self.verifier.verifies_sampled, rows_are_logits=self.verifier.rows_are_logits)
         return resolve(req, prompt_ids, edge, default_max, tools, prediction)
-
-    def tuner_for(self, policy: PipelinePolicy) -> ThresholdTuner:
-        """The tuner of the dual threshold for requests run by ``policy`` (each policy has its own
-        best thresholds, and its own measurements)."""
-        key = (policy.gamma, policy.max_inflight, policy.draft_while_waiting)
-        with self._per_policy_lock:
-            if key not in self.tuners:
-                tuner = ThresholdTuner(start=(self.settings.confidence_threshold, self.settings.cumulative_threshold),
-                                       segment_tokens=self.settings.tune_segment_tokens)
-                tuner.search.prepare()  # the first such request waits for the imports, not a later search
-                self.tuners[key] = tuner
-            return self.tuners[key]
-
-    def planner_for(self, gamma: int) -> UploadPlanner:
-        """The upload plan of windows of ``gamma`` tokens (its cost fit shared by the requests)."""
-        with self._per_policy_lock:
-            if gamma not in self.planners:
-                self.planners[gamma] = UploadPlanner(window=gamma)
-            return self.planners[gamma]
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished, per choice (``index``). Raises OpenAIError for failures.
