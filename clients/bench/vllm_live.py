@@ -232,8 +232,9 @@ def chi_square(counts: dict[int, int], probs: Any, draws: int) -> tuple[float, i
     observed = [counts.get(t, 0) for t in big] + [draws - sum(counts.get(t, 0) for t in big)]
     expected = [float(probs[t]) * draws for t in big] + [draws * (1 - float(sum(probs[t] for t in big)))]
     if expected[-1] < 5:  # nothing left to pool: fold the rest into the last bin
-        observed[-2] += observed.pop()
-        expected[-2] += expected.pop()
+        rest_observed, rest_expected = observed.pop(), expected.pop()
+        observed[-1] += rest_observed
+        expected[-1] += rest_expected
     return float(chisquare(observed, expected).pvalue), len(observed)
 
 
@@ -257,18 +258,24 @@ async def sampled(args: argparse.Namespace, engine: Any, model: str, prompt: lis
     shifted = shifted_law(probs, args.tv)  # twin: the same number of draws from a law args.tv off
     drawn = np.random.default_rng(args.seed).multinomial(len(rounds), shifted)
     p_value_shifted = chi_square({int(t): int(c) for t, c in enumerate(drawn) if c}, probs, len(rounds))[0]
+    keeps_d = (1 - probs[draft]) * probs  # twin: a rejected draft's replacement drawn from p, the draft left in
+    keeps_d[draft] += probs[draft]
+    drawn = np.random.default_rng(args.seed + 1).multinomial(len(rounds), keeps_d)
+    p_value_keeps_d = chi_square({int(t): int(c) for t, c in enumerate(drawn) if c}, probs, len(rounds))[0]
     support = set(counts) | {int(t) for t in np.nonzero(probs)[0]}
     tv = 0.5 * sum(abs(counts.get(t, 0) / len(rounds) - float(probs[t])) for t in support)
     print(f"sampled T={args.temperature} top_p={args.top_p}: {len(rounds)} rounds in {elapsed:.0f} s, draft "
           f"p={probs[draft]:.3f}, accepted {accepted / len(rounds):.3f}; chi-square p-value {p_value:.3g} over {bins} "
           f"bins (a route accepting every draft: {wrong:.3g}); power against a {args.tv} total-variation shift "
           f"between the two likeliest tokens at alpha {args.alpha}: {power:.3f} (one simulated such run: p-value "
-          f"{p_value_shifted:.3g}); observed total variation {tv:.4f}", flush=True)
+          f"{p_value_shifted:.3g}; a replacement drawn with the draft left in: {p_value_keeps_d:.3g}); observed "
+          f"total variation {tv:.4f}", flush=True)
     return {"temperature": args.temperature, "top_p": args.top_p, "draws": len(rounds), "draft": draft,
             "draft_p": float(probs[draft]), "seconds": round(elapsed, 1),
             "accepted": accepted, "p_value": p_value, "bins": bins, "p_value_accept_all": wrong,
             "alpha": args.alpha, "tv_shift": args.tv, "power_at_tv_shift": power,
-            "p_value_tv_shifted_simulated": p_value_shifted, "observed_tv": tv,
+            "p_value_tv_shifted_simulated": p_value_shifted, "p_value_residual_keeps_draft_simulated": p_value_keeps_d,
+            "observed_tv": tv,
             "first_tokens": counts}
 
 
