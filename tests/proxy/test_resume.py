@@ -1,4 +1,4 @@
-"""``proxy.resume``: a request's loop resumed after a cloud loss, or continued on the draft."""
+"""``proxy.decoding.resume``: a request's loop resumed after a cloud loss, or continued on the draft."""
 
 from __future__ import annotations
 
