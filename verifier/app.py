@@ -93,6 +93,20 @@ def create_app(
     constrained generations over the target's vocabulary (none: they are refused)."""
     service = VerifierService(backend_factory, session_ttl_s, max_sessions, scheduling or SchedulingConfig(),
                               grammars)
+    app = FastAPI(title="Tandem verifier", version=str(PROTOCOL_VERSION), lifespan=_lifespan(service, session_ttl_s))
+    app.state.service = service
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(BearerAuth, ring=keys or KeyRing({}))
+    _add_error_handlers(app, service)
+    _add_info_routes(app, service)
+    _add_channel(app, service, max_sessions_per_edge, max_queued_rounds)
+    _add_generation_routes(app, service)
+    return app
+
+
+def _lifespan(service: VerifierService, session_ttl_s: float
+              ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Load the backend in the background, sweep idle sessions while serving, close the engine at the end."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -113,11 +127,11 @@ def create_app(
         if service.engine is not None:
             await service.engine.aclose()
 
-    app = FastAPI(title="Tandem verifier", version=str(PROTOCOL_VERSION), lifespan=lifespan)
-    app.state.service = service
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    app.add_middleware(BearerAuth, ring=keys or KeyRing({}))
-    quotas: dict[str, EdgeQuota] = {}  # by key holder: one edge's connections share its quota
+    return lifespan
+
+
+def _add_error_handlers(app: FastAPI, service: VerifierService) -> None:
+    """Every error as an OpenAI error envelope (``verifier.core.errors``)."""
 
     @app.exception_handler(EngineError)
     async def _engine_error(_: Request, exc: EngineError) -> JSONResponse:
@@ -143,6 +157,10 @@ def create_app(
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return _error(400, f"{where}: {first['msg']}" if where else str(first["msg"]), "invalid_request")
 
+
+def _add_info_routes(app: FastAPI, service: VerifierService) -> None:
+    """/health, /metrics, /v1/info and /v1/stats."""
+
     @app.get("/health")
     async def health() -> JSONResponse:
         if service.engine is None:
@@ -167,6 +185,11 @@ def create_app(
                 **vars(scheduler.stats),
                 "queue_depth": scheduler.queue_depth,
                 "estimator_median_error": scheduler.estimator.median_relative_error()}
+
+
+def _add_channel(app: FastAPI, service: VerifierService, max_sessions_per_edge: int, max_queued_rounds: int) -> None:
+    """The WebSocket channel of protocol v2; one edge's connections share that edge's quota."""
+    quotas: dict[str, EdgeQuota] = {}  # by key holder: one edge's connections share its quota
 
     @app.websocket(CHANNEL_PATH)
     async def channel(websocket: WebSocket) -> None:
@@ -205,6 +228,10 @@ def create_app(
         with contextlib.suppress(Exception):
             await websocket.close()
 
+
+def _add_generation_routes(app: FastAPI, service: VerifierService) -> None:
+    """Cloud-only generation and prompt scoring."""
+
     @app.post(f"{API_PREFIX}/prompt_logprobs")
     async def prompt_logprobs(req: PromptLogprobsRequest) -> PromptLogprobs:
         return await service.ready_engine().prompt_logprobs(req)
@@ -229,5 +256,3 @@ def create_app(
                 await tokens.aclose()
 
         return StreamingResponse(lines(), media_type="application/x-ndjson")
-
-    return app
