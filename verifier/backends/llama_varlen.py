@@ -109,28 +109,43 @@ def forward_varlen(
         k = attn.k_proj(x).view(1, -1, n_kv, head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(1, -1, n_kv, head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        outputs = []
-        for i, store in enumerate(stores):
-            a, b = offsets[i], offsets[i + 1]
-            start = store.length
-            store.write(layer_idx, start, k[0, :, a:b], v[0, :, a:b])
-            end = start + (b - a)
-            keys = store.keys(layer_idx, end).repeat_interleave(group, dim=0)  # [H, end, D]
-            values = store.values(layer_idx, end).repeat_interleave(group, dim=0)
-            # query j sits at position start + j and sees keys 0..start+j
-            mask = torch.ones((b - a, end), dtype=torch.bool, device=hidden.device).tril(diagonal=start)
-            out = F.scaled_dot_product_attention(q[:, :, a:b], keys[None], values[None], attn_mask=mask,
-                                                 scale=scaling)  # [1, H, n_i, D]
-            outputs.append(out[0].transpose(0, 1).reshape(b - a, n_heads * head_dim))
-        hidden = residual + attn.o_proj(torch.cat(outputs))
+        hidden = residual + attn.o_proj(_attend(stores, offsets, layer_idx, q, k, v, group, scaling))
         residual = hidden
         hidden = residual + layer.mlp(layer.post_attention_layernorm(hidden))
     for i, store in enumerate(stores):
         store.length += offsets[i + 1] - offsets[i]
+    return _last_rows(model, hidden, offsets, logits_rows)
+
+
+def _attend(stores: Sequence[KVStore], offsets: Sequence[int], layer_idx: int, q: torch.Tensor, k: torch.Tensor,
+            v: torch.Tensor, group: int, scaling: float) -> torch.Tensor:
+    """One layer's attention, item by item: each item's new keys and values written to its store
+    (at its current length), its queries over that store. q: [1, H, T, D]; k, v: [1, KV, T, D];
+    returns [T, H * D]."""
+    n_heads, head_dim = q.shape[1], q.shape[3]
+    outputs = []
+    for i, store in enumerate(stores):
+        a, b = offsets[i], offsets[i + 1]
+        start = store.length
+        store.write(layer_idx, start, k[0, :, a:b], v[0, :, a:b])
+        end = start + (b - a)
+        keys = store.keys(layer_idx, end).repeat_interleave(group, dim=0)  # [H, end, D]
+        values = store.values(layer_idx, end).repeat_interleave(group, dim=0)
+        # query j sits at position start + j and sees keys 0..start+j
+        mask = torch.ones((b - a, end), dtype=torch.bool, device=q.device).tril(diagonal=start)
+        out = F.scaled_dot_product_attention(q[:, :, a:b], keys[None], values[None], attn_mask=mask,
+                                             scale=scaling)  # [1, H, n_i, D]
+        outputs.append(out[0].transpose(0, 1).reshape(b - a, n_heads * head_dim))
+    return torch.cat(outputs)
+
+
+def _last_rows(model: Any, hidden: torch.Tensor, offsets: Sequence[int],
+               logits_rows: Sequence[int]) -> list[torch.Tensor]:
+    """The logits of each item's last ``logits_rows[i]`` rows of ``hidden`` [T, d]: [rows_i, vocab] float32."""
     rows = torch.cat([torch.arange(offsets[i + 1] - r, offsets[i + 1]) for i, r in enumerate(logits_rows)])
     if rows.numel() == 0:
-        return [hidden.new_zeros((0, config.vocab_size), dtype=torch.float32) for _ in logits_rows]
-    logits = model.lm_head(inner.norm(hidden[rows])).float()
+        return [hidden.new_zeros((0, model.config.vocab_size), dtype=torch.float32) for _ in logits_rows]
+    logits = model.lm_head(model.model.norm(hidden[rows])).float()
     out_rows: list[torch.Tensor] = []
     at = 0
     for r in logits_rows:
