@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from verifier.backends.vllm_backend import ROW_REQUESTS_MAX, dense_rows, flat_row, row_prompt_lengths, rows_readable
+from verifier.backends.vllm_rows import ROW_REQUESTS_MAX, dense_rows, flat_row, row_prompt_lengths, rows_readable
 
 
 @dataclass
