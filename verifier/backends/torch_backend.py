@@ -31,8 +31,8 @@ CPU_LINEAR = get_args(CpuLinear)
 
 def default_threads() -> int:
     """All usable cores but one: the server's event loop needs a core of its own. When it
-    shares the compute cores, every barrier of a parallel matmul waits on it (measured on 2
-    cores: 54 ms per token with 2 threads, 36 with 1)."""
+    shares the compute cores, every barrier of a parallel matmul waits on it, so a token takes
+    longer with every core computing than with one left to the loop."""
     return max(1, len(os.sched_getaffinity(0)) - 1)
 
 
@@ -40,9 +40,9 @@ def use_onednn_linear(cpu_linear: str, device: torch.device, dtype: str) -> bool
     """Whether Linear layers run through oneDNN instead of torch's default BLAS.
 
     On CPU in float32, a verify round multiplies a few rows (the drafts) by every weight.
-    torch's default BLAS (MKL) is slow for those shapes on these AMD CPUs: 5 rows cost 1.5x
-    one row on 2 threads, 1.8x on 1. oneDNN: 1.2x and 1.5x. ``auto`` picks oneDNN
-    exactly when it applies; ``onednn`` insists and fails where it does not apply.
+    torch's default BLAS (MKL) is slow for those shapes on the AMD CPUs it was measured on: a few rows
+    cost much more than one, and oneDNN adds less for them. ``auto`` picks oneDNN exactly when it applies;
+    ``onednn`` insists and fails where it does not apply.
     """
     if cpu_linear not in CPU_LINEAR:
         raise ValueError(f"cpu_linear must be one of {CPU_LINEAR}")

@@ -42,8 +42,8 @@ class BatchShape:
                          sum(self.separate_rows)])
 
 
-#: a CPU prior: 60 ms a pass, 5 ms an item, 6 ms a new token, 0.05 ms per 1000 attended pairs, 30 ms
-#: a separate row (vLLM on this CPU: ~20 ms a request, ~27 ms to ship a whole row)
+#: a CPU prior, in seconds: a pass, an item, a new token, 1000 attended pairs, a separate row (a
+#: request of its own, the whole vocabulary shipped: the costliest unit); the fit replaces it
 CPU_PRIOR = (0.060, 0.005, 0.006, 0.05, 0.03)
 
 
