@@ -92,7 +92,7 @@ def plant(monkeypatch: pytest.MonkeyPatch, bug: str) -> None:
 
         monkeypatch.setattr(BigramBackend, "truncate", keeping_the_rejected_draft)
     elif bug in BUGS:
-        monkeypatch.setattr("verifier.engine.verify_sampled", planted_verify(bug))
+        monkeypatch.setattr("verifier.engine.rounds.verify_sampled", planted_verify(bug))
     else:
         raise ValueError(f"no such planted bug: {bug}")
 

@@ -124,7 +124,7 @@ def test_a_round_drafted_on_a_rejected_token_kept_in_use_is_refused(monkeypatch:
                                             next_sent: int | None) -> bool:
         return next_sent is not None and next_sent != next_token_id
 
-    for module in ("proxy.decoding.speculation", "verifier.engine"):
+    for module in ("proxy.decoding.speculation", "verifier.engine.rounds"):
         monkeypatch.setattr(f"{module}.parts_from_sent", epoch_ends_only_on_a_bonus_mismatch)
     with pytest.raises(VerifierRejected, match="tokens are verified"):
         outputs(N)
