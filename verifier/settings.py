@@ -91,8 +91,8 @@ class VerifierSettings(BaseSettings):
     ttft_slo_ms: float = Field(5000.0, gt=0, description="default time-to-first-token target: a prefill's deadline")
     calibration_passes: int = Field(
         0, ge=0, le=64, description="synthetic verify rounds timed at start-up, so the batch-time estimator fits this "
-        "backend from the first request (0: it starts from a CPU prior and learns from served batches; 12 took "
-        "about a second on vLLM and 35 s on the torch backend's CPU path here)"
+        "backend from the first request (0: it starts from a CPU prior and learns from served batches; each pass "
+        "lengthens the start-up: docs/configuration.md)"
     )
     auth_tokens_file: str | None = Field(
         None, description="the edges' tokens, one per line ('name token' or 'token'): every /v1 route and the "
