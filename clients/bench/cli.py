@@ -32,6 +32,7 @@ from clients.bench.measure import MODES, Mode, RequestResult, run_request
 from clients.bench.repeats import scenario_summary
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
+from clients.bench.spread import rotated
 from clients.bench.testbed import Process, RelayThread, Testbed
 from verifier.core.cpu import read_cpu
 from verifier.core.prompts import load_prompts
@@ -44,9 +45,8 @@ def mode_order(modes: list[Mode], index: int) -> list[Mode]:
     reversed on every other one, so that every mode goes first on some prompt and no mode always
     follows the same one (vLLM keeps polling for a while after a request, which slows whatever runs
     next on its core)."""
-    k = (index // 2) % len(modes)
-    rotated = modes[k:] + modes[:k]
-    return rotated if index % 2 == 0 else rotated[::-1]
+    order = rotated(modes, index // 2)
+    return order if index % 2 == 0 else order[::-1]
 
 
 def schedule(prompts: int, repeats: int, modes: list[Mode]) -> list[tuple[int, int, list[Mode]]]:

@@ -28,22 +28,13 @@ from typing import Any
 
 import numpy as np
 
+from clients.bench.spread import rotated, spread
 from clients.bench.testbed import start_verifier
 from proxy.cloud.client import VerifierClient
 from verifier.core.cpu import read_cpu
 from verifier.core.protocol import SamplingParams
 
 CONTEXT = 200  # tokens already cached when a pass is timed
-
-
-def rotated(items: Sequence[Any], repeat: int) -> list[Any]:
-    """``items`` starting at the ``repeat``-th: each setting goes first in turn."""
-    k = repeat % len(items)
-    return [*items[k:], *items[:k]]
-
-
-def spread(xs: Sequence[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(xs), 2), "min": round(min(xs), 2), "max": round(max(xs), 2)}
 
 
 def linear_passes(repeats: int, passes: int) -> dict[str, Any]:
@@ -75,7 +66,7 @@ def linear_passes(repeats: int, passes: int) -> dict[str, Any]:
                         backend.truncate(state, CONTEXT)
                     backend.release(state)
                     times.setdefault(f"{kind} threads={threads} rows={rows}", []).append(statistics.median(one))
-    report = {key: spread(xs) for key, xs in times.items()}
+    report = {key: spread(xs).as_dict(2) for key, xs in times.items()}
     for key, s in report.items():
         print(f"cpu-linear {key}: {s['median']} ms [{s['min']}-{s['max']}]", flush=True)
     return {"ms": report, "raw_ms": times}
@@ -106,7 +97,7 @@ def server_threads(repeats: int, tokens: int, logs: Path) -> dict[str, Any]:
                 times.setdefault(f"threads={threads}", []).append(asyncio.run(decode_ms_per_token(url, prompt, tokens)))
             finally:
                 proc.stop()
-    report = {key: spread(xs) for key, xs in times.items()}
+    report = {key: spread(xs).as_dict(2) for key, xs in times.items()}
     for key, s in report.items():
         print(f"verifier {key}: {s['median']} ms per token [{s['min']}-{s['max']}]", flush=True)
     return {"ms_per_token": report, "raw_ms": times}
@@ -122,7 +113,7 @@ def start_up(repeats: int, logs: Path) -> dict[str, Any]:
                                      ["--backend", backend, "--calibration-passes", str(passes)])
             times.setdefault(f"{backend} calibration_passes={passes}", []).append(time.perf_counter() - t0)
             proc.stop()
-    report = {key: spread(xs) for key, xs in times.items()}
+    report = {key: spread(xs).as_dict(2) for key, xs in times.items()}
     for key, s in report.items():
         print(f"start-up {key}: {s['median']} s [{s['min']}-{s['max']}]", flush=True)
     return {"seconds_to_healthy": report, "raw_s": times}

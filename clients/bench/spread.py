@@ -12,6 +12,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,13 @@ class Spread:
         if len(self.values) == 1:
             return f"{self.median:.{digits}f}"
         return f"{self.median:.{digits}f} [{self.min:.{digits}f}-{self.max:.{digits}f}]"
+
+
+def rotated(items: Sequence[T], turn: int) -> list[T]:
+    """``items`` starting at the ``turn``-th (mod their number): over the turns each goes first
+    in turn, so no setting always runs first, on a machine still busy with what ran before."""
+    k = turn % len(items)
+    return [*items[k:], *items[:k]]
 
 
 def spread(values: Sequence[float]) -> Spread:

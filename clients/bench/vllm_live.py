@@ -295,11 +295,10 @@ def shift_power(probs: Any, draws: int, bins: int, tv: float, alpha: float) -> f
     route whose law moves ``tv`` of mass from the likeliest token to the second likeliest (a
     total-variation error of ``tv``): the noncentral chi-square with lambda = draws * sum((a - p)^2 /
     p) over the test's bins, in which both tokens have a bin of their own."""
-    import numpy as np
     from scipy.stats import chi2, ncx2
 
-    top, second = (int(t) for t in np.argsort(probs)[::-1][:2])
-    lam = draws * (tv ** 2 / float(probs[top]) + tv ** 2 / float(probs[second]))
+    moved = shifted_law(probs, tv) - probs  # nonzero at the two tokens alone
+    lam = draws * float((moved[moved != 0] ** 2 / probs[moved != 0]).sum())
     return float(ncx2.sf(chi2.isf(alpha, bins - 1), bins - 1, lam))
 
 

@@ -39,6 +39,7 @@ from pathlib import Path
 import httpx
 
 from clients.bench.cpu import parse_cpus
+from clients.bench.spread import rotated
 from clients.bench.testbed import start_verifier
 from clients.load import trace as traces
 from clients.load.replay import ReplayMismatch, RequestTiming, replay_speculative, stream_cloud, stream_openai
@@ -113,12 +114,6 @@ class Verifier:
 
     def stop(self) -> None:
         self.proc.stop()
-
-
-def rotated(modes: list[str], turn: int) -> list[str]:
-    """``modes`` starting at the ``turn``-th (mod their number)."""
-    k = turn % len(modes)
-    return [*modes[k:], *modes[:k]]
 
 
 def _measure(mode: str, n: int, rep: int, args: argparse.Namespace, verifier: Verifier | None,
