@@ -24,7 +24,7 @@ from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
 from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
-from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets
+from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, unverifiable
 from verifier.core.sampling import SEED_MASK, effective_temperature
 
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices apart
@@ -317,22 +317,14 @@ def _served_mode(mode: Mode, gen: GenerationRequest, opts: TandemOptions | None,
     """The mode that serves the generation: cloud where this verifier cannot check its drafts (a
     refusal when the request chose 'speculative' itself); speculative for a seeded sample in
     mode auto (one reproducible path: the cloud's own sampling draws differently)."""
-    sampled = gen.sampling.temperature > 0
-    if mode in ("auto", "speculative") and gen.whole_rows and not edge.verifies_sampled:
+    refused = unverifiable(gen.sampling, gen.logprobs, gen.grammar, verifies_sampled=edge.verifies_sampled,
+                           rows_are_logits=edge.rows_are_logits)
+    if mode in ("auto", "speculative") and refused is not None:
         if opts and opts.mode == "speculative":
-            what = ("sampled speculation" if sampled else "speculation with penalties, logit_bias, top_k or min_p"
-                    if gen.sampling.shapes_logits else "speculation with logprobs" if gen.logprobs is not None
-                    else "speculation with a grammar (response_format, tool_choice)")
-            raise bad_request(f"this verifier checks plain greedy drafts only; {what} needs a verifier with full "
-                              "distributions (--backend torch), or use mode 'cloud'",
-                              "temperature" if sampled else None, "unsupported_sampling")
-        return "cloud"  # the lossless way this verifier offers: its own sampling, streamed
-    if mode in ("auto", "speculative") and gen.sampling.repetition_penalty != 1.0 and not edge.rows_are_logits:
-        if opts and opts.mode == "speculative":
-            raise bad_request("this verifier scores log-probabilities, not logits: repetition_penalty (which scales a "
-                              "logit by its sign) cannot be applied to its rows; use mode 'cloud' (the verifier's own "
-                              "decoding applies it)", "repetition_penalty", "unsupported_sampling")
-        return "cloud"
+            raise bad_request(f"this verifier cannot check the drafts of this request: {refused.why}; use mode "
+                              "'cloud' (the verifier's own decoding serves it), or a verifier with full "
+                              "distributions (--backend torch)", refused.param, refused.code)
+        return "cloud"  # the lossless way this verifier offers: its own decoding, streamed
     if mode == "auto" and gen.reproducible:
         return "speculative"  # one reproducible path: the cloud's own sampling draws differently
     return mode

@@ -7,6 +7,8 @@ both. Documented in docs/verify-api.md; words as defined in ``verifier.core.samp
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 from verifier.core.grammar import GrammarKind, GrammarSpec
@@ -106,6 +108,32 @@ def whole_rows_reasons(sampling: SamplingParams, logprobs: int | None,
              (logprobs is not None, "logprobs", "unsupported_sampling"),
              (grammar is not None, "a grammar (response_format, tool_choice)", "unsupported_grammar")]
     return [(what, code) for needed, what, code in needs if needed]
+
+
+@dataclass(frozen=True)
+class Unverifiable:
+    """Why a verifier cannot check a generation's drafts: ``why`` reads after "this verifier
+    cannot check its drafts: "; ``param`` is the request field to blame (None: several)."""
+
+    why: str
+    param: str | None
+    code: str
+
+
+def unverifiable(sampling: SamplingParams, logprobs: int | None, grammar: GrammarParams | None, *,
+                 verifies_sampled: bool, rows_are_logits: bool) -> Unverifiable | None:
+    """Why a verifier whose rows are as described cannot check this generation's drafts (None:
+    it can). The one rule the edge (which then streams from the cloud, or refuses mode
+    'speculative') and the verifier (which refuses the session) both apply."""
+    if sampling.repetition_penalty != 1.0 and not rows_are_logits:
+        return Unverifiable("its rows are log-probabilities, not logits, and repetition_penalty scales a logit by "
+                            "its sign", "repetition_penalty", "unsupported_sampling")
+    short = whole_rows_reasons(sampling, logprobs, grammar)
+    if short and not verifies_sampled:
+        what, code = short[0]
+        return Unverifiable(f"it checks plain greedy drafts only, and {what} needs full distributions",
+                            "temperature" if sampling.temperature > 0 else None, code)
+    return None
 
 
 class _Generation(_Strict):

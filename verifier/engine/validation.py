@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from verifier.core.codec import decode_proposals
 from verifier.core.grammar import Constraint, GrammarCompiler, GrammarError
-from verifier.core.protocol import GrammarParams, ModelInfo, SamplingParams, SessionCreate, whole_rows_reasons
+from verifier.core.protocol import (
+    GrammarParams,
+    ModelInfo,
+    SamplingParams,
+    SessionCreate,
+    unverifiable,
+    whole_rows_reasons,
+)
 from verifier.core.sampling import SparseDist
 from verifier.core.wire import MAX_ROUND_DRAFTS, PROTOCOL_VERSION, Round
 from verifier.engine.state import EngineError
@@ -28,18 +35,12 @@ def check_session(info: ModelInfo, req: SessionCreate) -> list[tuple[str, str]]:
     """Refuse a session this backend's rows cannot verify; else why its rounds need whole rows
     (``whole_rows_reasons``; none: plain greedy)."""
     check_request(info, req.protocol_version, req.prompt_token_ids, req.sampling)
-    if req.sampling.repetition_penalty != 1.0 and not info.rows_are_logits:
-        raise EngineError(400, f"the {info.backend} backend's rows are log-probabilities, not logits: "
-                          "repetition_penalty (which scales a logit by its sign) cannot be applied to them; "
-                          "cloud-only decoding on this backend is the backend's own and applies it",
-                          "unsupported_sampling")
-    short = whole_rows_reasons(req.sampling, req.logprobs, req.grammar)
-    if short and not info.verifies_sampled:
-        what, code = short[0]
-        raise EngineError(400, f"the {info.backend} backend verifies plain greedy drafts only; {what} needs a "
-                          "backend with full distributions (--backend torch); cloud-only decoding on this "
-                          "backend is the backend's own", code)
-    return short
+    refused = unverifiable(req.sampling, req.logprobs, req.grammar, verifies_sampled=info.verifies_sampled,
+                           rows_are_logits=info.rows_are_logits)
+    if refused is not None:
+        raise EngineError(400, f"the {info.backend} backend cannot check this session's drafts: {refused.why}; "
+                          "cloud-only decoding on this backend is the backend's own", refused.code)
+    return whole_rows_reasons(req.sampling, req.logprobs, req.grammar)
 
 
 def compile_constraint(grammars: GrammarCompiler | None, grammar: GrammarParams | None) -> Constraint | None:

@@ -1,0 +1,35 @@
+"""The one rule edge and verifier share on which drafts a verifier can check."""
+
+from verifier.core.protocol import GrammarParams, SamplingParams, unverifiable, whole_rows_reasons
+
+FULL = {"verifies_sampled": True, "rows_are_logits": True}
+GREEDY_ONLY = {"verifies_sampled": False, "rows_are_logits": True}
+LOGPROB_ROWS = {"verifies_sampled": True, "rows_are_logits": False}
+
+
+def test_plain_greedy_needs_no_whole_rows_and_every_verifier_checks_it() -> None:
+    greedy = SamplingParams(temperature=0)
+    assert whole_rows_reasons(greedy, None, None) == []
+    for rows in (FULL, GREEDY_ONLY, LOGPROB_ROWS):
+        assert unverifiable(greedy, None, None, **rows) is None
+
+
+def test_a_greedy_only_verifier_refuses_each_whole_row_need_with_its_code() -> None:
+    sampled = SamplingParams(temperature=0.7)
+    refused = unverifiable(sampled, None, None, **GREEDY_ONLY)
+    assert refused is not None and (refused.param, refused.code) == ("temperature", "unsupported_sampling")
+    assert "temperature 0.7" in refused.why
+    grammar = GrammarParams(kind="json_schema", text="{}", stop_token_ids=[2])
+    refused = unverifiable(SamplingParams(temperature=0), None, grammar, **GREEDY_ONLY)
+    assert refused is not None and (refused.param, refused.code) == (None, "unsupported_grammar")
+    refused = unverifiable(SamplingParams(temperature=0), 3, None, **GREEDY_ONLY)
+    assert refused is not None and refused.code == "unsupported_sampling" and "logprobs" in refused.why
+    assert unverifiable(sampled, 3, grammar, **FULL) is None
+
+
+def test_repetition_penalty_needs_logit_rows_even_when_greedy() -> None:
+    penalised = SamplingParams(temperature=0, repetition_penalty=1.2)
+    refused = unverifiable(penalised, None, None, **LOGPROB_ROWS)
+    assert refused is not None and (refused.param, refused.code) == ("repetition_penalty", "unsupported_sampling")
+    assert unverifiable(penalised, None, None, **FULL) is None
+    assert unverifiable(SamplingParams(temperature=0, repetition_penalty=1.0), None, None, **LOGPROB_ROWS) is None
