@@ -19,7 +19,7 @@ import httpx
 from clients.load.rounds import stop_and_wait_round
 from proxy.cloud.channel import VerifierChannel, websocket_connector
 from proxy.decoding.speculation import SpeculationState
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 from verifier.core.protocol import SamplingParams
 
 

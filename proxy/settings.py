@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from verifier.core.drafting import DEFAULT_PROPOSAL_SUPPORT
+from proxy.draft.draws import DEFAULT_PROPOSAL_SUPPORT
 from verifier.core.envsettings import EnvList
 
 Mode = Literal["auto", "speculative", "cloud", "draft"]

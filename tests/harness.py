@@ -31,6 +31,7 @@ from proxy.app import create_app as create_edge_app
 from proxy.cloud.channel import Connector, FrameLink, VerifierChannel
 from proxy.cloud.client import VerifierClient
 from proxy.draft.base import Drafter
+from proxy.draft.draws import DraftSampling, draw_draft_token, draw_standalone_token
 from proxy.draft.pool import DrafterPool
 from proxy.service import EdgeService
 from proxy.settings import EdgeSettings
@@ -40,8 +41,7 @@ from verifier.app import create_app as create_verifier_app
 from verifier.backends.base import ScoreBatch, SequenceState, TargetBackend
 from verifier.channel import ChannelConnection
 from verifier.core.asgi import KeyRing
-from verifier.core.codec import encode_round
-from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
+from verifier.core.codec import DraftToken, encode_round
 from verifier.core.grammar import GrammarCompiler
 from verifier.core.protocol import ModelInfo
 from verifier.core.sampling import SparseDist

@@ -25,7 +25,7 @@ from clients.load.trace import Trace
 from proxy.cloud.channel import VerifierChannel
 from proxy.cloud.client import VerifierClient
 from proxy.decoding.speculation import SpeculationState
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 from verifier.core.protocol import SamplingParams, SloTargets
 
 

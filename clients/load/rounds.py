@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from proxy.cloud.channel import ChannelSession
 from proxy.decoding.speculation import Applied, SpeculationState
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 
 
 async def stop_and_wait_round(session: ChannelSession, state: SpeculationState, drafts: list[DraftToken]) -> Applied:

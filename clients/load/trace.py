@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from proxy.draft.draws import confidence
 from proxy.draft.llama_drafter import LlamaDrafter
-from verifier.core.drafting import confidence
 
 
 @dataclass(frozen=True)

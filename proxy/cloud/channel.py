@@ -21,8 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from proxy.cloud.auth import auth_headers
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.speculation import SentRound
-from verifier.core.codec import encode_round, grammar_to_wire, shaping_of
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken, encode_round, grammar_to_wire, shaping_of
 from verifier.core.protocol import CHANNEL_PATH, GrammarParams, SamplingParams, SloTargets
 from verifier.core.wire import (
     SUBPROTOCOL,

@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from proxy.decoding.pipeline import PipelinePolicy
+from proxy.draft.draws import DraftSampling
+from proxy.rounds.trigger import DraftTrigger
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import UploadPlanner
-from verifier.core.drafting import DraftSampling, DraftTrigger
 from verifier.core.grammar import Constraint
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, whole_rows_reasons

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 from verifier.core.wire import Stale, Verified, parts_from_sent
 
 

@@ -20,12 +20,12 @@ from proxy.decoding.pipeline import Action
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import Applied, SpeculationState
 from proxy.draft.base import Drafter
+from proxy.draft.draws import DraftSampling
 from proxy.draft.prediction import PredictionTrigger
 from proxy.rounds.rates import LinkEstimates
 from proxy.rounds.round_log import RoundLog
 from proxy.rounds.tuning import SegmentClock
 from verifier.core.codec import logprobs_from_wire
-from verifier.core.drafting import DraftSampling
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.wire import Stale, Verified
 

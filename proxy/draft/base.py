@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from verifier.core.drafting import DraftSampling, DraftToken
+from proxy.draft.draws import DraftSampling
+from verifier.core.codec import DraftToken
 
 
 class Drafter(ABC):

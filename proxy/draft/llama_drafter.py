@@ -22,7 +22,8 @@ import numpy.typing as npt
 from llama_cpp import Llama
 
 from proxy.draft.base import Drafter
-from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token, draw_standalone_token
+from proxy.draft.draws import DraftSampling, draw_draft_token, draw_standalone_token
+from verifier.core.codec import DraftToken
 from verifier.core.gguf import last_logits
 
 

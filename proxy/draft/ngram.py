@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from proxy.draft.base import Drafter
-from verifier.core.drafting import DraftSampling, DraftToken
+from proxy.draft.draws import DraftSampling
+from verifier.core.codec import DraftToken
 
 
 def lookup(context: Sequence[int], gamma: int, max_ngram: int = 3, min_ngram: int = 1) -> list[int]:

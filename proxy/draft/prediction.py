@@ -24,7 +24,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from proxy.draft.base import Drafter
-from verifier.core.drafting import DraftSampling, DraftToken, DraftTrigger
+from proxy.draft.draws import DraftSampling
+from proxy.rounds.trigger import DraftTrigger
+from verifier.core.codec import DraftToken
 from verifier.core.sampling import SparseDist
 
 

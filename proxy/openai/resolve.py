@@ -18,11 +18,11 @@ from proxy.draft.prediction import PredictionTrigger
 from proxy.openai.errors import bad_request
 from proxy.openai.schema import SamplingFields, TandemOptions
 from proxy.openai.tools import ToolPlan
+from proxy.rounds.trigger import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
 from verifier.core.controller import AcceptancePredictor
-from verifier.core.drafting import DraftTrigger, DualThresholdTrigger, PredictorTrigger
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
 from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, unverifiable
 from verifier.core.sampling import SEED_MASK, effective_temperature

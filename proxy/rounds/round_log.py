@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 
 
 class RoundLog:

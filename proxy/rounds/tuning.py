@@ -29,7 +29,7 @@ from typing import Protocol
 
 from proxy.rounds.bayes_search import BayesianSearch, Point
 from proxy.rounds.rates import moved
-from verifier.core.drafting import DualThresholdTrigger
+from proxy.rounds.trigger import DualThresholdTrigger
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ import pytest
 import torch
 from scipy.stats import binomtest
 
+from proxy.draft.draws import DraftSampling
 from proxy.draft.llama_drafter import LlamaDrafter
 from tests.conftest import MODEL_ID, Server
 from tests.e2e.test_lossless import reference  # noqa: F401 - the shared transformers fixture
 from tests.planted import first_token_law
 from tests.stats import chi_square_p, chi_square_power, total_variation
-from verifier.core.drafting import DraftSampling
 from verifier.core.gguf import load_llama
 from verifier.core.models import default_draft_path
 from verifier.core.sampling import SparseDist, target_distribution

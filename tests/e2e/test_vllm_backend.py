@@ -33,7 +33,7 @@ from proxy.decoding.speculation import Applied, SpeculationState
 from tests.conftest import MODEL_ID, Server, start_server
 from tests.planted import first_token_law
 from tests.stats import chi_square_p, chi_square_power
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 from verifier.core.models import default_target_dir
 from verifier.core.protocol import SamplingParams
 from verifier.core.sampling import SparseDist, target_distribution

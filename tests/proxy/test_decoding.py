@@ -19,6 +19,8 @@ from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import SentRound
 from proxy.decoding.speculative import speculative_loop
+from proxy.draft.draws import DraftSampling
+from proxy.rounds.trigger import DualThresholdTrigger
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import CostFit, UploadPlanner
 from tests.harness import (
@@ -33,7 +35,7 @@ from tests.harness import (
     start,
     until,
 )
-from verifier.core.drafting import DraftSampling, DraftToken, DualThresholdTrigger
+from verifier.core.codec import DraftToken
 from verifier.core.protocol import GeneratedTokens, SamplingParams
 from verifier.core.wire import Round, Stale, Verified
 

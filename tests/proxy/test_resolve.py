@@ -11,9 +11,9 @@ from proxy.draft.prediction import PredictionTrigger
 from proxy.openai.errors import OpenAIError
 from proxy.openai.resolve import EdgeDefaults, build_trigger, check_prediction, load_predictor, max_tokens_for, resolve
 from proxy.openai.schema import ChatCompletionRequest
+from proxy.rounds.trigger import DualThresholdTrigger, PredictorTrigger
 from proxy.settings import EdgeSettings
 from verifier.core.controller import AcceptancePredictor
-from verifier.core.drafting import DualThresholdTrigger, PredictorTrigger
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 

@@ -14,7 +14,7 @@ from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import ProtocolViolation, SpeculationState
 from proxy.decoding.speculative import speculative_loop
 from tests.harness import EOS, LinkFaults, greedy_continuation, start
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken
 from verifier.core.protocol import SamplingParams
 from verifier.core.wire import Stale, Verified
 

@@ -22,8 +22,7 @@ from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.speculation import SpeculationState
 from tests.harness import BigramBackend, V, greedy_continuation, until
 from verifier.app import create_app
-from verifier.core.codec import encode_round
-from verifier.core.drafting import DraftToken
+from verifier.core.codec import DraftToken, encode_round
 from verifier.core.protocol import CHANNEL_PATH, SamplingParams
 from verifier.core.wire import SUBPROTOCOL, ChannelError, Open, Verified, decode_verifier_frame, encode
 

@@ -37,12 +37,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from proxy.draft.draws import DraftSampling, draw_draft_token
 from tests.harness import V, letter_grammar_tokenizer
 from tests.planted import BUGS, PositionalBackend, cells, pair_law, pair_p_value, plant, planted_verify
 from tests.stats import chi_square_power, total_variation
 from verifier.core.acceptance import verify_sampled
 from verifier.core.codec import encode_round
-from verifier.core.drafting import DraftSampling, draw_draft_token
 from verifier.core.grammar import GrammarCompiler, GrammarSpec
 from verifier.core.protocol import GrammarParams, SamplingParams, SessionCreate
 from verifier.core.sampling import FloatArray, SparseDist, softmax, target_distribution

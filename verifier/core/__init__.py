@@ -8,9 +8,9 @@ checked by ``make test``.
 
 - ``sampling``: the glossary, distributions and keyed randomness (pure numpy);
 - ``acceptance``: greedy verification and exact rejection sampling (pure numpy);
-- ``drafting``: how a draft token is drawn and how sure the draft is of it (pure numpy);
 - ``bounds``: acceptance estimators and analytic throughput bounds (pure);
-- ``protocol`` and ``codec``: the verify API's wire models and the round codec;
+- ``protocol`` and ``codec``: the verify API's wire models and the round codec (``DraftToken``,
+  what a round carries; how the edge draws one is the edge's, ``proxy.draft.draws``);
 - ``errors``: the one error envelope both servers answer with;
 - ``chat_template``, ``prompts``: chat rendering and prompt files;
 - ``gguf``: the one place a llama.cpp model is opened (llama_cpp is imported lazily);

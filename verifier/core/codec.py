@@ -8,16 +8,28 @@ draft token was drawn from, or sampling is not exact.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from verifier.core.drafting import DraftToken
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import GrammarParams, SamplingParams
 from verifier.core.sampling import SparseDist
 from verifier.core.wire import Grammar, Logprob, Open, Round, Shaping
 
 _SHAPING_FIELDS = Shaping.__struct_fields__
+
+
+@dataclass(frozen=True)
+class DraftToken:
+    """One draft token as the edge drafted it: what a ``Round`` frame carries (its id and the q
+    it was drawn from), plus what the edge's round triggers and round log read (the rest)."""
+
+    token_id: int
+    proposal: SparseDist | None  # the q it was drawn from; None for id-only drafts
+    features: tuple[float, float, float] | None = None  # (confidence, entropy, margin) when recorded
+    confidence: float | None = None  # the draft model's top-1 probability here (None: a model-free drafter)
+    predicted: bool = False  # taken from the request's prediction (OpenAI Predicted Outputs), not drafted
 
 
 def encode_round(sid: int, seq: int, epoch: int, start: int, drafts: Sequence[DraftToken],

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from proxy.draft.draws import DraftSampling, confidence
 from proxy.draft.llama_drafter import LlamaDrafter
-from verifier.core.drafting import DraftSampling, DraftToken, confidence
+from verifier.core.codec import DraftToken
 from verifier.core.gguf import load_llama
 from verifier.core.models import target_gguf_path
 

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from proxy.draft.draws import DraftSampling
 from proxy.draft.ngram import NgramDrafter, lookup
-from verifier.core.drafting import DraftSampling
 
 
 def test_lookup_continues_the_most_recent_match() -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from proxy.draft.base import Drafter
+from proxy.draft.draws import DraftSampling
 from proxy.draft.prediction import (
     PredictionAligner,
     PredictionCounts,
@@ -14,9 +15,10 @@ from proxy.draft.prediction import (
     PredictionTrigger,
     one_hot,
 )
+from proxy.rounds.trigger import DualThresholdTrigger
 from tests.stats import chi_square_p
 from verifier.core.acceptance import verify_sampled
-from verifier.core.drafting import DraftSampling, DraftToken, DualThresholdTrigger
+from verifier.core.codec import DraftToken
 
 PREDICTION = [10, 11, 12, 13, 14, 15, 16, 12, 13, 19]
 

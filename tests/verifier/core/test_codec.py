@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from verifier.core.codec import decode_proposals, encode_round
-from verifier.core.drafting import DraftSampling, DraftToken, draw_draft_token
+from proxy.draft.draws import DraftSampling, draw_draft_token
+from verifier.core.codec import DraftToken, decode_proposals, encode_round
 from verifier.core.wire import Round, decode_edge_frame, encode
 
 
