@@ -12,7 +12,7 @@ edge's real proposal q (the edge's own code over the draft model):
 - acceptance with probability p(d) instead of min(1, p(d) / q(d)).
 Their power at this N is computed next to them (noncentral chi-square over the test's own bins)
 and must be at least 0.99. The third bug of the issue, a stale draft kept after a rejection, needs
-a second position: the pipelined edge's test catches it (tests/proxy/test_pipelined_sampling.py).
+a second position: the pipelined edge's test catches it (tests/proxy/decoding/test_pipelined_sampling.py).
 """
 
 from __future__ import annotations
