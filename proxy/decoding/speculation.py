@@ -44,12 +44,12 @@ class Applied:
 
 @dataclass
 class SpeculationState:
-    """``tokens[:verified]`` are verified; ``tokens[verified:sent_end]`` were sent in rounds in
+    """``tokens[:verified_end]`` are verified; ``tokens[verified_end:sent_end]`` were sent in rounds in
     flight (``inflight``, oldest first); the rest are unsent draft tokens, grouped into
     ``closed`` rounds ready to send and one ``open`` round still being drafted."""
 
     tokens: list[int]
-    verified: int = 0
+    verified_end: int = 0
     sent_end: int = 0
     epoch: int = 0
     inflight: deque[SentRound] = field(default_factory=deque)
@@ -62,7 +62,7 @@ class SpeculationState:
     @classmethod
     def start(cls, prompt_token_ids: list[int]) -> SpeculationState:
         n = len(prompt_token_ids)
-        return cls(tokens=list(prompt_token_ids), verified=n, sent_end=n)
+        return cls(tokens=list(prompt_token_ids), verified_end=n, sent_end=n)
 
     # ---- drafting ---------------------------------------------------------------------------
     @property
@@ -72,7 +72,7 @@ class SpeculationState:
     @property
     def ahead(self) -> int:
         """Draft tokens beyond the verified ones (sent or not)."""
-        return len(self.tokens) - self.verified
+        return len(self.tokens) - self.verified_end
 
     def add_draft(self, token: DraftToken, new_round: bool = False) -> None:
         """Append a draft token; ``new_round``: close the open round first (the token starts the next)."""
@@ -119,22 +119,22 @@ class SpeculationState:
             raise ProtocolViolation(f"round {head.seq} of epoch {head.epoch} verified in epoch {self.epoch}")
         k = len(head.drafts)
         pos = head.start + answer.accepted
-        if not 0 <= answer.accepted <= k or answer.committed_tokens != pos + 1 or pos < self.verified:
+        if not 0 <= answer.accepted <= k or answer.committed_tokens != pos + 1 or pos < self.verified_end:
             raise ProtocolViolation(f"round {head.seq}: accepted {answer.accepted} of {k} from {head.start}, "
-                                    f"{answer.committed_tokens} committed, {self.verified} verified before")
+                                    f"{answer.committed_tokens} committed, {self.verified_end} verified before")
         following = self.inflight[0] if self.inflight else None
         next_sent = following.drafts[0].token_id if following and following.start == pos and following.drafts \
             else None
         if parts_from_sent(answer.accepted, k, answer.next_token_id, next_sent):
             self.epoch += 1
-        before = self.verified
+        before = self.verified_end
         if answer.accepted == k and pos < len(self.tokens) and self.tokens[pos] == answer.next_token_id:
             self.used += int(pos < self.sent_end)  # a sent draft (its round's answer will count it again)
             self._verify_through(pos + 1)  # the bonus token is what was drafted there: keep what follows
         else:
             self._replace_from(pos, answer.next_token_id)
         self.used += answer.accepted - max(0, before - head.start)  # drafts verified now (not the overlap)
-        return Applied(self.tokens[before:self.verified], accepted=answer.accepted, drafted=k, round=head)
+        return Applied(self.tokens[before:self.verified_end], accepted=answer.accepted, drafted=k, round=head)
 
     def _verify_through(self, end: int) -> None:
         """The tokens up to ``end`` are verified; unsent drafts among them leave the unsent rounds."""
@@ -149,12 +149,12 @@ class SpeculationState:
                 if self.closed and not self.closed[0]:
                     self.closed.popleft()
             self.sent_end = end
-        self.verified = end
+        self.verified_end = end
 
     def _replace_from(self, pos: int, token: int) -> None:
         """The verified token at ``pos`` differs from the draft: every draft from there is dropped."""
         del self.tokens[pos:]
         self.tokens.append(token)
-        self.verified = self.sent_end = pos + 1
+        self.verified_end = self.sent_end = pos + 1
         self.closed.clear()
         self.open = []

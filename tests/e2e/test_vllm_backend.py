@@ -215,7 +215,7 @@ def test_rounds_by_hand_accept_reject_and_block_boundaries(routed_verifier: tupl
             assert resp.accepted == expected_accepted, (round_, resp)
             assert resp.verified[-1] == truth[committed + expected_accepted], (round_, resp)
             committed += expected_accepted + 1
-            assert by_hand.state.verified == len(prompt) + committed
+            assert by_hand.state.verified_end == len(prompt) + committed
         by_hand.session.close()
         await channel.aclose()
 

@@ -77,7 +77,7 @@ async def channel_to(url: str) -> AsyncIterator[VerifierChannel]:
 async def greedy_run(session: ChannelSession, prompt: list[int], n: int) -> list[int]:
     """Stop-and-wait rounds with a perfect two-token draft until n tokens are verified."""
     state = SpeculationState.start(prompt)
-    while state.verified - len(prompt) < n:
+    while state.verified_end - len(prompt) < n:
         drafts = [DraftToken(t, None) for t in greedy_continuation(state.tokens[-1], 2)]
         await stop_and_wait_round(session, state, drafts)
     return state.tokens[len(prompt):len(prompt) + n]

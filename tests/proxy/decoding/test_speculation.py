@@ -43,7 +43,7 @@ def test_a_rejection_drops_later_drafts_and_makes_rounds_in_flight_stale() -> No
     assert r1 is not None and r2 is not None and (r1.start, r2.start, s.ahead, s.unsent) == (2, 5, 6, 1)
     applied = s.apply(verified(1, 1, 9, 4))  # 3 accepted, 4 rejected, 9 instead
     assert applied.verified == [3, 9] and s.tokens == [1, 2, 3, 9] and s.epoch == 1
-    assert (s.verified, s.sent_end, s.unsent, s.open) == (4, 4, 0, [])
+    assert (s.verified_end, s.sent_end, s.unsent, s.open) == (4, 4, 0, [])
     assert s.apply(Stale(sid=1, seq=2)).stale and not s.inflight
     with pytest.raises(ProtocolViolation):  # nothing is in flight any more
         s.apply(Stale(sid=1, seq=3))
@@ -85,7 +85,7 @@ def test_a_bonus_token_unlike_an_unsent_draft_drops_it_without_a_new_epoch() -> 
     drafted(s, 5)
     s.take_round()  # the closed round goes first
     assert s.apply(verified(2, 1, 5, 5)).verified == [4, 5]  # the bonus equals the unsent 5: consumed
-    assert (s.verified, s.sent_end, s.unsent, s.open) == (5, 5, 0, [])
+    assert (s.verified_end, s.sent_end, s.unsent, s.open) == (5, 5, 0, [])
 
 
 def test_answers_that_cannot_follow_what_was_sent_are_protocol_violations() -> None:
