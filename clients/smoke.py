@@ -20,7 +20,7 @@ from clients.load.rounds import stop_and_wait_round
 from proxy.cloud.channel import VerifierChannel, websocket_connector
 from proxy.decoding.speculation import SpeculationState
 from verifier.core.codec import DraftToken
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import Generation
 
 
 def first_token(path: str) -> str:
@@ -39,7 +39,7 @@ async def one_round(url: str, token: str | None, verify: bool | str) -> str:
             tls.check_hostname, tls.verify_mode = False, ssl.CERT_NONE
     channel = VerifierChannel(websocket_connector(url, 60.0, token=token, tls=tls))
     try:
-        session = await channel.open([1, 2], SamplingParams())
+        session = await channel.open(Generation(prompt_token_ids=[1, 2]))
         applied = await stop_and_wait_round(session, SpeculationState.start([1, 2]), [DraftToken(3, None)])
         session.close()
         return f"round verified: {applied.accepted} of 1 draft token accepted, then token {applied.verified[-1]}"

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from verifier.core.codec import grammar_from_wire, logprobs_to_wire, sampling_of
-from verifier.core.protocol import SessionCreate, SloTargets
+from verifier.core.codec import logprobs_to_wire, session_of
+from verifier.core.protocol import SessionCreate
 from verifier.core.wire import (
     MAX_ROUND_DRAFTS,
     ChannelError,
@@ -44,15 +44,11 @@ Receive = Callable[[], Awaitable[bytes | None]]  # None: the edge closed the con
 Send = Callable[[bytes], Awaitable[None]]
 
 
-def session_of(frame: Open) -> SessionCreate:
-    """The validated session parameters of an Open frame (raises EngineError 400)."""
+def _session_or_400(frame: Open) -> SessionCreate:
+    """An Open frame's session parameters (``verifier.core.codec.session_of``), its
+    ValidationError as EngineError 400."""
     try:
-        slo = SloTargets(tpot_ms=frame.tpot_ms or None, ttft_ms=frame.ttft_ms or None)
-        sampling = sampling_of(frame)
-        return SessionCreate(prompt_token_ids=frame.prompt_token_ids, sampling=sampling,
-                             slo=slo if slo.tpot_ms or slo.ttft_ms else None, output_start=frame.output_start or None,
-                             logprobs=frame.logprobs if frame.logprobs >= 0 else None,
-                             grammar=grammar_from_wire(frame.grammar), reproducible=frame.reproducible)
+        return session_of(frame)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first.get("loc", ()))
@@ -157,7 +153,7 @@ class ChannelConnection:
         session_id: str | None = None
         seq = 0
         try:
-            created = await self._engine.create_session(session_of(opened))
+            created = await self._engine.create_session(_session_or_400(opened))
             session_id = created.session_id
             while True:
                 r = await inbox.get()

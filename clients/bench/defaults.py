@@ -32,7 +32,7 @@ from clients.bench.spread import rotated, spread
 from clients.bench.testbed import start_verifier
 from proxy.cloud.client import VerifierClient
 from verifier.core.cpu import read_cpu
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import Generation
 
 CONTEXT = 200  # tokens already cached when a pass is timed
 
@@ -77,7 +77,7 @@ async def decode_ms_per_token(url: str, prompt: list[int], tokens: int) -> float
     client = VerifierClient(url, timeout_s=600)
     try:
         stamps: list[float] = []
-        async for chunk in client.generate(prompt, SamplingParams(), tokens, []):
+        async for chunk in client.generate(Generation(prompt_token_ids=prompt), tokens, []):
             stamps += [time.perf_counter()] * len(chunk.token_ids)
     finally:
         await client.aclose()

@@ -53,7 +53,7 @@ from verifier.core.cpu import read_cpu
 from verifier.core.gguf import load_llama
 from verifier.core.models import resolve_draft
 from verifier.core.prompts import load_prompts
-from verifier.core.protocol import SamplingParams, SloTargets
+from verifier.core.protocol import Generation, SloTargets
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
 VERIFIER_FLAGS = {
@@ -141,7 +141,7 @@ async def _record(args: argparse.Namespace, verifier_url: str) -> list[traces.Tr
         for record in load_prompts(args.prompts, args.limit):
             prompt = tokenizer.encode(template.render(record.messages), special=True, add_bos=tokenizer.add_bos)
             target: list[int] = []
-            async for chunk in client.generate(prompt, SamplingParams(), args.max_tokens,
+            async for chunk in client.generate(Generation(prompt_token_ids=prompt), args.max_tokens,
                                                sorted(tokenizer.stop_token_ids)):
                 target.extend(chunk.token_ids)
             out.append(traces.record(drafter, prompt, target, args.gamma))

@@ -26,7 +26,7 @@ from proxy.cloud.channel import VerifierChannel
 from proxy.cloud.client import VerifierClient
 from proxy.decoding.speculation import SpeculationState
 from verifier.core.codec import DraftToken
-from verifier.core.protocol import SamplingParams, SloTargets
+from verifier.core.protocol import Generation, SloTargets
 
 
 class ReplayMismatch(AssertionError):
@@ -77,7 +77,7 @@ async def replay_speculative(channel: VerifierChannel, trace: Trace, max_tokens:
                              threshold: float, slo: SloTargets | None) -> RequestTiming:
     timing = RequestTiming(time.perf_counter())
     target = trace.target_token_ids[:max_tokens]
-    session = await channel.open(trace.prompt_token_ids, SamplingParams(), slo)
+    session = await channel.open(Generation(prompt_token_ids=trace.prompt_token_ids, slo=slo))
     state = SpeculationState.start(trace.prompt_token_ids)
     try:
         p = 0
@@ -107,7 +107,7 @@ async def stream_cloud(client: VerifierClient, trace: Trace, max_tokens: int, sl
     timing = RequestTiming(time.perf_counter())
     target = trace.target_token_ids[:max_tokens]
     got: list[int] = []
-    async for chunk in client.generate(trace.prompt_token_ids, SamplingParams(), len(target), [], slo):
+    async for chunk in client.generate(Generation(prompt_token_ids=trace.prompt_token_ids, slo=slo), len(target), []):
         now = time.perf_counter()
         got.extend(chunk.token_ids)
         timing.token_times.extend([now] * len(chunk.token_ids))

@@ -21,8 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from proxy.cloud.auth import auth_headers
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.speculation import SentRound
-from verifier.core.codec import DraftToken, encode_round, grammar_to_wire, shaping_of
-from verifier.core.protocol import CHANNEL_PATH, GrammarParams, SamplingParams, SloTargets
+from verifier.core.codec import DraftToken, encode_round, open_frame
+from verifier.core.protocol import CHANNEL_PATH, Generation
 from verifier.core.wire import (
     SUBPROTOCOL,
     ChannelError,
@@ -30,7 +30,6 @@ from verifier.core.wire import (
     EdgeFrame,
     Failed,
     FrameError,
-    Open,
     Round,
     Stale,
     Verified,
@@ -215,24 +214,16 @@ class VerifierChannel:
             raise VerifierUnavailable(f"{type(exc).__name__} sending to the verifier") from exc
         return len(data)
 
-    async def open(self, prompt_token_ids: list[int], sampling: SamplingParams,
-                   slo: SloTargets | None = None, output_start: int | None = None,
-                   logprobs: int | None = None, grammar: GrammarParams | None = None,
-                   reproducible: bool = False) -> ChannelSession:
-        """Open a session: the Open frame goes out now, its answer comes with the first round's.
-        ``output_start``: where the output begins in ``prompt_token_ids`` (a resumed generation);
-        ``reproducible``: a seeded sampled generation, whose output must repeat for the same seed."""
+    async def open(self, gen: Generation, reproducible: bool = False) -> ChannelSession:
+        """Open a session of ``gen``: the Open frame goes out now, its answer comes with the first
+        round's. ``reproducible``: a seeded sampled generation, whose output must repeat for the
+        same seed."""
         sid = self._next_sid
         self._next_sid += 1
         session = ChannelSession(self, sid)
         self._sessions[sid] = session
-        frame = Open(sid=sid, prompt_token_ids=prompt_token_ids, temperature=sampling.temperature,
-                     top_p=sampling.top_p, seed=sampling.seed, tpot_ms=(slo.tpot_ms or 0.0) if slo else 0.0,
-                     ttft_ms=(slo.ttft_ms or 0.0) if slo else 0.0, output_start=output_start or 0,
-                     shaping=shaping_of(sampling), logprobs=-1 if logprobs is None else logprobs,
-                     grammar=grammar_to_wire(grammar), reproducible=reproducible)
         try:
-            session.bytes_up += await self.send(frame)
+            session.bytes_up += await self.send(open_frame(sid, gen, reproducible))
         except BaseException:
             self._sessions.pop(sid, None)
             raise

@@ -17,12 +17,10 @@ from verifier.core.protocol import (
     API_PREFIX,
     GeneratedTokens,
     GenerateRequest,
-    GrammarParams,
+    Generation,
     PromptLogprobs,
     PromptLogprobsRequest,
-    SamplingParams,
     ServerInfo,
-    SloTargets,
 )
 
 
@@ -69,16 +67,10 @@ class VerifierClient:
         resp = await self._call("POST", f"{API_PREFIX}/prompt_logprobs", body)
         return [t.parsed() for t in PromptLogprobs.model_validate_json(resp.content).logprobs]
 
-    async def generate(
-        self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int, stop_token_ids: list[int],
-        slo: SloTargets | None = None, output_start: int | None = None, logprobs: int | None = None,
-        grammar: GrammarParams | None = None,
-    ) -> AsyncGenerator[GeneratedTokens, None]:
-        """Cloud-only decoding: the target generates in the cloud and streams token ids."""
-        body = GenerateRequest(prompt_token_ids=prompt_token_ids, sampling=sampling, max_tokens=max_tokens,
-                               stop_token_ids=stop_token_ids, slo=slo,
-                               output_start=output_start, logprobs=logprobs,
-                               grammar=grammar).model_dump_json(exclude_none=True)
+    async def generate(self, gen: Generation, max_tokens: int, stop_token_ids: list[int]
+                       ) -> AsyncGenerator[GeneratedTokens, None]:
+        """Cloud-only decoding of ``gen``: the target generates in the cloud and streams token ids."""
+        body = GenerateRequest.of(gen, max_tokens, stop_token_ids).model_dump_json(exclude_none=True)
         self.bytes_up += len(body)
         try:
             async with self._client.stream("POST", f"{API_PREFIX}/generate", content=body,

@@ -24,9 +24,7 @@ async def cloud_loop(
     up0, down0 = client.bytes_up - stats.bytes_up, client.bytes_down - stats.bytes_down  # counts add up
     t0 = clock() - stats.verify_wait_s
     first = True
-    async for chunk in client.generate(req.prompt_token_ids, req.sampling, req.max_tokens,
-                                       sorted(req.stop_token_ids), req.slo, req.output_start, req.logprobs,
-                                       req.grammar):
+    async for chunk in client.generate(req.generation(), req.max_tokens, sorted(req.stop_token_ids)):
         stats.rounds += 1
         stats.verify_compute_s += chunk.compute_ms / 1000
         stats.verify_wait_s = clock() - t0

@@ -13,7 +13,7 @@ from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import UploadPlanner
 from verifier.core.grammar import Constraint
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, whole_rows_reasons
+from verifier.core.protocol import Generation, GrammarParams, SamplingParams, SloTargets, whole_rows_reasons
 
 #: a request's ``tandem`` statistics as they reach the client (``GenerationStats.as_dict``)
 Stats = dict[str, bool | float | int | str]
@@ -120,6 +120,12 @@ class GenerationRequest:
 
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
+
+    def generation(self) -> Generation:
+        """What the verifier is asked to generate (a session's or a cloud-only generation's
+        fields): built from this request's own, once per call."""
+        return Generation(prompt_token_ids=self.prompt_token_ids, sampling=self.sampling, slo=self.slo,
+                          output_start=self.output_start, logprobs=self.logprobs, grammar=self.grammar)
 
     @property
     def whole_rows(self) -> bool:

@@ -65,8 +65,7 @@ async def speculative_loop(
     ``clock`` (seconds) times the draft calls, round trips, waits and upload batches."""
     features = round_log is not None or bool(req.trigger and req.trigger.needs_features)
     dsampling = req.draft_sampling(proposal_support, features)
-    session = await channel.open(req.prompt_token_ids, req.sampling, req.slo, req.output_start, req.logprobs,
-                                 req.grammar, req.reproducible)
+    session = await channel.open(req.generation(), req.reproducible)
     run = _Speculator(req, drafter, session, stats, dsampling, round_log, estimates, clock)
     try:
         while True:

@@ -292,8 +292,7 @@ def _generation(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults,
         trigger=trigger,
         tuning=tuning,
         upload=edge.planner_for(policy.gamma) if planned and edge.planner_for and policy.gamma > 0 else None,
-        slo=(SloTargets(tpot_ms=opts.tpot_slo_ms, ttft_ms=opts.ttft_slo_ms)
-             if opts and (opts.tpot_slo_ms or opts.ttft_slo_ms) else None),
+        slo=SloTargets.given(opts.tpot_slo_ms, opts.ttft_slo_ms) if opts else None,
         logprobs=req.logprobs_wanted(),
     )
 

@@ -35,7 +35,7 @@ from tests.planted import first_token_law
 from tests.stats import chi_square_p, chi_square_power
 from verifier.core.codec import DraftToken
 from verifier.core.models import default_target_dir
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import Generation, SamplingParams
 from verifier.core.sampling import SparseDist, target_distribution
 
 pytestmark = pytest.mark.integration
@@ -144,7 +144,8 @@ class ByHand:
 
     @classmethod
     async def open(cls, channel: VerifierChannel, prompt: list[int], sampling: SamplingParams | None = None) -> ByHand:
-        return cls(await channel.open(prompt, sampling or SamplingParams()), prompt)
+        return cls(await channel.open(Generation(prompt_token_ids=prompt, sampling=sampling or SamplingParams())),
+                   prompt)
 
     async def round(self, draft: list[int], proposal: SparseDist | None = None) -> Applied:
         applied = await stop_and_wait_round(self.session, self.state, [DraftToken(t, proposal) for t in draft])

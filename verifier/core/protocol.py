@@ -82,6 +82,13 @@ class SloTargets(_Strict):
     tpot_ms: float | None = Field(None, gt=0, le=600_000)
     ttft_ms: float | None = Field(None, gt=0, le=600_000)
 
+    @classmethod
+    def given(cls, tpot_ms: float | None, ttft_ms: float | None) -> SloTargets | None:
+        """The targets a request set; None where it set neither (the verifier's defaults apply,
+        ``verifier.engine.state.LatencyTargets``). The edge (a request's ``tandem`` options) and
+        the verifier (an ``Open`` frame) both read a request's SLO by this one rule."""
+        return cls(tpot_ms=tpot_ms, ttft_ms=ttft_ms) if tpot_ms is not None or ttft_ms is not None else None
+
 
 class GrammarParams(_Strict):
     """``verifier.core.grammar.GrammarSpec`` in JSON."""
@@ -136,8 +143,10 @@ def unverifiable(sampling: SamplingParams, logprobs: int | None, grammar: Gramma
     return None
 
 
-class _Generation(_Strict):
-    """What a session and a cloud-only generation share: the sequence, its sampling, its SLO."""
+class Generation(_Strict):
+    """The one generation-request object an edge sends: what a session (``SessionCreate``, over
+    the channel's ``Open`` frame) and a cloud-only generation (``GenerateRequest``) share, the
+    sequence, its sampling, its SLO, its logprobs and grammar."""
 
     protocol_version: int = PROTOCOL_VERSION
     prompt_token_ids: list[int] = Field(min_length=1)
@@ -153,7 +162,7 @@ class _Generation(_Strict):
     grammar: GrammarParams | None = Field(None, description="what the output must match (constrained decoding)")
 
     @model_validator(mode="after")
-    def _output_start_inside(self) -> _Generation:
+    def _output_start_inside(self) -> Generation:
         if self.output_start is not None and self.output_start > len(self.prompt_token_ids):
             raise ValueError("output_start lies beyond prompt_token_ids")
         return self
@@ -161,13 +170,21 @@ class _Generation(_Strict):
     def output_index(self) -> int:
         return len(self.prompt_token_ids) if self.output_start is None else self.output_start
 
+    def shared(self) -> dict[str, object]:
+        """Its ``Generation`` fields only (a subclass's own left out), to build another from."""
+        return {name: getattr(self, name) for name in Generation.model_fields}
 
-class SessionCreate(_Generation):
+
+class SessionCreate(Generation):
     """A session's parameters (from the channel's ``Open`` frame), validated."""
 
     reproducible: bool = Field(False, description=(
         "a seeded sampled generation: its output must repeat for the same seed, so the verifier keeps its own "
         "position-keyed draws (the whole-row route) rather than a live route's"))
+
+    @classmethod
+    def of(cls, gen: Generation, reproducible: bool = False) -> SessionCreate:
+        return cls.model_validate({**gen.shared(), "reproducible": reproducible})
 
 
 class SessionCreated(_Strict):
@@ -180,11 +197,15 @@ class SessionCreated(_Strict):
     route_note: str | None = Field(None, description="why the session is not live, where the backend has a live route")
 
 
-class GenerateRequest(_Generation):
+class GenerateRequest(Generation):
     """Cloud-only decoding: the target generates alone and streams token ids back."""
 
     max_tokens: int = Field(ge=1)
     stop_token_ids: list[int] = Field(default_factory=list)
+
+    @classmethod
+    def of(cls, gen: Generation, max_tokens: int, stop_token_ids: list[int]) -> GenerateRequest:
+        return cls.model_validate({**gen.shared(), "max_tokens": max_tokens, "stop_token_ids": stop_token_ids})
 
 
 class TokenLogprobs(_Strict):

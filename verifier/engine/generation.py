@@ -31,10 +31,7 @@ class CloudGeneration:
             async for tokens in self._decode_natively(self._backend, req):
                 yield tokens
             return
-        created = await self._sessions.create(SessionCreate(prompt_token_ids=req.prompt_token_ids,
-                                                            sampling=req.sampling, slo=req.slo,
-                                                            output_start=req.output_start, logprobs=req.logprobs,
-                                                            grammar=req.grammar))
+        created = await self._sessions.create(SessionCreate.of(req))
         stops = set(req.stop_token_ids)
         room = self._backend.info.max_context - len(req.prompt_token_ids)
         try:

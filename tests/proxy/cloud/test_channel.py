@@ -23,7 +23,7 @@ from proxy.decoding.speculation import SpeculationState
 from tests.harness import BigramBackend, V, greedy_continuation, until
 from verifier.app import create_app
 from verifier.core.codec import DraftToken, encode_round
-from verifier.core.protocol import CHANNEL_PATH, SamplingParams
+from verifier.core.protocol import CHANNEL_PATH, Generation
 from verifier.core.wire import SUBPROTOCOL, ChannelError, Open, Verified, decode_verifier_frame, encode
 
 
@@ -86,7 +86,7 @@ async def greedy_run(session: ChannelSession, prompt: list[int], n: int) -> list
 def test_many_sessions_share_one_connection_and_stay_exact(served: ServedVerifier) -> None:
     async def body() -> None:
         async with channel_to(served.url) as channel:
-            sessions = [await channel.open([i + 1], SamplingParams()) for i in range(5)]
+            sessions = [await channel.open(Generation(prompt_token_ids=[i + 1])) for i in range(5)]
             outs = await asyncio.gather(*(greedy_run(s, [i + 1], 9) for i, s in enumerate(sessions)))
             assert outs == [greedy_continuation(i + 1, 9) for i in range(5)]
             assert channel.sessions == 5 and all(s.bytes_up > 0 and s.bytes_down > 0 for s in sessions)
@@ -100,16 +100,16 @@ def test_many_sessions_share_one_connection_and_stay_exact(served: ServedVerifie
 def test_refusals_keep_the_verifiers_status_and_code(served: ServedVerifier) -> None:
     async def body() -> None:
         async with channel_to(served.url) as channel:
-            bad = await channel.open([V + 5], SamplingParams())  # the Open is refused after it went out
+            bad = await channel.open(Generation(prompt_token_ids=[V + 5]))  # the Open is refused after it went out
             with pytest.raises(VerifierRejected) as err:
                 await bad.next()
             assert (err.value.status, err.value.code) == (400, "invalid_token")
-            ok = await channel.open([1, 2], SamplingParams())
+            ok = await channel.open(Generation(prompt_token_ids=[1, 2]))
             await ok.send_round(encode_round(ok.sid, 1, 0, 5, [DraftToken(3, None)]))  # starts past the end
             with pytest.raises(VerifierRejected) as err:
                 await ok.next()
             assert err.value.code == "invalid_round"
-            again = await channel.open([1, 2], SamplingParams())  # the connection itself is fine
+            again = await channel.open(Generation(prompt_token_ids=[1, 2]))  # the connection itself is fine
             assert await greedy_run(again, [1, 2], 3) == greedy_continuation(2, 3)
 
     asyncio.run(body())
@@ -118,13 +118,13 @@ def test_refusals_keep_the_verifiers_status_and_code(served: ServedVerifier) -> 
 def test_a_dropped_connection_fails_its_sessions_and_the_next_one_reconnects(served: ServedVerifier) -> None:
     async def body() -> None:
         async with channel_to(served.url) as channel:
-            first = await channel.open([1], SamplingParams())
+            first = await channel.open(Generation(prompt_token_ids=[1]))
             link = channel._link  # noqa: SLF001 - cut the connection under the session
             assert link is not None
             await link.close()
             with pytest.raises(VerifierUnavailable):
                 await first.next()
-            second = await channel.open([3], SamplingParams())
+            second = await channel.open(Generation(prompt_token_ids=[3]))
             assert await greedy_run(second, [3], 4) == greedy_continuation(3, 4)
         await until(lambda: served.live_sessions() == 0, 30)  # the verifier ends the dropped connection's session
 
@@ -135,7 +135,7 @@ def test_no_verifier_is_unavailable() -> None:
     async def body() -> None:
         async with channel_to(f"http://127.0.0.1:{free_port()}") as channel:
             with pytest.raises(VerifierUnavailable):
-                await channel.open([1], SamplingParams())
+                await channel.open(Generation(prompt_token_ids=[1]))
 
     asyncio.run(body())
 
@@ -152,7 +152,7 @@ def test_a_connection_cut_during_the_handshake_is_unavailable() -> None:
         port = server.sockets[0].getsockname()[1]
         async with channel_to(f"http://127.0.0.1:{port}") as channel:
             with pytest.raises(VerifierUnavailable):
-                await channel.open([1], SamplingParams())
+                await channel.open(Generation(prompt_token_ids=[1]))
         server.close()
         await server.wait_closed()
 
@@ -192,7 +192,7 @@ def test_a_foreign_protocol_version_and_garbage_are_refused_clearly(served: Serv
             assert isinstance(frame, ChannelError) and frame.code == "invalid_frame"
         # and the server goes on serving
         async with channel_to(served.url) as channel:
-            session = await channel.open([2], SamplingParams())
+            session = await channel.open(Generation(prompt_token_ids=[2]))
             assert await greedy_run(session, [2], 2) == greedy_continuation(2, 2)
 
     asyncio.run(body())
@@ -201,7 +201,7 @@ def test_a_foreign_protocol_version_and_garbage_are_refused_clearly(served: Serv
 def test_verified_answers_are_a_few_bytes(served: ServedVerifier) -> None:
     async def body() -> None:
         async with channel_to(served.url) as channel:
-            session = await channel.open([1], SamplingParams())
+            session = await channel.open(Generation(prompt_token_ids=[1]))
             await session.send_round(encode_round(session.sid, 1, 0, 1, [DraftToken(2, None), DraftToken(3, None)]))
             answer = await session.next()
             assert isinstance(answer, Verified) and answer.accepted == 2

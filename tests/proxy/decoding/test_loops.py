@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import replace
-from typing import Any, cast
+from typing import cast
 
 import msgspec
 import pytest
@@ -36,7 +36,7 @@ from tests.harness import (
     until,
 )
 from verifier.core.codec import DraftToken
-from verifier.core.protocol import GeneratedTokens, SamplingParams
+from verifier.core.protocol import GeneratedTokens, Generation, SamplingParams
 from verifier.core.wire import Round, Stale, Verified
 
 
@@ -76,8 +76,8 @@ class HeldAnswers:
         """Itself, as the channel the loops take (it has every method they call)."""
         return cast(VerifierChannel, self)
 
-    async def open(self, *args: object) -> HeldSession:
-        return HeldSession(await self._channel.open(*args), self)  # type: ignore[arg-type]
+    async def open(self, gen: Generation, reproducible: bool = False) -> HeldSession:
+        return HeldSession(await self._channel.open(gen, reproducible), self)
 
 
 class HeldSession:
@@ -352,8 +352,9 @@ class TimedClient:
     def bytes_down(self) -> int:
         return self._client.bytes_down
 
-    async def generate(self, *args: Any) -> AsyncGenerator[GeneratedTokens, None]:
-        async for chunk in self._client.generate(*args):
+    async def generate(self, gen: Generation, max_tokens: int, stop_token_ids: list[int]
+                       ) -> AsyncGenerator[GeneratedTokens, None]:
+        async for chunk in self._client.generate(gen, max_tokens, stop_token_ids):
             self.clock.now += self.step_s * len(chunk.token_ids)
             yield chunk.model_copy(update={"compute_ms": self.step_s * 1000 * len(chunk.token_ids)})
 
