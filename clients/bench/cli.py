@@ -32,7 +32,7 @@ from clients.bench.measure import MODES, Mode, RequestResult, run_request
 from clients.bench.repeats import scenario_summary
 from clients.bench.report import markdown, write
 from clients.bench.scenario import load_scenario
-from clients.bench.spread import rotated
+from clients.bench.spread import balanced
 from clients.bench.testbed import Process, RelayThread, Testbed
 from verifier.core.cpu import read_cpu
 from verifier.core.prompts import load_prompts
@@ -41,12 +41,13 @@ DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl
 
 
 def mode_order(modes: list[Mode], index: int) -> list[Mode]:
-    """The order of the modes on the ``index``-th prompt: rotated by one every two prompts, and
-    reversed on every other one, so that every mode goes first on some prompt and no mode always
-    follows the same one (vLLM keeps polling for a while after a request, which slows whatever runs
-    next on its core)."""
-    order = rotated(modes, index // 2)
-    return order if index % 2 == 0 else order[::-1]
+    """The order of the modes on the ``index``-th (prompt, repeat): a carry-over balanced design
+    (``clients.bench.spread.balanced``), so that every mode goes first as often and follows every
+    other mode as often. vLLM keeps polling its core for a while after a request, which slowed
+    whatever ran next there: in docs/bench-v4 every mode's first token came 110-160 ms later right
+    after a ``vllm-serve`` request, and the rotation then used made ``tandem`` follow it more often
+    than ``cloud``."""
+    return balanced(modes, index)
 
 
 def schedule(prompts: int, repeats: int, modes: list[Mode]) -> list[tuple[int, int, list[Mode]]]:
@@ -70,6 +71,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the mode every mode's tokens/s is divided by, repeat by repeat (default: vllm-serve "
                         "when it runs, else cloud); run too if --modes lacks it")
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length (the 'tandem' mode)")
+    p.add_argument("--settle-s", type=float, default=1.0,
+                   help="idle seconds before each measured request, so what the last one left running (vLLM polls "
+                        "its core for a while after a request) does not slow the next")
     p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
     p.add_argument("--alt-draft", default="target",
                    help="draft GGUF of the *-alt modes (compare two drafts side by side); "
@@ -166,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                 for rep, pid, order in schedule(len(prompts), args.repeats, modes):
                     record = prompts[pid]
                     for m in order:  # side by side: every mode on a prompt before the next
+                        time.sleep(args.settle_s)
                         bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
                         url, counters, cpu = target(m, edges, relay, vllm_relay)
                         results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,

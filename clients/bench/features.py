@@ -4,8 +4,8 @@ features that shape the output (JSON mode, penalties) on?
 Starts a verifier and an edge on loopback (no emulated link: this measures acceptance and the
 local speed, not the network), then per repeat sends every bench prompt once per (feature set,
 draft, mode): greedy, speculative, the edge's default gamma. Each repeat is one pass over the
-prompts; the cases' order rotates by one from one (prompt, repeat) to the next
-(``clients.bench.spread.rotated``), so drift and whatever ran just before hit them alike. The
+prompts; the cases' order changes from one (prompt, repeat) to the next, carry-over balanced
+(``clients.bench.spread.balanced``), so drift and whatever ran just before hit them alike. The
 warm-up is not measured. Per repeat it takes, per set, the draft acceptance (accepted / drafted
 over the repeat's requests, and the median per request), the median tokens/s, and both as ratios
 to the plain set; with several ``--modes`` (``tandem.mode``) each set's tok/s also as a ratio to
@@ -39,7 +39,7 @@ from typing import Any, NamedTuple, TypeVar
 import httpx
 
 from clients.bench.predicted import machine
-from clients.bench.spread import Spread, ratios, rotated, spread
+from clients.bench.spread import Spread, balanced, ratios, spread
 from clients.bench.testbed import Process, start_verifier
 from clients.procs import free_port, stop_process, wait_healthy
 from verifier.core.prompts import load_prompts
@@ -122,9 +122,10 @@ class Row:
 
 def plan(prompts: int, repeats: int, cases: Sequence[T]) -> list[tuple[int, int, list[T]]]:
     """(repeat, prompt, cases in the order they run) in run order: each repeat one pass over the
-    prompts, the cases rotated by one from each (prompt, repeat) to the next."""
+    prompts, the cases in a carry-over balanced order (``clients.bench.spread.balanced``) that
+    changes from each (prompt, repeat) to the next."""
     runs = itertools.product(range(repeats), range(prompts))
-    return [(r, p, rotated(cases, turn)) for turn, (r, p) in enumerate(runs)]
+    return [(r, p, balanced(cases, turn)) for turn, (r, p) in enumerate(runs)]
 
 
 def repeat_stats(requests: Sequence[Request]) -> RepeatStats:
@@ -231,7 +232,7 @@ def reproduce(args: argparse.Namespace) -> str:
 
 def collect(args: argparse.Namespace, logs: Path) -> list[Request]:
     """Start the verifier and one edge per draft, warm each up unmeasured, run every (prompt,
-    repeat) with every case in its rotated order; stop everything whatever happens."""
+    repeat) with every case in its balanced order; stop everything whatever happens."""
     prompts = load_prompts(PROMPTS)[: args.limit]
     verifier, vport = start_verifier(logs / "verifier.log", None, ["--threads", "1", "--backend", args.backend])
     edges: dict[str, tuple[Process, str]] = {}

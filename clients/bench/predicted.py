@@ -71,6 +71,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="the edge's mode (the request's tandem.mode) in every case")
     p.add_argument("--extra-tokens", type=int, default=64, help="max_tokens = the document's tokens + this")
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length")
+    p.add_argument("--settle-s", type=float, default=1.0, help="idle seconds before each measured request")
     p.add_argument("--draft-model", default=None, help="draft GGUF (default: the edge's default)")
     p.add_argument("--verifier-backend", choices=["torch", "vllm"], default=default_backend(),
                    help="the verifier's backend (default: vllm where installed)")
@@ -96,7 +97,8 @@ def reproduce(args: argparse.Namespace) -> str:
     parts = ["tandem-bench-predicted", "--scenario", *args.scenario, "--prompts", _shown(args.prompts),
              "--repeats", str(args.repeats), "--mode", args.mode, "--extra-tokens", str(args.extra_tokens),
              "--gamma", str(args.gamma), "--verifier-backend", args.verifier_backend,
-             "--verifier-cpus", args.verifier_cpus, "--edge-cpus", args.edge_cpus, "--out", str(args.out)]
+             "--verifier-cpus", args.verifier_cpus, "--edge-cpus", args.edge_cpus, "--settle-s", str(args.settle_s),
+             "--out", str(args.out)]
     if args.limit is not None:
         parts += ["--limit", str(args.limit)]
     if args.draft_model:
@@ -217,6 +219,7 @@ def collect(args: argparse.Namespace, items: Sequence[EditItem], budgets: Sequen
                     relay.restart_clock()
                     for rep, i, order in schedule(len(items), args.repeats, list(modes)):
                         for m in order:
+                            time.sleep(args.settle_s)
                             bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
                             results.append(run_edit(client, items[i], prediction_for(m.name, items, i, answers), m,
                                                     budgets[i],

@@ -53,6 +53,30 @@ def rotated(items: Sequence[T], turn: int) -> list[T]:
     return [*items[k:], *items[:k]]
 
 
+def balanced(items: Sequence[T], turn: int) -> list[T]:
+    """The ``turn``-th order of a carry-over balanced design (Williams): over every ``n`` turns
+    (``2n`` when ``n``, the number of items, is odd) each item goes first, and each item directly
+    follows every other item, equally often. A rotation alone makes each item follow the same one
+    on most turns, so what one setting leaves behind (vLLM's server keeps polling its core for a
+    while after a request) lands on the same neighbour every time."""
+    n = len(items)
+    if n < 2:
+        return list(items)
+    first = [0]
+    low, high = 1, n - 1
+    while len(first) < n:  # 0, 1, n-1, 2, n-2, ...: every difference between neighbours once
+        first.append(low)
+        low += 1
+        if len(first) < n:
+            first.append(high)
+            high -= 1
+    shift = turn % n
+    order = [items[(i + shift) % n] for i in first]
+    if n % 2 and (turn // n) % 2:  # odd n: the mirrored square balances the other half of the pairs
+        order.reverse()
+    return order
+
+
 def spread(values: Sequence[float]) -> Spread:
     """Median, quartiles and range of ``values`` (all 0 for none)."""
     if not values:

@@ -7,8 +7,9 @@ Records draft traces once (the real draft model on the bench prompts, against th
 greedy answers from the real verifier), then starts a verifier of its own for each mode and
 runs each client count: every client sends ``--requests-per-client`` requests back to back.
 Each repeat (``--repeats``) is one pass over the client counts, and at each client count the
-modes take turns in a rotated order (each first in turn); the tables give each figure's median
-and range across repeats, and goodput and SLO attainment at each TPOT SLO (``--tpot-slo-ms``).
+modes take turns in a carry-over balanced order (each first, and after each other, as often);
+the tables give each figure's median and range across repeats, and goodput and SLO attainment at
+each TPOT SLO (``--tpot-slo-ms``).
 
 Modes:
 - ``tandem``: replayed speculative edges (gamma, confidence cut-off) on the batched verifier;
@@ -39,7 +40,7 @@ from pathlib import Path
 import httpx
 
 from clients.bench.cpu import parse_cpus
-from clients.bench.spread import rotated
+from clients.bench.spread import balanced
 from clients.bench.testbed import start_verifier
 from clients.load import trace as traces
 from clients.load.replay import ReplayMismatch, RequestTiming, replay_speculative, stream_cloud, stream_openai
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(all_traces)} traces, draft {all_traces[0].draft_s_per_token * 1000:.2f} ms/token", flush=True)
 
     # every mode's verifier is up for the whole run, so the modes take turns: at each (repeat, client
-    # count) they run in a rotated order, each first in turn (nothing else runs beside a point)
+    # count) they run in a carry-over balanced order (clients.bench.spread.balanced) (nothing else runs beside a point)
     verifiers: dict[str, Verifier | None] = {}
     try:
         for mode in modes:
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
         turn = 0
         for rep in range(args.repeats):
             for n in args.clients:
-                for mode in rotated(modes, turn):
+                for mode in balanced(modes, turn):
                     point, timings = _measure(mode, n, rep, args, verifiers[mode], all_traces)
                     points.append(point)
                     key = f"{mode}/{n}"  # the errors of every repeat

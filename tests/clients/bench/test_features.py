@@ -19,12 +19,14 @@ def req(prompt: int, repeat: int, feature: str, accepted: int | None, drafted: i
     return Request(prompt, repeat, feature, draft, mode, accepted, drafted, None if tok_s is None else 64, tok_s)
 
 
-def test_plan_rotates_the_cases_from_one_prompt_and_repeat_to_the_next() -> None:
+def test_plan_balances_the_cases_from_one_prompt_and_repeat_to_the_next() -> None:
     runs = plan(2, 3, ["a", "b", "c"])
     # each repeat one pass over the prompts, in run order
     assert [(r, p) for r, p, _ in runs] == [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)]
     assert [order for _, _, order in runs] == [["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"],
-                                               ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"]]
+                                               ["c", "b", "a"], ["a", "c", "b"], ["b", "a", "c"]]
+    assert Counter((x, y) for _, _, o in runs for x, y in zip(o, o[1:])) == Counter(
+        {(x, y): 2 for x in "abc" for y in "abc" if x != y})  # each case right after each other one, alike
     assert Counter(order[0] for _, _, order in runs) == {"a": 2, "b": 2, "c": 2}  # each goes first alike
     assert all(sorted(order) == ["a", "b", "c"] for _, _, order in runs)  # every case, once
 

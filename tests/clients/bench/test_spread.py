@@ -39,3 +39,29 @@ def test_ratios_are_taken_repeat_by_repeat() -> None:
     assert ratios([3.0, 3.0], [1.0, 0.0]) == [3.0]  # a repeat whose baseline made nothing is left out
     with pytest.raises(ValueError):
         ratios([1.0], [1.0, 2.0])
+
+
+@pytest.mark.parametrize("n", [2, 3, 4, 5, 6, 7])
+def test_balanced_orders_put_each_item_first_and_after_each_other_item_equally_often(n: int) -> None:
+    from collections import Counter
+
+    from clients.bench.spread import balanced
+
+    items = list(range(n))
+    period = n if n % 2 == 0 else 2 * n
+    orders = [balanced(items, t) for t in range(period)]
+    assert all(sorted(o) == items for o in orders)
+    firsts = Counter(o[0] for o in orders)
+    pairs = Counter((a, b) for o in orders for a, b in zip(o, o[1:]))
+    assert set(firsts.values()) == {period // n} and len(firsts) == n
+    assert len(pairs) == n * (n - 1) and set(pairs.values()) == {period // n}  # every ordered pair, alike
+    assert balanced(items, period) == orders[0]  # then it starts over
+
+
+def test_a_rotation_is_not_balanced_which_is_why_balanced_exists() -> None:
+    from collections import Counter
+
+    from clients.bench.spread import rotated
+
+    pairs = Counter((a, b) for t in range(4) for o in [rotated([0, 1, 2, 3], t)] for a, b in zip(o, o[1:]))
+    assert pairs[(0, 1)] == 3 and pairs[(1, 0)] == 0  # 0 always precedes 1: what a carry-over effect would hit
