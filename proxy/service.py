@@ -114,7 +114,7 @@ class EdgeService:
         #: what this edge measured of its link and verifier (mode auto), apart for rounds that need
         #: whole rows (a verifier may score those at another cost) and plain greedy ones
         self.estimates = {whole: LinkEstimates() for whole in (False, True)}
-        self.explorers = {whole: Explorer(settings.explore_every) for whole in (False, True)}
+        self.explorers = {whole: Explorer(settings.explore_every, settings.explore_rounds) for whole in (False, True)}
         self.recovery = RecoveryPolicy(settings.on_cloud_loss, settings.cloud_wait_s)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))

@@ -35,6 +35,10 @@ class EdgeSettings(BaseSettings):
         8, ge=1, description="mode auto: speculate on every n-th request the estimates send to the cloud, so that "
         "the acceptance estimate stays current",
     )
+    explore_rounds: int = Field(
+        6, ge=0, le=1000, description="mode auto: rounds a request speculating to refresh the estimates (or with none "
+        "yet) verifies before it may hand over to the cloud",
+    )
     drafter: Literal["llama", "ngram"] = Field(
         "llama", description="llama: the draft GGUF in llama.cpp; ngram: model-free prompt lookup"
     )

@@ -26,18 +26,19 @@ def _why(rates: dict[Path, float] | None, reason: str) -> str:
 
 
 def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, gamma: int,
-                rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats) -> Path:
+                rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats) -> tuple[Path, int]:
     """The path a request starts on (its reason in ``stats.why``): speculation while a prediction
-    leads, without estimates, when the explorer asks or with nothing to draft; else the fastest."""
+    leads, without estimates, when the explorer asks or with nothing to draft; else the fastest.
+    With it, the rounds it verifies before it may hand over (the explorer's when it measures)."""
     speculation: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
     if prediction is not None:  # drafts that cost nothing: speculate while the output follows them
         stats.why = "prediction"
-        return speculation
+        return speculation, 0
     if rates is None or explorer.explore(rates is not None and choose(rates, None) == "cloud") or gamma == 0:
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
-        return speculation
+        return speculation, explorer.rounds
     stats.why = _why(rates, "fastest")
-    return choose(rates, None)
+    return choose(rates, None), 0
 
 
 async def adaptive_loop(
@@ -64,7 +65,7 @@ async def adaptive_loop(
     gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
     inflight = req.policy.max_inflight
     rates = estimates.rates(gamma, req.max_tokens, inflight)
-    path = _first_path(req, prediction, gamma, rates, explorer, stats)
+    path, measuring = _first_path(req, prediction, gamma, rates, explorer, stats)
     stats.paths.append(path)
     produced: list[int] = []
     if path != "cloud":
@@ -77,7 +78,7 @@ async def adaptive_loop(
                 produced.extend(new)
                 yield new
                 left = req.max_tokens - len(produced)
-                if prediction is not None and not prediction.lost():
+                if (prediction is not None and not prediction.lost()) or stats.rounds < measuring:
                     continue
                 rates = estimates.rates(gamma, left, inflight)
                 if left > 0 and rates is not None and choose(rates, path) == "cloud":

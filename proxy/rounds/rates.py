@@ -85,9 +85,19 @@ class LinkEstimates:
     rounds: int = 0
 
     def observe_round(self, drafted: int, accepted: int, trip_s: float, verifier_s: float) -> None:
+        """A round that went alone (nothing else in flight): its timings and its acceptance."""
+        self.observe_timing(drafted, trip_s, verifier_s)
+        self.observe_acceptance(drafted, accepted)
+
+    def observe_timing(self, drafted: int, trip_s: float, verifier_s: float) -> None:
+        """A round's trip and the verifier's time for it: only a round that went alone tells the
+        link's and the pass's time apart from its wait behind others."""
         self.rounds += 1
         self.rtt_s.add(max(0.0, trip_s - verifier_s))
         self.passes.add(drafted + 1, verifier_s)
+
+    def observe_acceptance(self, drafted: int, accepted: int) -> None:
+        """Any verified round's outcome (pipelined or not: acceptance does not depend on timing)."""
         self.accepted = self.decay * self.accepted + accepted
         self.rejections = self.decay * self.rejections + int(accepted < drafted)
 
@@ -132,9 +142,12 @@ class LinkEstimates:
 @dataclass
 class Explorer:
     """Mode auto's exploration: every ``every``-th request in a row that the estimates send to
-    the cloud speculates anyway, so the acceptance estimate stays current."""
+    the cloud speculates anyway, so the acceptance estimate stays current; such a request (and
+    one that starts with no estimates) verifies ``rounds`` rounds before it may hand over, or one
+    unlucky first round would keep every later request in the cloud."""
 
     every: int
+    rounds: int = 6
     streak: int = 0  # requests in a row the estimates sent to the cloud
 
     def explore(self, to_cloud: bool) -> bool:

@@ -430,6 +430,55 @@ def test_auto_keeps_speculating_while_it_wins() -> None:
     asyncio.run(body())
 
 
+def _after_an_unlucky_start(explore_rounds: int) -> tuple[GenerationStats, GenerationStats]:
+    """An edge whose estimates say every draft is rejected (three rounds, none accepted) meets a
+    drafter wrong on a request's first 4 tokens, then right 8 times in 9 (0.5 ms a draft, 5 ms a
+    pass, 1 ms of link): the explored request, then the next one. Pipelined, so most rounds are
+    not alone in flight (their acceptance counts, their timings do not)."""
+    from proxy.decoding.adaptive import adaptive_loop
+    from proxy.rounds.rates import Explorer, LinkEstimates
+
+    async def body() -> tuple[GenerationStats, GenerationStats]:
+        h = await start()
+        clock = FakeClock()
+        drafter = TimedDrafter(clock, 0.0005, wrong=lambda p: p < 4 or p % 9 == 8)
+        channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.001)).as_channel()
+        client = TimedClient(h.client, clock, 0.005).as_client()
+        estimates = LinkEstimates()
+        for drafted in (4, 1, 4):
+            estimates.observe_round(drafted=drafted, accepted=0, trip_s=0.006 + 0.001 * drafted,
+                                    verifier_s=0.005 + 0.001 * drafted)
+        estimates.observe_draft(0.0005)
+        estimates.observe_cloud_step(0.005)
+        rates = estimates.rates(4, 40, 3)
+        assert rates is not None and max(rates, key=lambda p: rates[p]) == "cloud"
+        explorer = Explorer(every=2, rounds=explore_rounds, streak=1)  # the first request sent to the cloud explores
+        runs = []
+        for prompt in ([3], [5]):
+            stats = GenerationStats(mode="auto")
+            out = await collect(adaptive_loop(request(prompt, 40, pipelined=True), drafter, channel, client, stats,
+                                              16, estimates, explorer, clock=clock), 40)
+            assert out == greedy_continuation(prompt[0], 40)
+            runs.append(stats)
+        await h.aclose()
+        return runs[0], runs[1]
+
+    return asyncio.run(body())
+
+
+def test_an_explored_request_measures_before_it_may_hand_over_so_one_bad_start_does_not_stick() -> None:
+    explored, following = _after_an_unlucky_start(explore_rounds=10)
+    assert explored.why.startswith("refreshing the estimates") and explored.paths[0] == "pipelined"
+    assert explored.rounds >= 10 and explored.accepted > explored.rejections
+    assert following.paths[0] != "cloud" and following.drafted > 0, following.why  # speculation won it back
+
+
+def test_handing_over_at_once_keeps_the_bad_start_which_is_what_explore_rounds_prevents() -> None:
+    explored, following = _after_an_unlucky_start(explore_rounds=0)
+    assert explored.paths == ["pipelined", "cloud"], (explored.rounds, explored.why)
+    assert following.paths[0] == "cloud" and following.drafted == 0  # the explorer measured too little
+
+
 class FrozenFit(CostFit):
     """A cost fit that keeps the model it was given (the plan stays put whatever is measured)."""
 
