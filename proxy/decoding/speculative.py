@@ -196,9 +196,11 @@ class _Speculator:
         predicted = self._count_prediction(applied)
         # the link estimates learn the draft model's acceptance: a prediction's rounds would skew it
         if self.estimates is not None and not predicted:
-            self.estimates.observe_acceptance(applied.drafted, applied.accepted)
-            if answer.seq in self.alone:
-                self.estimates.observe_timing(applied.drafted, trip, (answer.compute_us + answer.queue_us) / 1e6)
+            if answer.seq in self.alone:  # its trip is the link's and the pass's: timings too
+                self.estimates.observe_round(applied.drafted, applied.accepted, trip,
+                                             (answer.compute_us + answer.queue_us) / 1e6)
+            else:
+                self.estimates.observe_acceptance(applied.drafted, applied.accepted)
         stats.rounds += 1
         stats.live_rounds += int(answer.live)
         stats.rows_rounds += int(not answer.live)

@@ -85,16 +85,12 @@ class LinkEstimates:
     rounds: int = 0
 
     def observe_round(self, drafted: int, accepted: int, trip_s: float, verifier_s: float) -> None:
-        """A round that went alone (nothing else in flight): its timings and its acceptance."""
-        self.observe_timing(drafted, trip_s, verifier_s)
-        self.observe_acceptance(drafted, accepted)
-
-    def observe_timing(self, drafted: int, trip_s: float, verifier_s: float) -> None:
-        """A round's trip and the verifier's time for it: only a round that went alone tells the
-        link's and the pass's time apart from its wait behind others."""
+        """A round that went alone (nothing else in flight), the only kind whose trip tells the
+        link's and the pass's time apart from a wait behind others: its timings and acceptance."""
         self.rounds += 1
         self.rtt_s.add(max(0.0, trip_s - verifier_s))
         self.passes.add(drafted + 1, verifier_s)
+        self.observe_acceptance(drafted, accepted)
 
     def observe_acceptance(self, drafted: int, accepted: int) -> None:
         """Any verified round's outcome (pipelined or not: acceptance does not depend on timing)."""
