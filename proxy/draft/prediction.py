@@ -60,6 +60,13 @@ class PredictionAligner:
             self._last = found
         return found if found is not None and found < len(self.prediction) else None
 
+    def agreeing(self, output: Sequence[int], index: int, most: int) -> int:
+        """How many of the output's last tokens (up to ``most``) are the prediction's just before ``index``."""
+        n = 0
+        while n < min(most, len(output), index) and output[-1 - n] == self.prediction[index - 1 - n]:
+            n += 1
+        return n
+
     def _rejoin(self, output: Sequence[int]) -> int | None:
         for n in range(min(self._max, len(output)), self._min - 1, -1):
             tail = list(output[-n:])
@@ -121,6 +128,15 @@ class PredictionDrafter(Drafter):
 
     def next_token(self, context: list[int], sampling: DraftSampling) -> int:
         return self.inner.next_token(context, sampling)
+
+    def rejoined(self, context: Sequence[int], run: int) -> bool:
+        """Whether the output (``context`` from the request's output start) stands in the
+        prediction again, its last ``run`` tokens the prediction's and at least ``run`` of the
+        prediction ahead: speculation on the prediction may pay again after cloud streaming."""
+        output = context[self.output_start:]
+        index = self.aligner.next_index(output)
+        return index is not None and len(self.aligner.prediction) - index >= run \
+            and self.aligner.agreeing(output, index, run) >= run
 
     def lost(self) -> bool:
         """Whether the output has left the prediction: ``lost_after`` drafts in a row found no place in it."""

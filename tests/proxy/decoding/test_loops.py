@@ -479,6 +479,53 @@ def test_handing_over_at_once_keeps_the_bad_start_which_is_what_explore_rounds_p
     assert following.paths[0] == "cloud" and following.drafted == 0  # the explorer measured too little
 
 
+def _edited(rejoin_run: int) -> tuple[list[int], GenerationStats]:
+    """A prediction that leaves the output after 6 tokens, holds 6 tokens the output never has,
+    then 12 of the output's own from where the output stands 18 tokens later (an edit that wrote
+    a different passage), with every draft of the edge's own drafter wrong and slow (10 ms a draft,
+    50 ms of link, 5 ms a pass or a cloud step, on the test's clock). The bigram target's output is
+    periodic (15 tokens), so the prediction holds none of the pairs that follow its 6th token
+    there: the drafter is lost within 3 drafts and the request hands over to the cloud; the
+    cloud's output then runs into the prediction's last 12 tokens."""
+    from proxy.decoding.adaptive import adaptive_loop
+    from proxy.draft.prediction import PredictionDrafter, PredictionTrigger
+    from proxy.rounds.rates import Explorer, LinkEstimates
+
+    async def body() -> tuple[list[int], GenerationStats]:
+        h = await start()
+        clock = FakeClock()
+        out = greedy_continuation(2, 40)
+        prediction = PredictionDrafter(TimedDrafter(clock, 0.01, wrong=lambda p: True),
+                                       [*out[:6], *[out[1]] * 6, *out[24:36]], output_start=2, lost_after=3)
+        channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.05)).as_channel()
+        client = TimedClient(h.client, clock, 0.005).as_client()
+        estimates = LinkEstimates()
+        for _ in range(3):
+            estimates.observe_round(drafted=4, accepted=0, trip_s=0.06, verifier_s=0.005)
+        estimates.observe_draft(0.01)
+        estimates.observe_cloud_step(0.005)
+        req = replace(request([1, 2], 40, pipelined=True), trigger=PredictionTrigger(None, 4, 32))
+        stats = GenerationStats(mode="auto")
+        got = await collect(adaptive_loop(req, prediction, channel, client, stats, 16, estimates, Explorer(every=8),
+                                          clock=clock, rejoin_run=rejoin_run), 40)
+        assert got == out
+        await h.aclose()
+        return got, stats
+
+    return asyncio.run(body())
+
+
+def test_a_prediction_left_for_the_cloud_is_taken_up_again_where_the_output_rejoins_it() -> None:
+    _, stats = _edited(rejoin_run=4)
+    assert stats.paths[:3] == ["pipelined", "cloud", "pipelined"], (stats.paths, stats.why)
+    assert stats.prediction_accepted > 6  # the prediction's tail was drafted and accepted, after the cloud
+
+
+def test_without_rejoining_the_cloud_keeps_the_rest_which_is_what_rejoin_prevents() -> None:
+    _, stats = _edited(rejoin_run=100)  # never enough of the prediction ahead
+    assert stats.paths == ["pipelined", "cloud"] and stats.prediction_accepted == 6
+
+
 class FrozenFit(CostFit):
     """A cost fit that keeps the model it was given (the plan stays put whatever is measured)."""
 

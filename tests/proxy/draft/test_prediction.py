@@ -103,6 +103,20 @@ def test_the_drafter_proposes_the_prediction_then_its_own_drafts() -> None:
     assert drafter.lost()  # three drafts in a row found no place in the prediction
 
 
+def test_the_output_has_rejoined_once_it_repeats_enough_of_the_prediction_with_enough_ahead() -> None:
+    """The test mode auto asks of the cloud's output before it goes back to speculation: the
+    output's last ``run`` tokens are the prediction's, and ``run`` more of it are still ahead."""
+    drafter = PredictionDrafter(Scripted(77, with_proposal=False), [*PREDICTION, 20, 21, 22], output_start=2)
+    prompt = [1, 2]
+    assert not drafter.rejoined([*prompt, 10, 11, 50, 51], run=2)  # off the prediction
+    assert not drafter.rejoined([*prompt, 10, 11, 50, 15], run=2)  # one token: no n-gram to stand on
+    assert drafter.rejoined([*prompt, 10, 11, 50, 15, 16], run=2)  # "15 16", 6 tokens ahead
+    assert not drafter.rejoined([*prompt, 10, 11, 50, 15, 16], run=3)  # 50 is not 14
+    assert drafter.rejoined([*prompt, 10, 11, 50, 14, 15, 16], run=3)
+    assert not drafter.rejoined([*prompt, 10, 11, 50, 13, 19, 20, 21], run=3)  # "13 19 20 21": 1 ahead
+    assert drafter.rejoined([*prompt, 10, 11, 50, 13, 19, 20, 21], run=1)
+
+
 def test_sampled_rounds_carry_a_proposal_for_every_token() -> None:
     drafter = PredictionDrafter(Scripted(77, with_proposal=False), PREDICTION, output_start=0)
     predicted = drafter.draft([], SAMPLED)
