@@ -309,7 +309,7 @@ class EdgeService:
                                         self.round_log, estimates, self.settings.round_timeout_s)
             return adaptive_loop(req, drafter, self.channel, self.client, stats, self.settings.proposal_support,
                                  estimates, self.explorers[req.whole_rows], self.round_log,
-                                 self.settings.round_timeout_s)
+                                 self.settings.round_timeout_s, shadow=self.settings.shadow_draft)
 
         async def alone(req: GenerationRequest) -> Loop | None:
             if not self.drafters.standalone:

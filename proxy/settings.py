@@ -39,6 +39,11 @@ class EdgeSettings(BaseSettings):
         6, ge=0, le=1000, description="mode auto: rounds a request speculating to refresh the estimates (or with none "
         "yet) verifies before it may hand over to the cloud",
     )
+    shadow_draft: bool = Field(
+        True, description="mode auto: while the cloud streams a greedy request, the drafter guesses each next "
+        "token; the request turns to speculation when its own acceptance says that is faster (costs edge CPU "
+        "while the cloud streams; false: a request the estimates send to the cloud stays there)",
+    )
     drafter: Literal["llama", "ngram"] = Field(
         "llama", description="llama: the draft GGUF in llama.cpp; ngram: model-free prompt lookup"
     )

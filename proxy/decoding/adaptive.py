@@ -1,5 +1,7 @@
 """Mode auto: the fastest lossless path by this edge's link estimates, chosen per request and
-left for cloud streaming mid-request when the estimates turn."""
+changed mid-request: speculation hands over to cloud streaming when it falls behind, and cloud
+streaming goes back to speculation when the request's own acceptance (shadow drafting) or its
+prediction says speculation pays."""
 
 from __future__ import annotations
 
@@ -12,10 +14,11 @@ from proxy.cloud.client import VerifierClient
 from proxy.decoding.alone import cloud_loop
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
+from proxy.decoding.shadow import ShadowDraft
 from proxy.decoding.speculative import speculative_loop
 from proxy.draft.base import Drafter
 from proxy.draft.prediction import PredictionDrafter, PredictionTrigger
-from proxy.rounds.rates import Explorer, LinkEstimates, Path, choose
+from proxy.rounds.rates import Explorer, LinkEstimates, Path, choose, request_alpha
 from proxy.rounds.round_log import RoundLog
 
 
@@ -54,29 +57,36 @@ async def adaptive_loop(
     round_timeout_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
     rejoin_run: int = 4,
+    shadow: bool = True,
 ) -> AsyncGenerator[list[int], None]:
     """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rounds.rates``):
     pipelined or stop-and-wait speculation (``req.policy`` gives gamma and the pipeline depth),
-    or cloud streaming; speculation hands over to cloud streaming mid-request when the estimates
-    turn (the cloud continues from the verified tokens, so the output stays lossless), and a
-    request with a prediction goes back to speculation when the cloud's output rejoins it.
-    ``explorer`` picks the requests that speculate whatever the estimates say, to refresh them;
-    ``clock`` is both loops' (``speculative_loop``); ``rejoin_run``: the prediction's tokens the
-    cloud's output must have repeated (and as many left ahead) to go back to speculation."""
+    or cloud streaming. Every path continues from the tokens verified before it, so the output
+    stays lossless whenever the request turns (``_Turns``). ``explorer`` picks the requests that
+    speculate whatever the estimates say, to refresh them; ``clock`` is both loops'
+    (``speculative_loop``); ``rejoin_run``: the prediction's tokens the cloud's output must have
+    repeated (and as many left ahead) to go back to speculation on it; ``shadow``: a greedy
+    request streaming from the cloud drafts in its shadow (``proxy.decoding.shadow``)."""
     prediction = drafter if isinstance(drafter, PredictionDrafter) else None
     # the draft model's own round size: a prediction's rounds are longer (``proxy.openai.resolve.predicted``)
     gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
     rates = estimates.rates(gamma, req.max_tokens, req.policy.max_inflight)
     path, measuring = _first_path(req, prediction, gamma, rates, explorer, stats)
     turns = _Turns(req, prediction, gamma, estimates, stats, measuring, rejoin_run)
+    shadowing = shadow and req.sampling.temperature == 0 and gamma > 0
     produced: list[int] = []
     following: Path | None = path
     while following is not None:
         path, following = following, None
         stats.paths.append(path)
         rest = req.continued(produced)
+        guesses: ShadowDraft | None = None
         if path == "cloud":
             tokens = cloud_loop(rest, client, stats, estimates, clock)
+            if shadowing:
+                guesses = turns.shadow = ShadowDraft(prediction.inner if prediction is not None else drafter,
+                                                     rest.draft_sampling(proposal_support), rest.prompt_token_ids)
+                guesses.start()
         else:
             policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)
             tokens = speculative_loop(replace(rest, policy=policy), drafter, channel, stats, proposal_support,
@@ -85,41 +95,85 @@ async def adaptive_loop(
             async for new in tokens:
                 produced.extend(new)
                 yield new
+                if guesses is not None:
+                    guesses.saw(new)
                 if (following := turns.after(path, produced)) is not None:
                     break
         finally:
-            await tokens.aclose()
+            try:
+                await tokens.aclose()
+            finally:
+                if guesses is not None:
+                    await turns.shadowed(guesses)
 
 
 class _Turns:
-    """Where a request of mode auto turns, after each batch of tokens on a path: from speculation
-    to the cloud when the estimates say it fell behind (not while a prediction leads, nor before
-    the rounds it measures), from the cloud back to speculation when the output rejoins the
-    prediction (``rejoin_run`` tokens of it, with as many ahead)."""
+    """Where a request of mode auto turns, after each batch of tokens on a path:
+    - from speculation to the cloud when the estimates say it fell behind, by the request's own
+      acceptance (not while a prediction leads, nor before the rounds it measures);
+    - from the cloud back to speculation when the output rejoins the prediction (``rejoin_run``
+      tokens of it, with as many ahead), or when the request's own acceptance, from shadow
+      drafting (``shadow_min`` guesses at least), says speculation is faster."""
 
     def __init__(self, req: GenerationRequest, prediction: PredictionDrafter | None, gamma: int,
-                 estimates: LinkEstimates, stats: GenerationStats, measuring: int, rejoin_run: int) -> None:
+                 estimates: LinkEstimates, stats: GenerationStats, measuring: int, rejoin_run: int,
+                 shadow_min: int = 8) -> None:
         self.req, self.prediction, self.gamma = req, prediction, gamma
         self.estimates, self.stats, self.measuring, self.rejoin_run = estimates, stats, measuring, rejoin_run
+        self.shadow_min = shadow_min
         self.speculation: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
+        self.shadow: ShadowDraft | None = None  # the cloud stretch's shadow drafting, while it runs
+        self.agreed = 0  # shadow guesses over the request's earlier cloud stretches
+        self.missed = 0
+
+    def alpha(self) -> float | None:
+        """The request's own per-token acceptance: its rounds' and its shadow guesses', the edge's
+        estimate as a prior. None with a prediction (its rounds are the prediction's, not the draft's)."""
+        if self.prediction is not None:
+            return None
+        shadow = self.shadow
+        agreed = self.agreed + (shadow.agreed if shadow is not None else 0)
+        missed = self.missed + (shadow.missed if shadow is not None else 0)
+        return request_alpha(self.estimates.alpha, self.stats.accepted + agreed, self.stats.rejections + missed)
+
+    async def shadowed(self, shadow: ShadowDraft) -> None:
+        """A cloud stretch ended: its shadow's guesses join the request's and the edge's estimates."""
+        await shadow.close()
+        self.agreed, self.missed = self.agreed + shadow.agreed, self.missed + shadow.missed
+        self.stats.shadow_agreed, self.stats.shadow_compared = self.agreed, self.agreed + self.missed
+        if shadow.compared:
+            self.estimates.observe_agreement(shadow.agreed, shadow.missed)
+        self.shadow = None
 
     def after(self, path: Path, produced: list[int]) -> Path | None:
         """The path to turn to now that ``produced`` tokens are out on ``path``; None: stay."""
         left = self.req.max_tokens - len(produced)
-        prediction, stats = self.prediction, self.stats
         if left <= 0:
             return None
         if path == "cloud":
-            if prediction is not None and prediction.rejoined([*self.req.prompt_token_ids, *produced],
-                                                              self.rejoin_run):
-                stats.why = f"the output rejoined the prediction after {len(produced)} tokens"
-                return self.speculation
-            return None
+            return self._back(produced, left)
+        prediction, stats = self.prediction, self.stats
         if (prediction is not None and not prediction.lost()) or stats.rounds < self.measuring:
             return None
-        rates = self.estimates.rates(self.gamma, left, self.req.policy.max_inflight)
+        rates = self.estimates.rates(self.gamma, left, self.req.policy.max_inflight, self.alpha())
         if rates is None or choose(rates, path) != "cloud":
             return None
         why = f"{path} fell behind after {len(produced)} tokens"
         stats.why = _why(rates, why if prediction is None else f"the prediction was left; {why}")
         return "cloud"
+
+    def _back(self, produced: list[int], left: int) -> Path | None:
+        prediction, shadow, stats = self.prediction, self.shadow, self.stats
+        if prediction is not None:
+            if prediction.rejoined([*self.req.prompt_token_ids, *produced], self.rejoin_run):
+                stats.why = f"the output rejoined the prediction after {len(produced)} tokens"
+                return self.speculation
+            return None
+        if shadow is None or shadow.compared < self.shadow_min or left < self.shadow_min:
+            return None
+        rates = self.estimates.rates(self.gamma, left, self.req.policy.max_inflight, self.alpha())
+        if rates is None or (best := choose(rates, "cloud")) == "cloud":
+            return None
+        stats.why = _why(rates, f"the draft guessed {shadow.agreed} of {shadow.compared} cloud tokens "
+                                f"after {len(produced)} tokens")
+        return best if self.req.policy.draft_while_waiting or best == "stop_and_wait" else self.speculation

@@ -49,6 +49,8 @@ class GenerationStats:
     upload_batches: int = 0  # frames of draft tokens sent up (a round sent in batches counts each)
     prediction_drafted: int = 0  # draft tokens taken from the request's prediction (Predicted Outputs)
     prediction_accepted: int = 0  # of those, the ones the verifier accepted
+    shadow_compared: int = 0  # mode auto, greedy: cloud tokens the draft guessed (proxy.decoding.shadow)
+    shadow_agreed: int = 0  # of those, the ones it guessed right
     #: when the request asked for logprobs: the target's, one per token the loops yielded, in order
     #: (None for a token the draft model produced alone); the loops extend it before each yield
     logprobs: list[TokenLogprob | None] | None = None
@@ -91,6 +93,8 @@ class GenerationStats:
             d["upload_batches"] = self.upload_batches
         if self.prediction_drafted:
             d["prediction_drafted"], d["prediction_accepted"] = self.prediction_drafted, self.prediction_accepted
+        if self.shadow_compared:
+            d["shadow_compared"], d["shadow_agreed"] = self.shadow_compared, self.shadow_agreed
         if self.cloud_losses:
             d["cloud_losses"] = self.cloud_losses
         if self.degraded:

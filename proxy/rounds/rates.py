@@ -97,6 +97,13 @@ class LinkEstimates:
         self.accepted = self.decay * self.accepted + accepted
         self.rejections = self.decay * self.rejections + int(accepted < drafted)
 
+    def observe_agreement(self, agreed: int, missed: int) -> None:
+        """Shadow drafting's count over a stretch of cloud streaming (``proxy.decoding.shadow``):
+        greedy guesses the cloud's tokens agreed with and those they missed, as accepted and
+        rejected draft tokens (one decay step for the stretch)."""
+        self.accepted = self.decay * self.accepted + agreed
+        self.rejections = self.decay * self.rejections + missed
+
     def observe_draft(self, seconds: float) -> None:
         self.draft_s.add(seconds)
 
@@ -118,21 +125,30 @@ class LinkEstimates:
             return None
         return max(one, full / (gamma + 1))
 
-    def rates(self, gamma: int, remaining: int, inflight: int = 1) -> dict[Path, float] | None:
+    def rates(self, gamma: int, remaining: int, inflight: int = 1, alpha: float | None = None
+              ) -> dict[Path, float] | None:
         """Tokens per second of each path for the rest of a request (``remaining`` tokens), or
-        None before the first verified round; pipelined with up to ``inflight`` rounds out."""
+        None before the first verified round; pipelined with up to ``inflight`` rounds out;
+        ``alpha``: the request's own per-token acceptance (``request_alpha``) instead of the edge's."""
         rtt, draft = self.rtt_s.value, self.draft_s.value
         verify = self.passes.predict(gamma + 1)
         step = self.cloud_step(gamma)
         if rtt is None or draft is None or verify is None or step is None:
             return None
-        alpha = min(self.alpha, 0.999)
+        alpha = min(self.alpha if alpha is None else alpha, 0.999)
         n = max(1, remaining)
         return {
             "pipelined": bounds.pipelined_tokens_per_s(alpha, gamma, draft, rtt, verify, inflight),
             "stop_and_wait": bounds.stop_and_wait_tokens_per_s(alpha, gamma, draft, rtt, verify),
             "cloud": bounds.cloud_tokens_per_s(n, step, rtt) if step > 0 else float("inf"),
         }
+
+
+def request_alpha(edge_alpha: float, accepted: int, rejected: int, prior_tokens: float = 8.0) -> float:
+    """One request's per-token acceptance: its own ``accepted`` and ``rejected`` draft tokens (or
+    shadow guesses) with the edge's estimate as a prior worth ``prior_tokens`` tokens, so a few
+    tokens move it a little and many make it the request's own."""
+    return (accepted + prior_tokens * edge_alpha) / (accepted + rejected + prior_tokens)
 
 
 @dataclass

@@ -457,7 +457,7 @@ def _after_an_unlucky_start(explore_rounds: int) -> tuple[GenerationStats, Gener
         for prompt in ([3], [5]):
             stats = GenerationStats(mode="auto")
             out = await collect(adaptive_loop(request(prompt, 40, pipelined=True), drafter, channel, client, stats,
-                                              16, estimates, explorer, clock=clock), 40)
+                                              16, estimates, explorer, clock=clock, shadow=False), 40)
             assert out == greedy_continuation(prompt[0], 40)
             runs.append(stats)
         await h.aclose()
@@ -477,6 +477,79 @@ def test_handing_over_at_once_keeps_the_bad_start_which_is_what_explore_rounds_p
     explored, following = _after_an_unlucky_start(explore_rounds=0)
     assert explored.paths == ["pipelined", "cloud"], (explored.rounds, explored.why)
     assert following.paths[0] == "cloud" and following.drafted == 0  # the explorer measured too little
+
+
+class CountedDrafter(TimedDrafter):
+    """A timed drafter that counts the draft calls it has finished (a shadow guess is one)."""
+
+    def __init__(self, clock: FakeClock, draft_s: float, wrong: Callable[[int], bool]) -> None:
+        super().__init__(clock, draft_s, wrong)
+        self.finished = 0
+
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+        drafted = super().draft(context, sampling)
+        self.finished += 1
+        return drafted
+
+
+class PacedClient(TimedClient):
+    """Cloud streaming that sends its k-th chunk only once the drafter has finished k calls: every
+    token the cloud streams meets a shadow guess made for it (a fast edge, without a clock)."""
+
+    def __init__(self, client: VerifierClient, clock: FakeClock, step_s: float, drafter: CountedDrafter) -> None:
+        super().__init__(client, clock, step_s)
+        self.drafter = drafter
+
+    async def generate(self, gen: Generation, max_tokens: int, stop_token_ids: list[int]
+                       ) -> AsyncGenerator[GeneratedTokens, None]:
+        drafter = self.drafter
+        guessed = drafter.finished
+        async for chunk in super().generate(gen, max_tokens, stop_token_ids):
+            guessed += 1
+            await until(lambda due=guessed: drafter.finished >= due)  # type: ignore[misc]
+            yield chunk
+
+
+def _shadowed(wrong: Callable[[int], bool]) -> GenerationStats:
+    """A request the edge's estimates send to the cloud (three rounds seen, none accepted), its
+    greedy tokens guessed in the shadow by a drafter wrong where ``wrong`` says (0.5 ms a draft,
+    5 ms a pass, 1 ms of link, 5 ms a cloud step, on the test's clock)."""
+    from proxy.decoding.adaptive import adaptive_loop
+    from proxy.rounds.rates import Explorer, LinkEstimates
+
+    async def body() -> GenerationStats:
+        h = await start()
+        clock = FakeClock()
+        drafter = CountedDrafter(clock, 0.0005, wrong=wrong)
+        channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.001)).as_channel()
+        client = PacedClient(h.client, clock, 0.005, drafter).as_client()
+        estimates = LinkEstimates()
+        for drafted in (4, 1, 4):
+            estimates.observe_round(drafted=drafted, accepted=0, trip_s=0.006 + 0.001 * drafted,
+                                    verifier_s=0.005 + 0.001 * drafted)
+        estimates.observe_draft(0.0005)
+        estimates.observe_cloud_step(0.005)
+        stats = GenerationStats(mode="auto")
+        out = await collect(adaptive_loop(request([3], 60), drafter, channel, client, stats, 16, estimates,
+                                          Explorer(every=100), clock=clock), 60)
+        assert out == greedy_continuation(3, 60)
+        await h.aclose()
+        return stats
+
+    return asyncio.run(body())
+
+
+def test_a_request_sent_to_the_cloud_turns_to_speculation_when_its_shadow_guesses_are_right() -> None:
+    stats = _shadowed(wrong=lambda p: p % 9 == 8)
+    assert stats.paths == ["cloud", "stop_and_wait"], (stats.paths, stats.why)
+    assert stats.shadow_compared >= 8 and stats.shadow_agreed >= stats.shadow_compared - 2
+    assert stats.drafted > 0 and stats.accepted > stats.rejections  # speculation was taken, and paid
+
+
+def test_a_request_whose_shadow_guesses_miss_stays_in_the_cloud() -> None:
+    stats = _shadowed(wrong=lambda p: True)
+    assert stats.paths == ["cloud"] and stats.drafted == 0
+    assert stats.shadow_compared >= 50 and stats.shadow_agreed == 0  # the guesses were made, and compared
 
 
 def _edited(rejoin_run: int) -> tuple[list[int], GenerationStats]:
@@ -507,7 +580,7 @@ def _edited(rejoin_run: int) -> tuple[list[int], GenerationStats]:
         req = replace(request([1, 2], 40, pipelined=True), trigger=PredictionTrigger(None, 4, 32))
         stats = GenerationStats(mode="auto")
         got = await collect(adaptive_loop(req, prediction, channel, client, stats, 16, estimates, Explorer(every=8),
-                                          clock=clock, rejoin_run=rejoin_run), 40)
+                                          clock=clock, rejoin_run=rejoin_run, shadow=False), 40)
         assert got == out
         await h.aclose()
         return got, stats

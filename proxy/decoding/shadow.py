@@ -1,0 +1,74 @@
+"""Shadow drafting: while the cloud streams a greedy request, the edge's drafter (idle on that
+path) guesses each next token from the output so far. How often its guess is the cloud's token
+is the request's own per-token acceptance, measured at no cost to the cloud or to the stream:
+mode auto turns to speculation on it when the draft would pay for this request, where the
+edge's estimate over all requests says it does not (``proxy.decoding.adaptive``).
+
+A guess still running when the next token arrives is never waited for: that token goes
+uncompared, and the next guess starts from the output as it then is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from proxy.draft.base import Drafter
+from proxy.draft.draws import DraftSampling
+from verifier.core.codec import DraftToken
+
+
+class ShadowDraft:
+    """One request's shadow drafting over the cloud's stream (``context``: prompt and output so
+    far). ``agreed`` and ``missed`` count the cloud tokens compared with the draft's guess."""
+
+    def __init__(self, drafter: Drafter, sampling: DraftSampling, context: list[int]) -> None:
+        if sampling.temperature > 0:
+            raise ValueError("shadow drafting compares greedy guesses: a sampled request has none")
+        self.drafter, self.sampling = drafter, sampling
+        self.context = list(context)
+        self.agreed = 0
+        self.missed = 0
+        self._guess: asyncio.Future[DraftToken | None] | None = None
+        self._guessed_at = -1  # the context length the pending guess continues
+
+    @property
+    def compared(self) -> int:
+        return self.agreed + self.missed
+
+    def start(self) -> None:
+        """Guess the first token the cloud will send."""
+        self._launch()
+
+    def saw(self, tokens: list[int]) -> None:
+        """The cloud's next tokens: the first is compared with the guess for it when that guess is
+        ready; a new guess starts once none is running."""
+        guess = self._guess
+        ready = guess is not None and guess.done()
+        if ready and tokens and self._guessed_at == len(self.context):
+            assert guess is not None
+            drafted = None if guess.cancelled() or guess.exception() is not None else guess.result()
+            if drafted is not None:
+                self.agreed += int(drafted.token_id == tokens[0])
+                self.missed += int(drafted.token_id != tokens[0])
+        self.context.extend(tokens)
+        if guess is None or ready:
+            self._launch()
+
+    async def close(self) -> None:
+        """Wait for a guess still running: the drafter is the request's, and may be used next."""
+        guess = self._guess
+        if guess is None:
+            return
+        try:
+            await asyncio.shield(guess)
+        except asyncio.CancelledError:
+            with contextlib.suppress(BaseException):
+                await guess
+            raise
+        except Exception:  # noqa: BLE001 - a failed guess only goes uncompared
+            return
+
+    def _launch(self) -> None:
+        self._guessed_at = len(self.context)
+        self._guess = asyncio.ensure_future(asyncio.to_thread(self.drafter.draft, list(self.context), self.sampling))
