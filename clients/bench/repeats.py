@@ -9,6 +9,7 @@ repeat, on the same prompts in the same repeat. The per-mode figures of ``client
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,13 @@ class Throughput:
                 "vs_cloud": self.vs_cloud.as_dict(3)}
 
 
+def path_counts(results: Sequence[RequestResult]) -> str:
+    """How many requests each sequence of paths served (``tandem.path``, e.g. ``cloud>stop_and_wait``),
+    most first; empty for a mode that reports none (vLLM's own server)."""
+    counts = Counter(str(r.stats["path"]) for r in results if r.stats.get("path"))
+    return ", ".join(f"{path} {n}" for path, n in counts.most_common())
+
+
 def by_category(results: Sequence[RequestResult], baseline: Sequence[RequestResult], cloud: Sequence[RequestResult],
                 repeats: int) -> dict[str, dict[str, Any]]:
     """Per prompt category (in order of first appearance): requests, tokens, the acceptance
@@ -56,7 +64,7 @@ def by_category(results: Sequence[RequestResult], baseline: Sequence[RequestResu
         throughput = Throughput.of(mine, [r for r in baseline if r.category == category],
                                    [r for r in cloud if r.category == category], repeats)
         out[category] = {"requests": len(mine), "tokens": sum(r.completion_tokens for r in mine),
-                         **counts.figures(), **throughput.as_dict()}
+                         **counts.figures(), **throughput.as_dict(), "paths": path_counts(mine)}
     return out
 
 
@@ -69,6 +77,7 @@ def scenario_summary(results: Sequence[RequestResult], modes: Sequence[Mode], rt
     return {
         "baseline": baseline,
         "modes": {m.name: {**summarise(of[m.name], m, rtt_s).as_dict(),
-                           **Throughput.of(of[m.name], base, cloud, repeats).as_dict()} for m in modes},
+                           **Throughput.of(of[m.name], base, cloud, repeats).as_dict(),
+                           "paths": path_counts(of[m.name])} for m in modes},
         "categories": {m.name: by_category(of[m.name], base, cloud, repeats) for m in modes},
     }

@@ -23,7 +23,7 @@ COLUMNS = [
 CATEGORY_COLUMNS = [
     ("category", "category"), ("mode", "mode"), ("requests", "requests"), ("tokens_per_s_spread", "tok/s"),
     ("vs_baseline", "x {baseline}"), ("acceptance_rate", "accepted/drafted"), ("accepted_per_round", "accepted/round"),
-    ("tokens_per_round", "tokens/round"), ("alpha_per_token", "alpha/token"),
+    ("tokens_per_round", "tokens/round"), ("alpha_per_token", "alpha/token"), ("paths", "paths"),
 ]
 RATIOS = {"vs_baseline", "vs_cloud"}
 

@@ -65,3 +65,15 @@ def test_per_category_figures() -> None:
     assert math["tokens_per_s_spread"]["values"] == [20.0, 10.0, 20.0] and math["vs_baseline"]["median"] == 2.0
     assert rag["vs_baseline"]["values"] == [1.0, 1.0, 1.0]
     assert categories["cloud"]["math"]["acceptance_rate"] == 0.0  # nothing drafted
+
+
+def test_paths_are_counted_per_mode_and_category() -> None:
+    results = run()
+    results[2].stats = {**SPEC, "path": "cloud>stop_and_wait"}  # repeat 0, tandem, math
+    for r in results:
+        if r.mode == "tandem" and not r.stats.get("path"):
+            r.stats = {**r.stats, "path": "cloud"}
+    summary = scenario_summary(results, [MODES["cloud"], MODES["tandem"]], 0.001, "cloud", 3)
+    assert summary["modes"]["tandem"]["paths"] == "cloud 5, cloud>stop_and_wait 1"
+    assert summary["categories"]["tandem"]["math"]["paths"] == "cloud 2, cloud>stop_and_wait 1"
+    assert summary["modes"]["cloud"]["paths"] == ""  # none reported
