@@ -117,7 +117,7 @@ def _add_openai_routes(app: FastAPI) -> None:
     @app.get("/v1/models/{model_id:path}")
     async def model(model_id: str, request: Request) -> ModelCard:
         service = _service_of(request)
-        service.check_model(model_id)
+        service.intake.check_model(model_id)
         return ModelCard(id=service.model_id, created=service.created)
 
     @app.post("/v1/chat/completions", response_model=None)
@@ -132,7 +132,7 @@ def _add_openai_routes(app: FastAPI) -> None:
 async def _complete(
     service: EdgeService, req: ChatCompletionRequest | CompletionRequest, kind: Literal["chat", "text"]
 ) -> JSONResponse | EventSourceResponse:
-    prep = await service.prepare(req)
+    prep = await service.intake.prepare(req)
     view = LogprobsView(service.tokenizer.piece) if prep.show_logprobs else None
     echo = req.prompt_text() if isinstance(req, CompletionRequest) and req.echo else ""
     echo_entries = await service.prompt_entries(prep, prep.gen.logprobs or 0) if echo and prep.show_logprobs else []

@@ -1,20 +1,17 @@
 """The edge's serving object: one prepared request in, text events out.
 
 It picks the decoding loop for the request's mode, leases a drafter, feeds committed tokens
-to a ``TextEmitter`` and maps verifier failures to OpenAI errors. Prompt building
-(``openai.prompting``), request resolution (``openai.resolve``), the verifier probe (``cloud.probe``) and
-the drafter pool (``draft.pool``) are modules of their own; routes in ``app`` only translate
-to HTTP/SSE.
+to a ``TextEmitter`` and maps verifier failures to OpenAI errors. Preparing a request is the
+intake's (``intake``), the verifier probe is ``cloud.probe``'s and the drafter pool
+``draft.pool``'s; routes in ``app`` only translate to HTTP/SSE.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import math
-import threading
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import replace
@@ -26,74 +23,31 @@ from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.cloud.probe import VerifierProbe
 from proxy.decoding.adaptive import adaptive_loop
 from proxy.decoding.alone import cloud_loop, draft_loop
-from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
 from proxy.decoding.speculative import speculative_loop
 from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
 from proxy.draft.prediction import PredictionCounts, PredictionDrafter
+from proxy.intake import RequestIntake
 from proxy.metrics import EdgeMetrics
-from proxy.openai.errors import OpenAIError, bad_request, verifier_unavailable
+from proxy.openai.errors import OpenAIError, verifier_unavailable
 from proxy.openai.output import Event, Finished, TextDelta, TextEmitter, TokenEntry
-from proxy.openai.prompting import PromptBuilder
 from proxy.openai.resolve import (
-    EdgeDefaults,
     PreparedRequest,
-    build_trigger,
-    check_prediction,
-    load_predictor,
-    mode_of,
-    policy_for,
-    resolve,
 )
-from proxy.openai.schema import ChatCompletionRequest, CompletionRequest, SamplingFields
-from proxy.openai.tools import ToolPlan, plan_tools
 from proxy.rounds.rates import Explorer, LinkEstimates
 from proxy.rounds.round_log import RoundLog
-from proxy.rounds.tuning import ThresholdTuner
-from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
 from proxy.tokenizer import Tokenizer
-from verifier.core.grammar import GrammarCompiler
 
 log = logging.getLogger(__name__)
 
-COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for the legacy completions endpoint
-
-
-class RoundPlans:
-    """The tuners and upload plans the edge's requests share: a tuner of the dual threshold per
-    pipeline policy (trigger 'tuned'), an upload plan per gamma (upload 'planned')."""
-
-    def __init__(self, settings: EdgeSettings) -> None:
-        self.settings = settings
-        self.tuners: dict[tuple[int, int, bool], ThresholdTuner] = {}
-        self.planners: dict[int, UploadPlanner] = {}
-        self.can_tune = importlib.util.find_spec("botorch") is not None
-        self._lock = threading.Lock()  # requests are resolved in worker threads
-
-    def tuner_for(self, policy: PipelinePolicy) -> ThresholdTuner:
-        """The tuner of the dual threshold for requests run by ``policy`` (each policy has its own
-        best thresholds, and its own measurements)."""
-        key = (policy.gamma, policy.max_inflight, policy.draft_while_waiting)
-        with self._lock:
-            if key not in self.tuners:
-                tuner = ThresholdTuner(start=(self.settings.confidence_threshold, self.settings.cumulative_threshold),
-                                       segment_tokens=self.settings.tune_segment_tokens)
-                tuner.search.prepare()  # the first such request waits for the imports, not a later search
-                self.tuners[key] = tuner
-            return self.tuners[key]
-
-    def planner_for(self, gamma: int) -> UploadPlanner:
-        """The upload plan of windows of ``gamma`` tokens (its cost fit shared by the requests)."""
-        with self._lock:
-            if gamma not in self.planners:
-                self.planners[gamma] = UploadPlanner(window=gamma)
-            return self.planners[gamma]
-
 
 class EdgeService:
+    """Serves prepared requests (``intake`` prepares them): one generation per choice, on the
+    decoding loop of the request's mode, with its drafter leased and its metrics counted."""
+
     def __init__(self, settings: EdgeSettings, tokenizer: Tokenizer, drafters: DrafterPool,
                  client: VerifierClient, channel: VerifierChannel) -> None:
         self.settings = settings
@@ -101,99 +55,21 @@ class EdgeService:
         self.client = client
         self.channel = channel
         self.drafters = drafters
-        self.prompts = PromptBuilder(tokenizer)
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
-        predictor = load_predictor(settings)
-        trigger = build_trigger(settings, predictor)
-        self.plans = RoundPlans(settings)
-        if settings.trigger == "tuned":
-            if not self.plans.can_tune:
-                raise ValueError("trigger 'tuned' needs botorch (pip install 'tandem[tune]')")
-            self.plans.tuner_for(policy_for(None, settings, seeded_sample=False))  # its imports paid at start-up
+        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
+        self.intake = RequestIntake(settings, tokenizer, drafters.standalone, self.verifier, self.breaker)
         self.round_log = RoundLog(settings.round_log) if settings.round_log else None
         #: what this edge measured of its link and verifier (mode auto), apart for rounds that need
         #: whole rows (a verifier may score those at another cost) and plain greedy ones
         self.estimates = {whole: LinkEstimates() for whole in (False, True)}
         self.explorers = {whole: Explorer(settings.explore_every, settings.explore_rounds) for whole in (False, True)}
         self.recovery = RecoveryPolicy(settings.on_cloud_loss, settings.cloud_wait_s)
-        self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
-        self.longest_piece = max(1, max(len(tokenizer.piece(t)) for t in range(tokenizer.vocab_size)))
-        self.ignored_seen: set[str] = set()  # unknown request fields logged so far
-        #: what the edge brings to every request; what the verifier tells of itself is filled in per request
-        self.defaults = EdgeDefaults(
-            settings=settings,
-            context_limit=settings.n_ctx,
-            standalone=drafters.standalone,
-            stop_token_ids=tokenizer.stop_token_ids,
-            trigger=trigger,
-            predictor=predictor,
-            vocab_size=tokenizer.vocab_size,
-            grammars=GrammarCompiler(tokenizer.grammar_tokenizer),  # response_format, over the edge's vocabulary
-            tuner_for=self.plans.tuner_for if self.plans.can_tune else None,
-            planner_for=self.plans.planner_for,
-        )
         self.metrics = EdgeMetrics(drafters)
         self.created = int(time.time())
 
     @property
     def model_id(self) -> str:
         return self.settings.served_model_name
-
-    def check_model(self, model: str) -> None:
-        if model != self.model_id:
-            raise OpenAIError(404, f"The model `{model}` does not exist.", "invalid_request_error", "model",
-                              "model_not_found")
-
-    def context_limit(self) -> int:
-        limit = self.settings.n_ctx
-        if self.verifier.max_context:
-            limit = min(limit, self.verifier.max_context)
-        return limit
-
-    async def prepare(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
-        """Validate a request and resolve it into one generation (raises OpenAIError)."""
-        self.check_model(req.model)
-        self._check_fields(req)
-        if mode_of(req, self.settings) != "draft" and self.breaker.state(time.monotonic()) == "closed":
-            await self.verifier.ensure_known()
-        chars = sum(len(m.text()) for m in req.messages) if isinstance(req, ChatCompletionRequest) \
-            else len(req.prompt_text())
-        limit = self.context_limit()
-        if chars > limit * self.longest_piece:  # cannot fit whatever the tokens: refused before templating
-            raise bad_request(f"This model's maximum context length is {limit} tokens; your prompt has {chars} "
-                              f"characters, more than {limit} tokens can hold.",
-                              "messages" if isinstance(req, ChatCompletionRequest) else "prompt",
-                              "context_length_exceeded")
-        # templating and tokenising a long prompt, compiling a schema: CPU work, off the event loop
-        return await asyncio.to_thread(self._prepare_sync, req)
-
-    def _prepare_sync(self, req: ChatCompletionRequest | CompletionRequest) -> PreparedRequest:
-        check_prediction(req)
-        if isinstance(req, ChatCompletionRequest):
-            template = self.prompts.template
-            plan = plan_tools(req, template.supports_tools, template.name)
-            return self._resolve(req, self.prompts.chat(req, plan), None, plan)
-        return self._resolve(req, self.prompts.text(req), COMPLETIONS_DEFAULT_MAX_TOKENS)
-
-    def _check_fields(self, req: ChatCompletionRequest | CompletionRequest) -> None:
-        """Unknown fields: a 400 with --strict-fields, else accepted and logged once per name."""
-        ignored = req.ignored_fields()
-        if ignored and self.settings.strict_fields:
-            raise bad_request(f"Unrecognized request argument supplied: {ignored[0]}", ignored[0],
-                              "unsupported_parameter")
-        for name in ignored:
-            if name not in self.ignored_seen:
-                self.ignored_seen.add(name)
-                log.info("unknown request field ignored (reported in the x-tandem-ignored-fields header)",
-                         extra={"field": name})
-
-    def _resolve(self, req: SamplingFields, prompt_ids: list[int], default_max: int | None,
-                 tools: ToolPlan | None = None) -> PreparedRequest:
-        prediction = self.tokenizer.encode(req.prediction.text(), special=False, add_bos=False) \
-            if req.prediction is not None else None
-        edge = replace(self.defaults, context_limit=self.context_limit(),
-                       verifies_sampled=self.verifier.verifies_sampled, rows_are_logits=self.verifier.rows_are_logits)
-        return resolve(req, prompt_ids, edge, default_max, tools, prediction)
 
     async def generate(self, prep: PreparedRequest) -> AsyncGenerator[Event, None]:
         """Text deltas then one Finished, per choice (``index``). Raises OpenAIError for failures.

@@ -157,7 +157,8 @@ def test_unknown_fields_are_accepted_and_reported_or_refused_when_strict() -> No
         assert plain.headers["x-tandem-ignored-fields"] == "frobnicate,h%C3%A9llo%2C%20%F0%9F%8C%8D,messages[].refusal"
         clean = await post(h, "/v1/chat/completions", {"model": "bigram", "messages": MESSAGES, "max_tokens": 2})
         assert "x-tandem-ignored-fields" not in clean.headers
-        assert h.service.ignored_seen == {"frobnicate", "héllo, 🌍", "stream_options.x_extra", "messages[].refusal"}
+        assert h.service.intake.ignored_seen == {"frobnicate", "héllo, 🌍", "stream_options.x_extra",
+                                                 "messages[].refusal"}
         await h.aclose()
         strict = await start(strict_fields=True)
         resp = await post(strict, "/v1/chat/completions", body)

@@ -109,8 +109,8 @@ def test_too_many_messages_or_too_long_a_prompt_is_refused_before_templating() -
         many = {"model": "bigram", "messages": [{"role": "user", "content": "a"}] * 5000}
         resp = await h.edge_http().post("/v1/chat/completions", json=many)
         assert resp.status_code == 400 and resp.json()["error"]["param"] == "messages"
-        limit = h.service.context_limit()
-        long = {"model": "bigram", "prompt": "a" * (limit * h.service.longest_piece + 1)}
+        limit = h.service.intake.context_limit()
+        long = {"model": "bigram", "prompt": "a" * (limit * h.service.intake.longest_piece + 1)}
         resp = await h.edge_http().post("/v1/completions", json=long)
         assert resp.status_code == 400 and resp.json()["error"]["code"] == "context_length_exceeded"
         await h.aclose()

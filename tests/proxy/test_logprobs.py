@@ -43,7 +43,8 @@ def check_entries(content: list[Any], text: str, first_prev: int, top_n: int) ->
 
 
 def last_prompt_token(h: Harness) -> int:
-    return h.service.prompts.chat(ChatCompletionRequest.model_validate({"model": "bigram", "messages": MESSAGES}))[-1]
+    request = ChatCompletionRequest.model_validate({"model": "bigram", "messages": MESSAGES})
+    return h.service.intake.prompts.chat(request)[-1]
 
 
 def sdk(h: Harness) -> openai.AsyncOpenAI:
