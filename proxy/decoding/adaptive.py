@@ -112,7 +112,9 @@ class _Turns:
     - from speculation to the cloud when the estimates say it fell behind, by the request's own
       acceptance (not while a prediction leads, nor before the rounds it measures);
     - from the cloud back to speculation when the output rejoins the prediction (``rejoin_run``
-      tokens of it, with as many ahead), or when the request's own acceptance, from shadow
+      tokens of it, with as many ahead; doubled after a rejoin whose speculation took fewer of
+      the prediction's tokens than that, so a prediction that only shares phrases with the
+      output is not taken up again and again), or when the request's own acceptance, from shadow
       drafting (``shadow_min`` guesses at least), says speculation is faster."""
 
     def __init__(self, req: GenerationRequest, prediction: PredictionDrafter | None, gamma: int,
@@ -121,6 +123,7 @@ class _Turns:
         self.req, self.prediction, self.gamma = req, prediction, gamma
         self.estimates, self.stats, self.measuring, self.rejoin_run = estimates, stats, measuring, rejoin_run
         self.shadow_min = shadow_min
+        self.rejoined_at: int | None = None  # the prediction tokens accepted when the output last rejoined it
         self.speculation: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
         self.shadow: ShadowDraft | None = None  # the cloud stretch's shadow drafting, while it runs
         self.agreed = 0  # shadow guesses over the request's earlier cloud stretches
@@ -160,6 +163,8 @@ class _Turns:
             return None
         why = f"{path} fell behind after {len(produced)} tokens"
         stats.why = _why(rates, why if prediction is None else f"the prediction was left; {why}")
+        if self.rejoined_at is not None and stats.prediction_accepted - self.rejoined_at < self.rejoin_run:
+            self.rejoin_run *= 2  # that rejoin did not pay
         return "cloud"
 
     def _back(self, produced: list[int], left: int) -> Path | None:
@@ -167,6 +172,7 @@ class _Turns:
         if prediction is not None:
             if prediction.rejoined([*self.req.prompt_token_ids, *produced], self.rejoin_run):
                 stats.why = f"the output rejoined the prediction after {len(produced)} tokens"
+                self.rejoined_at = stats.prediction_accepted
                 return self.speculation
             return None
         if shadow is None or shadow.compared < self.shadow_min or left < self.shadow_min:

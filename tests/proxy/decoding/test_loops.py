@@ -552,24 +552,21 @@ def test_a_request_whose_shadow_guesses_miss_stays_in_the_cloud() -> None:
     assert stats.shadow_compared >= 50 and stats.shadow_agreed == 0  # the guesses were made, and compared
 
 
-def _edited(rejoin_run: int) -> tuple[list[int], GenerationStats]:
-    """A prediction that leaves the output after 6 tokens, holds 6 tokens the output never has,
-    then 12 of the output's own from where the output stands 18 tokens later (an edit that wrote
-    a different passage), with every draft of the edge's own drafter wrong and slow (10 ms a draft,
-    50 ms of link, 5 ms a pass or a cloud step, on the test's clock). The bigram target's output is
-    periodic (15 tokens), so the prediction holds none of the pairs that follow its 6th token
-    there: the drafter is lost within 3 drafts and the request hands over to the cloud; the
-    cloud's output then runs into the prediction's last 12 tokens."""
+def _predicted(prediction_of: Callable[[list[int]], list[int]], n: int, rejoin_run: int = 4) -> GenerationStats:
+    """A greedy request of ``n`` tokens with the prediction ``prediction_of`` makes of the target's
+    output, every draft of the edge's own drafter wrong and slow (10 ms a draft, 50 ms of link,
+    5 ms a pass or a cloud step, on the test's clock; 3 drafts in a row off the prediction and it
+    is lost): once lost, the estimates send the request to the cloud."""
     from proxy.decoding.adaptive import adaptive_loop
     from proxy.draft.prediction import PredictionDrafter, PredictionTrigger
     from proxy.rounds.rates import Explorer, LinkEstimates
 
-    async def body() -> tuple[list[int], GenerationStats]:
+    async def body() -> GenerationStats:
         h = await start()
         clock = FakeClock()
-        out = greedy_continuation(2, 40)
-        prediction = PredictionDrafter(TimedDrafter(clock, 0.01, wrong=lambda p: True),
-                                       [*out[:6], *[out[1]] * 6, *out[24:36]], output_start=2, lost_after=3)
+        out = greedy_continuation(2, n)
+        prediction = PredictionDrafter(TimedDrafter(clock, 0.01, wrong=lambda p: True), prediction_of(out),
+                                       output_start=2, lost_after=3)
         channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.05)).as_channel()
         client = TimedClient(h.client, clock, 0.005).as_client()
         estimates = LinkEstimates()
@@ -577,26 +574,55 @@ def _edited(rejoin_run: int) -> tuple[list[int], GenerationStats]:
             estimates.observe_round(drafted=4, accepted=0, trip_s=0.06, verifier_s=0.005)
         estimates.observe_draft(0.01)
         estimates.observe_cloud_step(0.005)
-        req = replace(request([1, 2], 40, pipelined=True), trigger=PredictionTrigger(None, 4, 32))
+        req = replace(request([1, 2], n, pipelined=True), trigger=PredictionTrigger(None, 4, 32))
         stats = GenerationStats(mode="auto")
         got = await collect(adaptive_loop(req, prediction, channel, client, stats, 16, estimates, Explorer(every=8),
-                                          clock=clock, rejoin_run=rejoin_run, shadow=False), 40)
+                                          clock=clock, rejoin_run=rejoin_run, shadow=False), n)
         assert got == out
         await h.aclose()
-        return got, stats
+        return stats
 
     return asyncio.run(body())
 
 
+def _edited(rejoin_run: int) -> GenerationStats:
+    """A prediction that leaves the output after 6 tokens, holds 6 tokens the output never has,
+    then 12 of the output's own from where the output stands 18 tokens later (an edit that wrote
+    a different passage). The bigram target's output is periodic (15 tokens), so the prediction
+    holds none of the pairs that follow its 6th token there: the drafter is lost within 3 drafts
+    and the request hands over to the cloud; the cloud's output then runs into the prediction's
+    last 12 tokens."""
+    return _predicted(lambda out: [*out[:6], *[out[1]] * 6, *out[24:36]], 40, rejoin_run)
+
+
 def test_a_prediction_left_for_the_cloud_is_taken_up_again_where_the_output_rejoins_it() -> None:
-    _, stats = _edited(rejoin_run=4)
+    stats = _edited(rejoin_run=4)
     assert stats.paths[:3] == ["pipelined", "cloud", "pipelined"], (stats.paths, stats.why)
     assert stats.prediction_accepted > 6  # the prediction's tail was drafted and accepted, after the cloud
 
 
 def test_without_rejoining_the_cloud_keeps_the_rest_which_is_what_rejoin_prevents() -> None:
-    _, stats = _edited(rejoin_run=100)  # never enough of the prediction ahead
+    stats = _edited(rejoin_run=100)  # never enough of the prediction ahead
     assert stats.paths == ["pipelined", "cloud"] and stats.prediction_accepted == 6
+
+
+def test_a_prediction_that_only_shares_a_phrase_is_not_taken_up_again_and_again() -> None:
+    """Unrelated text holding one 4-token phrase of the (periodic) output: the output meets the
+    phrase every 15 tokens. The first meeting is a rejoin (4 tokens, 8 ahead); its speculation
+    takes none of the prediction, so the run a rejoin needs doubles to 8, which the phrase never
+    gives again."""
+    filler = 4
+
+    def unrelated(out: list[int]) -> list[int]:
+        phrase = out[20:24]
+        # the filler's pairs are not the output's: the prediction holds no pair of the output outside the phrase
+        at = out.index(filler)
+        assert filler not in phrase and out[at + 1] != phrase[0] and out[at - 1] != phrase[-1]
+        return [filler] * 6 + phrase + [filler] * 8
+
+    stats = _predicted(unrelated, 60)
+    assert stats.paths == ["pipelined", "cloud", "pipelined", "cloud"], (stats.paths, stats.why)
+    assert stats.prediction_accepted == 0
 
 
 class FrozenFit(CostFit):
