@@ -71,7 +71,7 @@ class EdgeSettings(BaseSettings):
     trigger: Literal["confidence", "predictor", "tuned"] = Field(
         "confidence",
         description="when a round goes to verification: 'confidence' (the thresholds above), 'predictor' (the "
-        "rejection predictor in --controller, fitted by `tandem-draft fit-controller`) or 'tuned' (both "
+        "rejection predictor in --predictor, fitted by `tandem-draft fit-predictor`) or 'tuned' (both "
         "thresholds tuned online by Bayesian optimisation of the measured time per token, starting from the "
         "ones above; needs botorch: the `tune` extra)",
     )
@@ -82,14 +82,14 @@ class EdgeSettings(BaseSettings):
         "whole", description="how a stop-and-wait round goes up: 'whole' once drafted, or 'planned': in batches "
         "as its tokens are drafted, cut where PipeSD's DP plan over the measured costs says"
     )
-    controller: str | None = Field(None, description="the rejection predictor's JSON file (trigger 'predictor')")
-    controller_min_accept: float = Field(
+    predictor: str | None = Field(None, description="the rejection predictor's JSON file (trigger 'predictor')")
+    predictor_min_accept: float = Field(
         0.5, gt=0.0, lt=1.0, description="trigger 'predictor': end the round before a token whose predicted "
         "chance of acceptance is below this"
     )
     round_log: str | None = Field(
         None, description="append every speculative round (each draft token's confidence, entropy and margin, and "
-        "how many were accepted) to this JSONL file: the training data of `tandem-draft fit-controller`"
+        "how many were accepted) to this JSONL file: the training data of `tandem-draft fit-predictor`"
     )
     chat_template: str | None = Field(
         None, description="a Jinja chat template file to use instead of the GGUF's own (e.g. one that shows tools: "

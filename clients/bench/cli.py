@@ -78,8 +78,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--alt-draft", default="target",
                    help="draft GGUF of the *-alt modes (compare two drafts side by side); "
                         "'target' = the target's own GGUF")
-    p.add_argument("--controller", type=Path, default=None,
-                   help="rejection predictor for the *-predictor modes (a file from `tandem-draft fit-controller`)")
+    p.add_argument("--predictor", type=Path, default=None,
+                   help="rejection predictor for the *-predictor modes (a file from `tandem-draft fit-predictor`)")
     p.add_argument("--verifier-backend", choices=["torch", "vllm"], default=default_backend(),
                    help="the verifier's backend (default: vllm where installed, the strongest cloud baseline)")
     p.add_argument("--verifier-cpus", default="1", help="cores the verifier is pinned to ('' = no pinning)")
@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     prompts = load_prompts(args.prompts, args.limit)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    edge_args = ("--controller", str(args.controller)) if args.controller else ()
+    edge_args = ("--predictor", str(args.predictor)) if args.predictor else ()
     bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, edge_args,
                   args.verifier_backend)
     drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}

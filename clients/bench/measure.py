@@ -50,7 +50,7 @@ MODES: dict[str, Mode] = {
         Mode("tandem-pipelined", {"mode": "speculative"}, True, "pipelined"),
         # the edge's defaults, but waiting for each round (Tandem before the pipeline)
         Mode("tandem-serial", {"mode": "speculative", "pipeline": False}, True, "stop_and_wait"),
-        # rounds cut by the rejection predictor instead (needs --controller)
+        # rounds cut by the rejection predictor instead (needs --predictor)
         Mode("tandem-predictor", {"mode": "auto", "trigger": "predictor"}, True, "pipelined"),
         # the edge's defaults with the dual threshold tuned online (Bayesian optimisation)
         Mode("tandem-tuned", {"mode": "auto", "trigger": "tuned"}, True, "pipelined"),

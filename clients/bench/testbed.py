@@ -94,7 +94,7 @@ class Testbed:
                  edge_cpus: tuple[int, ...] | None, gamma: int, edge_args: tuple[str, ...] = (),
                  verifier_backend: str = "torch") -> None:
         self.log_dir = log_dir
-        self.edge_args = edge_args  # extra flags for every edge (e.g. --controller)
+        self.edge_args = edge_args  # extra flags for every edge (e.g. --predictor)
         self.verifier_backend = verifier_backend
         self.verifier_cpus = verifier_cpus
         self.edge_cpus = edge_cpus

@@ -14,9 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from verifier.core.codec import DraftToken
-from verifier.core.controller import draft_features
 from verifier.core.grammar import Constraint
 from verifier.core.logits import LogitsProcessing
+from verifier.core.predictor import draft_features
 from verifier.core.sampling import (
     Stream,
     keyed_uniform,

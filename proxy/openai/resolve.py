@@ -22,8 +22,8 @@ from proxy.rounds.trigger import DraftTrigger, DualThresholdTrigger, PredictorTr
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
-from verifier.core.controller import AcceptancePredictor
 from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
+from verifier.core.predictor import AcceptancePredictor
 from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, unverifiable
 from verifier.core.sampling import SEED_MASK, effective_temperature
 
@@ -94,7 +94,7 @@ class EdgeDefaults:
     standalone: bool
     stop_token_ids: frozenset[int]
     trigger: DraftTrigger | None  # the default
-    predictor: PredictorTrigger | None = None  # loaded from --controller, for requests that ask for it
+    predictor: PredictorTrigger | None = None  # loaded from --predictor, for requests that ask for it
     verifies_sampled: bool = True  # the verifier checks sampled drafts (else: plain greedy ones only)
     vocab_size: int | None = None  # the token ids logit_bias may name (None: unchecked here)
     grammars: GrammarCompiler | None = None  # response_format's grammars over the edge's vocabulary
@@ -104,11 +104,11 @@ class EdgeDefaults:
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
-    """The rejection predictor of --controller, if one is configured (a model-free drafter has
+    """The rejection predictor of --predictor, if one is configured (a model-free drafter has
     no logits to predict from)."""
-    if not settings.controller or settings.drafter != "llama":
+    if not settings.predictor or settings.drafter != "llama":
         return None
-    return PredictorTrigger(AcceptancePredictor.load(Path(settings.controller)), settings.controller_min_accept)
+    return PredictorTrigger(AcceptancePredictor.load(Path(settings.predictor)), settings.predictor_min_accept)
 
 
 def build_trigger(settings: EdgeSettings, predictor: PredictorTrigger | None) -> DraftTrigger | None:
@@ -118,7 +118,7 @@ def build_trigger(settings: EdgeSettings, predictor: PredictorTrigger | None) ->
         return None
     if settings.trigger == "predictor":
         if predictor is None:
-            raise ValueError("trigger 'predictor' needs --controller (a file from `tandem-draft fit-controller`)")
+            raise ValueError("trigger 'predictor' needs --predictor (a file from `tandem-draft fit-predictor`)")
         return predictor
     return DualThresholdTrigger(settings.confidence_threshold, settings.cumulative_threshold)
 
@@ -127,7 +127,7 @@ def _trigger_for(opts: TandemOptions | None, edge: EdgeDefaults) -> DraftTrigger
     """A request's own trigger choice (tandem.trigger, tandem.confidence_threshold), else the edge's."""
     if opts and opts.trigger == "predictor":
         if edge.predictor is None:
-            raise bad_request("trigger 'predictor' needs an edge started with --controller", "tandem.trigger",
+            raise bad_request("trigger 'predictor' needs an edge started with --predictor", "tandem.trigger",
                               "unsupported_parameter")
         return edge.predictor
     if opts and (opts.confidence_threshold is not None or opts.cumulative_threshold is not None

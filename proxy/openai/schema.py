@@ -148,7 +148,7 @@ class TandemOptions(_Strict):
     )
     trigger: Literal["confidence", "predictor", "tuned"] | None = Field(
         None, description="when a round goes to verification: the confidence thresholds, the edge's rejection "
-        "predictor (needs an edge started with --controller), or thresholds tuned online (Bayesian optimisation)"
+        "predictor (needs an edge started with --predictor), or thresholds tuned online (Bayesian optimisation)"
     )
     upload: Literal["whole", "planned"] | None = Field(
         None, description="stop-and-wait rounds: sent whole once drafted, or in planned batches as drafted"

@@ -1,6 +1,6 @@
 """The round log: every speculative round's draft-token features and outcome, one JSON line
-each, the training data of the rejection predictor (`tandem-draft fit-controller`; the format
-is read by ``verifier.core.controller.read_rounds``)."""
+each, the training data of the rejection predictor (`tandem-draft fit-predictor`; the format
+is read by ``verifier.core.predictor.read_rounds``)."""
 
 from __future__ import annotations
 

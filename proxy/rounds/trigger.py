@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from verifier.core.codec import DraftToken
-from verifier.core.controller import AcceptancePredictor
+from verifier.core.predictor import AcceptancePredictor
 
 
 class DraftTrigger(Protocol):

@@ -77,12 +77,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(asdict(report), indent=2) if args.json else format_table(report))
 
 
-def cmd_fit_controller(args: argparse.Namespace) -> None:
+def cmd_fit_predictor(args: argparse.Namespace) -> None:
     """Fit the edge's rejection predictor on logged rounds; report held-out log loss against a
     predictor that knows only the base rate."""
     import numpy as np
 
-    from verifier.core.controller import AcceptancePredictor, fit_predictor, labelled_tokens, log_loss, read_rounds
+    from verifier.core.predictor import AcceptancePredictor, fit_predictor, labelled_tokens, log_loss, read_rounds
 
     rounds = [r for path in args.round_log for r in read_rounds(path)]
     held = set(np.random.default_rng(args.seed).permutation(len(rounds))[: int(len(rounds) * args.holdout)].tolist())
@@ -158,12 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--threads", type=int, default=None)
     e.add_argument("--json", action="store_true", help="print JSON instead of a table")
     e.set_defaults(func=cmd_eval)
-    f = sub.add_parser("fit-controller", help="fit the edge's rejection predictor on logged rounds")
+    f = sub.add_parser("fit-predictor", help="fit the edge's rejection predictor on logged rounds")
     f.add_argument("--round-log", type=Path, nargs="+", required=True, help="JSONL files of an edge's --round-log")
-    f.add_argument("--out", type=Path, required=True, help="predictor JSON for the edge's --controller")
+    f.add_argument("--out", type=Path, required=True, help="predictor JSON for the edge's --predictor")
     f.add_argument("--holdout", type=float, default=0.2, help="share of rounds held out to report the fit")
     f.add_argument("--seed", type=int, default=0)
-    f.set_defaults(func=cmd_fit_controller)
+    f.set_defaults(func=cmd_fit_predictor)
     args = parser.parse_args(argv)
     args.func(args)
 

@@ -252,7 +252,7 @@ def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
 
 def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from proxy.rounds.round_log import RoundLog
-    from verifier.core.controller import labelled_tokens, read_rounds
+    from verifier.core.predictor import labelled_tokens, read_rounds
 
     async def body() -> None:
         h = await start()

@@ -13,7 +13,7 @@ from proxy.openai.resolve import EdgeDefaults, build_trigger, check_prediction, 
 from proxy.openai.schema import ChatCompletionRequest
 from proxy.rounds.trigger import DualThresholdTrigger, PredictorTrigger
 from proxy.settings import EdgeSettings
-from verifier.core.controller import AcceptancePredictor
+from verifier.core.predictor import AcceptancePredictor
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -77,9 +77,9 @@ def test_latency_targets_pass_through_to_the_verifier() -> None:
     assert resolve(chat(), [1], edge(EdgeSettings()), None).gen.slo is None
 
 
-def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None:
+def test_the_predictor_trigger_loads_the_predictor_file(tmp_path: Path) -> None:
     AcceptancePredictor((4.0, 0.0, 0.0), -2.0).save(tmp_path / "c.json")
-    settings = EdgeSettings(trigger="predictor", controller=str(tmp_path / "c.json"), controller_min_accept=0.6)
+    settings = EdgeSettings(trigger="predictor", predictor=str(tmp_path / "c.json"), predictor_min_accept=0.6)
     trigger = build_trigger(settings, load_predictor(settings))
     assert trigger == PredictorTrigger(AcceptancePredictor((4.0, 0.0, 0.0), -2.0), 0.6)
     # a request's own threshold still wins
@@ -91,9 +91,9 @@ def test_the_predictor_trigger_loads_the_controller_file(tmp_path: Path) -> None
 
 def test_a_request_picks_its_trigger(tmp_path: Path) -> None:
     AcceptancePredictor((4.0, 0.0, 0.0), -2.0).save(tmp_path / "c.json")
-    with_controller = EdgeSettings(controller=str(tmp_path / "c.json"), confidence_threshold=0.3)
-    assert resolve(chat(), [1], edge(with_controller), None).gen.trigger == DualThresholdTrigger(0.3)
-    picked = resolve(chat(tandem={"trigger": "predictor"}), [1], edge(with_controller), None).gen.trigger
+    with_predictor = EdgeSettings(predictor=str(tmp_path / "c.json"), confidence_threshold=0.3)
+    assert resolve(chat(), [1], edge(with_predictor), None).gen.trigger == DualThresholdTrigger(0.3)
+    picked = resolve(chat(tandem={"trigger": "predictor"}), [1], edge(with_predictor), None).gen.trigger
     assert isinstance(picked, PredictorTrigger)
     with pytest.raises(OpenAIError) as err:
         resolve(chat(tandem={"trigger": "predictor"}), [1], edge(EdgeSettings()), None)

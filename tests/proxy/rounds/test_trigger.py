@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from proxy.rounds.trigger import DualThresholdTrigger, PredictorTrigger
 from verifier.core.codec import DraftToken
-from verifier.core.controller import AcceptancePredictor
+from verifier.core.predictor import AcceptancePredictor
 
 
 def _tok(conf: float | None, features: tuple[float, float, float] | None = None) -> DraftToken:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from verifier.core.controller import AcceptancePredictor, draft_features, fit_predictor, labelled_tokens
+from verifier.core.predictor import AcceptancePredictor, draft_features, fit_predictor, labelled_tokens
 
 
 def test_features_by_hand() -> None:
