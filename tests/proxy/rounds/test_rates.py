@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from proxy.rounds.rates import Ewma, LineFit, LinkEstimates, choose
+from proxy.rounds.rates import Ewma, LineFit, LinkEstimates, choose, request_alpha
 from verifier.core import bounds
 
 
@@ -80,3 +80,29 @@ def test_more_rounds_in_flight_raise_the_pipelined_rate_over_a_long_trip() -> No
     one, three = est.rates(4, 50, 1), est.rates(4, 50, 3)
     assert one is not None and three is not None and three["pipelined"] > 2 * one["pipelined"]
     assert three["stop_and_wait"] == one["stop_and_wait"]
+
+
+def test_a_requests_acceptance_is_its_own_counts_with_the_edges_estimate_as_a_prior() -> None:
+    assert request_alpha(0.5, 0, 0) == 0.5  # nothing seen: the edge's estimate
+    assert request_alpha(0.5, 8, 0) == pytest.approx((8 + 4) / 16)  # 8 right guesses weigh as much as the prior
+    assert request_alpha(0.5, 8, 0, prior_tokens=0.0) == 1.0
+    assert request_alpha(0.2, 90, 10) == pytest.approx((90 + 1.6) / 108)  # many tokens: nearly the request's 0.9
+
+
+def test_rates_take_a_requests_own_acceptance() -> None:
+    est = LinkEstimates()
+    for _ in range(3):
+        est.observe_round(drafted=4, accepted=0, trip_s=0.160, verifier_s=0.060)
+        est.observe_draft(0.010)
+    own = est.rates(4, 50, alpha=0.9)
+    assert own is not None and est.alpha == 0.0
+    assert own["stop_and_wait"] == pytest.approx(bounds.stop_and_wait_tokens_per_s(0.9, 4, 0.010, 0.100, 0.060))
+    assert own["cloud"] == est.rates(4, 50)["cloud"]  # type: ignore[index]
+
+
+def test_shadow_guesses_teach_the_acceptance_as_accepted_and_rejected_tokens() -> None:
+    est = LinkEstimates(decay=0.5)
+    est.observe_agreement(agreed=6, missed=2)
+    assert (est.accepted, est.rejections, est.alpha) == (6.0, 2.0, 0.75)
+    est.observe_agreement(agreed=0, missed=4)  # one decay step per stretch
+    assert (est.accepted, est.rejections) == (3.0, 5.0) and est.rounds == 0  # no round's timing came with them
