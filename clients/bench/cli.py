@@ -3,8 +3,9 @@
   tandem-bench --quick                                      # LAN, 3 prompts, 32 tokens (< 5 min)
   tandem-bench --scenario lan broadband mobile dynamic outage iot --max-tokens 96   # full suite
 
-Each repeat (--repeats) is one pass over the prompts with every mode, the order of the modes
-rotating from one (prompt, repeat) to the next; tokens/s is reported per repeat with its median
+Each repeat (--repeats) is one pass over the prompts with every mode, the modes of each
+(prompt, repeat) in a carry-over balanced order (``clients.bench.spread.balanced``: each mode
+first, and right after each other mode, equally often); tokens/s is reported per repeat with its median
 and spread, and as a ratio to the baseline mode (--baseline) taken repeat by repeat
 (``clients.bench.repeats``), per mode and per prompt category. Writes results.json, results.md,
 tokens_per_s.png and latency_cdf.png to --out. Every lossless mode's greedy output token ids (and
