@@ -73,7 +73,8 @@ async def adaptive_loop(
     rates = estimates.rates(gamma, req.max_tokens, req.policy.max_inflight)
     path, measuring = _first_path(req, prediction, gamma, rates, explorer, stats)
     turns = _Turns(req, prediction, gamma, estimates, stats, measuring, rejoin_run)
-    shadowing = shadow and req.sampling.temperature == 0 and gamma > 0
+    # greedy requests without a prediction (one with a prediction goes back to it by the prediction alone)
+    shadowing = shadow and req.sampling.temperature == 0 and gamma > 0 and prediction is None
     produced: list[int] = []
     following: Path | None = path
     while following is not None:
@@ -83,9 +84,9 @@ async def adaptive_loop(
         guesses: ShadowDraft | None = None
         if path == "cloud":
             tokens = cloud_loop(rest, client, stats, estimates, clock)
-            if shadowing:
-                guesses = turns.shadow = ShadowDraft(prediction.inner if prediction is not None else drafter,
-                                                     rest.draft_sampling(proposal_support), rest.prompt_token_ids)
+            if shadowing and rest.max_tokens >= 2 * turns.shadow_min:  # a short rest would not pay a turn
+                guesses = turns.shadow = ShadowDraft(drafter, rest.draft_sampling(proposal_support),
+                                                     rest.prompt_token_ids)
                 guesses.start()
         else:
             policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)

@@ -5,6 +5,7 @@ edge (``draft_loop``). Each yields lists of newly committed token ids, like ever
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncGenerator, Callable
 
@@ -24,20 +25,23 @@ async def cloud_loop(
     up0, down0 = client.bytes_up - stats.bytes_up, client.bytes_down - stats.bytes_down  # counts add up
     t0 = clock() - stats.verify_wait_s
     first = True
-    async for chunk in client.generate(req.generation(), req.max_tokens, sorted(req.stop_token_ids)):
-        stats.rounds += 1
-        stats.verify_compute_s += chunk.compute_ms / 1000
-        stats.verify_wait_s = clock() - t0
-        stats.bytes_up = client.bytes_up - up0
-        stats.bytes_down = client.bytes_down - down0
-        if estimates is not None and not first and chunk.token_ids:
-            estimates.observe_cloud_step(chunk.compute_ms / 1000 / len(chunk.token_ids))
-        first = False
-        if stats.logprobs is not None:
-            if chunk.logprobs is None or len(chunk.logprobs) != len(chunk.token_ids):
-                raise VerifierUnavailable("the verifier sent tokens without the logprobs asked for")
-            stats.record_logprobs([t.parsed() for t in chunk.logprobs])
-        yield chunk.token_ids
+    # closed with the loop: a request that turns away mid-stream ends the verifier's decoding at once
+    stream = client.generate(req.generation(), req.max_tokens, sorted(req.stop_token_ids))
+    async with contextlib.aclosing(stream):
+        async for chunk in stream:
+            stats.rounds += 1
+            stats.verify_compute_s += chunk.compute_ms / 1000
+            stats.verify_wait_s = clock() - t0
+            stats.bytes_up = client.bytes_up - up0
+            stats.bytes_down = client.bytes_down - down0
+            if estimates is not None and not first and chunk.token_ids:
+                estimates.observe_cloud_step(chunk.compute_ms / 1000 / len(chunk.token_ids))
+            first = False
+            if stats.logprobs is not None:
+                if chunk.logprobs is None or len(chunk.logprobs) != len(chunk.token_ids):
+                    raise VerifierUnavailable("the verifier sent tokens without the logprobs asked for")
+                stats.record_logprobs([t.parsed() for t in chunk.logprobs])
+            yield chunk.token_ids
 
 
 async def draft_loop(

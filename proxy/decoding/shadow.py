@@ -10,9 +10,7 @@ uncompared, and the next guess starts from the output as it then is.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
+from proxy.decoding.threads import DrafterCall
 from proxy.draft.base import Drafter
 from proxy.draft.draws import DraftSampling
 from verifier.core.codec import DraftToken
@@ -29,7 +27,7 @@ class ShadowDraft:
         self.context = list(context)
         self.agreed = 0
         self.missed = 0
-        self._guess: asyncio.Future[DraftToken | None] | None = None
+        self._guess: DrafterCall[DraftToken | None] | None = None
         self._guessed_at = -1  # the context length the pending guess continues
 
     @property
@@ -43,32 +41,23 @@ class ShadowDraft:
     def saw(self, tokens: list[int]) -> None:
         """The cloud's next tokens: the first is compared with the guess for it when that guess is
         ready; a new guess starts once none is running."""
-        guess = self._guess
-        ready = guess is not None and guess.done()
-        if ready and tokens and self._guessed_at == len(self.context):
-            assert guess is not None
+        guess = self._guess.task if self._guess is not None else None
+        ready = guess is None or guess.done()
+        if guess is not None and ready:
             drafted = None if guess.cancelled() or guess.exception() is not None else guess.result()
-            if drafted is not None:
+            if drafted is not None and tokens and self._guessed_at == len(self.context):
                 self.agreed += int(drafted.token_id == tokens[0])
                 self.missed += int(drafted.token_id != tokens[0])
         self.context.extend(tokens)
-        if guess is None or ready:
+        if ready:
             self._launch()
 
     async def close(self) -> None:
-        """Wait for a guess still running: the drafter is the request's, and may be used next."""
-        guess = self._guess
-        if guess is None:
-            return
-        try:
-            await asyncio.shield(guess)
-        except asyncio.CancelledError:
-            with contextlib.suppress(BaseException):
-                await guess
-            raise
-        except Exception:  # noqa: BLE001 - a failed guess only goes uncompared
-            return
+        """Return once no guess runs (the drafter is the request's, and may be used next), even
+        when the waiting task is cancelled meanwhile (then re-raised)."""
+        if self._guess is not None:
+            await self._guess.settle()
 
     def _launch(self) -> None:
         self._guessed_at = len(self.context)
-        self._guess = asyncio.ensure_future(asyncio.to_thread(self.drafter.draft, list(self.context), self.sampling))
+        self._guess = DrafterCall(self.drafter.draft, list(self.context), self.sampling)

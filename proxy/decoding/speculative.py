@@ -9,16 +9,15 @@ steps and takes each step (draft a token, send a round, apply an answer).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import TypeVar
 
 from proxy.cloud.channel import ChannelSession, VerifierChannel
 from proxy.cloud.errors import VerifierUnavailable
 from proxy.decoding.pipeline import Action
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import Applied, SpeculationState
+from proxy.decoding.threads import in_thread
 from proxy.draft.base import Drafter
 from proxy.draft.draws import DraftSampling
 from proxy.draft.prediction import PredictionTrigger
@@ -28,20 +27,6 @@ from proxy.rounds.tuning import SegmentClock
 from verifier.core.codec import logprobs_from_wire
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.wire import Stale, Verified
-
-T = TypeVar("T")
-
-
-async def _in_thread(fn: Callable[..., T], *args: object) -> T:
-    """Run a drafter call in a worker thread; if the caller is cancelled, wait for the thread
-    to finish first (the drafter goes back to its pool only once nothing uses it)."""
-    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await future
-        raise
 
 
 async def speculative_loop(
@@ -102,6 +87,8 @@ class _Speculator:
         self.sent_before = False
         self.nothing_at: int | None = None  # a length at which the drafter had nothing to propose
         self.uploaded = 0  # tokens of the round being drafted already sent up as held batches
+        # what the request counted before this session (mode auto's earlier paths): the session's counts add to it
+        self.before = (stats.wasted, stats.bytes_up, stats.bytes_down)
 
     def can_draft(self) -> bool:
         """Whether the drafter may add a token to the sequence as it is: room left, no stop token
@@ -117,7 +104,7 @@ class _Speculator:
         state, stats, upload = self.state, self.stats, self.req.upload
         tokens = state.tokens
         t0 = self.clock()
-        token = await _in_thread(self.drafter.draft, list(tokens), self.dsampling)
+        token = await in_thread(self.drafter.draft, list(tokens), self.dsampling)
         elapsed = self.clock() - t0
         stats.draft_s += elapsed
         if self.estimates is not None and token is not None and self.drafted_before:  # the first evaluates the prompt
@@ -181,8 +168,9 @@ class _Speculator:
         elif isinstance(answer, Verified):
             self._count_verified(answer, applied, trip)
         self.alone.discard(answer.seq)
-        stats.wasted = state.made - state.used - state.ahead
-        stats.bytes_up, stats.bytes_down = self.session.bytes_up, self.session.bytes_down
+        wasted, up, down = self.before
+        stats.wasted = wasted + state.made - state.used - state.ahead
+        stats.bytes_up, stats.bytes_down = up + self.session.bytes_up, down + self.session.bytes_down
         if stats.logprobs is not None and applied.verified:
             stats.record_logprobs(verified_logprobs(answer, applied.verified))
         if self.segments is not None and applied.verified:

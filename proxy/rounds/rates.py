@@ -97,12 +97,14 @@ class LinkEstimates:
         self.accepted = self.decay * self.accepted + accepted
         self.rejections = self.decay * self.rejections + int(accepted < drafted)
 
-    def observe_agreement(self, agreed: int, missed: int) -> None:
+    def observe_agreement(self, agreed: int, missed: int, most: int = 16) -> None:
         """Shadow drafting's count over a stretch of cloud streaming (``proxy.decoding.shadow``):
         greedy guesses the cloud's tokens agreed with and those they missed, as accepted and
-        rejected draft tokens (one decay step for the stretch)."""
-        self.accepted = self.decay * self.accepted + agreed
-        self.rejections = self.decay * self.rejections + missed
+        rejected draft tokens, in one decay step and weighing at most ``most`` tokens (a long
+        stretch of one request does not outweigh what the edge learnt from all the others)."""
+        scale = min(1.0, most / (agreed + missed)) if agreed + missed else 0.0
+        self.accepted = self.decay * self.accepted + agreed * scale
+        self.rejections = self.decay * self.rejections + missed * scale
 
     def observe_draft(self, seconds: float) -> None:
         self.draft_s.add(seconds)

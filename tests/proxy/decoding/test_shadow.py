@@ -65,9 +65,15 @@ def test_ready_guesses_are_compared_and_late_ones_never_waited_for() -> None:
         shadow.saw([7])  # guessed after [..., 5, 6]: right
         assert (shadow.agreed, shadow.missed, shadow.compared) == (3, 0, 3)
         assert drafter.contexts == [1, 2, 3, 6] and drafter.most_running == 1
+        await until(lambda: drafter.running == 1)  # the guess after [..., 7] runs
         drafter.gate.release()
-        await shadow.close()  # waits for the guess after [..., 7]
+        await shadow.close()  # and is waited for
         assert drafter.running == 0 and drafter.finished == 5
+        shadow.saw([8])  # a guess that has not started when the shadow closes is dropped, never run
+        await shadow.close()
+        drafter.gate.release()
+        await asyncio.sleep(0.01)
+        assert drafter.finished == 5 and drafter.contexts[-1] == 7
 
     asyncio.run(body())
 

@@ -106,3 +106,5 @@ def test_shadow_guesses_teach_the_acceptance_as_accepted_and_rejected_tokens() -
     assert (est.accepted, est.rejections, est.alpha) == (6.0, 2.0, 0.75)
     est.observe_agreement(agreed=0, missed=4)  # one decay step per stretch
     assert (est.accepted, est.rejections) == (3.0, 5.0) and est.rounds == 0  # no round's timing came with them
+    est.observe_agreement(agreed=90, missed=10)  # a long stretch weighs 16 tokens, its share kept
+    assert (est.accepted, est.rejections) == pytest.approx((1.5 + 14.4, 2.5 + 1.6))
