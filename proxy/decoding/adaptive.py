@@ -28,12 +28,17 @@ def _why(rates: dict[Path, float] | None, reason: str) -> str:
     return reason + ": estimated tok/s " + ", ".join(f"{p} {r:.1f}" for p, r in rates.items())
 
 
+def _speculation(req: GenerationRequest) -> Path:
+    """The speculation path ``req.policy`` asks for."""
+    return "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
+
+
 def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, gamma: int,
                 rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats) -> tuple[Path, int]:
     """The path a request starts on (its reason in ``stats.why``): speculation while a prediction
     leads, without estimates, when the explorer asks or with nothing to draft; else the fastest.
     With it, the rounds it verifies before it may hand over (the explorer's when it measures)."""
-    speculation: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
+    speculation = _speculation(req)
     if prediction is not None:  # drafts that cost nothing: speculate while the output follows them
         stats.why = "prediction"
         return speculation, 0
@@ -81,13 +86,9 @@ async def adaptive_loop(
         path, following = following, None
         stats.paths.append(path)
         rest = req.continued(produced)
-        guesses: ShadowDraft | None = None
+        guesses = turns.shadow = _shadow(rest, path, drafter, proposal_support, shadowing, turns.shadow_min)
         if path == "cloud":
             tokens = cloud_loop(rest, client, stats, estimates, clock)
-            if shadowing and rest.max_tokens >= 2 * turns.shadow_min:  # a short rest would not pay a turn
-                guesses = turns.shadow = ShadowDraft(drafter, rest.draft_sampling(proposal_support),
-                                                     rest.prompt_token_ids)
-                guesses.start()
         else:
             policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)
             tokens = speculative_loop(replace(rest, policy=policy), drafter, channel, stats, proposal_support,
@@ -108,6 +109,17 @@ async def adaptive_loop(
                     await turns.shadowed(guesses)
 
 
+def _shadow(rest: GenerationRequest, path: Path, drafter: Drafter, proposal_support: int, shadowing: bool,
+            shadow_min: int) -> ShadowDraft | None:
+    """Shadow drafting for a stretch of cloud streaming, started; None on speculation, when the
+    request does not shadow, or with too short a rest to pay a turn."""
+    if path != "cloud" or not shadowing or rest.max_tokens < 2 * shadow_min:
+        return None
+    guesses = ShadowDraft(drafter, rest.draft_sampling(proposal_support), rest.prompt_token_ids)
+    guesses.start()
+    return guesses
+
+
 class _Turns:
     """Where a request of mode auto turns, after each batch of tokens on a path:
     - from speculation to the cloud when the estimates say it fell behind, by the request's own
@@ -125,7 +137,7 @@ class _Turns:
         self.estimates, self.stats, self.measuring, self.rejoin_run = estimates, stats, measuring, rejoin_run
         self.shadow_min = shadow_min
         self.rejoined_at: int | None = None  # the prediction tokens accepted when the output last rejoined it
-        self.speculation: Path = "pipelined" if req.policy.draft_while_waiting else "stop_and_wait"
+        self.speculation = _speculation(req)
         self.shadow: ShadowDraft | None = None  # the cloud stretch's shadow drafting, while it runs
         self.agreed = 0  # shadow guesses over the request's earlier cloud stretches
         self.missed = 0
@@ -159,7 +171,7 @@ class _Turns:
         prediction, stats = self.prediction, self.stats
         if (prediction is not None and not prediction.lost()) or stats.rounds < self.measuring:
             return None
-        rates = self.estimates.rates(self.gamma, left, self.req.policy.max_inflight, self.alpha())
+        rates = self._rates(left, path)
         if rates is None or choose(rates, path) != "cloud":
             return None
         why = f"{path} fell behind after {len(produced)} tokens"
@@ -178,9 +190,13 @@ class _Turns:
             return None
         if shadow is None or shadow.compared < self.shadow_min or left < self.shadow_min:
             return None
-        rates = self.estimates.rates(self.gamma, left, self.req.policy.max_inflight, self.alpha())
+        rates = self._rates(left, "cloud")
         if rates is None or (best := choose(rates, "cloud")) == "cloud":
             return None
         stats.why = _why(rates, f"the draft guessed {shadow.agreed} of {shadow.compared} cloud tokens "
                                 f"after {len(produced)} tokens")
-        return best if self.req.policy.draft_while_waiting or best == "stop_and_wait" else self.speculation
+        return best if self.req.policy.draft_while_waiting else "stop_and_wait"
+
+    def _rates(self, left: int, current: Path) -> dict[Path, float] | None:
+        """The paths' rates over the ``left`` tokens, by the request's own acceptance, from ``current``."""
+        return self.estimates.rates(self.gamma, left, self.req.policy.max_inflight, self.alpha(), started=current)

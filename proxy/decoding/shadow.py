@@ -5,12 +5,15 @@ mode auto turns to speculation on it when the draft would pay for this request, 
 edge's estimate over all requests says it does not (``proxy.decoding.adaptive``).
 
 A guess still running when the next token arrives is never waited for: that token goes
-uncompared, and the next guess starts from the output as it then is.
+uncompared, and the next guess starts from the output as it then is. The guesses run in a thread
+of the lowest priority, so on an edge short of CPU they take only time the stream leaves idle.
 """
 
 from __future__ import annotations
 
-from proxy.decoding.threads import DrafterCall
+from concurrent.futures import ThreadPoolExecutor
+
+from proxy.decoding.threads import DrafterCall, lower_priority
 from proxy.draft.base import Drafter
 from proxy.draft.draws import DraftSampling
 from verifier.core.codec import DraftToken
@@ -29,6 +32,7 @@ class ShadowDraft:
         self.missed = 0
         self._guess: DrafterCall[DraftToken | None] | None = None
         self._guessed_at = -1  # the context length the pending guess continues
+        self._thread: ThreadPoolExecutor | None = None  # the guesses' own, while they run
 
     @property
     def compared(self) -> int:
@@ -55,9 +59,16 @@ class ShadowDraft:
     async def close(self) -> None:
         """Return once no guess runs (the drafter is the request's, and may be used next), even
         when the waiting task is cancelled meanwhile (then re-raised)."""
-        if self._guess is not None:
-            await self._guess.settle()
+        try:
+            if self._guess is not None:
+                await self._guess.settle()
+        finally:
+            if self._thread is not None:  # its last call has settled (or was never taken up)
+                self._thread.shutdown(wait=False)
+                self._thread = None
 
     def _launch(self) -> None:
         self._guessed_at = len(self.context)
-        self._guess = DrafterCall(self.drafter.draft, list(self.context), self.sampling)
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="tandem-shadow", initializer=lower_priority)
+        self._guess = DrafterCall(self.drafter.draft, list(self.context), self.sampling, executor=self._thread)

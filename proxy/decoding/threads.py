@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import threading
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Generic, Literal, TypeVar, cast
 
 T = TypeVar("T")
@@ -18,15 +21,30 @@ T = TypeVar("T")
 _POLL_S = 0.001  # how often a cancelled waiter looks again whether the call still runs
 
 
-class DrafterCall(Generic[T]):
-    """``fn(*args)`` in a worker thread, started at once; ``task`` gives its result (None when
-    it was dropped before it ran)."""
+def lower_priority() -> None:
+    """Let the calling thread run only on CPU time nothing else of this process wants (Linux, where
+    a thread has a nice value of its own; elsewhere, or when refused, nothing changes). Threads it
+    starts (llama.cpp's workers) inherit it. It cannot be undone: give it to a thread of its own."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
 
-    def __init__(self, fn: Callable[..., T], *args: object) -> None:
+
+class DrafterCall(Generic[T]):
+    """``fn(*args)`` in a worker thread (of ``executor``, else the event loop's default one), started
+    at once; ``task`` gives its result (None when it was dropped before it ran)."""
+
+    def __init__(self, fn: Callable[..., T], *args: object, executor: Executor | None = None) -> None:
         self._fn, self._args = fn, args
         self._lock = threading.Lock()
         self._state: Literal["queued", "running", "done", "dropped"] = "queued"
-        self.task: asyncio.Future[T | None] = asyncio.ensure_future(asyncio.to_thread(self._run))
+        self.task: asyncio.Future[T | None] = asyncio.ensure_future(self._in_thread(executor))
+
+    async def _in_thread(self, executor: Executor | None) -> T | None:
+        with self._lock:
+            if self._state == "dropped":  # before it was handed to a thread
+                return None
+        return await asyncio.get_running_loop().run_in_executor(executor, self._run)
 
     def _run(self) -> T | None:
         with self._lock:

@@ -127,11 +127,13 @@ class LinkEstimates:
             return None
         return max(one, full / (gamma + 1))
 
-    def rates(self, gamma: int, remaining: int, inflight: int = 1, alpha: float | None = None
-              ) -> dict[Path, float] | None:
-        """Tokens per second of each path for the rest of a request (``remaining`` tokens), or
+    def rates(self, gamma: int, remaining: int, inflight: int = 1, alpha: float | None = None,
+              started: Path | None = None) -> dict[Path, float] | None:
+        """Tokens per second of each path over the rest of a request (``remaining`` tokens), or
         None before the first verified round; pipelined with up to ``inflight`` rounds out;
-        ``alpha``: the request's own per-token acceptance (``request_alpha``) instead of the edge's."""
+        ``alpha``: the request's own per-token acceptance (``request_alpha``) instead of the edge's.
+        A path pays its start unless it is the one ``started`` (streaming already): the cloud one
+        round trip, speculation its first round's trip beyond the pipeline's steady period."""
         rtt, draft = self.rtt_s.value, self.draft_s.value
         verify = self.passes.predict(gamma + 1)
         step = self.cloud_step(gamma)
@@ -139,11 +141,20 @@ class LinkEstimates:
             return None
         alpha = min(self.alpha if alpha is None else alpha, 0.999)
         n = max(1, remaining)
-        return {
+        steady: dict[Path, float] = {
             "pipelined": bounds.pipelined_tokens_per_s(alpha, gamma, draft, rtt, verify, inflight),
             "stop_and_wait": bounds.stop_and_wait_tokens_per_s(alpha, gamma, draft, rtt, verify),
-            "cloud": bounds.cloud_tokens_per_s(n, step, rtt) if step > 0 else float("inf"),
         }
+        first_round_s = gamma * draft + rtt + verify  # before a speculation path has any token
+        per_round = bounds.expected_tokens_per_round(alpha, gamma)
+        rates: dict[Path, float] = {
+            path: rate if path == started else bounds.started_tokens_per_s(
+                n, rate, max(0.0, first_round_s - per_round / rate))
+            for path, rate in steady.items()
+        }
+        cloud_start_s = 0.0 if started == "cloud" else rtt
+        rates["cloud"] = bounds.cloud_tokens_per_s(n, step, cloud_start_s) if step > 0 else float("inf")
+        return rates
 
 
 def request_alpha(edge_alpha: float, accepted: int, rejected: int, prior_tokens: float = 8.0) -> float:

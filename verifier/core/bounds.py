@@ -47,6 +47,13 @@ def pipelined_tokens_per_s(alpha: float, gamma: float, t_draft_s: float, rtt_s: 
     return expected_tokens_per_round(alpha, gamma) / t
 
 
+def started_tokens_per_s(n_tokens: int, steady_tokens_per_s: float, start_s: float) -> float:
+    """``n_tokens`` at a steady rate after ``start_s`` seconds in which none come."""
+    if steady_tokens_per_s <= 0:
+        return 0.0
+    return n_tokens / (start_s + n_tokens / steady_tokens_per_s)
+
+
 def cloud_tokens_per_s(n_tokens: int, t_step_s: float, rtt_s: float) -> float:
     """Autoregressive decoding in the cloud, streamed: one RTT, then one target step a token."""
     return n_tokens / (rtt_s + n_tokens * t_step_s)

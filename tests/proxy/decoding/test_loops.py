@@ -20,6 +20,7 @@ from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import SentRound
 from proxy.decoding.speculative import speculative_loop
 from proxy.draft.draws import DraftSampling
+from proxy.rounds.rates import LinkEstimates
 from proxy.rounds.trigger import DualThresholdTrigger
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import CostFit, UploadPlanner
@@ -430,13 +431,25 @@ def test_auto_keeps_speculating_while_it_wins() -> None:
     asyncio.run(body())
 
 
+def _cloud_leaning() -> LinkEstimates:
+    """An edge's estimates after three rounds with none accepted (0.5 ms a draft, 5 ms a pass
+    and a cloud step, 1 ms of link): they send the next request to the cloud."""
+    estimates = LinkEstimates()
+    for drafted in (4, 1, 4):
+        estimates.observe_round(drafted=drafted, accepted=0, trip_s=0.006 + 0.001 * drafted,
+                                verifier_s=0.005 + 0.001 * drafted)
+    estimates.observe_draft(0.0005)
+    estimates.observe_cloud_step(0.005)
+    return estimates
+
+
 def _after_an_unlucky_start(explore_rounds: int) -> tuple[GenerationStats, GenerationStats]:
     """An edge whose estimates say every draft is rejected (three rounds, none accepted) meets a
     drafter wrong on a request's first 4 tokens, then right 8 times in 9 (0.5 ms a draft, 5 ms a
     pass, 1 ms of link): the explored request, then the next one. Pipelined, so most rounds are
     not alone in flight (their acceptance counts, their timings do not)."""
     from proxy.decoding.adaptive import adaptive_loop
-    from proxy.rounds.rates import Explorer, LinkEstimates
+    from proxy.rounds.rates import Explorer
 
     async def body() -> tuple[GenerationStats, GenerationStats]:
         h = await start()
@@ -444,12 +457,7 @@ def _after_an_unlucky_start(explore_rounds: int) -> tuple[GenerationStats, Gener
         drafter = TimedDrafter(clock, 0.0005, wrong=lambda p: p < 4 or p % 9 == 8)
         channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.001)).as_channel()
         client = TimedClient(h.client, clock, 0.005).as_client()
-        estimates = LinkEstimates()
-        for drafted in (4, 1, 4):
-            estimates.observe_round(drafted=drafted, accepted=0, trip_s=0.006 + 0.001 * drafted,
-                                    verifier_s=0.005 + 0.001 * drafted)
-        estimates.observe_draft(0.0005)
-        estimates.observe_cloud_step(0.005)
+        estimates = _cloud_leaning()
         rates = estimates.rates(4, 40, 3)
         assert rates is not None and max(rates, key=lambda p: rates[p]) == "cloud"
         explorer = Explorer(every=2, rounds=explore_rounds, streak=1)  # the first request sent to the cloud explores
@@ -515,7 +523,7 @@ def _shadowed(wrong: Callable[[int], bool]) -> GenerationStats:
     greedy tokens guessed in the shadow by a drafter wrong where ``wrong`` says (0.5 ms a draft,
     5 ms a pass, 1 ms of link, 5 ms a cloud step, on the test's clock)."""
     from proxy.decoding.adaptive import adaptive_loop
-    from proxy.rounds.rates import Explorer, LinkEstimates
+    from proxy.rounds.rates import Explorer
 
     async def body() -> GenerationStats:
         h = await start()
@@ -523,12 +531,7 @@ def _shadowed(wrong: Callable[[int], bool]) -> GenerationStats:
         drafter = CountedDrafter(clock, 0.0005, wrong=wrong)
         channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.001)).as_channel()
         client = PacedClient(h.client, clock, 0.005, drafter).as_client()
-        estimates = LinkEstimates()
-        for drafted in (4, 1, 4):
-            estimates.observe_round(drafted=drafted, accepted=0, trip_s=0.006 + 0.001 * drafted,
-                                    verifier_s=0.005 + 0.001 * drafted)
-        estimates.observe_draft(0.0005)
-        estimates.observe_cloud_step(0.005)
+        estimates = _cloud_leaning()
         stats = GenerationStats(mode="auto")
         out = await collect(adaptive_loop(request([3], 60), drafter, channel, client, stats, 16, estimates,
                                           Explorer(every=100), clock=clock), 60)

@@ -4,6 +4,8 @@ made for them, never two draft calls at once, and the drafter free again once it
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 
 import pytest
@@ -97,3 +99,35 @@ def test_a_wrong_guess_is_counted_missed() -> None:
 def test_a_sampled_request_has_no_shadow() -> None:
     with pytest.raises(ValueError, match="greedy"):
         ShadowDraft(GatedDrafter(), DraftSampling(0.8, 1.0, 0, 16), [1])
+
+
+class PriorityDrafter(GatedDrafter):
+    """Records the nice value of the thread each guess runs in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.niceness: list[int] = []
+
+    def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
+        self.niceness.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        return super().draft(context, sampling)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux's")
+def test_guesses_run_at_the_lowest_priority_and_the_stream_does_not() -> None:
+    """On an edge short of CPU, a guess must give way to the stream it shadows: its thread is
+    niced to 19, the event loop's is left as it was."""
+    async def body() -> None:
+        drafter = PriorityDrafter()
+        shadow = ShadowDraft(drafter, GREEDY, [1])
+        shadow.start()
+        drafter.gate.release()
+        await until(lambda: drafter.finished == 1)
+        shadow.saw([2])
+        await until(lambda: drafter.running == 1)  # the second guess, in the same thread
+        drafter.gate.release()
+        await shadow.close()
+        assert drafter.niceness == [19, 19]
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) < 19
+
+    asyncio.run(body())

@@ -38,10 +38,35 @@ def test_rates_follow_the_bounds_with_what_was_measured() -> None:
     assert est.alpha == pytest.approx(alpha, rel=0.02)  # decayed counts
     assert rates["stop_and_wait"] == pytest.approx(bounds.stop_and_wait_tokens_per_s(est.alpha, 4, 0.010, 0.100,
                                                                                       0.060))
-    assert rates["pipelined"] == pytest.approx(bounds.pipelined_tokens_per_s(est.alpha, 4, 0.010, 0.100, 0.060))
+    steady = bounds.pipelined_tokens_per_s(est.alpha, 4, 0.010, 0.100, 0.060)
+    # not yet streaming: the first round's trip (0.2 s) beyond the pipeline's steady period per round
+    first_beyond_s = 0.200 - bounds.expected_tokens_per_round(est.alpha, 4) / steady
+    assert rates["pipelined"] == pytest.approx(bounds.started_tokens_per_s(50, steady, first_beyond_s))
+    assert est.rates(4, 50, started="pipelined")["pipelined"] == pytest.approx(steady)  # type: ignore[index]
     assert rates["cloud"] == pytest.approx(bounds.cloud_tokens_per_s(50, 0.060, 0.100))  # a 1-row pass, no slope
     est.observe_cloud_step(0.030)
     assert est.rates(4, 50)["cloud"] == pytest.approx(bounds.cloud_tokens_per_s(50, 0.030, 0.100))  # type: ignore[index]
+
+
+def test_a_path_already_streaming_pays_no_start_so_a_turn_late_in_a_request_does_not_pay() -> None:
+    """A phone on a mobile network (100 ms of trip, 12 ms a draft, 62 ms a cloud step, a 70 ms
+    pass, acceptance 0.75) streaming from the cloud: with 400 tokens to go, speculation wins by
+    more than the margin; with 11 to go it does not, once the running stream is not charged the
+    trip it paid at its start (charged, it would have looked 13% slower and the request turned)."""
+    est = LinkEstimates()
+    for accepted in (4, 4, 4, 0):
+        est.observe_round(drafted=4, accepted=accepted, trip_s=0.170, verifier_s=0.070)
+    est.observe_draft(0.012)
+    est.observe_cloud_step(0.062)
+    long, late = est.rates(4, 400, 3, alpha=0.75, started="cloud"), est.rates(4, 11, 3, alpha=0.75, started="cloud")
+    assert long is not None and late is not None
+    assert late["cloud"] == pytest.approx(1 / 0.062) == long["cloud"]  # streaming already: no trip to pay
+    assert choose(long, "cloud") == "pipelined" and choose(late, "cloud") == "cloud"
+    charged = est.rates(4, 11, 3, alpha=0.75)  # a request that streams nothing yet: the cloud pays its trip
+    assert charged is not None and charged["cloud"] == pytest.approx(11 / (0.100 + 11 * 0.062))
+    assert choose(charged, "cloud") == "pipelined"
+    steady = est.rates(4, 11, 3, alpha=0.75, started="pipelined")
+    assert steady is not None and steady["pipelined"] > late["pipelined"]  # the first round's wait is paid once
 
 
 def test_choose_keeps_the_current_path_unless_another_wins_by_the_margin() -> None:
