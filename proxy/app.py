@@ -135,7 +135,8 @@ async def _complete(
     prep = await service.intake.prepare(req)
     view = LogprobsView(service.tokenizer.piece) if prep.show_logprobs else None
     echo = req.prompt_text() if isinstance(req, CompletionRequest) and req.echo else ""
-    echo_entries = await service.prompt_entries(prep, prep.gen.logprobs or 0) if echo and prep.show_logprobs else []
+    top = prep.gen.generation.logprobs or 0
+    echo_entries = await service.prompt_entries(prep, top) if echo and prep.show_logprobs else []
     builder = ResponseBuilder(kind, service.model_id, view, echo, echo_entries)
     events = service.generate(prep)
     ignored = req.ignored_fields()

@@ -23,6 +23,7 @@ from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.cloud.probe import VerifierProbe
 from proxy.decoding.adaptive import adaptive_loop
 from proxy.decoding.alone import cloud_loop, draft_loop
+from proxy.decoding.context import LoopContext
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
 from proxy.decoding.speculative import speculative_loop
@@ -98,7 +99,7 @@ class EdgeService:
     async def _generate_one(self, prep: PreparedRequest, gen: GenerationRequest,
                             index: int = 0) -> AsyncGenerator[Event, None]:
         """One choice: text deltas then one Finished."""
-        stats = GenerationStats(mode=prep.mode, logprobs=[] if gen.logprobs is not None else None)
+        stats = GenerationStats(mode=prep.mode, logprobs=[] if gen.generation.logprobs is not None else None)
         emitter = TextEmitter(self.tokenizer, gen.max_tokens, gen.stop_token_ids, prep.stop)
         pending: list[TokenEntry] = []  # logprobs of output tokens whose text is still held back
         cumulative: float | None = 0.0 if stats.logprobs is not None else None  # None once a token has none
@@ -146,13 +147,14 @@ class EdgeService:
         self.metrics.finished(out, emitter.finish_reason, emitter.produced,
                               ttft if ttft is not None else (elapsed if tail else None), elapsed)
         log.info("request finished", extra={"tokens": emitter.produced, "reason": emitter.finish_reason, **out})
-        yield Finished(emitter.finish_reason, len(gen.prompt_token_ids), emitter.produced, out, index, cumulative,
-                       tuple(output_ids) if output_ids is not None and prep.token_ids else None)
+        prompt_tokens = len(gen.generation.prompt_token_ids)
+        ids = tuple(output_ids) if output_ids is not None and prep.token_ids else None
+        yield Finished(emitter.finish_reason, prompt_tokens, emitter.produced, out, index, cumulative, ids)
 
     async def prompt_entries(self, prep: PreparedRequest, top_logprobs: int) -> list[TokenEntry]:
         """The target's logprobs of the prompt's tokens (completions' echo with logprobs); the first
         token has none."""
-        ids = prep.gen.prompt_token_ids
+        ids = prep.gen.generation.prompt_token_ids
         try:
             scored = await self.client.prompt_logprobs(ids, top_logprobs)
         except Exception as exc:
@@ -172,20 +174,19 @@ class EdgeService:
         if mode != "cloud":
             drafter = await stack.enter_async_context(self.drafters.lease())
             if gen.prediction is not None:
-                drafter = PredictionDrafter(drafter, gen.prediction, gen.output_index())
+                drafter = PredictionDrafter(drafter, gen.prediction, gen.generation.output_index())
 
         def cloud(req: GenerationRequest) -> Loop:
-            estimates = self.estimates[req.whole_rows]
+            ctx = LoopContext(self.channel, self.client, self.settings.proposal_support,
+                              self.estimates[req.whole_rows], self.round_log, self.settings.round_timeout_s)
             if mode == "cloud" or drafter is None:
                 stats.took("cloud", f"mode {mode}")
-                return cloud_loop(req, self.client, stats, estimates)
+                return cloud_loop(req, ctx, stats)
             if mode == "speculative":
                 stats.took("pipelined" if req.policy.draft_while_waiting else "stop_and_wait", "mode speculative")
-                return speculative_loop(req, drafter, self.channel, stats, self.settings.proposal_support,
-                                        self.round_log, estimates, self.settings.round_timeout_s)
-            return adaptive_loop(req, drafter, self.channel, self.client, stats, self.settings.proposal_support,
-                                 estimates, self.explorers[req.whole_rows], self.round_log,
-                                 self.settings.round_timeout_s, shadow=self.settings.shadow_draft)
+                return speculative_loop(req, drafter, ctx, stats)
+            return adaptive_loop(req, drafter, ctx, stats, self.explorers[req.whole_rows],
+                                 shadow=self.settings.shadow_draft)
 
         async def alone(req: GenerationRequest) -> Loop | None:
             if not self.drafters.standalone:

@@ -38,7 +38,7 @@ class Tokenizer:
         return self._llm.detokenize([token_id], special=special)
 
     def grammar_tokenizer(self, stop_token_ids: tuple[int, ...]) -> llguidance.LLTokenizer:
-        """This vocabulary for the grammar engine, ending on ``stop_token_ids`` (~0.3 s: cache it)."""
+        """This vocabulary for the grammar engine, ending on ``stop_token_ids`` (slow to build: cache it)."""
         import llama_cpp  # noqa: PLC0415 - loaded by load_llama already
         from llguidance.llamacpp import lltokenizer_from_vocab  # noqa: PLC0415 - imports llama_cpp
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import llguidance
@@ -30,6 +31,7 @@ from fastapi import FastAPI
 from proxy.app import create_app as create_edge_app
 from proxy.cloud.channel import Connector, FrameLink, VerifierChannel
 from proxy.cloud.client import VerifierClient
+from proxy.decoding.context import LoopContext
 from proxy.draft.base import Drafter
 from proxy.draft.draws import DraftSampling, draw_draft_token, draw_standalone_token
 from proxy.draft.pool import DrafterPool
@@ -295,6 +297,10 @@ class Harness:
                                  timeout=30)
         self.closers.append(http)
         return http
+
+    def ctx(self, proposal_support: int = 16, channel: VerifierChannel | None = None, **parts: Any) -> LoopContext:
+        """A loop context over this harness's verifier (or ``channel``); ``parts``: its other fields."""
+        return LoopContext(channel or self.channel, self.client, proposal_support, **parts)
 
     async def aclose(self) -> None:
         for http in self.closers:

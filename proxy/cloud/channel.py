@@ -20,8 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from proxy.cloud.auth import auth_headers
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
-from proxy.decoding.speculation import SentRound
-from verifier.core.codec import DraftToken, encode_round, open_frame
+from verifier.core.codec import DraftToken, SentRound, encode_round, open_frame
 from verifier.core.protocol import CHANNEL_PATH, Generation
 from verifier.core.wire import (
     SUBPROTOCOL,

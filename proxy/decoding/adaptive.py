@@ -5,13 +5,11 @@ prediction says speculation pays."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from dataclasses import replace
 
-from proxy.cloud.channel import VerifierChannel
-from proxy.cloud.client import VerifierClient
 from proxy.decoding.alone import cloud_loop
+from proxy.decoding.context import LoopContext
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.shadow import ShadowDraft
@@ -19,7 +17,6 @@ from proxy.decoding.speculative import speculative_loop
 from proxy.draft.base import Drafter
 from proxy.draft.prediction import PredictionDrafter, PredictionTrigger
 from proxy.rounds.rates import Explorer, LinkEstimates, Path, choose, request_alpha
-from proxy.rounds.round_log import RoundLog
 
 
 def _why(rates: dict[Path, float] | None, reason: str) -> str:
@@ -52,26 +49,23 @@ def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, ga
 async def adaptive_loop(
     req: GenerationRequest,
     drafter: Drafter,
-    channel: VerifierChannel,
-    client: VerifierClient,
+    ctx: LoopContext,
     stats: GenerationStats,
-    proposal_support: int,
-    estimates: LinkEstimates,
     explorer: Explorer,
-    round_log: RoundLog | None = None,
-    round_timeout_s: float | None = None,
-    clock: Callable[[], float] = time.perf_counter,
     rejoin_run: int = 4,
     shadow: bool = True,
 ) -> AsyncGenerator[list[int], None]:
     """Mode auto: the fastest lossless path by this edge's link estimates (``proxy.rounds.rates``):
     pipelined or stop-and-wait speculation (``req.policy`` gives gamma and the pipeline depth),
     or cloud streaming. Every path continues from the tokens verified before it, so the output
-    stays lossless whenever the request turns (``_Turns``). ``explorer`` picks the requests that
-    speculate whatever the estimates say, to refresh them; ``clock`` is both loops'
-    (``speculative_loop``); ``rejoin_run``: the prediction's tokens the cloud's output must have
+    stays lossless whenever the request turns (``_Turns``). ``ctx`` is both loops' and must
+    hold the estimates; ``explorer`` picks the requests that speculate whatever the estimates
+    say, to refresh them; ``rejoin_run``: the prediction's tokens the cloud's output must have
     repeated (and as many left ahead) to go back to speculation on it; ``shadow``: a greedy
     request streaming from the cloud drafts in its shadow (``proxy.decoding.shadow``)."""
+    estimates = ctx.estimates
+    if estimates is None:
+        raise ValueError("mode auto chooses by the link estimates: the loop context has none")
     prediction = drafter if isinstance(drafter, PredictionDrafter) else None
     # the draft model's own round size: a prediction's rounds are longer (``proxy.openai.resolve.predicted``)
     gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
@@ -79,20 +73,19 @@ async def adaptive_loop(
     path, measuring = _first_path(req, prediction, gamma, rates, explorer, stats)
     turns = _Turns(req, prediction, gamma, estimates, stats, measuring, rejoin_run)
     # greedy requests without a prediction (one with a prediction goes back to it by the prediction alone)
-    shadowing = shadow and req.sampling.temperature == 0 and gamma > 0 and prediction is None
+    shadowing = shadow and req.generation.sampling.temperature == 0 and gamma > 0 and prediction is None
     produced: list[int] = []
     following: Path | None = path
     while following is not None:
         path, following = following, None
         stats.paths.append(path)
         rest = req.continued(produced)
-        guesses = turns.shadow = _shadow(rest, path, drafter, proposal_support, shadowing, turns.shadow_min)
+        guesses = turns.shadow = _shadow(rest, path, drafter, ctx.proposal_support, shadowing, turns.shadow_min)
         if path == "cloud":
-            tokens = cloud_loop(rest, client, stats, estimates, clock)
+            tokens = cloud_loop(rest, ctx, stats)
         else:
             policy = req.policy if path == "pipelined" else PipelinePolicy.stop_and_wait(gamma)
-            tokens = speculative_loop(replace(rest, policy=policy), drafter, channel, stats, proposal_support,
-                                      round_log, estimates, round_timeout_s, clock)
+            tokens = speculative_loop(replace(rest, policy=policy), drafter, ctx, stats)
         try:
             async for new in tokens:
                 produced.extend(new)
@@ -115,7 +108,7 @@ def _shadow(rest: GenerationRequest, path: Path, drafter: Drafter, proposal_supp
     request does not shadow, or with too short a rest to pay a turn."""
     if path != "cloud" or not shadowing or rest.max_tokens < 2 * shadow_min:
         return None
-    guesses = ShadowDraft(drafter, rest.draft_sampling(proposal_support), rest.prompt_token_ids)
+    guesses = ShadowDraft(drafter, rest.draft_sampling(proposal_support), rest.generation.prompt_token_ids)
     guesses.start()
     return guesses
 
@@ -183,7 +176,7 @@ class _Turns:
     def _back(self, produced: list[int], left: int) -> Path | None:
         prediction, shadow, stats = self.prediction, self.shadow, self.stats
         if prediction is not None:
-            if prediction.rejoined([*self.req.prompt_token_ids, *produced], self.rejoin_run):
+            if prediction.rejoined([*self.req.generation.prompt_token_ids, *produced], self.rejoin_run):
                 stats.why = f"the output rejoined the prediction after {len(produced)} tokens"
                 self.rejoined_at = stats.prediction_accepted
                 return self.speculation

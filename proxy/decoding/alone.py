@@ -7,26 +7,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 
-from proxy.cloud.client import VerifierClient
 from proxy.cloud.errors import VerifierUnavailable
+from proxy.decoding.context import LoopContext
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.draft.base import Drafter
-from proxy.rounds.rates import LinkEstimates
 
 
-async def cloud_loop(
-    req: GenerationRequest, client: VerifierClient, stats: GenerationStats, estimates: LinkEstimates | None = None,
-    clock: Callable[[], float] = time.perf_counter,
-) -> AsyncGenerator[list[int], None]:
-    """Cloud-only: the target decodes alone in the cloud and streams token ids. Its step times
-    (after the first token, which includes the prefill) feed the link estimates."""
+async def cloud_loop(req: GenerationRequest, ctx: LoopContext, stats: GenerationStats
+                     ) -> AsyncGenerator[list[int], None]:
+    """Cloud-only: the target decodes alone in the cloud (``ctx.client``) and streams token ids.
+    Its step times (after the first token, which includes the prefill) feed the link estimates."""
+    client, estimates, clock = ctx.client, ctx.estimates, ctx.clock
     up0, down0 = client.bytes_up - stats.bytes_up, client.bytes_down - stats.bytes_down  # counts add up
     t0 = clock() - stats.verify_wait_s
     first = True
     # closed with the loop: a request that turns away mid-stream ends the verifier's decoding at once
-    stream = client.generate(req.generation(), req.max_tokens, sorted(req.stop_token_ids))
+    stream = client.generate(req.generation, req.max_tokens, sorted(req.stop_token_ids))
     async with contextlib.aclosing(stream):
         async for chunk in stream:
             stats.rounds += 1
@@ -49,7 +47,7 @@ async def draft_loop(
 ) -> AsyncGenerator[list[int], None]:
     """Edge-only: the draft model alone (fast, lower quality; also the offline fallback)."""
     dsampling = req.draft_sampling(1)
-    context = list(req.prompt_token_ids)
+    context = list(req.generation.prompt_token_ids)
     for _ in range(req.max_tokens):
         t0 = time.perf_counter()
         token = await asyncio.to_thread(drafter.next_token, context, dsampling)

@@ -13,7 +13,7 @@ from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import UploadPlanner
 from verifier.core.grammar import Constraint
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import Generation, GrammarParams, SamplingParams, SloTargets, whole_rows_reasons
+from verifier.core.protocol import Generation, whole_rows_reasons
 
 #: a request's ``tandem`` statistics as they reach the client (``GenerationStats.as_dict``)
 Stats = dict[str, bool | float | int | str]
@@ -106,49 +106,44 @@ class GenerationStats:
 
 @dataclass(frozen=True)
 class GenerationRequest:
-    prompt_token_ids: list[int]
+    """A request as the loops run it: what the verifier is asked to generate (``generation``: the
+    sequence, its sampling, SLO, output start, logprobs and grammar, sent as it is) and how the
+    edge produces it."""
+
+    generation: Generation
     max_tokens: int
-    sampling: SamplingParams  # temperature, truncation, seed and logits processing, for draft and target alike
     stop_token_ids: frozenset[int]
     policy: PipelinePolicy  # when to draft, send a round or wait; its gamma 0 is cloud-only decoding
     trigger: DraftTrigger | None = None  # when a model drafter ends a round early (None: gamma tokens)
-    slo: SloTargets | None = None  # latency targets the verifier schedules this request's rounds by
-    output_start: int | None = None  # where the output begins in prompt_token_ids (None: after them)
-    logprobs: int | None = None  # the target's logprobs of each output token, with this many alternatives
-    grammar: GrammarParams | None = None  # what the output must match, as the verifier is told
-    constraint: Constraint | None = None  # the same grammar on the edge: the draft's mask (this generation's own)
+    constraint: Constraint | None = None  # the grammar on the edge: the draft's mask (this generation's own)
     tuning: ThresholdTuner | None = None  # trigger 'tuned': the edge's tuner of the dual threshold (not `trigger`)
     upload: UploadPlanner | None = None  # stop-and-wait rounds go up in batches as drafted, by this plan
     reproducible: bool = False  # a seeded sampled generation: the same seed must give the same output
     prediction: tuple[int, ...] | None = None  # OpenAI Predicted Outputs: tokens drafted where the output follows them
-
-    def output_index(self) -> int:
-        return len(self.prompt_token_ids) if self.output_start is None else self.output_start
-
-    def generation(self) -> Generation:
-        """What the verifier is asked to generate (a session's or a cloud-only generation's
-        fields): built from this request's own, once per call."""
-        return Generation(prompt_token_ids=self.prompt_token_ids, sampling=self.sampling, slo=self.slo,
-                          output_start=self.output_start, logprobs=self.logprobs, grammar=self.grammar)
 
     @property
     def whole_rows(self) -> bool:
         """Whether its rounds need the target's whole distributions, not only each row's top entry
         (plain greedy): the verifier's rule (``whole_rows_reasons``). A verifier may score such
         rounds at another cost (vLLM's backend: one request per row)."""
-        return bool(whole_rows_reasons(self.sampling, self.logprobs, self.grammar))
+        return bool(whole_rows_reasons(self.generation.sampling, self.generation.logprobs, self.generation.grammar))
+
+    def with_generation(self, **fields: object) -> GenerationRequest:
+        """This request with those of its generation's fields changed."""
+        return replace(self, generation=self.generation.model_copy(update=fields))
 
     def continued(self, produced: list[int]) -> GenerationRequest:
         """The request that continues after ``produced``: the same sampling and seed, the produced
         tokens appended to the prompt (still output for the penalties), the budget reduced by them."""
         if not produced:
             return self
-        return replace(self, prompt_token_ids=[*self.prompt_token_ids, *produced],
-                       max_tokens=self.max_tokens - len(produced), output_start=self.output_index())
+        return replace(self.with_generation(prompt_token_ids=[*self.generation.prompt_token_ids, *produced],
+                                            output_start=self.generation.output_index()),
+                       max_tokens=self.max_tokens - len(produced))
 
     def draft_sampling(self, proposal_support: int, record_features: bool = False) -> DraftSampling:
         """How the draft model samples for this request: the target's sampling, on the draft's side."""
-        sp = self.sampling
+        sp = self.generation.sampling
         return DraftSampling(sp.temperature, sp.top_p, sp.seed, proposal_support, record_features, top_k=sp.top_k,
-                             min_p=sp.min_p, processing=sp.processing(), output_start=self.output_index(),
+                             min_p=sp.min_p, processing=sp.processing(), output_start=self.generation.output_index(),
                              constraint=self.constraint)

@@ -15,20 +15,12 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from verifier.core.codec import DraftToken
+from verifier.core.codec import DraftToken, SentRound
 from verifier.core.wire import Stale, Verified, parts_from_sent
 
 
 class ProtocolViolation(RuntimeError):
     """An answer that cannot follow what was sent (a verifier bug or a mixed-up connection)."""
-
-
-@dataclass(frozen=True)
-class SentRound:
-    seq: int
-    epoch: int
-    start: int  # absolute position of its first draft token
-    drafts: list[DraftToken]
 
 
 @dataclass

@@ -9,11 +9,11 @@ steps and takes each step (draft a token, send a round, apply an answer).
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from proxy.cloud.channel import ChannelSession, VerifierChannel
+from proxy.cloud.channel import ChannelSession
 from proxy.cloud.errors import VerifierUnavailable
+from proxy.decoding.context import LoopContext
 from proxy.decoding.pipeline import Action
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculation import Applied, SpeculationState
@@ -30,28 +30,20 @@ from verifier.core.wire import Stale, Verified
 
 
 async def speculative_loop(
-    req: GenerationRequest,
-    drafter: Drafter,
-    channel: VerifierChannel,
-    stats: GenerationStats,
-    proposal_support: int,
-    round_log: RoundLog | None = None,
-    estimates: LinkEstimates | None = None,
-    round_timeout_s: float | None = None,
-    clock: Callable[[], float] = time.perf_counter,
+    req: GenerationRequest, drafter: Drafter, ctx: LoopContext, stats: GenerationStats
 ) -> AsyncGenerator[list[int], None]:
     """Speculative decoding over the verifier channel, by ``req.policy``: stop-and-wait, or
-    pipelined (drafting on top of unverified tokens while rounds are verified). Yields verified
-    tokens only. With a round log, every verified round's draft-token features and outcome are
-    appended to it; with link estimates, every round's timings and every draft time feed them.
+    pipelined (drafting on top of unverified tokens while rounds are verified), on ``ctx.channel``.
+    Yields verified tokens only. With a round log, every verified round's draft-token features and
+    outcome are appended to it; with link estimates, every round's timings and every draft time feed them.
     With ``req.tuning`` the rounds are cut by the tuner's current thresholds, measured in
     segments of verified tokens; with ``req.upload`` a round drafted while nothing is in flight
     goes up in batches as its tokens are drafted (the batch sizes planned by PipeSD's DP).
-    ``clock`` (seconds) times the draft calls, round trips, waits and upload batches."""
-    features = round_log is not None or bool(req.trigger and req.trigger.needs_features)
-    dsampling = req.draft_sampling(proposal_support, features)
-    session = await channel.open(req.generation(), req.reproducible)
-    run = _Speculator(req, drafter, session, stats, dsampling, round_log, estimates, clock)
+    A round unanswered for ``ctx.round_timeout_s`` loses the verifier."""
+    features = ctx.round_log is not None or bool(req.trigger and req.trigger.needs_features)
+    dsampling = req.draft_sampling(ctx.proposal_support, features)
+    session = await ctx.channel.open(req.generation, req.reproducible)
+    run = _Speculator(req, drafter, session, stats, dsampling, ctx.round_log, ctx.estimates, ctx.clock)
     try:
         while True:
             while (ready := session.poll()) is not None:
@@ -62,7 +54,7 @@ async def speculative_loop(
                 await run.draft()
             elif action is Action.SEND:
                 await run.send()
-            elif new := await run.wait(round_timeout_s):
+            elif new := await run.wait(ctx.round_timeout_s):
                 yield new
     finally:
         session.close()
@@ -79,8 +71,8 @@ class _Speculator:
         self.dsampling, self.round_log, self.estimates, self.clock = dsampling, round_log, estimates, clock
         self.trigger = req.trigger  # trigger 'tuned': replaced whenever the tuner's thresholds move
         self.segments = SegmentClock(req.tuning) if req.tuning is not None else None
-        self.limit = len(req.prompt_token_ids) + req.max_tokens
-        self.state = SpeculationState.start(req.prompt_token_ids)
+        self.limit = len(req.generation.prompt_token_ids) + req.max_tokens
+        self.state = SpeculationState.start(req.generation.prompt_token_ids)
         self.sent_at: dict[int, float] = {}
         self.alone: set[int] = set()  # rounds sent with nothing else in flight: their trip is the link's and the pass's
         self.drafted_before = False  # the request's first draft call and first round are not per-token costs

@@ -66,8 +66,8 @@ def confidence(logits: npt.ArrayLike) -> float:
     """The draft model's confidence in its next token: its top-1 probability at temperature 1.
 
     The same measure for greedy and sampled requests; it predicts whether the target will
-    accept the token, so a round is sent for verification once it drops. Computed in float32
-    (0.03 ms over 49k logits; float64 takes 0.33 ms)."""
+    accept the token, so a round is sent for verification once it drops. Computed in float32,
+    several times faster than float64 over a whole vocabulary."""
     return float(softmax(logits, dtype=np.float32).max())
 
 

@@ -22,9 +22,9 @@ from proxy.rounds.trigger import DraftTrigger, DualThresholdTrigger, PredictorTr
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
-from verifier.core.grammar import GrammarCompiler, GrammarError, GrammarSpec
+from verifier.core.grammar import Constraint, GrammarCompiler, GrammarError, GrammarSpec
 from verifier.core.predictor import AcceptancePredictor
-from verifier.core.protocol import GrammarParams, SamplingParams, SloTargets, unverifiable
+from verifier.core.protocol import Generation, GrammarParams, SamplingParams, SloTargets, unverifiable
 from verifier.core.sampling import SEED_MASK, effective_temperature
 
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices apart
@@ -50,15 +50,17 @@ class PreparedRequest:
     @property
     def generations(self) -> int:
         """Generations to run: one when every choice is the same greedy output."""
-        return 1 if self.gen.sampling.temperature == 0 else max(self.n, self.best_of)
+        return 1 if self.gen.generation.sampling.temperature == 0 else max(self.n, self.best_of)
 
     def choice(self, index: int) -> GenerationRequest:
         """Choice ``index``'s generation: its own seed, its own grammar state."""
         if index == 0:
             return self.gen
-        seed = choice_seed(self.gen.sampling.seed, index)
+        sampling = self.gen.generation.sampling
         constraint = self.gen.constraint.copy() if self.gen.constraint is not None else None
-        return replace(self.gen, sampling=self.gen.sampling.model_copy(update={"seed": seed}), constraint=constraint)
+        return replace(self.gen.with_generation(sampling=sampling.model_copy(update={"seed": choice_seed(sampling.seed,
+                                                                                                         index)})),
+                       constraint=constraint)
 
 
 def mode_of(req: SamplingFields, settings: EdgeSettings) -> Mode:
@@ -187,9 +189,9 @@ def check_prediction(req: SamplingFields) -> None:
                           "invalid_request_error")
 
 
-def constrained(schema: dict[str, Any], edge: EdgeDefaults) -> dict[str, Any]:
-    """The grammar fields of a generation whose output must follow ``schema``: the spec the
-    verifier compiles, and the edge's own constraint for its drafts (a 400 naming
+def constrained(schema: dict[str, Any], edge: EdgeDefaults) -> tuple[GrammarParams, Constraint]:
+    """What a generation whose output must follow ``schema`` carries: the grammar the verifier
+    compiles, and the edge's own constraint for its drafts (a 400 naming
     response_format when the engine cannot compile the schema)."""
     spec = GrammarSpec.json_schema(schema, sorted(edge.stop_token_ids))
     if edge.grammars is None:
@@ -200,7 +202,7 @@ def constrained(schema: dict[str, Any], edge: EdgeDefaults) -> dict[str, Any]:
     except GrammarError as exc:
         raise bad_request(f"response_format: the JSON schema cannot be enforced: {exc}", "response_format",
                           "invalid_response_format") from exc
-    return {"grammar": GrammarParams.of(spec), "constraint": constraint}
+    return GrammarParams.of(spec), constraint
 
 
 def sampling_of(req: SamplingFields, temperature: float, edge: EdgeDefaults) -> SamplingParams:
@@ -235,16 +237,17 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     tools = tools or ToolPlan()
     schema = _output_schema(req, tools, gen)
     if schema is not None:
-        gen = replace(gen, **constrained(schema, edge))
+        grammar, constraint = constrained(schema, edge)
+        gen = replace(gen.with_generation(grammar=grammar), constraint=constraint)
     best_of = req.best_of_wanted()
     if best_of > 1 and mode == "draft":
         raise bad_request("best_of ranks choices by the target's logprobs, computed in the cloud; mode 'draft' "
                           "answers from the draft model alone", "best_of", "unsupported_parameter")
-    if best_of > 1 and gen.logprobs is None:
-        gen = replace(gen, logprobs=0)  # ranking the choices needs their logprobs
+    if best_of > 1 and gen.generation.logprobs is None:
+        gen = gen.with_generation(logprobs=0)  # ranking the choices needs their logprobs
     if prediction_ids is not None:
         gen = predicted(gen, prediction_ids, edge.settings.prediction_round)
-    if mode == "draft" and gen.logprobs is not None:
+    if mode == "draft" and gen.generation.logprobs is not None:
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")
     return PreparedRequest(gen=gen, mode=_served_mode(mode, gen, req.tandem, edge), stop=req.stop_list(),
@@ -282,18 +285,18 @@ def _generation(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults,
                               "tandem.trigger", "unsupported_parameter")
         tuning = edge.tuner_for(policy)
     planned = (opts.upload if opts and opts.upload else settings.upload) == "planned"
+    generation = Generation(prompt_token_ids=prompt_ids, sampling=sampling_of(req, temperature, edge),
+                            slo=SloTargets.given(opts.tpot_slo_ms, opts.ttft_slo_ms) if opts else None,
+                            logprobs=req.logprobs_wanted())
     return GenerationRequest(
+        generation,
         reproducible=seeded_sample,
-        prompt_token_ids=prompt_ids,
         max_tokens=max_tokens_for(req, len(prompt_ids), edge.context_limit, default_max),
-        sampling=sampling_of(req, temperature, edge),
         stop_token_ids=edge.stop_token_ids,
         policy=policy,
         trigger=trigger,
         tuning=tuning,
         upload=edge.planner_for(policy.gamma) if planned and edge.planner_for and policy.gamma > 0 else None,
-        slo=SloTargets.given(opts.tpot_slo_ms, opts.ttft_slo_ms) if opts else None,
-        logprobs=req.logprobs_wanted(),
     )
 
 
@@ -305,7 +308,7 @@ def _output_schema(req: SamplingFields, tools: ToolPlan, gen: GenerationRequest)
         raise bad_request("response_format and a forced tool_choice both constrain the output; send one of them",
                           "response_format", "conflicting_parameters")
     schema = forced if forced is not None else schema
-    if schema is not None and gen.sampling.min_tokens:
+    if schema is not None and gen.generation.sampling.min_tokens:
         raise bad_request("min_tokens cannot be combined with response_format or a forced tool_choice: once the "
                           "output is complete the grammar allows only its end, which min_tokens forbids",
                           "min_tokens", "conflicting_parameters")
@@ -316,7 +319,8 @@ def _served_mode(mode: Mode, gen: GenerationRequest, opts: TandemOptions | None,
     """The mode that serves the generation: cloud where this verifier cannot check its drafts (a
     refusal when the request chose 'speculative' itself); speculative for a seeded sample in
     mode auto (one reproducible path: the cloud's own sampling draws differently)."""
-    refused = unverifiable(gen.sampling, gen.logprobs, gen.grammar, verifies_sampled=edge.verifies_sampled,
+    g = gen.generation
+    refused = unverifiable(g.sampling, g.logprobs, g.grammar, verifies_sampled=edge.verifies_sampled,
                            rows_are_logits=edge.rows_are_logits)
     if mode in ("auto", "speculative") and refused is not None:
         if opts and opts.mode == "speculative":

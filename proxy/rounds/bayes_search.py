@@ -25,7 +25,8 @@ _WARM_UP: tuple[tuple[Point, float], ...] = (((0.3, 0.0), 0.05), ((0.5, 0.0), 0.
 class BayesianSearch:
     """A GP surrogate (botorch ``SingleTaskGP``, outputs standardised, noise inferred) of the
     negated time per token over ``BOUNDS``, and the candidate maximising the log expected
-    improvement over the best observed value. About 0.1 s per call on one core."""
+    improvement over the best observed value. A call fits a GP and optimises over restarts, far
+    longer than a draft step, so the tuner runs it in a worker thread."""
 
     seed: int = 0
     restarts: int = 4

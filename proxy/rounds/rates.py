@@ -172,7 +172,7 @@ class Explorer:
     unlucky first round would keep every later request in the cloud."""
 
     every: int
-    rounds: int = 6
+    rounds: int
     streak: int = 0  # requests in a row the estimates sent to the cloud
 
     def explore(self, to_cloud: bool) -> bool:

@@ -10,8 +10,8 @@ thresholds (today's fixed cut-off is a point of the search) and a few spread one
 link's round trip or the acceptance moves by more than ``context_change`` from what they were
 when the tuning began, the observations no longer describe this link: the tuning starts over
 from the best point so far. When the search proposes the same place three times running, it has
-settled: the best measured point stays and no search runs (each costs the edge ~0.1 s of CPU)
-until the tuning starts over.
+settled: the best measured point stays and no search runs (each costs the edge CPU) until the
+tuning starts over.
 
 ``ThresholdTuner`` is the bookkeeping (pure, thread-safe: requests record on the event loop,
 the search runs in a worker thread); ``proxy.rounds.bayes_search.BayesianSearch`` the optimiser

@@ -32,6 +32,17 @@ class DraftToken:
     predicted: bool = False  # taken from the request's prediction (OpenAI Predicted Outputs), not drafted
 
 
+@dataclass(frozen=True)
+class SentRound:
+    """A round as the edge sent it (``encode_round`` frames it): what its speculation state
+    matches the verifier's answer to."""
+
+    seq: int
+    epoch: int
+    start: int  # absolute position of its first draft token
+    drafts: list[DraftToken]
+
+
 def encode_round(sid: int, seq: int, epoch: int, start: int, drafts: Sequence[DraftToken],
                  held: bool = False) -> Round:
     """The wire form of one round (or of one batch of it: ``held`` when more follow): ids, plus

@@ -15,9 +15,9 @@ import pytest
 from proxy.cloud.channel import ChannelSession, VerifierChannel
 from proxy.cloud.client import VerifierClient
 from proxy.decoding.alone import cloud_loop, draft_loop
+from proxy.decoding.context import LoopContext
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
-from proxy.decoding.speculation import SentRound
 from proxy.decoding.speculative import speculative_loop
 from proxy.draft.draws import DraftSampling
 from proxy.rounds.rates import LinkEstimates
@@ -36,7 +36,7 @@ from tests.harness import (
     start,
     until,
 )
-from verifier.core.codec import DraftToken
+from verifier.core.codec import DraftToken, SentRound
 from verifier.core.protocol import GeneratedTokens, Generation, SamplingParams
 from verifier.core.wire import Round, Stale, Verified
 
@@ -44,9 +44,9 @@ from verifier.core.wire import Round, Stale, Verified
 def request(prompt: list[int], max_tokens: int, gamma: int = 4, temperature: float = 0.0,
             threshold: float = 0.0, pipelined: bool = False) -> GenerationRequest:
     policy = PipelinePolicy.pipelined(gamma) if pipelined else PipelinePolicy.stop_and_wait(gamma)
-    return GenerationRequest(prompt_token_ids=prompt, max_tokens=max_tokens,
-                             sampling=SamplingParams(temperature=temperature, seed=7),
-                             stop_token_ids=frozenset({EOS}), policy=policy,
+    return GenerationRequest(Generation(prompt_token_ids=prompt,
+                                        sampling=SamplingParams(temperature=temperature, seed=7)),
+                             max_tokens=max_tokens, stop_token_ids=frozenset({EOS}), policy=policy,
                              trigger=DualThresholdTrigger(threshold))
 
 
@@ -139,7 +139,7 @@ def test_speculative_greedy_equals_the_targets_greedy_with_rejections() -> None:
         h = await start()
         stats = GenerationStats(mode="speculative")
         req = request([1, 2, 3], max_tokens=11)
-        out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 11)
+        out = await collect(speculative_loop(req, h.drafters[0], h.ctx(), stats), 11)
         assert out == greedy_continuation(3, 11)
         # the drafter is wrong at every third position: rounds end on rejections, and recover
         assert stats.rejections > 0 and 0 < stats.accepted < stats.drafted
@@ -156,7 +156,7 @@ def test_a_perfect_drafter_commits_gamma_plus_one_per_round() -> None:
         h = await start()
         h.drafters[0].wrong = lambda p: False
         stats = GenerationStats(mode="speculative")
-        out = await collect(speculative_loop(request([4], 10, gamma=4), h.drafters[0], h.channel, stats, 16), 10)
+        out = await collect(speculative_loop(request([4], 10, gamma=4), h.drafters[0], h.ctx(), stats), 10)
         assert out == greedy_continuation(4, 10)
         assert stats.rounds == 2 and stats.accepted == stats.drafted == 8 and stats.rejections == 0
         await h.aclose()
@@ -168,9 +168,9 @@ def test_gamma_zero_and_cloud_loop_are_plain_target_decoding() -> None:
     async def body() -> None:
         h = await start()
         plain = GenerationStats(mode="speculative")
-        out0 = await collect(speculative_loop(request([5], 6, gamma=0), h.drafters[0], h.channel, plain, 16), 6)
+        out0 = await collect(speculative_loop(request([5], 6, gamma=0), h.drafters[0], h.ctx(), plain), 6)
         cloud = GenerationStats(mode="cloud")
-        out1 = await collect(cloud_loop(request([5], 6), h.client, cloud), 6)
+        out1 = await collect(cloud_loop(request([5], 6), h.ctx(), cloud), 6)
         assert out0 == out1 == greedy_continuation(5, 6)
         assert plain.drafted == 0 and plain.rounds == 6 and h.drafters[0].calls == 0
         assert cloud.rounds == 6 and cloud.verify_compute_s > 0
@@ -199,7 +199,7 @@ def test_sampled_speculation_is_seeded_and_reproducible() -> None:
         for _ in range(2):
             stats = GenerationStats(mode="speculative")
             req = request([2, 3], 12, temperature=1.0)
-            outs.append(await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 4), 12))
+            outs.append(await collect(speculative_loop(req, h.drafters[0], h.ctx(4), stats), 12))
             assert stats.drafted > 0
         assert outs[0] == outs[1] and all(0 <= t < V for t in outs[0])
         await h.aclose()
@@ -211,7 +211,7 @@ def test_a_verifier_crash_frees_nothing_twice_and_surfaces_to_the_loop() -> None
     async def body() -> None:
         h = await start(BigramBackend(fail_on_extend=3))  # prefill, round 1, then the crash
         stats = GenerationStats(mode="speculative")
-        loop = speculative_loop(request([1, 2], 20), h.drafters[0], h.channel, stats, 16)
+        loop = speculative_loop(request([1, 2], 20), h.drafters[0], h.ctx(), stats)
         got: list[int] = []
         try:
             async for new in loop:
@@ -237,10 +237,9 @@ def test_a_requests_latency_targets_reach_its_verifier_session() -> None:
         from verifier.core.protocol import SloTargets
 
         h = await start()
-        req = GenerationRequest(prompt_token_ids=[1, 2], max_tokens=3, sampling=SamplingParams(),
-                                stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(2),
-                                slo=SloTargets(tpot_ms=42.0))
-        loop = speculative_loop(req, h.drafters[0], h.channel, GenerationStats(mode="speculative"), 16)
+        req = GenerationRequest(Generation(prompt_token_ids=[1, 2], slo=SloTargets(tpot_ms=42.0)), max_tokens=3,
+                                stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(2))
+        loop = speculative_loop(req, h.drafters[0], h.ctx(), GenerationStats(mode="speculative"))
         await loop.__anext__()
         engine = h.verifier.ready_engine()
         (live,) = [engine.session(sid) for sid in engine.session_ids()]
@@ -259,7 +258,7 @@ def test_the_round_log_records_what_the_predictor_is_trained_on(tmp_path) -> Non
         h = await start()
         log = RoundLog(tmp_path / "rounds.jsonl")
         stats = GenerationStats(mode="speculative")
-        await collect(speculative_loop(request([1, 2, 3], 12), h.drafters[0], h.channel, stats, 16, log), 12)
+        await collect(speculative_loop(request([1, 2, 3], 12), h.drafters[0], h.ctx(round_log=log), stats), 12)
         log.close()
         rounds = read_rounds(tmp_path / "rounds.jsonl")
         assert 0 < len(rounds) <= stats.rounds  # a last round with no draft tokens is not logged
@@ -280,8 +279,8 @@ def test_pipelined_greedy_equals_the_targets_greedy_through_rejections_and_stale
         h = await start(faults=faults)
         stats = GenerationStats(mode="speculative")
         held = HeldAnswers(h.channel)
-        out = await collect(speculative_loop(request([1, 2, 3], 40, pipelined=True), h.drafters[0], held.as_channel(),
-                                             stats, 16), 40)
+        out = await collect(speculative_loop(request([1, 2, 3], 40, pipelined=True), h.drafters[0],
+                                             h.ctx(channel=held.as_channel()), stats), 40)
         assert out == greedy_continuation(3, 40)
         # rounds were drafted on top of rounds that then failed: answered stale, never applied
         assert stats.rejections > 0 and stats.stale_rounds > 0 and max(held.waits) > 1
@@ -303,7 +302,7 @@ def test_pipelined_rounds_overlap_their_verification(pipelined: bool, out: int) 
         stats = GenerationStats(mode="speculative")
         held = HeldAnswers(h.channel)
         tokens = await collect(speculative_loop(request([4], 30, gamma=2, pipelined=pipelined), h.drafters[0],
-                                                held.as_channel(), stats, 16), 30)
+                                                h.ctx(channel=held.as_channel()), stats), 30)
         assert tokens == greedy_continuation(4, 30)
         assert stats.stale_rounds == 0 and stats.rejections == 0
         assert len(held.waits) == stats.rounds and max(held.waits) == out
@@ -378,12 +377,12 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
         channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.05)).as_channel()
         client = TimedClient(h.client, clock, 0.005).as_client()
         estimates = LinkEstimates()
-        explorer = Explorer(every=2)
+        explorer = Explorer(every=2, rounds=6)
         req = request([1, 2], 40, pipelined=True)
 
         async def run(stats: GenerationStats) -> list[int]:
-            return await collect(adaptive_loop(req, drafter, channel, client, stats, 16, estimates, explorer,
-                                               clock=clock), 40)
+            return await collect(adaptive_loop(req, drafter, LoopContext(channel, client, 16, estimates, clock=clock),
+                                               stats, explorer), 40)
 
         stats = GenerationStats(mode="auto")
         assert await run(stats) == greedy_continuation(2, 40)
@@ -420,8 +419,9 @@ def test_auto_keeps_speculating_while_it_wins() -> None:
         client = TimedClient(h.client, clock, 0.005).as_client()
         estimates = LinkEstimates()
         stats = GenerationStats(mode="auto")
-        out = await collect(adaptive_loop(request([3], 40, pipelined=False), drafter, channel, client, stats, 16,
-                                          estimates, Explorer(every=8), clock=clock), 40)
+        out = await collect(adaptive_loop(request([3], 40, pipelined=False), drafter,
+                                          LoopContext(channel, client, 16, estimates, clock=clock), stats,
+                                          Explorer(every=8, rounds=6)), 40)
         assert out == greedy_continuation(3, 40) and stats.paths == ["stop_and_wait"]
         assert stats.rounds > 3 and stats.rejections > 0
         rates = estimates.rates(4, 40)
@@ -464,8 +464,9 @@ def _after_an_unlucky_start(explore_rounds: int) -> tuple[GenerationStats, Gener
         runs = []
         for prompt in ([3], [5]):
             stats = GenerationStats(mode="auto")
-            out = await collect(adaptive_loop(request(prompt, 40, pipelined=True), drafter, channel, client, stats,
-                                              16, estimates, explorer, clock=clock, shadow=False), 40)
+            out = await collect(adaptive_loop(request(prompt, 40, pipelined=True), drafter,
+                                              LoopContext(channel, client, 16, estimates, clock=clock), stats,
+                                              explorer, shadow=False), 40)
             assert out == greedy_continuation(prompt[0], 40)
             runs.append(stats)
         await h.aclose()
@@ -533,8 +534,8 @@ def _shadowed(wrong: Callable[[int], bool]) -> GenerationStats:
         client = PacedClient(h.client, clock, 0.005, drafter).as_client()
         estimates = _cloud_leaning()
         stats = GenerationStats(mode="auto")
-        out = await collect(adaptive_loop(request([3], 60), drafter, channel, client, stats, 16, estimates,
-                                          Explorer(every=100), clock=clock), 60)
+        ctx = LoopContext(channel, client, 16, estimates, clock=clock)
+        out = await collect(adaptive_loop(request([3], 60), drafter, ctx, stats, Explorer(every=100, rounds=6)), 60)
         assert out == greedy_continuation(3, 60)
         await h.aclose()
         return stats
@@ -579,8 +580,9 @@ def _predicted(prediction_of: Callable[[list[int]], list[int]], n: int, rejoin_r
         estimates.observe_cloud_step(0.005)
         req = replace(request([1, 2], n, pipelined=True), trigger=PredictionTrigger(None, 4, 32))
         stats = GenerationStats(mode="auto")
-        got = await collect(adaptive_loop(req, prediction, channel, client, stats, 16, estimates, Explorer(every=8),
-                                          clock=clock, rejoin_run=rejoin_run, shadow=False), n)
+        ctx = LoopContext(channel, client, 16, estimates, clock=clock)
+        got = await collect(adaptive_loop(req, prediction, ctx, stats, Explorer(every=8, rounds=6),
+                                          rejoin_run=rejoin_run, shadow=False), n)
         assert got == out
         await h.aclose()
         return stats
@@ -652,7 +654,7 @@ def test_planned_upload_sends_each_round_in_batches_and_stays_exact(pipelined: b
         assert planner.plan() == [1, 1, 1, 1] and planner.boundaries() == {1, 2, 3}
         stats = GenerationStats(mode="speculative")
         req = replace(request([1, 2, 3], max_tokens=20, pipelined=pipelined), upload=planner)
-        out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 20)
+        out = await collect(speculative_loop(req, h.drafters[0], h.ctx(), stats), 20)
         assert out == greedy_continuation(3, 20)
         assert stats.rounds + stats.accepted == 20 and stats.rejections > 0
         if pipelined:  # batches go up only while nothing is in flight: more frames than rounds
@@ -706,7 +708,7 @@ def test_the_tuned_trigger_measures_its_points_in_segments_and_moves_on() -> Non
         tuner = CountedTuner(start=(0.0, 0.0), search=search, segment_tokens=4)
         stats = GenerationStats(mode="speculative")
         req = replace(request([1, 2, 3], max_tokens=60), tuning=tuner)
-        out = await collect(speculative_loop(req, h.drafters[0], h.channel, stats, 16), 60)
+        out = await collect(speculative_loop(req, h.drafters[0], h.ctx(), stats), 60)
         assert out == greedy_continuation(3, 60)
         await until(lambda: tuner.finished == tuner.started)  # a search started by the last segment, in its thread
         seen = {p for p, _ in tuner.observations}
@@ -746,8 +748,8 @@ def test_the_first_draft_and_the_first_rounds_trip_stay_out_of_the_per_token_est
         estimates = LinkEstimates()
         stats = GenerationStats(mode="speculative")
         held = HeldAnswers(h.channel, trip)
-        out = await collect(speculative_loop(request([3], 9, gamma=2), drafter, held.as_channel(), stats, 16,
-                                             estimates=estimates, clock=clock), 9)
+        ctx = h.ctx(channel=held.as_channel(), estimates=estimates, clock=clock)
+        out = await collect(speculative_loop(request([3], 9, gamma=2), drafter, ctx, stats), 9)
         assert out == greedy_continuation(3, 9) and stats.rounds >= 3
         assert stats.draft_s == pytest.approx(0.2 + 0.001 * (drafter.calls - 1))
         assert estimates.draft_s.value == pytest.approx(0.001)

@@ -41,7 +41,7 @@ from proxy.decoding.speculative import speculative_loop
 from tests.harness import V, start
 from tests.planted import BUGS, PositionalBackend, cells, pair_law, pair_p_value, plant
 from tests.stats import chi_square_power, total_variation
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import Generation, SamplingParams
 from verifier.core.sampling import FloatArray, softmax
 
 TARGET = np.random.default_rng(31).normal(0.0, 1.0, size=(V, V)).astype(np.float32)
@@ -76,11 +76,12 @@ def outputs(n: int) -> tuple[list[list[int]], int]:
         outs, stale = [], 0
         try:
             for seed in range(n):
-                req = GenerationRequest(prompt_token_ids=[1], max_tokens=4, sampling=SamplingParams(
-                    temperature=1.0, seed=seed), stop_token_ids=frozenset(), policy=PipelinePolicy.pipelined(2, 3))
+                gen = Generation(prompt_token_ids=[1], sampling=SamplingParams(temperature=1.0, seed=seed))
+                req = GenerationRequest(gen, max_tokens=4, stop_token_ids=frozenset(),
+                                        policy=PipelinePolicy.pipelined(2, 3))
                 stats = GenerationStats(mode="speculative")
                 out: list[int] = []
-                async for new in speculative_loop(req, drafter, h.channel, stats, V):
+                async for new in speculative_loop(req, drafter, h.ctx(V), stats):
                     out += new
                     if len(out) >= 4:
                         break

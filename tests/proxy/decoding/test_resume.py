@@ -13,15 +13,15 @@ from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import Generation, SamplingParams
 
 TRUTH = list(range(100, 140))  # what the target says after the prompt [1, 2, 3]
 DRAFT_SAYS = 7  # the draft model alone says 7, 7, 7, ...
 
 
 def request(max_tokens: int = 20) -> GenerationRequest:
-    return GenerationRequest(prompt_token_ids=[1, 2, 3], max_tokens=max_tokens, sampling=SamplingParams(seed=1),
-                             stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(4))
+    return GenerationRequest(Generation(prompt_token_ids=[1, 2, 3], sampling=SamplingParams(seed=1)),
+                             max_tokens=max_tokens, stop_token_ids=frozenset(), policy=PipelinePolicy.stop_and_wait(4))
 
 
 class FlakyCloud:
@@ -37,8 +37,8 @@ class FlakyCloud:
         return self._run(req, len(self.prompts))
 
     async def _run(self, req: GenerationRequest, call: int) -> AsyncGenerator[list[int], None]:
-        self.prompts.append(req.prompt_token_ids)
-        done = len(req.prompt_token_ids) - 3
+        self.prompts.append(req.generation.prompt_token_ids)
+        done = len(req.generation.prompt_token_ids) - 3
         limit = self.fail_after[call] if call < len(self.fail_after) else None
         sent = 0
         while sent < req.max_tokens:
@@ -138,6 +138,7 @@ def test_a_success_after_a_loss_closes_the_breaker() -> None:
 def test_continued_keeps_sampling_and_the_output_start_and_shrinks_the_budget() -> None:
     req = request(10)
     rest = req.continued([5, 6])
-    assert rest.prompt_token_ids == [1, 2, 3, 5, 6] and rest.max_tokens == 8 and rest.sampling == req.sampling
-    assert rest.output_index() == 3 and rest.continued([7]).output_index() == 3
+    assert rest.generation.prompt_token_ids == [1, 2, 3, 5, 6] and rest.max_tokens == 8
+    assert rest.generation.sampling == req.generation.sampling
+    assert rest.generation.output_index() == 3 and rest.continued([7]).generation.output_index() == 3
     assert req.continued([]) is req

@@ -15,7 +15,7 @@ from proxy.decoding.speculation import ProtocolViolation, SpeculationState
 from proxy.decoding.speculative import speculative_loop
 from tests.harness import EOS, LinkFaults, greedy_continuation, start
 from verifier.core.codec import DraftToken
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import Generation
 from verifier.core.wire import Stale, Verified
 
 
@@ -157,10 +157,10 @@ def test_random_rejections_depths_and_links_never_lose_duplicate_or_reorder_a_to
         h = await start(faults=faults)
         h.drafters[0].wrong = lambda p: p in wrong
         stats = GenerationStats(mode="speculative")
-        req = GenerationRequest(prompt_token_ids=[7, 3], max_tokens=max_tokens, sampling=SamplingParams(),
+        req = GenerationRequest(Generation(prompt_token_ids=[7, 3]), max_tokens=max_tokens,
                                 stop_token_ids=frozenset({EOS}), policy=policy)
         out: list[int] = []
-        loop = speculative_loop(req, h.drafters[0], h.channel, stats, 16)
+        loop = speculative_loop(req, h.drafters[0], h.ctx(), stats)
         try:
             async for new in loop:
                 out.extend(new)

@@ -46,10 +46,10 @@ def test_defaults_and_tandem_options() -> None:
     settings = EdgeSettings(gamma=3, confidence_threshold=0.25)
     prep = resolve(chat(seed=-1), [1, 2], edge(settings), None)
     # a seeded sample: one reproducible path (stop-and-wait speculation)
-    sp = prep.gen.sampling
+    sp = prep.gen.generation.sampling
     assert (sp.temperature, sp.top_p, prep.gen.policy) == (1.0, 1.0, PipelinePolicy.stop_and_wait(3))
     assert prep.gen.trigger == DualThresholdTrigger(0.25)
-    assert prep.gen.sampling.seed == (1 << 63) - 1 and prep.mode == "speculative"
+    assert prep.gen.generation.sampling.seed == (1 << 63) - 1 and prep.mode == "speculative"
     assert resolve(chat(), [1, 2], edge(settings), None).gen.policy == PipelinePolicy.pipelined(3)
     prep = resolve(chat(tandem={"mode": "cloud", "gamma": 0, "confidence_threshold": 0.0}), [1], edge(settings), None)
     assert (prep.mode, prep.gen.policy.gamma, prep.gen.trigger) == ("cloud", 0, DualThresholdTrigger(0.0))
@@ -73,8 +73,9 @@ def test_a_model_free_edge_refuses_draft_mode_and_thresholds() -> None:
 
 def test_latency_targets_pass_through_to_the_verifier() -> None:
     prep = resolve(chat(tandem={"tpot_slo_ms": 80, "ttft_slo_ms": 900}), [1], edge(EdgeSettings()), None)
-    assert prep.gen.slo is not None and (prep.gen.slo.tpot_ms, prep.gen.slo.ttft_ms) == (80, 900)
-    assert resolve(chat(), [1], edge(EdgeSettings()), None).gen.slo is None
+    slo = prep.gen.generation.slo
+    assert slo is not None and (slo.tpot_ms, slo.ttft_ms) == (80, 900)
+    assert resolve(chat(), [1], edge(EdgeSettings()), None).gen.generation.slo is None
 
 
 def test_the_predictor_trigger_loads_the_predictor_file(tmp_path: Path) -> None:

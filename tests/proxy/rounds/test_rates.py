@@ -79,7 +79,7 @@ def test_choose_keeps_the_current_path_unless_another_wins_by_the_margin() -> No
 def test_the_explorer_speculates_every_nth_request_sent_to_the_cloud() -> None:
     from proxy.rounds.rates import Explorer
 
-    explorer = Explorer(every=3)
+    explorer = Explorer(every=3, rounds=6)
     picks = [explorer.explore(to_cloud) for to_cloud in [True, True, True, True, False, True, True, True]]
     # the 3rd in a row explores and restarts the count; a request sent to speculation resets it
     assert picks == [False, False, True, False, False, False, False, True]
