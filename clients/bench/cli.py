@@ -28,34 +28,30 @@ from pathlib import Path
 from typing import Any
 
 from clients.bench.cpu import DutyCycle, cpu_seconds, parse_cpus
+from clients.bench.identity import Mismatch
 from clients.bench.identity import mismatches as lossless_mismatches
 from clients.bench.measure import MODES, Mode, RequestResult, run_request
 from clients.bench.repeats import scenario_summary
 from clients.bench.report import markdown, write
-from clients.bench.scenario import load_scenario
+from clients.bench.scenario import Scenario, load_scenario
 from clients.bench.spread import balanced
 from clients.bench.testbed import Process, RelayThread, Testbed
 from verifier.core.cpu import read_cpu
-from verifier.core.prompts import load_prompts
+from verifier.core.prompts import PromptRecord, load_prompts
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
 
 
-def mode_order(modes: list[Mode], index: int) -> list[Mode]:
-    """The order of the modes on the ``index``-th (prompt, repeat): a carry-over balanced design
-    (``clients.bench.spread.balanced``), so that every mode goes first as often and follows every
-    other mode as often. vLLM keeps polling its core for a while after a request, which slowed
-    whatever ran next there: in docs/bench-v4 every mode's first token came 110-160 ms later right
-    after a ``vllm-serve`` request, and the rotation then used made ``tandem`` follow it more often
-    than ``cloud``."""
-    return balanced(modes, index)
-
-
 def schedule(prompts: int, repeats: int, modes: list[Mode]) -> list[tuple[int, int, list[Mode]]]:
     """(repeat, prompt, modes in the order they run) for every run, in run order: each repeat one
-    pass over the prompts, the order of the modes that of ``mode_order`` at index
-    ``prompt * repeats + repeat``, so that it changes between the repeats of one prompt too."""
-    return [(r, p, mode_order(modes, p * repeats + r)) for r in range(repeats) for p in range(prompts)]
+    pass over the prompts, the order of the modes the carry-over balanced one of
+    ``clients.bench.spread.balanced`` at index ``prompt * repeats + repeat``, so that it changes
+    between the repeats of one prompt too."""
+    # every mode goes first as often and follows every other mode as often: vLLM keeps polling its
+    # core for a while after a request, which slowed whatever ran next there (in docs/bench-v4 every
+    # mode's first token came 110-160 ms later right after a ``vllm-serve`` request, and the rotation
+    # then used made ``tandem`` follow it more often than ``cloud``)
+    return [(r, p, balanced(modes, p * repeats + r)) for r in range(repeats) for p in range(prompts)]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -128,67 +124,81 @@ def _draft_path(name: str) -> str:
     return str(resolve_draft(name))
 
 
-def main(argv: list[str] | None = None) -> int:
-    from tqdm import tqdm
-
-    args = parse(argv)
-    command = "tandem-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+def run_modes(args: argparse.Namespace) -> list[Mode]:
+    """The modes of ``--modes``, with cloud-only first where a lossless mode needs its answers and
+    the baseline first where ``--modes`` lacks it."""
     modes = [MODES[m] for m in args.modes.split(",") if m]
     if any(m.lossless for m in modes) and "cloud" not in [m.name for m in modes]:
         modes.insert(0, MODES["cloud"])  # the reference every lossless mode is checked against
     if args.baseline not in [m.name for m in modes]:
         modes.insert(0, MODES[args.baseline])  # the reference of every ratio
-    scenarios = [load_scenario(s) for s in args.scenario]
-    prompts = load_prompts(args.prompts, args.limit)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    edge_args = ("--predictor", str(args.predictor)) if args.predictor else ()
-    bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, edge_args,
-                  args.verifier_backend)
-    drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
+    return modes
+
+
+def run_all(bed: Testbed, args: argparse.Namespace, scenarios: list[Scenario], prompts: list[PromptRecord],
+            modes: list[Mode], drafts: dict[str, str | None]) -> list[RequestResult]:
+    """Every scenario in turn against one verifier (and one vLLM server, where a mode streams from
+    it), behind a progress bar; the testbed is stopped at the end, whatever happens."""
+    from tqdm import tqdm
+
     results: list[RequestResult] = []
     bar = tqdm(total=len(scenarios) * len(prompts) * len(modes) * args.repeats, unit="req", desc="bench")
-    started, load_start = time.time(), os.getloadavg()
     try:
         bar.set_postfix_str("starting verifier")
         bed.start_verifier()
         vllm_port = bed.start_vllm_server() if any(m.draft == "vllm" for m in modes) else 0
         for sc in scenarios:
-            bar.set_postfix_str(f"{sc.name}: starting edge")
-            relay = RelayThread(sc.link, bed.verifier_port)
-            vllm_relay = RelayThread(sc.link, vllm_port) if vllm_port else None  # the client -> vLLM link
-            edges: dict[str, tuple[Process, DutyCycle, str]] = {}
-            try:
-                for tag in sorted({m.draft for m in modes if m.bound != "cloud"} | {"default"}):
-                    edges[tag] = bed.start_edge(sc, relay, drafts[tag], tag)
-                warm = [{"role": "user", "content": "Hello!"}]
-                for m in modes:  # warm-up, not measured
-                    url, counters, _ = target(m, edges, relay, vllm_relay)
-                    run_request(url, warm, m, 4, counters, lambda: 0.0, sc.name, -1, "warmup")
-                relay.restart_clock()
-                if vllm_relay is not None:
-                    vllm_relay.restart_clock()
-                for rep, pid, order in schedule(len(prompts), args.repeats, modes):
-                    record = prompts[pid]
-                    for m in order:  # side by side: every mode on a prompt before the next
-                        time.sleep(args.settle_s)
-                        bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
-                        url, counters, cpu = target(m, edges, relay, vllm_relay)
-                        results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,
-                                                   sc.name, pid, record.category, repeat=rep))
-                        bar.update(1)
-            finally:
-                for edge, duty, _ in edges.values():
-                    duty.stop()
-                    edge.stop()
-                relay.stop()  # bed.stop() below also stops any edge left running
-                if vllm_relay is not None:
-                    vllm_relay.stop()
+            results += run_scenario(sc, bed, vllm_port, args, prompts, modes, drafts, bar)
     finally:
         bar.close()
         bed.stop()
-    mismatches = lossless_mismatches(results, {m.name for m in modes if m.lossless})
-    report: dict[str, Any] = {
+    return results
+
+
+def run_scenario(sc: Scenario, bed: Testbed, vllm_port: int, args: argparse.Namespace, prompts: list[PromptRecord],
+                 modes: list[Mode], drafts: dict[str, str | None], bar: Any) -> list[RequestResult]:
+    """One scenario: its edges and links started, one unmeasured warm-up request per mode, then
+    every mode on every prompt in the order of ``schedule``; the edges and links stopped after."""
+    results: list[RequestResult] = []
+    bar.set_postfix_str(f"{sc.name}: starting edge")
+    relay = RelayThread(sc.link, bed.verifier_port)
+    vllm_relay = RelayThread(sc.link, vllm_port) if vllm_port else None  # the client -> vLLM link
+    edges: dict[str, tuple[Process, DutyCycle, str]] = {}
+    try:
+        for tag in sorted({m.draft for m in modes if m.bound != "cloud"} | {"default"}):
+            edges[tag] = bed.start_edge(sc, relay, drafts[tag], tag)
+        warm = [{"role": "user", "content": "Hello!"}]
+        for m in modes:  # warm-up, not measured
+            url, counters, _ = target(m, edges, relay, vllm_relay)
+            run_request(url, warm, m, 4, counters, lambda: 0.0, sc.name, -1, "warmup")
+        relay.restart_clock()
+        if vllm_relay is not None:
+            vllm_relay.restart_clock()
+        for rep, pid, order in schedule(len(prompts), args.repeats, modes):
+            record = prompts[pid]
+            for m in order:  # side by side: every mode on a prompt before the next
+                time.sleep(args.settle_s)
+                bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
+                url, counters, cpu = target(m, edges, relay, vllm_relay)
+                results.append(run_request(url, record.messages, m, args.max_tokens, counters, cpu,
+                                           sc.name, pid, record.category, repeat=rep))
+                bar.update(1)
+    finally:
+        for edge, duty, _ in edges.values():
+            duty.stop()
+            edge.stop()
+        relay.stop()  # bed.stop() below also stops any edge left running
+        if vllm_relay is not None:
+            vllm_relay.stop()
+    return results
+
+
+def build_report(command: str, args: argparse.Namespace, scenarios: list[Scenario], prompts: list[PromptRecord],
+                 modes: list[Mode], results: list[RequestResult], mismatches: list[Mismatch], started: float,
+                 load_start: tuple[float, float, float]) -> dict[str, Any]:
+    """results.json's content (less the requests, which ``write`` adds): the command, the machine,
+    the settings, each scenario's summary and the verdict of the lossless check."""
+    return {
         "command": command,
         "machine": {"cpus": os.cpu_count(), "cpu": read_cpu().describe(), "platform": platform.platform(),
                     "python": platform.python_version(),
@@ -212,6 +222,12 @@ def main(argv: list[str] | None = None) -> int:
         "lossless_ok": not mismatches,
         "mismatches": [m.as_dict() for m in mismatches],
     }
+
+
+def publish(report: dict[str, Any], results: list[RequestResult], mismatches: list[Mismatch],
+            args: argparse.Namespace) -> int:
+    """Write the report to ``--out`` and print it; name each lossless mismatch on stderr. The exit
+    status: 1 when there is any, else 0."""
     write(report, [vars(r) for r in results], args.out, with_plots=not args.no_plots)
     print(markdown(report))
     plots = "" if args.no_plots else ", tokens_per_s.png, latency_cdf.png"
@@ -219,6 +235,25 @@ def main(argv: list[str] | None = None) -> int:
     for mm in mismatches:
         print(f"LOSSLESS CHECK FAILED: {mm.describe()}", file=sys.stderr)
     return 1 if mismatches else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    command = "tandem-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    modes = run_modes(args)
+    scenarios = [load_scenario(s) for s in args.scenario]
+    prompts = load_prompts(args.prompts, args.limit)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    edge_args = ("--predictor", str(args.predictor)) if args.predictor else ()
+    bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), args.gamma, edge_args,
+                  args.verifier_backend)
+    drafts = {"default": args.draft_model, "alt": _draft_path(args.alt_draft)}
+    started, load_start = time.time(), os.getloadavg()
+    results = run_all(bed, args, scenarios, prompts, modes, drafts)
+    mismatches = lossless_mismatches(results, {m.name for m in modes if m.lossless})
+    report = build_report(command, args, scenarios, prompts, modes, results, mismatches, started, load_start)
+    return publish(report, results, mismatches, args)
 
 
 if __name__ == "__main__":

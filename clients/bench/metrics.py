@@ -1,6 +1,6 @@
 """Acceptance, defined once for every report of both harnesses (``tandem-bench``, ``tandem-load``).
 
-The words are the glossary's (``verifier.core.sampling``), counted over a request's rounds and
+The words are the glossary's (docs/architecture.md), counted over a request's rounds and
 summed over requests before any ratio is taken (a pooled ratio, not a mean of per-request ratios):
 
 - round: one verify round answered by the verifier (a stale answer, drafted on a token that was then

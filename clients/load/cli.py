@@ -199,20 +199,9 @@ async def _run_point(mode: str, n: int, args: argparse.Namespace, url: str,
     return [t for c in per_client for t in c], wall
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse(argv)
-    command = "tandem-load " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    (args.out / "logs").mkdir(parents=True, exist_ok=True)
-    client_cpus = parse_cpus(args.client_cpus)
-    if client_cpus:
-        os.sched_setaffinity(0, set(client_cpus) & os.sched_getaffinity(0) or os.sched_getaffinity(0))
-    verifier_cpus = parse_cpus(args.verifier_cpus)
-    modes = [m for m in args.modes.split(",") if m]
-    points: list[LoadPoint] = []
-    errors: dict[str, list[str]] = {}
-    mismatches: list[str] = []
-    load_start = os.getloadavg()
-
+def record_traces(args: argparse.Namespace, verifier_cpus: tuple[int, ...] | None) -> list[traces.Trace]:
+    """The draft traces every edge replays, recorded against a verifier of their own (stopped after)
+    and saved to ``--out``/traces.jsonl."""
     first = Verifier(["--backend", args.backend], verifier_cpus, args.out / "logs" / "verifier-record.log")
     try:
         print("recording draft traces ...", flush=True)
@@ -221,7 +210,17 @@ def main(argv: list[str] | None = None) -> int:
         first.stop()
     traces.save(all_traces, args.out / "traces.jsonl")
     print(f"{len(all_traces)} traces, draft {all_traces[0].draft_s_per_token * 1000:.2f} ms/token", flush=True)
+    return all_traces
 
+
+def run_all(args: argparse.Namespace, modes: list[str], verifier_cpus: tuple[int, ...] | None,
+            all_traces: list[traces.Trace]) -> tuple[list[LoadPoint], dict[str, list[str]], list[str]]:
+    """Every mode at every client count, repeat by repeat, each mode on a verifier of its own after
+    an unmeasured warm-up: the points, the errors of each mode and client count, and the lossless
+    failures (warm-ups included)."""
+    points: list[LoadPoint] = []
+    errors: dict[str, list[str]] = {}
+    mismatches: list[str] = []
     # every mode's verifier is up for the whole run, so the modes take turns: at each (repeat, client
     # count) they run in a carry-over balanced order (clients.bench.spread.balanced) (nothing else runs beside a point)
     verifiers: dict[str, Verifier | None] = {}
@@ -248,7 +247,12 @@ def main(argv: list[str] | None = None) -> int:
         for verifier in verifiers.values():
             if verifier:
                 verifier.stop()
+    return points, errors, mismatches
 
+
+def write_report(command: str, args: argparse.Namespace, points: list[LoadPoint], errors: dict[str, list[str]],
+                 mismatches: list[str], load_start: tuple[float, float, float]) -> None:
+    """results.json, results.md and capacity.png in ``--out``; the Markdown tables printed too."""
     report = {"command": command, "cpu": read_cpu().describe(),
               # 1, 5 and 15 minute load averages: other work on the machine skews every timing
               "load_average_start": [round(x, 2) for x in load_start],
@@ -261,6 +265,21 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "results.md").write_text(markdown(points, args.tpot_slo_ms, command))
     _plot(points, args.out / "capacity.png")
     print(markdown(points, args.tpot_slo_ms, command))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    command = "tandem-load " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    (args.out / "logs").mkdir(parents=True, exist_ok=True)
+    client_cpus = parse_cpus(args.client_cpus)
+    if client_cpus:
+        os.sched_setaffinity(0, set(client_cpus) & os.sched_getaffinity(0) or os.sched_getaffinity(0))
+    verifier_cpus = parse_cpus(args.verifier_cpus)
+    modes = [m for m in args.modes.split(",") if m]
+    load_start = os.getloadavg()
+    all_traces = record_traces(args, verifier_cpus)
+    points, errors, mismatches = run_all(args, modes, verifier_cpus, all_traces)
+    write_report(command, args, points, errors, mismatches, load_start)
     return exit_status(points, mismatches)
 
 

@@ -21,7 +21,7 @@ Stats = dict[str, bool | float | int | str]
 
 @dataclass
 class GenerationStats:
-    """Per-request counters, named as in the glossary (``verifier.core.sampling``);
+    """Per-request counters, named as in the glossary (docs/architecture.md);
     ``verify_compute_s`` sums the verifier's ``compute_ms``."""
 
     mode: str

@@ -1,8 +1,8 @@
 """How the edge draws draft tokens and how sure its draft model is of them: pure numpy.
 
 The edge must draw each draft token from exactly the proposal q it sends up, with the same
-temperature/top_p transform the verifier applies to the target (``verifier.core.sampling``
-defines the words); then rejection sampling on the verifier is exact.
+temperature/top_p transform the verifier applies to the target (the words are the glossary's,
+docs/architecture.md); then rejection sampling on the verifier is exact.
 """
 
 from __future__ import annotations

@@ -39,11 +39,11 @@ def test_bench_quick_smoke(tmp_path: Path) -> None:
 
 
 def test_each_mode_follows_different_modes_across_prompts() -> None:
-    from clients.bench.cli import mode_order
     from clients.bench.measure import MODES
+    from clients.bench.spread import balanced
 
     modes = [MODES[m] for m in ("cloud", "vllm-serve", "tandem", "tandem-alt")]
-    orders = [mode_order(modes, i) for i in range(8)]
+    orders = [balanced(modes, i) for i in range(8)]
     assert all(sorted(m.name for m in o) == sorted(m.name for m in modes) for o in orders)
     predecessors = {m.name: {o[o.index(m) - 1].name for o in orders if o.index(m) > 0} for m in modes}
     assert all(len(p) >= 2 for p in predecessors.values()), predecessors
