@@ -40,7 +40,7 @@ from verifier.core.chat_template import ChatTemplate
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.models import default_target_dir, target_gguf_path
 from verifier.core.prompts import load_prompts
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import GenerateRequest, SamplingParams
 
 PROMPTS = Path(__file__).resolve().parents[1] / "prompts" / "bench.jsonl"
 
@@ -68,7 +68,8 @@ async def decode(backend: VllmBackend, prompt: list[int], max_tokens: int,
                  eos: list[int]) -> tuple[list[int], list[TokenLogprob]]:
     tokens: list[int] = []
     entries: list[TokenLogprob] = []
-    async for new, logprobs in backend.decode(prompt, SamplingParams(), max_tokens, eos, len(prompt), 2):
+    req = GenerateRequest(prompt_token_ids=prompt, max_tokens=max_tokens, stop_token_ids=eos, logprobs=2)
+    async for new, logprobs in backend.decode(req):
         tokens += new
         entries += logprobs or []
     return tokens, entries

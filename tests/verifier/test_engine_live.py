@@ -13,7 +13,6 @@ import pytest
 
 from tests.harness import BigramBackend, FakeClock, V, bigram_logits, next_round, until
 from verifier.backends.base import LiveHandle, LiveRoute, NativeDecoder
-from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
 from verifier.core.protocol import GenerateRequest, SamplingParams, SessionCreate
 from verifier.engine import EngineError, VerifierEngine
@@ -43,9 +42,8 @@ class LiveBigram(BigramBackend, LiveRoute):
         self.live_rounds = 0
         self.open_handles: set[int] = set()
 
-    def live_refusal(self, sampling: SamplingParams, prompt_tokens: int, reproducible: bool, logprobs: int | None,
-                     grammar: bool) -> str | None:
-        if sampling.processing().active:
+    def live_refusal(self, req: SessionCreate) -> str | None:
+        if req.sampling.processing().active:
             return "logits processing"
         return None
 
@@ -207,11 +205,8 @@ class NativeLiveBigram(LiveBigram, NativeDecoder):
     def native_refusal(self, sampling: SamplingParams) -> str | None:
         return "min_p" if sampling.min_p > 0 else None
 
-    async def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                     stop_token_ids: list[int], output_start: int, logprobs: int | None,
-                     grammar: GrammarSpec | None = None,
-                     ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
-        yield [V - 1] * max_tokens, None
+    async def decode(self, req: GenerateRequest) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
+        yield [V - 1] * req.max_tokens, None
 
 
 def test_a_session_whose_move_to_rows_fails_ends_instead_of_going_on_wrong() -> None:

@@ -18,9 +18,8 @@ from typing import Literal, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import ModelInfo, SamplingParams
+from verifier.core.protocol import GenerateRequest, ModelInfo, SamplingParams, SessionCreate
 
 #: Linear kernels of the torch backend on CPU (``verifier.backends.torch_backend.use_onednn_linear``)
 CpuLinear = Literal["auto", "onednn", "torch"]
@@ -140,14 +139,12 @@ class NativeDecoder(ABC):
         return None
 
     @abstractmethod
-    def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-               stop_token_ids: list[int], output_start: int, logprobs: int | None,
-               grammar: GrammarSpec | None = None,
-               ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
-        """New token ids as they come, with their logprobs (``logprobs`` alternatives each) when
-        asked, on the caller's event loop; closing the iterator aborts. ``output_start``: where
-        the output begins in the prompt (a resumed generation); ``grammar``: what the output
-        must match. Raises ``ValueError`` for sampling it cannot honour exactly."""
+    def decode(self, req: GenerateRequest) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
+        """New token ids of ``req`` as they come, with their logprobs (``req.logprobs`` alternatives
+        each) when asked, on the caller's event loop; closing the iterator aborts. ``req.max_tokens``
+        is within the target's context (the engine caps it); the output begins at
+        ``req.output_index()`` (a resumed generation) and matches ``req.grammar``. Raises
+        ``ValueError`` for sampling it cannot honour exactly."""
 
 
 class LiveHandle(ABC):
@@ -166,10 +163,9 @@ class LiveRoute(ABC):
     go the whole-row route (``TargetBackend.score``)."""
 
     @abstractmethod
-    def live_refusal(self, sampling: SamplingParams, prompt_tokens: int, reproducible: bool, logprobs: int | None,
-                     grammar: bool) -> str | None:
-        """Why a session cannot be served live (the reason, reported), or None when it can now.
-        ``reproducible``: a seeded sampled output must repeat for the same seed."""
+    def live_refusal(self, req: SessionCreate) -> str | None:
+        """Why the session ``req`` opens cannot be served live (the reason, reported), or None when
+        it can now. ``req.reproducible``: a seeded sampled output must repeat for the same seed."""
 
     @abstractmethod
     async def open_live(self, prompt_token_ids: list[int], sampling: SamplingParams) -> LiveHandle:

@@ -14,7 +14,7 @@ from typing import Any
 
 from verifier.backends.base import LiveHandle
 from verifier.backends.vllm_sessions import LiveStream
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import SessionCreate
 
 #: vLLM sequences kept free of live sessions: whole-row rounds, prefills and cloud-only decoding
 LIVE_RESERVED_SEQS = 8
@@ -65,19 +65,20 @@ def kv_blocks(engine: Any) -> int:
     return int(blocks)
 
 
-def live_sampling_refusal(sampling: SamplingParams, reproducible: bool, logprobs: int | None,
-                          grammar: bool) -> str | None:
-    """Why a session's rounds cannot be verified live by vLLM exactly (None: they can). vLLM's
-    spec decoding refuses min_p and logit_bias; penalties and min_tokens would count over one
-    chunk's output only; a seeded sampled session keeps Tandem's position-keyed draws, which repeat
-    for the same seed however the rounds fall; logprobs and grammars stay on the whole-row route."""
+def live_sampling_refusal(req: SessionCreate) -> str | None:
+    """Why the rounds of the session ``req`` opens cannot be verified live by vLLM exactly (None:
+    they can). vLLM's spec decoding refuses min_p and logit_bias; penalties and min_tokens would
+    count over one chunk's output only; a seeded sampled session keeps Tandem's position-keyed
+    draws, which repeat for the same seed however the rounds fall; logprobs and grammars stay on
+    the whole-row route."""
+    sampling = req.sampling
     if sampling.processing().active or sampling.min_p > 0:
         return "logits processing (penalties, logit_bias, min_p, min_tokens)"
-    if sampling.temperature > 0 and reproducible:
+    if sampling.temperature > 0 and req.reproducible:
         return "a seeded sampled session (reproducible draws)"
-    if logprobs is not None:
+    if req.logprobs is not None:
         return "logprobs"
-    if grammar:
+    if req.grammar is not None:
         return "a grammar"
     return None
 
@@ -93,15 +94,15 @@ class LiveAdmission:
     def count(self) -> int:
         return len(self._open)
 
-    def refusal(self, sampling: SamplingParams, prompt_tokens: int, reproducible: bool, logprobs: int | None,
-                grammar: bool) -> str | None:
+    def refusal(self, req: SessionCreate) -> str | None:
         """``LiveRoute.live_refusal``."""
         limits = self.limits
         if not limits.sessions:
             return "the live route is off"
-        reason = live_sampling_refusal(sampling, reproducible, logprobs, grammar)
+        reason = live_sampling_refusal(req)
         if reason is not None:
             return reason
+        prompt_tokens = len(req.prompt_token_ids)
         if prompt_tokens < 2:
             return "a one-token prompt"
         if len(self._open) >= limits.sessions:

@@ -69,9 +69,8 @@ from verifier.backends.vllm_rows import (
     rows_readable,
 )
 from verifier.backends.vllm_sessions import LiveSampling, LiveStream
-from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import ModelInfo, SamplingParams
+from verifier.core.protocol import GenerateRequest, ModelInfo, SamplingParams, SessionCreate
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +149,8 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
     def live_sessions(self) -> int:
         return self._live.count
 
-    def live_refusal(self, sampling: SamplingParams, prompt_tokens: int, reproducible: bool, logprobs: int | None,
-                     grammar: bool) -> str | None:
-        return self._live.refusal(sampling, prompt_tokens, reproducible, logprobs, grammar)
+    def live_refusal(self, req: SessionCreate) -> str | None:
+        return self._live.refusal(req)
 
     async def open_live(self, prompt_token_ids: list[int], sampling: SamplingParams) -> LiveHandle:
         limits = self._live.limits
@@ -279,15 +277,11 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
         return state.tokens
 
     # ---- cloud-only: vLLM's own decoding ----------------------------------------------------
-    async def decode(self, prompt_token_ids: list[int], sampling: SamplingParams, max_tokens: int,
-                     stop_token_ids: list[int], output_start: int, logprobs: int | None,
-                     grammar: GrammarSpec | None = None,
-                     ) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
+    async def decode(self, req: GenerateRequest) -> AsyncGenerator[tuple[list[int], list[TokenLogprob] | None], None]:
         from vllm.inputs import TokensPrompt
 
-        params = decode_params(self._params_type, self._delta, len(prompt_token_ids), sampling, max_tokens,
-                               stop_token_ids, output_start, logprobs, grammar)
-        stream = self._engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids), params,
+        params = decode_params(self._params_type, self._delta, req)
+        stream = self._engine.generate(TokensPrompt(prompt_token_ids=list(req.prompt_token_ids)), params,
                                        f"decode-{next(self._ids)}")
         try:
             while True:
@@ -296,8 +290,8 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
                     return
                 new = list(out.outputs[0].token_ids)
                 if new:
-                    yield new, (vllm_logprobs(new, out.outputs[0].logprobs, logprobs)
-                                if logprobs is not None else None)
+                    yield new, (vllm_logprobs(new, out.outputs[0].logprobs, req.logprobs)
+                                if req.logprobs is not None else None)
         finally:  # closing the stream on vLLM's loop aborts the request there
             await self._loop.on_loop(stream.aclose())
 

@@ -8,15 +8,14 @@ from typing import Any
 
 from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import SamplingParams
+from verifier.core.protocol import GenerateRequest
 
 
-def decode_params(params_type: Any, output_kind: Any, prompt_tokens: int, sampling: SamplingParams,
-                  max_tokens: int, stop_token_ids: list[int], output_start: int, logprobs: int | None,
-                  grammar: GrammarSpec | None) -> Any:
-    """vLLM's ``params_type`` (its ``SamplingParams``) for a generation over ``prompt_tokens``
-    whose output begins at ``output_start``; ValueError where vLLM cannot continue it exactly."""
-    produced = prompt_tokens - output_start  # output tokens vLLM will see as prompt
+def decode_params(params_type: Any, output_kind: Any, req: GenerateRequest) -> Any:
+    """vLLM's ``params_type`` (its ``SamplingParams``) for ``req``, whose output begins at
+    ``req.output_index()``; ValueError where vLLM cannot continue it exactly."""
+    sampling, grammar = req.sampling, req.grammar
+    produced = len(req.prompt_token_ids) - req.output_index()  # output tokens vLLM will see as prompt
     if produced and (sampling.presence_penalty or sampling.frequency_penalty):
         raise ValueError("vLLM counts presence/frequency penalties over its own output only: a generation "
                          "resumed after some output cannot be continued with them exactly")
@@ -24,14 +23,14 @@ def decode_params(params_type: Any, output_kind: Any, prompt_tokens: int, sampli
         raise ValueError("vLLM starts a grammar at its own first output token: a constrained generation "
                          "resumed after some output cannot be continued by it")
     return params_type(
-        max_tokens=max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
+        max_tokens=req.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
         top_k=sampling.top_k or -1, min_p=sampling.min_p,
         presence_penalty=sampling.presence_penalty, frequency_penalty=sampling.frequency_penalty,
         repetition_penalty=sampling.repetition_penalty, logit_bias=dict(sampling.logit_bias) or None,
         min_tokens=max(0, sampling.min_tokens - produced),
-        seed=sampling.seed if sampling.temperature > 0 else None, stop_token_ids=stop_token_ids,
-        detokenize=False, output_kind=output_kind, logprobs=logprobs,
-        structured_outputs=structured(grammar) if grammar is not None else None,
+        seed=sampling.seed if sampling.temperature > 0 else None, stop_token_ids=list(req.stop_token_ids),
+        detokenize=False, output_kind=output_kind, logprobs=req.logprobs,
+        structured_outputs=structured(grammar.spec()) if grammar is not None else None,
     )
 
 

@@ -6,11 +6,11 @@ vLLM's CPU build only (where Triton is absent); nothing changes where Triton run
 - ``expand_to_tokens``: vLLM's CPU stand-in for ``expand_kernel`` writes into a converted copy
   and leaves its output uninitialised, so sampled spec-decode steps read garbage temperatures
   (a correctness fix, docs/vllm-live-route.md);
-- ``top_k_top_p``: vLLM's torch top-p sorts the whole vocabulary for every row: 19.5 ms for the
-  5 rows of a live round of 4 drafts, 164 ms for 40 rows (8 sessions), against a 50 ms decode
-  step, on one core of the 2-core AMD EPYC VM (AVX-512). The same nucleus from the ``candidates``
-  likeliest tokens costs about 0.1 ms a row; a row whose nucleus is larger goes to vLLM's sort
-  (a speed fix).
+- ``top_k_top_p``: vLLM's torch top-p sorts the whole vocabulary for every row, which on CPU
+  costs one session's sampled live round a large part of a decode step, and several sessions'
+  rounds more than a step. The same nucleus from the ``candidates`` likeliest tokens costs a
+  small fraction of that; a row whose nucleus is larger goes to vLLM's sort (a speed fix; the
+  measurements: docs/vllm-live-route.md, "Round and step, sampled rounds").
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ backend, no drafter), so the edge installs without the verifier's engines and th
 ships without the edge. The contracts are in ``pyproject.toml`` (``[tool.importlinter]``),
 checked by ``make test``.
 
-- ``sampling``: the glossary, distributions and keyed randomness (pure numpy);
+- ``sampling``: distributions and keyed randomness (pure numpy; the words: docs/architecture.md#glossary);
 - ``acceptance``: greedy verification and exact rejection sampling (pure numpy);
 - ``bounds``: acceptance estimators and analytic throughput bounds (pure);
 - ``protocol`` and ``codec``: the verify API's wire models and the round codec (``DraftToken``,

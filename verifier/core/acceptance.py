@@ -1,7 +1,7 @@
 """Verification of one round: greedy acceptance and exact speculative rejection sampling.
 
 Pure numpy. The words (draft tokens, proposal, accepted, recovered, bonus, next token) are
-defined once in ``verifier.core.sampling``.
+defined once, in docs/architecture.md#glossary.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 What a mode could reach at best with the measured acceptance and timings; the benchmark
 report prints measured / bound, and the distillation tool scores drafts with the same
-estimators. Words as defined in ``verifier.core.sampling``.
+estimators. Words as defined in docs/architecture.md#glossary.
 """
 
 from __future__ import annotations

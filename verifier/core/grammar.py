@@ -8,8 +8,9 @@ pass. A draft token the grammar forbids has target probability 0: it is rejected
 rows after it are never read.
 
 The engine is llguidance (maintained; no dependencies; used by vLLM and llama.cpp): JSON
-schemas (``response_format``), Lark grammars and regexes, a mask in ~0.1 ms on a 49k vocabulary
-(docs/openai-compat.md has the measurement and the comparison with xgrammar and outlines-core).
+schemas (``response_format``), Lark grammars and regexes, a mask far cheaper than a round
+(docs/openai-compat.md, "Grammar engine: llguidance, by measurement", has the measurements and
+the comparison with xgrammar and outlines-core).
 """
 
 from __future__ import annotations

@@ -2,11 +2,12 @@
 
 Together with the frames of ``verifier.core.wire`` (sessions and rounds on the persistent
 channel) the only contract between an edge and the cloud verifier, one protocol version for
-both. Documented in docs/verify-api.md; words as defined in ``verifier.core.sampling``.
+both. Documented in docs/verify-api.md; words as defined in docs/architecture.md#glossary.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
@@ -128,14 +129,16 @@ class Unverifiable:
 
 
 def unverifiable(sampling: SamplingParams, logprobs: int | None, grammar: GrammarParams | None, *,
-                 verifies_sampled: bool, rows_are_logits: bool) -> Unverifiable | None:
+                 verifies_sampled: bool, rows_are_logits: bool,
+                 reasons: Sequence[tuple[str, str]] | None = None) -> Unverifiable | None:
     """Why a verifier whose rows are as described cannot check this generation's drafts (None:
     it can). The one rule the edge (which then streams from the cloud, or refuses mode
-    'speculative') and the verifier (which refuses the session) both apply."""
+    'speculative') and the verifier (which refuses the session) both apply. ``reasons``: the
+    generation's ``whole_rows_reasons`` where the caller has them already (None: worked out here)."""
     if sampling.repetition_penalty != 1.0 and not rows_are_logits:
         return Unverifiable("its rows are log-probabilities, not logits, and repetition_penalty scales a logit by "
                             "its sign", "repetition_penalty", "unsupported_sampling")
-    short = whole_rows_reasons(sampling, logprobs, grammar)
+    short = whole_rows_reasons(sampling, logprobs, grammar) if reasons is None else reasons
     if short and not verifies_sampled:
         what, code = short[0]
         return Unverifiable(f"it checks plain greedy drafts only, and {what} needs full distributions",

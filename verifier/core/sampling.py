@@ -1,26 +1,9 @@
 """Distributions and keyed randomness of speculative decoding: pure numpy, no I/O.
 
-Glossary: every module of Tandem (edge, wire, verifier, stats, benchmarks) uses these words,
-one name per concept.
-
-- *round*: one verification of a run of draft tokens; rounds of a session are numbered 1, 2, ...
-- *gamma*: the most draft tokens a round may carry (a budget; the edge may send fewer).
-- *draft tokens* ``x_1..x_k`` (``draft_token_ids`` on the wire): the tokens the edge's draft
-  model proposes in one round; *drafted*: how many (``k`` in formulas, ``k <= gamma``).
-- *proposal* ``q_i``: the distribution the edge drew ``x_i`` from, sent sparsely (ids + probs).
-  ``None`` means the drafter gives ids only; the verifier then treats ``q_i`` as one-hot at
-  ``x_i``, which is still exact (docs/references.md: Leviathan et al. 2023, appendix).
-- *target distribution* ``p_i``: the target model's distribution at the position of ``x_i``
-  after temperature and top_p, the same transform the edge applies to its draft logits.
-- *accepted*: the number ``m`` of leading draft tokens kept; a *rejection* is a round that
-  ends on a rejected draft token (``accepted < drafted``).
-- *recovered token*: drawn from ``norm(max(0, p_{m+1} - q_{m+1}))`` at the first rejection.
-- *bonus token*: drawn from ``p_{k+1}`` when all ``k`` draft tokens are accepted.
-- *next token* (``next_token_id``): the recovered or the bonus token; every round yields one.
-- *committed*: prompt + verified output; its last token is *pending* on the verifier (verified,
-  not yet in the KV cache).
-- *confidence*: the draft model's top-1 probability at temperature 1 for its next token.
-- *compute_ms*: the verifier's model time spent producing a message's tokens.
+The words (round, gamma, draft tokens ``x_1..x_k``, proposal ``q_i``, target distribution
+``p_i``, accepted ``m``, recovered, bonus and next token, committed, ...) and their symbols are
+defined once, in docs/architecture.md#glossary; every module of Tandem uses them, one name per
+concept.
 
 Randomness is keyed by ``(seed, absolute position, stream)`` rather than drawn from a
 sequential generator, so a seeded request is reproducible no matter how the tokens were

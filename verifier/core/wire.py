@@ -3,7 +3,7 @@
 One WebSocket connection (subprotocol ``tandem.verify.v2``) carries the sessions of many
 requests; each binary message is one frame, a msgpack array ``[tag, fields...]``
 (msgspec ``array_like`` structs: no field names on the wire). Documented in
-docs/verify-api.md; words as defined in ``verifier.core.sampling``.
+docs/verify-api.md; words as defined in docs/architecture.md#glossary.
 
 Sessions are numbered by the edge (``sid``, unique per connection), so opening one costs no
 round trip: ``Open`` and the first ``Round`` go out back to back. Rounds of a session are

@@ -53,9 +53,8 @@ class CloudGeneration:
         room = self._backend.info.max_context - len(req.prompt_token_ids)
         self._stats.native_streams += 1
         last = time.perf_counter()
-        stream = decoder.decode(list(req.prompt_token_ids), req.sampling, min(req.max_tokens, room),
-                                list(req.stop_token_ids), req.output_index(), req.logprobs,
-                                req.grammar.spec() if req.grammar is not None else None)
+        served = req.model_copy(update={"max_tokens": min(req.max_tokens, room)})  # within the context
+        stream = decoder.decode(served)
         try:
             async for tokens, logprobs in stream:
                 now = time.perf_counter()  # the backend's pace, queueing included: all it tells us

@@ -62,8 +62,8 @@ class SessionRegistry:
                 raise EngineError(503, "verifier is at its session limit", "overloaded", 1.0)
         slo = LatencyTargets.of(req.slo, self._config)
         constraint = compile_constraint(self.grammars, req.grammar)
-        sid = secrets.token_hex(12)
-        session = Session(session_id=sid, sampling=req.sampling, slo=slo, state=self._backend.new_state(),
+        session_id = secrets.token_hex(12)
+        session = Session(session_id=session_id, sampling=req.sampling, slo=slo, state=self._backend.new_state(),
                           committed=list(req.prompt_token_ids), prompt_tokens=len(req.prompt_token_ids),
                           output_start=req.output_index(), processing=req.sampling.processing(),
                           logprobs=req.logprobs, constraint=constraint,
@@ -71,9 +71,7 @@ class SessionRegistry:
         t0 = self._clock()
         try:
             if isinstance(self._backend, LiveRoute):
-                session.route_note = self._backend.live_refusal(req.sampling, len(req.prompt_token_ids),
-                                                                req.reproducible, req.logprobs,
-                                                                req.grammar is not None)
+                session.route_note = self._backend.live_refusal(req)
                 if session.route_note is None:
                     session.live = await self._open_live(self._backend, req)
             if session.live is None:
@@ -83,12 +81,12 @@ class SessionRegistry:
             raise
         if self.on_prefill is not None:
             self.on_prefill(self._clock() - t0)
-        self._sessions[sid] = session
+        self._sessions[session_id] = session
         self._stats.sessions_created += 1
         self._stats.live_sessions_created += int(session.live is not None)
-        log.info("session created", extra={"session": sid, "prompt_tokens": len(req.prompt_token_ids),
+        log.info("session created", extra={"session": session_id, "prompt_tokens": len(req.prompt_token_ids),
                                            "route": session.route, "route_note": session.route_note})
-        return SessionCreated(session_id=sid, route=session.route, route_note=session.route_note)
+        return SessionCreated(session_id=session_id, route=session.route, route_note=session.route_note)
 
     async def _open_live(self, backend: LiveRoute, req: SessionCreate) -> LiveHandle:
         try:
@@ -113,8 +111,8 @@ class SessionRegistry:
         now = self._clock()
         stale = [s.session_id for s in self._sessions.values()
                  if now - s.last_used > self._ttl and not s.lock.locked() and not s.in_flight]
-        for sid in stale:
-            self.end(sid)
+        for session_id in stale:
+            self.end(session_id)
         self._stats.sessions_expired += len(stale)
         return len(stale)
 

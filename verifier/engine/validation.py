@@ -35,12 +35,13 @@ def check_session(info: ModelInfo, req: SessionCreate) -> list[tuple[str, str]]:
     """Refuse a session this backend's rows cannot verify; else why its rounds need whole rows
     (``whole_rows_reasons``; none: plain greedy)."""
     check_request(info, req.protocol_version, req.prompt_token_ids, req.sampling)
+    reasons = whole_rows_reasons(req.sampling, req.logprobs, req.grammar)
     refused = unverifiable(req.sampling, req.logprobs, req.grammar, verifies_sampled=info.verifies_sampled,
-                           rows_are_logits=info.rows_are_logits)
+                           rows_are_logits=info.rows_are_logits, reasons=reasons)
     if refused is not None:
         raise EngineError(400, f"the {info.backend} backend cannot check this session's drafts: {refused.why}; "
                           "cloud-only decoding on this backend is the backend's own", refused.code)
-    return whole_rows_reasons(req.sampling, req.logprobs, req.grammar)
+    return reasons
 
 
 def compile_constraint(grammars: GrammarCompiler | None, grammar: GrammarParams | None) -> Constraint | None:

@@ -16,7 +16,7 @@ import pytest
 
 from verifier.backends.vllm_backend import VllmBackend
 from verifier.core.models import default_target_dir
-from verifier.core.protocol import SamplingParams, SessionCreate
+from verifier.core.protocol import GenerateRequest, SamplingParams, SessionCreate
 from verifier.core.wire import Round
 from verifier.engine import EngineError, VerifierEngine
 
@@ -39,7 +39,7 @@ def backend() -> Iterator[VllmBackend]:
 
 async def truth(backend: VllmBackend, prompt: list[int], n: int) -> list[int]:
     out: list[int] = []
-    async for tokens, _ in backend.decode(prompt, SamplingParams(), n, [], len(prompt), None):
+    async for tokens, _ in backend.decode(GenerateRequest(prompt_token_ids=prompt, max_tokens=n)):
         out += tokens
     return out
 

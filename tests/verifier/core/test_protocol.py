@@ -33,3 +33,15 @@ def test_repetition_penalty_needs_logit_rows_even_when_greedy() -> None:
     assert refused is not None and (refused.param, refused.code) == ("repetition_penalty", "unsupported_sampling")
     assert unverifiable(penalised, None, None, **FULL) is None
     assert unverifiable(SamplingParams(temperature=0, repetition_penalty=1.0), None, None, **LOGPROB_ROWS) is None
+
+
+def test_reasons_worked_out_by_the_caller_give_the_same_answer() -> None:
+    grammar = GrammarParams(kind="json_schema", text="{}", stop_token_ids=[2])
+    for sampling, logprobs, grammar_or_none in [(SamplingParams(temperature=0), None, None),
+                                                (SamplingParams(temperature=0.7), None, None),
+                                                (SamplingParams(temperature=0), 3, grammar),
+                                                (SamplingParams(temperature=0, repetition_penalty=1.2), None, None)]:
+        reasons = whole_rows_reasons(sampling, logprobs, grammar_or_none)
+        for rows in (FULL, GREEDY_ONLY, LOGPROB_ROWS):
+            assert unverifiable(sampling, logprobs, grammar_or_none, **rows, reasons=reasons) \
+                == unverifiable(sampling, logprobs, grammar_or_none, **rows)
