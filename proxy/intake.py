@@ -157,6 +157,7 @@ class RequestIntake:
                  tools: ToolPlan | None = None) -> PreparedRequest:
         prediction = self.tokenizer.encode(req.prediction.text(), special=False, add_bos=False) \
             if req.prediction is not None else None
-        edge = replace(self.defaults, context_limit=self.context_limit(),
-                       verifies_sampled=self.verifier.verifies_sampled, rows_are_logits=self.verifier.rows_are_logits)
+        verifier = self.verifier
+        edge = replace(self.defaults, context_limit=self.context_limit(), verifies_sampled=verifier.verifies_sampled,
+                       rows_are_logits=verifier.rows_are_logits, continues_output=verifier.continues_output)
         return resolve(req, prompt_ids, edge, default_max, tools, prediction)

@@ -22,6 +22,7 @@ class VerifierProbe:
         self.max_context: int | None = None
         self.verifies_sampled = True  # the verifier can check sampled drafts (else: greedy ones only)
         self.rows_are_logits = True  # its rows are logits (else log-probabilities: no repetition_penalty)
+        self.continues_output = True  # its own decoding continues any generation after output (ModelInfo)
         self._last: tuple[float, bool] | None = None  # (when, reachable) of the last check
 
     async def reachable(self, max_age_s: float) -> bool:
@@ -53,6 +54,7 @@ class VerifierProbe:
         self.max_context = info.max_context
         self.verifies_sampled = info.verifies_sampled
         self.rows_are_logits = info.rows_are_logits
+        self.continues_output = info.continues_output
         return True
 
     async def ensure_known(self) -> None:

@@ -34,11 +34,19 @@ def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, ga
                 rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats) -> tuple[Path, int]:
     """The path a request starts on (its reason in ``stats.why``): speculation while a prediction
     leads, without estimates, when the explorer asks or with nothing to draft; else the fastest.
-    With it, the rounds it verifies before it may hand over (the explorer's when it measures)."""
+    With it, the rounds it verifies before it may hand over (the explorer's when it measures).
+    A request the cloud cannot take over mid-request (``cloud_resumes``) is never explored, and
+    starts in the cloud without estimates; one already past its start speculates."""
     speculation = _speculation(req)
+    if not req.cloud_may_serve():
+        stats.why = "the cloud's own decoding cannot continue this output exactly"
+        return speculation, 0
     if prediction is not None:  # drafts that cost nothing: speculate while the output follows them
         stats.why = "prediction"
         return speculation, 0
+    if not req.cloud_resumes:  # no hand-over later: start where the estimates say, the cloud without them
+        stats.why = _why(rates, "fastest, with no hand-over to the cloud later")
+        return ("cloud" if rates is None or gamma == 0 else choose(rates, None)), 0
     if rates is None or explorer.explore(rates is not None and choose(rates, None) == "cloud") or gamma == 0:
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
         return speculation, explorer.rounds
@@ -163,6 +171,8 @@ class _Turns:
             return self._back(produced, left)
         prediction, stats = self.prediction, self.stats
         if (prediction is not None and not prediction.lost()) or stats.rounds < self.measuring:
+            return None
+        if not self.req.cloud_resumes:  # the cloud's own decoding cannot continue this output exactly
             return None
         rates = self._rates(left, path)
         if rates is None or choose(rates, path) != "cloud":

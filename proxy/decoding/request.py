@@ -120,6 +120,7 @@ class GenerationRequest:
     upload: UploadPlanner | None = None  # stop-and-wait rounds go up in batches as drafted, by this plan
     reproducible: bool = False  # a seeded sampled generation: the same seed must give the same output
     prediction: tuple[int, ...] | None = None  # OpenAI Predicted Outputs: tokens drafted where the output follows them
+    cloud_resumes: bool = True  # the cloud's own decoding can take it over after some output (``continuation_refusal``)
 
     @property
     def whole_rows(self) -> bool:
@@ -127,6 +128,11 @@ class GenerationRequest:
         (plain greedy): the verifier's rule (``whole_rows_reasons``). A verifier may score such
         rounds at another cost (vLLM's backend: one request per row)."""
         return bool(whole_rows_reasons(self.generation.sampling, self.generation.logprobs, self.generation.grammar))
+
+    def cloud_may_serve(self) -> bool:
+        """Whether cloud streaming can serve it from where it stands: from its start always,
+        after some output only where the cloud continues it exactly (``cloud_resumes``)."""
+        return self.cloud_resumes or self.generation.output_index() == len(self.generation.prompt_token_ids)
 
     def with_generation(self, **fields: object) -> GenerationRequest:
         """This request with those of its generation's fields changed."""

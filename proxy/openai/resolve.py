@@ -24,7 +24,14 @@ from proxy.rounds.upload_plan import UploadPlanner
 from proxy.settings import EdgeSettings, Mode
 from verifier.core.grammar import Constraint, GrammarCompiler, GrammarError, GrammarSpec
 from verifier.core.predictor import AcceptancePredictor
-from verifier.core.protocol import Generation, GrammarParams, SamplingParams, SloTargets, unverifiable
+from verifier.core.protocol import (
+    Generation,
+    GrammarParams,
+    SamplingParams,
+    SloTargets,
+    continuation_refusal,
+    unverifiable,
+)
 from verifier.core.sampling import SEED_MASK, effective_temperature
 
 _GOLDEN = 0x9E3779B97F4A7C15  # spreads the seeds of a request's choices apart
@@ -103,6 +110,7 @@ class EdgeDefaults:
     tuner_for: Callable[[PipelinePolicy], ThresholdTuner] | None = None  # trigger 'tuned' (None: botorch missing)
     planner_for: Callable[[int], UploadPlanner] | None = None  # upload 'planned': the plan for a gamma
     rows_are_logits: bool = True  # the verifier's rows are logits (else log-probabilities: no repetition_penalty)
+    continues_output: bool = True  # the verifier's own decoding continues any generation after output
 
 
 def load_predictor(settings: EdgeSettings) -> PredictorTrigger | None:
@@ -250,6 +258,8 @@ def resolve(req: SamplingFields, prompt_ids: list[int], edge: EdgeDefaults, defa
     if mode == "draft" and gen.generation.logprobs is not None:
         raise bad_request("logprobs are the target's, computed in the cloud; mode 'draft' answers from the draft "
                           "model alone", "logprobs", "unsupported_parameter")
+    if not edge.continues_output and continuation_refusal(gen.generation.sampling, gen.generation.grammar):
+        gen = replace(gen, cloud_resumes=False)  # mode auto never hands it to the cloud mid-request
     return PreparedRequest(gen=gen, mode=_served_mode(mode, gen, req.tandem, edge), stop=req.stop_list(),
                            tools=tools, n=req.n or 1, best_of=best_of,
                            show_logprobs=req.logprobs_wanted() is not None, token_ids=bool(req.return_token_ids))

@@ -138,6 +138,7 @@ class VllmBackend(TargetBackend, NativeDecoder, LiveRoute):
             eos_token_ids=eos_token_ids(config.hf_config.eos_token_id),
             verifies_sampled=True,  # whole rows where asked: see the module docstring
             rows_are_logits=False,  # vLLM hands out log-probabilities: logits up to a constant
+            continues_output=False,  # its decoding sees earlier output as prompt (``continuation_refusal``)
             engine=engine_layout(vllm_config, self._operator_args),
         )
         self._ids = itertools.count()

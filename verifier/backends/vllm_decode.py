@@ -8,7 +8,7 @@ from typing import Any
 
 from verifier.core.grammar import GrammarSpec
 from verifier.core.logprobs import TokenLogprob
-from verifier.core.protocol import GenerateRequest
+from verifier.core.protocol import GenerateRequest, continuation_refusal
 
 
 def decode_params(params_type: Any, output_kind: Any, req: GenerateRequest) -> Any:
@@ -16,12 +16,8 @@ def decode_params(params_type: Any, output_kind: Any, req: GenerateRequest) -> A
     ``req.output_index()``; ValueError where vLLM cannot continue it exactly."""
     sampling, grammar = req.sampling, req.grammar
     produced = len(req.prompt_token_ids) - req.output_index()  # output tokens vLLM will see as prompt
-    if produced and (sampling.presence_penalty or sampling.frequency_penalty):
-        raise ValueError("vLLM counts presence/frequency penalties over its own output only: a generation "
-                         "resumed after some output cannot be continued with them exactly")
-    if produced and grammar is not None:
-        raise ValueError("vLLM starts a grammar at its own first output token: a constrained generation "
-                         "resumed after some output cannot be continued by it")
+    if produced and (why := continuation_refusal(sampling, grammar)) is not None:
+        raise ValueError(f"vLLM cannot continue this generation after some output exactly: {why}")
     return params_type(
         max_tokens=req.max_tokens, temperature=sampling.temperature, top_p=sampling.top_p,
         top_k=sampling.top_k or -1, min_p=sampling.min_p,

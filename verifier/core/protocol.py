@@ -118,6 +118,18 @@ def whole_rows_reasons(sampling: SamplingParams, logprobs: int | None,
     return [(what, code) for needed, what, code in needs if needed]
 
 
+def continuation_refusal(sampling: SamplingParams, grammar: GrammarParams | None) -> str | None:
+    """Why a backend whose own decoding sees the tokens before it as prompt only (vLLM's) cannot
+    continue a generation after some output exactly (None: it can): presence/frequency
+    penalties count the output, and a grammar starts at the first output token. The backend
+    refuses such a continuation, and an edge never hands one to it (``ModelInfo.continues_output``)."""
+    if sampling.presence_penalty or sampling.frequency_penalty:
+        return "presence/frequency penalties count the output, which this backend's own decoding would see as prompt"
+    if grammar is not None:
+        return "a grammar starts at the first output token, which this backend's own decoding would see as prompt"
+    return None
+
+
 @dataclass(frozen=True)
 class Unverifiable:
     """Why a verifier cannot check a generation's drafts: ``why`` reads after "this verifier
@@ -286,6 +298,11 @@ class ModelInfo(_Strict):
         True, description="whether the scored rows are the logits themselves; if not, they are the logits up to a "
         "constant per row (log-probabilities), and repetition_penalty, which scales a logit by its sign, cannot "
         "be applied to them (speculative sessions asking for it are refused)"
+    )
+    continues_output: bool = Field(
+        True, description="whether the backend's own decoding (cloud-only) continues any generation after some "
+        "output exactly; if not, it refuses a continuation where ``continuation_refusal`` gives a reason, and an "
+        "edge never hands such a generation over to it mid-request"
     )
     engine: EngineLayout | None = Field(None, description="the vLLM backend's engine; None for other backends")
 

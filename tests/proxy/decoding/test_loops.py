@@ -402,6 +402,45 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
     asyncio.run(body())
 
 
+def test_a_request_the_cloud_cannot_continue_is_never_handed_to_it_mid_request() -> None:
+    """vLLM's own decoding cannot continue a generation with presence/frequency penalties or a
+    grammar after some output (``continuation_refusal``): such a request (``cloud_resumes``
+    False) keeps speculating where another hands over, starts in the cloud where the estimates
+    say so (never explored), and one resumed after some output speculates whatever they say.
+    The drafter is always wrong (10 ms a draft) over a 50 ms link; a cloud step is 5 ms."""
+    from proxy.decoding.adaptive import adaptive_loop
+    from proxy.rounds.rates import Explorer
+
+    async def body() -> None:
+        h = await start()
+        clock = FakeClock()
+        drafter = TimedDrafter(clock, 0.01, wrong=lambda p: True)
+        channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.05)).as_channel()
+        ctx = LoopContext(channel, TimedClient(h.client, clock, 0.005).as_client(), 16, LinkEstimates(), clock=clock)
+        explorer = Explorer(every=1, rounds=6)  # every request the estimates send to the cloud explores
+        kept = replace(request([1, 2], 40, pipelined=True), cloud_resumes=False)
+        out = greedy_continuation(2, 40)
+
+        async def run(req: GenerationRequest, n: int = 40) -> GenerationStats:
+            stats = GenerationStats(mode="auto")
+            assert await collect(adaptive_loop(req, drafter, ctx, stats, explorer), n) == out[40 - n:]
+            return stats
+
+        handed = await run(replace(kept, cloud_resumes=True))  # no estimates yet: speculates, falls behind
+        assert handed.paths == ["pipelined", "cloud"] and "fell behind" in handed.why
+        rates = ctx.estimates.rates(4, 40) if ctx.estimates else None
+        assert rates is not None and rates["cloud"] > 2 * rates["pipelined"]
+        explored = await run(replace(kept, cloud_resumes=True))
+        assert explored.paths[0] == "pipelined" and explored.drafted > 0  # the explorer's pick
+        fresh = await run(kept)
+        assert fresh.paths == ["cloud"] and "no hand-over" in fresh.why and fresh.drafted == 0  # never explored
+        resumed = await run(kept.continued(out[:5]), 35)  # past its start: the cloud cannot take it
+        assert resumed.paths == ["pipelined"] and "cannot continue" in resumed.why and resumed.rejections > 10
+        await h.aclose()
+
+    asyncio.run(body())
+
+
 def test_auto_keeps_speculating_while_it_wins() -> None:
     """A drafter right 8 times in 9 (0.5 ms a draft), a 5 ms verifier pass and a 1 ms link, on the
     test's clock: three to five tokens a pass beat one a pass, twice over, so the request never

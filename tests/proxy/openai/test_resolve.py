@@ -154,3 +154,16 @@ def test_a_prediction_is_refused_where_openai_refuses_it(fields: dict[str, objec
     with pytest.raises(OpenAIError) as err:
         check_prediction(chat(prediction={"type": "content", "content": "x"}, **fields))
     assert err.value.status == 400 and err.value.param == param and "prediction" in err.value.message
+
+
+def test_a_generation_vllms_own_decoding_cannot_continue_is_marked_for_mode_auto() -> None:
+    """presence/frequency penalties on a verifier whose decoding sees earlier output as prompt
+    (vLLM's: ``continues_output`` False): the cloud may serve it only from its start."""
+    from dataclasses import replace
+
+    vllm_like = replace(edge(EdgeSettings()), continues_output=False)
+    assert not resolve(chat(frequency_penalty=1.0), [1], vllm_like, None).gen.cloud_resumes
+    assert not resolve(chat(presence_penalty=0.5), [1], vllm_like, None).gen.cloud_resumes
+    assert resolve(chat(repetition_penalty=1.3), [1], vllm_like, None).gen.cloud_resumes  # vLLM counts the prompt
+    assert resolve(chat(), [1], vllm_like, None).gen.cloud_resumes
+    assert resolve(chat(frequency_penalty=1.0), [1], edge(EdgeSettings()), None).gen.cloud_resumes  # torch's can

@@ -45,3 +45,14 @@ def test_reasons_worked_out_by_the_caller_give_the_same_answer() -> None:
         for rows in (FULL, GREEDY_ONLY, LOGPROB_ROWS):
             assert unverifiable(sampling, logprobs, grammar_or_none, **rows, reasons=reasons) \
                 == unverifiable(sampling, logprobs, grammar_or_none, **rows)
+
+
+def test_only_output_counting_penalties_and_grammars_stop_a_backend_continuing_output() -> None:
+    from verifier.core.protocol import continuation_refusal
+
+    assert continuation_refusal(SamplingParams(), None) is None
+    assert continuation_refusal(SamplingParams(repetition_penalty=1.3, min_tokens=4), None) is None
+    assert "penalties" in (continuation_refusal(SamplingParams(frequency_penalty=0.5), None) or "")
+    assert "penalties" in (continuation_refusal(SamplingParams(presence_penalty=0.5), None) or "")
+    grammar = GrammarParams(kind="regex", text="[a-z]+", stop_token_ids=[0])
+    assert "grammar" in (continuation_refusal(SamplingParams(), grammar) or "")
