@@ -61,8 +61,8 @@ def build_app(settings: EdgeSettings) -> FastAPI:
     async def close(service: EdgeService) -> None:
         await service.channel.aclose()
         await service.client.aclose()
-        if service.round_log is not None:
-            service.round_log.close()
+        if service.loops.round_log is not None:
+            service.loops.round_log.close()
 
     keys = KeyRing.load(settings.api_key, settings.api_key_file)
     return create_app(factory, close, settings.max_body_bytes, keys, tuple(settings.cors_origins))

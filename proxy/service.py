@@ -1,9 +1,9 @@
 """The edge's serving object: one prepared request in, text events out.
 
-It picks the decoding loop for the request's mode, leases a drafter, feeds committed tokens
-to a ``TextEmitter`` and maps verifier failures to OpenAI errors. Preparing a request is the
-intake's (``intake``), the verifier probe is ``cloud.probe``'s and the drafter pool
-``draft.pool``'s; routes in ``app`` only translate to HTTP/SSE.
+It runs each choice on the decoding loop of the request's mode (``decoding.modes``), feeds
+committed tokens to a ``TextEmitter`` and maps verifier failures to OpenAI errors. Preparing a
+request is the intake's (``intake``), the verifier probe is ``cloud.probe``'s and the drafter
+pool ``draft.pool``'s; routes in ``app`` only translate to HTTP/SSE.
 """
 
 from __future__ import annotations
@@ -21,15 +21,10 @@ from proxy.cloud.channel import VerifierChannel
 from proxy.cloud.client import VerifierClient
 from proxy.cloud.errors import VerifierRejected, VerifierUnavailable
 from proxy.cloud.probe import VerifierProbe
-from proxy.decoding.adaptive import adaptive_loop
-from proxy.decoding.alone import cloud_loop, draft_loop
-from proxy.decoding.context import LoopContext
+from proxy.decoding.modes import ModeLoops
 from proxy.decoding.request import GenerationRequest, GenerationStats
-from proxy.decoding.resume import Loop, RecoveryPolicy, resumable
-from proxy.decoding.speculative import speculative_loop
-from proxy.draft.base import Drafter
 from proxy.draft.pool import DrafterPool, PoolFull
-from proxy.draft.prediction import PredictionCounts, PredictionDrafter
+from proxy.draft.prediction import PredictionCounts
 from proxy.intake import RequestIntake
 from proxy.metrics import EdgeMetrics
 from proxy.openai.errors import OpenAIError, verifier_unavailable
@@ -37,9 +32,7 @@ from proxy.openai.output import Event, Finished, TextDelta, TextEmitter, TokenEn
 from proxy.openai.resolve import (
     PreparedRequest,
 )
-from proxy.rounds.rates import Explorer, LinkEstimates
-from proxy.rounds.round_log import RoundLog
-from proxy.settings import EdgeSettings, Mode
+from proxy.settings import EdgeSettings
 from proxy.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -59,12 +52,7 @@ class EdgeService:
         self.verifier = VerifierProbe(client, tokenizer.vocab_size)
         self.breaker = CircuitBreaker(settings.breaker_failures, settings.breaker_cooldown_s)
         self.intake = RequestIntake(settings, tokenizer, drafters.standalone, self.verifier, self.breaker)
-        self.round_log = RoundLog(settings.round_log) if settings.round_log else None
-        #: what this edge measured of its link and verifier (mode auto), apart for rounds that need
-        #: whole rows (a verifier may score those at another cost) and plain greedy ones
-        self.estimates = {whole: LinkEstimates() for whole in (False, True)}
-        self.explorers = {whole: Explorer(settings.explore_every, settings.explore_rounds) for whole in (False, True)}
-        self.recovery = RecoveryPolicy(settings.on_cloud_loss, settings.cloud_wait_s)
+        self.loops = ModeLoops(settings, drafters, client, channel, self.breaker)
         self.metrics = EdgeMetrics(drafters)
         self.created = int(time.time())
 
@@ -109,7 +97,7 @@ class EdgeService:
         ttft: float | None = None
         try:
             async with contextlib.AsyncExitStack() as stack:
-                tokens = await self._loop(prep.mode, gen, stats, stack)
+                tokens = await self.loops.loop(prep.mode, gen, stats, stack)
                 stack.push_async_callback(tokens.aclose)
                 consumed = 0
                 async for new in tokens:
@@ -162,40 +150,6 @@ class EdgeService:
                 raise
             raise error from exc
         return [(ids[0], None), *zip(ids[1:], scored, strict=True)]
-
-    async def _loop(self, mode: Mode, gen: GenerationRequest, stats: GenerationStats,
-                    stack: contextlib.AsyncExitStack) -> Loop:
-        """The decoding loop of the request's mode, resumed or continued on the draft model when
-        the verifier is lost (``proxy.decoding.resume``); a drafter leased for its lifetime if it needs one."""
-        if mode == "draft":
-            stats.took("draft", "mode draft")
-            return draft_loop(gen, await stack.enter_async_context(self.drafters.lease()), stats)
-        drafter: Drafter | None = None
-        if mode != "cloud":
-            drafter = await stack.enter_async_context(self.drafters.lease())
-            if gen.prediction is not None:
-                drafter = PredictionDrafter(drafter, gen.prediction, gen.generation.output_index())
-
-        def cloud(req: GenerationRequest) -> Loop:
-            ctx = LoopContext(self.channel, self.client, self.settings.proposal_support,
-                              self.estimates[req.whole_rows], self.round_log, self.settings.round_timeout_s)
-            if mode == "cloud" or drafter is None:
-                stats.took("cloud", f"mode {mode}")
-                return cloud_loop(req, ctx, stats)
-            if mode == "speculative":
-                stats.took("pipelined" if req.policy.draft_while_waiting else "stop_and_wait", "mode speculative")
-                return speculative_loop(req, drafter, ctx, stats)
-            return adaptive_loop(req, drafter, ctx, stats, self.explorers[req.whole_rows],
-                                 shadow=self.settings.shadow_draft)
-
-        async def alone(req: GenerationRequest) -> Loop | None:
-            if not self.drafters.standalone:
-                return None
-            if drafter is not None:
-                return draft_loop(req, drafter.inner if isinstance(drafter, PredictionDrafter) else drafter, stats)
-            return draft_loop(req, await stack.enter_async_context(self.drafters.lease()), stats)
-
-        return resumable(gen, cloud, alone, self.recovery, self.breaker, stats)
 
 
 def cumulative_logprob(events: list[Event]) -> float:

@@ -33,7 +33,8 @@ class EdgeSettings(BaseSettings):
     )
     explore_every: int = Field(
         8, ge=1, description="mode auto: speculate on every n-th request the estimates send to the cloud, so that "
-        "the acceptance estimate stays current",
+        "the acceptance estimate stays current (a greedy request with --shadow-draft is not explored: its shadow "
+        "guesses keep it current)",
     )
     explore_rounds: int = Field(
         6, ge=0, le=1000, description="mode auto: rounds a request speculating to refresh the estimates (or with none "

@@ -31,12 +31,14 @@ def _speculation(req: GenerationRequest) -> Path:
 
 
 def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, gamma: int,
-                rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats) -> tuple[Path, int]:
+                rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats, shadowed: bool
+                ) -> tuple[Path, int]:
     """The path a request starts on (its reason in ``stats.why``): speculation while a prediction
     leads, without estimates, when the explorer asks or with nothing to draft; else the fastest.
     With it, the rounds it verifies before it may hand over (the explorer's when it measures).
-    A request the cloud cannot take over mid-request (``cloud_resumes``) is never explored, and
-    starts in the cloud without estimates; one already past its start speculates."""
+    A ``shadowed`` request keeps the acceptance current by itself (its shadow guesses while the
+    cloud streams), so it is not explored. A request the cloud cannot take over mid-request (``cloud_resumes``) is
+    never explored, and starts in the cloud without estimates; one past its start speculates."""
     speculation = _speculation(req)
     if not req.cloud_may_serve():
         stats.why = "the cloud's own decoding cannot continue this output exactly"
@@ -47,7 +49,8 @@ def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, ga
     if not req.cloud_resumes:  # no hand-over later: start where the estimates say, the cloud without them
         stats.why = _why(rates, "fastest, with no hand-over to the cloud later")
         return ("cloud" if rates is None or gamma == 0 else choose(rates, None)), 0
-    if rates is None or explorer.explore(rates is not None and choose(rates, None) == "cloud") or gamma == 0:
+    exploring = not shadowed and rates is not None and explorer.explore(choose(rates, None) == "cloud")
+    if rates is None or exploring or gamma == 0:
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
         return speculation, explorer.rounds
     stats.why = _why(rates, "fastest")
@@ -78,10 +81,10 @@ async def adaptive_loop(
     # the draft model's own round size: a prediction's rounds are longer (``proxy.openai.resolve.predicted``)
     gamma = req.trigger.drafted_per_round if isinstance(req.trigger, PredictionTrigger) else req.policy.gamma
     rates = estimates.rates(gamma, req.max_tokens, req.policy.max_inflight)
-    path, measuring = _first_path(req, prediction, gamma, rates, explorer, stats)
-    turns = _Turns(req, prediction, gamma, estimates, stats, measuring, rejoin_run)
     # greedy requests without a prediction (one with a prediction goes back to it by the prediction alone)
     shadowing = shadow and req.generation.sampling.temperature == 0 and gamma > 0 and prediction is None
+    path, measuring = _first_path(req, prediction, gamma, rates, explorer, stats, shadowing)
+    turns = _Turns(req, prediction, gamma, estimates, stats, measuring, rejoin_run)
     produced: list[int] = []
     following: Path | None = path
     while following is not None:

@@ -380,9 +380,9 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
         explorer = Explorer(every=2, rounds=6)
         req = request([1, 2], 40, pipelined=True)
 
-        async def run(stats: GenerationStats) -> list[int]:
+        async def run(stats: GenerationStats, shadow: bool = False) -> list[int]:
             return await collect(adaptive_loop(req, drafter, LoopContext(channel, client, 16, estimates, clock=clock),
-                                               stats, explorer), 40)
+                                               stats, explorer, shadow=shadow), 40)
 
         stats = GenerationStats(mode="auto")
         assert await run(stats) == greedy_continuation(2, 40)
@@ -397,6 +397,12 @@ def test_auto_hands_over_to_the_cloud_when_speculation_falls_behind() -> None:
         explored = GenerationStats(mode="auto")
         assert await run(explored) == greedy_continuation(2, 40)
         assert explored.paths[0] == "pipelined" and explored.drafted > 0
+        # a greedy request guessed in the shadow keeps the acceptance current itself: never explored
+        for _ in range(2):
+            shadowed = GenerationStats(mode="auto")
+            assert await run(shadowed, shadow=True) == greedy_continuation(2, 40)
+            assert shadowed.paths == ["cloud"] and shadowed.drafted == 0
+        assert explorer.streak == 0  # nor counted towards the next exploration
         await h.aclose()
 
     asyncio.run(body())
@@ -423,7 +429,7 @@ def test_a_request_the_cloud_cannot_continue_is_never_handed_to_it_mid_request()
 
         async def run(req: GenerationRequest, n: int = 40) -> GenerationStats:
             stats = GenerationStats(mode="auto")
-            assert await collect(adaptive_loop(req, drafter, ctx, stats, explorer), n) == out[40 - n:]
+            assert await collect(adaptive_loop(req, drafter, ctx, stats, explorer, shadow=False), n) == out[40 - n:]
             return stats
 
         handed = await run(replace(kept, cloud_resumes=True))  # no estimates yet: speculates, falls behind
