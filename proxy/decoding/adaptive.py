@@ -34,9 +34,7 @@ def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, ga
                 rates: dict[Path, float] | None, explorer: Explorer, stats: GenerationStats, shadowed: bool
                 ) -> tuple[Path, int]:
     """The path a request starts on (its reason in ``stats.why``): speculation while a prediction
-    leads, without estimates, when the explorer asks or with nothing to draft; else the fastest,
-    the cloud unless speculation beats it by ``choose``'s margin (the cloud streams at the
-    target's own speed; a request whose draft does well turns to speculation by its guesses).
+    leads, without estimates, when the explorer asks or with nothing to draft; else the fastest.
     With it, the rounds it verifies before it may hand over (the explorer's when it measures).
     A ``shadowed`` request keeps the acceptance current by itself (its shadow guesses while the
     cloud streams), so it is not explored. A request the cloud cannot take over mid-request (``cloud_resumes``) is
@@ -50,13 +48,13 @@ def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, ga
         return speculation, 0
     if not req.cloud_resumes:  # no hand-over later: start where the estimates say, the cloud without them
         stats.why = _why(rates, "fastest, with no hand-over to the cloud later")
-        return ("cloud" if rates is None or gamma == 0 else choose(rates, "cloud")), 0
+        return ("cloud" if rates is None or gamma == 0 else choose(rates, None)), 0
     exploring = not shadowed and rates is not None and explorer.explore(choose(rates, None) == "cloud")
     if rates is None or exploring or gamma == 0:
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
         return speculation, explorer.rounds
     stats.why = _why(rates, "fastest")
-    return choose(rates, "cloud"), 0
+    return choose(rates, None), 0
 
 
 async def adaptive_loop(

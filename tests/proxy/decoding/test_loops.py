@@ -20,7 +20,7 @@ from proxy.decoding.pipeline import PipelinePolicy
 from proxy.decoding.request import GenerationRequest, GenerationStats
 from proxy.decoding.speculative import speculative_loop
 from proxy.draft.draws import DraftSampling
-from proxy.rounds.rates import LinkEstimates, Path
+from proxy.rounds.rates import LinkEstimates
 from proxy.rounds.trigger import DualThresholdTrigger
 from proxy.rounds.tuning import ThresholdTuner
 from proxy.rounds.upload_plan import CostFit, UploadPlanner
@@ -804,17 +804,3 @@ def test_the_first_draft_and_the_first_rounds_trip_stay_out_of_the_per_token_est
         await h.aclose()
 
     asyncio.run(body())
-
-
-def test_a_request_starts_in_the_cloud_unless_speculation_is_faster_by_the_margin() -> None:
-    """The cloud streams at the target's own speed: speculation estimated 5% faster does not win a
-    request's start (its estimate is the edge's, not the request's), 20% faster does."""
-    from proxy.decoding.adaptive import _first_path
-    from proxy.rounds.rates import Explorer
-
-    req = request([1], 40, pipelined=True)
-    for pipelined, path in ((16.8, "cloud"), (19.2, "pipelined")):
-        stats = GenerationStats(mode="auto")
-        rates: dict[Path, float] = {"pipelined": pipelined, "stop_and_wait": 12.0, "cloud": 16.0}
-        assert _first_path(req, None, 4, rates, Explorer(every=100, rounds=6), stats, True) == (path, 0)
-        assert stats.why.startswith("fastest")
