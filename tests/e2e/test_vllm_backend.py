@@ -117,6 +117,7 @@ def generate(verifier: Server, prompt_ids: list[int], max_tokens: int) -> list[i
 def test_info_says_sampled_drafts_are_verified(vllm_verifier: Server) -> None:
     info = httpx.get(f"{vllm_verifier.url}/v1/info").json()
     assert info["backend"] == "vllm" and info["verifies_sampled"] is True
+    assert info["continues_output"] is False  # its decoding sees earlier output as prompt: no hand-over to it
 
 
 @pytest.mark.parametrize("pipeline", [True, False], ids=["pipelined", "stop_and_wait"])

@@ -47,5 +47,5 @@ def test_a_backend_crash_is_a_500_in_the_envelope() -> None:
 def test_info_names_the_model_and_the_protocol() -> None:
     info = asyncio.run(_call("GET", "/v1/info")).json()
     assert info == {"model": "bigram", "backend": "fake", "vocab_size": V, "max_context": 512,
-                    "eos_token_ids": [0], "verifies_sampled": True, "rows_are_logits": True,
+                    "eos_token_ids": [0], "verifies_sampled": True, "rows_are_logits": True, "continues_output": True,
                     "engine": None, "protocol_version": 2}
