@@ -4,23 +4,29 @@ on the default vocabulary (SmolLM2, 49,152 tokens), for the choice behind ``veri
 
 For a JSON schema and for any JSON object (json_object), each engine compiles the grammar,
 then walks a fixed valid output token by token computing the next-token mask at every
-position (what a verify round does per row). Prints the compile time and the median and p90
-mask time per token, and whether each engine can express the grammar at all.
+position (what a verify round does per row). Each run compiles afresh, the engines in a
+carry-over balanced order; prints per engine and grammar the compile time and the median and p90
+mask time per token as median [min-max] over the runs, and whether each engine can express the
+grammar at all.
 
-    .venv/bin/python -m clients.bench.grammar_engines --repeat 5
+    .venv/bin/python -m clients.bench.grammar_engines --repeat 5 --runs 3 --out docs/grammar-engines/results.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clients.bench.spread import balanced, spread
+from verifier.core.cpu import read_cpu
 from verifier.core.models import default_target_dir
 
 SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 40},
@@ -114,26 +120,55 @@ def outlines_engine(schema: dict[str, Any]) -> tuple[float, Walk, Callable[[str]
 
 
 ENGINES = {"llguidance": llguidance_engine, "xgrammar": xgrammar_engine, "outlines-core": outlines_engine}
+GRAMMARS: dict[str, dict[str, Any]] = {"json_schema": SCHEMA, "json_object": {"type": "object"}}
+
+
+def measure(name: str, label: str, walks: int) -> dict[str, Any]:
+    """One run of one engine on one grammar: a fresh compile, then ``walks`` walks of the output."""
+    try:
+        compile_s, walk, encode = ENGINES[name](GRAMMARS[label])
+        ids = encode(OUTPUT)
+        times = [t for _ in range(walks) for t in walk(ids)]
+    except Exception as exc:  # noqa: BLE001 - an engine that cannot do it is a result
+        return {"engine": name, "grammar": label, "error": f"{type(exc).__name__}: {str(exc)[:80]}"}
+    return {"engine": name, "grammar": label, "tokens": len(ids), "compile_ms": compile_s * 1e3,
+            "mask_median_ms": statistics.median(times) * 1e3, "mask_p90_ms": float(np.percentile(times, 90)) * 1e3}
+
+
+def table(runs: list[dict[str, Any]]) -> list[str]:
+    """Per engine and grammar, each figure's median [min-max] over the runs."""
+    lines = ["| engine | grammar | compile ms | mask median ms | mask p90 ms | note |", "|---|---|---|---|---|---|"]
+    for name in ENGINES:
+        for label in GRAMMARS:
+            mine = [r for r in runs if r["engine"] == name and r["grammar"] == label]
+            good = [r for r in mine if "error" not in r]
+            if not good:
+                lines.append(f"| {name} | {label} | - | - | - | {mine[0]['error'] if mine else 'not run'} |")
+                continue
+            cells = [spread([r[key] for r in good]).cell(digits) for key, digits in
+                     (("compile_ms", 1), ("mask_median_ms", 3), ("mask_p90_ms", 3))]
+            lines.append(f"| {name} | {label} | {' | '.join(cells)} | {good[0]['tokens']} tokens, {len(good)} runs |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeat", type=int, default=5, help="walks of the output per engine and grammar")
+    parser.add_argument("--repeat", type=int, default=5, help="walks of the output per engine, grammar and run")
+    parser.add_argument("--runs", type=int, default=3, help="runs, each compiling afresh, engines in balanced order")
+    parser.add_argument("--out", type=Path, default=None, help="write the raw runs here as JSON")
     args = parser.parse_args(argv)
-    print("| engine | grammar | compile ms | mask median ms | mask p90 ms | note |")
-    print("|---|---|---|---|---|---|")
-    for name, engine in ENGINES.items():
-        for label, schema in (("json_schema", SCHEMA), ("json_object", {"type": "object"})):
-            try:
-                compile_s, walk, encode = engine(schema)
-                ids = encode(OUTPUT)
-                times = [t for _ in range(args.repeat) for t in walk(ids)]
-                p90 = float(np.percentile(times, 90))
-                print(f"| {name} | {label} | {compile_s * 1e3:.1f} | {statistics.median(times) * 1e3:.3f} | "
-                      f"{p90 * 1e3:.3f} | {len(ids)} tokens x {args.repeat} |")
-            except Exception as exc:  # noqa: BLE001 - an engine that cannot do it is a result
-                print(f"| {name} | {label} | - | - | - | {type(exc).__name__}: {str(exc)[:80]} |")
-    print(f"\nreproduce: .venv/bin/python -m clients.bench.grammar_engines --repeat {args.repeat}")
+    load_start = os.getloadavg()
+    runs = [measure(name, label, args.repeat) for turn in range(args.runs)
+            for name in balanced(list(ENGINES), turn) for label in GRAMMARS]
+    command = f".venv/bin/python -m clients.bench.grammar_engines --repeat {args.repeat} --runs {args.runs}"
+    print("\n".join(table(runs)))
+    print(f"\ncpu: {read_cpu().describe()}\nreproduce: {command}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
+                                        "load_average_start": [round(x, 2) for x in load_start],
+                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                                        "runs": runs}, indent=1) + "\n")
     return 0
 
 

@@ -49,12 +49,13 @@ def _first_path(req: GenerationRequest, prediction: PredictionDrafter | None, ga
     if not req.cloud_resumes:  # no hand-over later: start where the estimates say, the cloud without them
         stats.why = _why(rates, "fastest, with no hand-over to the cloud later")
         return ("cloud" if rates is None or gamma == 0 else choose(rates, None)), 0
-    exploring = not shadowed and rates is not None and explorer.explore(choose(rates, None) == "cloud")
-    if rates is None or exploring or gamma == 0:
+    fastest = None if rates is None else choose(rates, None)
+    exploring = not shadowed and fastest is not None and explorer.explore(fastest == "cloud")
+    if fastest is None or exploring or gamma == 0:
         stats.why = "no estimates yet" if rates is None else _why(rates, "refreshing the estimates")
         return speculation, explorer.rounds
     stats.why = _why(rates, "fastest")
-    return choose(rates, None), 0
+    return fastest, 0
 
 
 async def adaptive_loop(
