@@ -11,8 +11,11 @@ Each fault is injected 1.5 s into a request, for {greedy, seeded sample} x {stre
 Each answer is compared with the same request answered without a fault: the same output token
 ids (``return_token_ids``) and the same text = nothing lost, nothing twice (the sampled ones too,
 as randomness is keyed by position). Printed: client-visible errors, identity, tokens, the longest
-gap between stream chunks, and the time added by the fault. Every answer must be identical: any
-that is not (a client error included) is named on stderr and the command exits with status 1.
+gap between stream chunks, and the time added by the fault. With ``--repeats`` the whole matrix
+runs again (the faults in a carry-over balanced order, a fresh no-fault answer per repeat) and the
+times are median [min-max]; ``--out`` writes every answer's record. Every answer must be
+identical: any that is not (a client error included) is named on stderr and the command exits
+with status 1.
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ import httpx
 from clients.bench.identity import token_difference
 from clients.bench.link import Outage
 from clients.bench.relay import LinkSpec
+from clients.bench.spread import balanced, spread
 from clients.bench.testbed import Process, RelayThread
 from clients.procs import free_port, wait_healthy
+from verifier.core.cpu import read_cpu
 
 MODEL = "SmolLM2-135M-Instruct"
 PROMPT = [{"role": "user", "content": "Write a long story about a lighthouse keeper and a storm."}]
@@ -210,43 +215,105 @@ class Rig:
                 injector.join()
 
 
+@dataclass(frozen=True)
+class Case:
+    """One request of the matrix: a fault, greedy or sampled, streamed or whole."""
+
+    fault: str
+    sampled: bool
+    stream: bool
+
+    @property
+    def words(self) -> tuple[str, str, str]:
+        return self.fault, "sampled" if self.sampled else "greedy", "stream" if self.stream else "full"
+
+
+@dataclass(frozen=True)
+class Run:
+    """A case's answer in one repeat, against the no-fault answer."""
+
+    case: Case
+    repeat: int
+    got: Outcome
+    reference: Outcome
+    why: str | None  # None: identical to the no-fault answer
+
+    def record(self) -> dict[str, Any]:
+        fault, sampling, request = self.case.words
+        return {"fault": fault, "sampling": sampling, "request": request, "repeat": self.repeat,
+                "status": self.got.status, "error": self.got.error, "identical": self.why is None, "why": self.why,
+                "tokens": self.got.tokens, "reference_tokens": self.reference.tokens,
+                "seconds": round(self.got.seconds, 3), "reference_seconds": round(self.reference.seconds, 3),
+                "max_gap_s": round(self.got.max_gap_s, 3) if self.case.stream else None}
+
+
+def row(case: Case, runs: list[Run]) -> tuple[str, ...]:
+    """A case's table row over its repeats: not identical when any repeat was not; times as
+    median [min-max] over the repeats (the one value for a single repeat)."""
+    worst = next((r for r in runs if r.why is not None), runs[0])
+    error = worst.got.error or ("" if worst.got.status == 200 else f"HTTP {worst.got.status}")
+    identical = "yes" if worst.why is None else ("NO" if len(runs) == 1 else
+                                                 f"NO ({sum(r.why is not None for r in runs)} of {len(runs)})")
+    gap = spread([r.got.max_gap_s for r in runs]).cell(1) if case.stream else "-"
+    added = spread([r.got.seconds - r.reference.seconds for r in runs])
+    added_cell = f"{added.median:+.1f}"
+    if len(runs) > 1:
+        added_cell += f" [{added.min:+.1f} to {added.max:+.1f}]"
+    return (*case.words, error, identical, f"{worst.got.tokens}/{worst.reference.tokens}", gap, added_cell)
+
+
+def matrix(rig: FaultRig, names: list[str], repeats: int) -> list[Run]:
+    """Every case ``repeats`` times, the faults in a carry-over balanced order per repeat, each
+    answer compared with a no-fault answer taken in the same repeat; printed as it comes."""
+    runs: list[Run] = []
+    for repeat in range(repeats):
+        references = {sampled: rig.ask(sampled, False, None) for sampled in (False, True)}
+        for name in balanced(names, repeat):
+            fault = rig.fault(name)
+            for sampled in (False, True):
+                for stream in (True, False):
+                    case = Case(name, sampled, stream)
+                    got = rig.ask(sampled, stream, fault)
+                    runs.append(Run(case, repeat, got, references[sampled], difference(references[sampled], got)))
+                    print(f"repeat {repeat}: " + " | ".join(row(case, [runs[-1]])), flush=True)
+    return runs
+
+
 def main(argv: list[str] | None = None, start_rig: Callable[[Path, int], FaultRig] = Rig) -> int:
     """Run the matrix; 1 when any answer is not identical to the no-fault one (each named on stderr)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--faults", default=",".join(FAULTS))
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--repeats", type=int, default=1, help="times the whole matrix runs")
+    parser.add_argument("--out", type=Path, default=None, help="write every answer's record here as JSON")
     args = parser.parse_args(argv)
     names = [n for n in args.faults.split(",") if n]
     if unknown := [n for n in names if n not in FAULTS]:
         parser.error(f"unknown fault(s) {', '.join(unknown)}: choose from {', '.join(FAULTS)}")
     logs = Path(tempfile.mkdtemp(prefix="tandem-faults-"))
+    load_start = os.getloadavg()
     rig = start_rig(logs, args.max_tokens)
-    rows = []
-    failures: list[str] = []
     try:
-        references = {sampled: rig.ask(sampled, False, None) for sampled in (False, True)}
-        for name in names:
-            fault = rig.fault(name)
-            for sampled in (False, True):
-                for stream in (True, False):
-                    ref = references[sampled]
-                    got = rig.ask(sampled, stream, fault)
-                    request = (name, "sampled" if sampled else "greedy", "stream" if stream else "full")
-                    why = difference(ref, got)
-                    if why is not None:
-                        failures.append(f"{' '.join(request)}: {why}")
-                    rows.append((*request, got.error or ("" if got.status == 200 else f"HTTP {got.status}"),
-                                 "yes" if why is None else "NO", f"{got.tokens}/{ref.tokens}",
-                                 f"{got.max_gap_s:.1f}" if stream else "-", f"{got.seconds - ref.seconds:+.1f}"))
-                    print(" | ".join(str(c) for c in rows[-1]), flush=True)
+        runs = matrix(rig, names, args.repeats)
     finally:
         rig.stop()
+    command = (f".venv/bin/python -m clients.faults --faults {args.faults} --max-tokens {args.max_tokens} "
+               f"--repeats {args.repeats}")
     print("\n| fault | sampling | request | client error | identical to no-fault | tokens | longest gap (s) | "
           "added time (s) |\n|---|---|---|---|---|---|---|---|")
-    for row in rows:
-        print("| " + " | ".join(str(c) if c != "" else "none" for c in row) + " |")
-    print(f"\nlogs: {logs}\nreproduce: .venv/bin/python -m clients.faults --faults {args.faults} "
-          f"--max-tokens {args.max_tokens}")
+    for case in dict.fromkeys(Case(n, sampled, stream) for n in names for sampled in (False, True)
+                              for stream in (True, False)):
+        cells = row(case, [r for r in runs if r.case == case])
+        print("| " + " | ".join(c if c != "" else "none" for c in cells) + " |")
+    print(f"\ncpu: {read_cpu().describe()}\nlogs: {logs}\nreproduce: {command}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
+                                        "load_average_start": [round(x, 2) for x in load_start],
+                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                                        "runs": [r.record() for r in runs]}, indent=1) + "\n")
+    failures = [f"{' '.join(r.case.words)}{f' (repeat {r.repeat})' if args.repeats > 1 else ''}: {r.why}"
+                for r in runs if r.why is not None]
     for line in failures:
         print(f"LOSSLESS CHECK FAILED: {line}", file=sys.stderr)
     return 1 if failures else 0

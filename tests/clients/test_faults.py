@@ -138,3 +138,39 @@ def test_an_unknown_fault_is_refused_before_anything_starts() -> None:
 
     with pytest.raises(SystemExit):
         faults.main(["--faults", "kill,meteor"], never)
+
+
+class OnceWrongRig(FakeRig):
+    """Wrong only the second time it answers ``case`` under its fault: a failure in one repeat of several."""
+
+    def __init__(self, case: tuple[str, bool, bool]) -> None:
+        super().__init__({})
+        self.case = case
+        self.seen = 0
+
+    def ask(self, sampled: bool, stream: bool, fault: Callable[[], None] | None) -> Outcome:
+        got = super().ask(sampled, stream, fault)
+        if (self.current, sampled, stream) == self.case:
+            self.seen += 1
+            if self.seen == 2:
+                return outcome([5, 7])
+        return got
+
+
+def test_a_mismatch_in_one_repeat_fails_the_run_and_the_record_says_which(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    rig = OnceWrongRig(("kill", True, False))
+    out_file = tmp_path / "matrix.json"
+    code = faults.main(["--faults", "kill,outage", "--max-tokens", "8", "--repeats", "3", "--out", str(out_file)],
+                       lambda logs, max_tokens: rig)
+    out, err = capsys.readouterr()
+    assert code == 1 and rig.seen == 3
+    assert "| kill | sampled | full | none | NO (1 of 3) | 2/3 |" in out
+    assert "| outage | greedy | stream | none | yes | 3/3 |" in out
+    assert err.count("LOSSLESS CHECK FAILED") == 1
+    assert "LOSSLESS CHECK FAILED: kill sampled full (repeat 1): token ids differ at position 1" in err
+    records = json.loads(out_file.read_text())["runs"]
+    assert len(records) == 3 * 2 * 4  # repeats x faults x (greedy, sampled) x (stream, full)
+    wrong = [r for r in records if not r["identical"]]
+    assert [(r["fault"], r["sampling"], r["request"], r["repeat"]) for r in wrong] == [("kill", "sampled", "full", 1)]
