@@ -12,7 +12,11 @@ AVX2 the logits differ by up to ~1 (top-1 unchanged in what we measured), by les
 AVX-512; any batch of two or more gives the same rows. So that a seeded request's proposals
 (and with them its sampled output) do not depend on what the drafter did before, a request
 starts from what a fresh drafter would hold: it reuses only cached positions that were
-evaluated in batches of two or more, and evaluates its prompt in such batches.
+evaluated in batches of two or more, and evaluates its prompt in such batches. Within a request,
+a context that the cache already holds whole (a round drafted again after the verifier was lost,
+before the rest of its drafts are rolled back) gets the logits kept from when its last position
+was evaluated, not a re-evaluation of that position alone: the draft after a resume is the one
+the uninterrupted request drafted, bit for bit.
 """
 
 from __future__ import annotations
@@ -38,6 +42,9 @@ def batches(tokens: list[int], size: int) -> list[list[int]]:
     return [tokens[a:b] for a, b in zip(cuts, [*cuts[1:], len(tokens)], strict=True)]
 
 
+KEPT_ENDS = 8  # logits kept for the ends of the latest evaluations (a round's drafts and its correction)
+
+
 class LlamaDrafter(Drafter):
     def __init__(self, llm: Llama) -> None:
         self._llm = llm
@@ -45,6 +52,7 @@ class LlamaDrafter(Drafter):
         self.evaluated_tokens = 0  # counter for tests and stats
         self._batched = 0  # cached positions [0, _batched) were all evaluated in batches of two or more
         self._starting = True  # the next sync begins a request (module docstring)
+        self._ends: dict[int, npt.NDArray[np.float32]] = {}  # n -> logits after the cache's first n, as evaluated
 
     def begin(self) -> None:
         self._starting = True
@@ -66,11 +74,12 @@ class LlamaDrafter(Drafter):
         if self._starting:  # as a fresh start: batched positions only, the prompt's rest in a batch of 2+
             self._starting = False
             common = max(0, min(common, self._batched, len(context) - 2))
-        elif common == len(context) == len(cached) and self._logits is not None:
-            return self._logits
+        elif common == len(context) and (kept := self._ends.get(common)) is not None:
+            self._roll_back(common)  # the logits as first evaluated: re-evaluating the last token alone could differ
+            self._logits = kept
+            return kept
         common = min(common, len(context) - 1)  # evaluate at least one token to get logits
-        self._llm.n_tokens = common  # eval() drops the cache beyond n_tokens first
-        self._batched = min(self._batched, common)
+        self._roll_back(common)
         suffix = context[common:]
         for chunk in batches(suffix, self._llm.n_batch):
             self._llm.eval(chunk)
@@ -78,7 +87,17 @@ class LlamaDrafter(Drafter):
             self._batched = len(context)
         self.evaluated_tokens += len(suffix)
         self._logits = last_logits(self._llm)
+        self._ends[len(context)] = self._logits
+        while len(self._ends) > KEPT_ENDS:
+            del self._ends[min(self._ends)]
         return self._logits
+
+    def _roll_back(self, n: int) -> None:
+        """Keep the cache's first ``n`` positions (eval() drops the cache beyond n_tokens first)."""
+        self._llm.n_tokens = n
+        self._batched = min(self._batched, n)
+        for end in [e for e in self._ends if e > n]:
+            del self._ends[end]
 
     def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
         if len(context) >= self._llm.n_ctx():
