@@ -244,7 +244,8 @@ class Run:
                 "status": self.got.status, "error": self.got.error, "identical": self.why is None, "why": self.why,
                 "tokens": self.got.tokens, "reference_tokens": self.reference.tokens,
                 "seconds": round(self.got.seconds, 3), "reference_seconds": round(self.reference.seconds, 3),
-                "max_gap_s": round(self.got.max_gap_s, 3) if self.case.stream else None}
+                "max_gap_s": round(self.got.max_gap_s, 3) if self.case.stream else None,
+                "token_ids": self.got.token_ids, "reference_token_ids": self.reference.token_ids}
 
 
 def row(case: Case, runs: list[Run]) -> tuple[str, ...]:

@@ -4,11 +4,11 @@ sample size catches the planted bugs it claims to catch)."""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 
 import numpy as np
 import numpy.typing as npt
-from scipy.stats import chi2, chisquare, ncx2
+from scipy.stats import binom, chi2, chisquare, ncx2
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -63,3 +63,11 @@ def chi_square_power(null: Mapping[Hashable, float], actual: Mapping[Hashable, f
 def total_variation(a: Mapping[Hashable, float], b: Mapping[Hashable, float]) -> float:
     cells = set(a) | set(b)
     return 0.5 * sum(abs(a.get(c, 0.0) - b.get(c, 0.0)) for c in cells)
+
+
+def binomial_power(n: int, rate: float, actual: float, rejects: Callable[[int], bool]) -> float:
+    """The probability that a check on an accepted count out of ``n`` (``rejects(count)``: the
+    check fails), made for ``rate``, fails when the count is drawn at ``actual``."""
+    counts = np.arange(n + 1)
+    pmf = binom.pmf(counts, n, actual)
+    return float(sum(pmf[k] for k in counts if rejects(int(k))))

@@ -23,15 +23,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
-import statistics
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clients.bench.spread import spread
 from verifier.backends.vllm_backend import final_output
+from verifier.core.cpu import read_cpu
 from verifier.core.models import default_target_dir
 
 
@@ -87,17 +90,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--context", type=int, default=300)
     parser.add_argument("--drafts", type=int, default=4)
-    parser.add_argument("--repeat", type=int, default=8)
+    parser.add_argument("--repeat", type=int, default=8, help="rounds per way, the ways interleaved round by round")
     parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--out", type=Path, default=None, help="write every round's time here as JSON")
     args = parser.parse_args(argv)
+    load_start = os.getloadavg()
     times = asyncio.run(measure(args.context, args.drafts, args.repeat, args.block_size))
-    print("| way | median ms per round | x top1 |")
+    print("| way | ms per round, median [min-max] | x top1 (round by round) |")
     print("|---|---|---|")
-    base = statistics.median(times["top1"])
     for way, ts in times.items():
-        print(f"| {way} | {1000 * statistics.median(ts):.1f} | {statistics.median(ts) / base:.2f} |")
-    print(f"\nreproduce: .venv/bin/python -m clients.bench.vllm_rows --context {args.context} --drafts {args.drafts} "
-          f"--repeat {args.repeat} --block-size {args.block_size}")
+        ratio = spread([t / b for t, b in zip(ts, times["top1"])])
+        print(f"| {way} | {spread([1000 * t for t in ts]).cell(1)} | {ratio.cell(2)} |")
+    command = (f".venv/bin/python -m clients.bench.vllm_rows --context {args.context} --drafts {args.drafts} "
+               f"--repeat {args.repeat} --block-size {args.block_size}")
+    print(f"\ncpu: {read_cpu().describe()}\nreproduce: {command}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
+                                        "load_average_start": [round(x, 2) for x in load_start],
+                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+                                        "round_ms": {w: [round(1000 * t, 2) for t in ts] for w, ts in times.items()}},
+                                       indent=1) + "\n")
     return 0
 
 

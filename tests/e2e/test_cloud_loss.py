@@ -179,6 +179,7 @@ def test_a_link_outage_through_the_relay_resumes_losslessly(verifier: Server, lo
         assert content_of(events) == expected
         final = events[-1]["tandem"]
         assert isinstance(final, dict) and final["cloud_losses"] >= 1 and "degraded" not in final
+        assert final["mode"] == "speculative" and final["rounds"] > 0 and final["drafted"] > 0, final
     finally:
         edge.stop()
         relay.stop()

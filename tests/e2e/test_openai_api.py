@@ -14,6 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import MODEL_ID, Server
+from tests.e2e.paths import assert_path
 
 pytestmark = pytest.mark.integration
 
@@ -68,11 +69,13 @@ def test_chat_streaming_with_usage(edge: Server) -> None:
     assert chunks[-1].usage.completion_tokens > 0 and text.strip()
 
 
-def test_seed_makes_sampling_reproducible(edge: Server) -> None:
+@pytest.mark.parametrize("mode", ["speculative", "cloud"])
+def test_seed_makes_sampling_reproducible(edge: Server, mode: str) -> None:
     def once() -> str:
         r = client(edge).chat.completions.create(
             model=MODEL_ID, messages=[{"role": "user", "content": "Name a color and a fruit."}],
-            temperature=1.0, seed=1234, max_tokens=20)
+            temperature=1.0, seed=1234, max_tokens=20, extra_body={"tandem": {"mode": mode}})
+        assert_path(r.model_extra["tandem"], mode)  # type: ignore[index]
         return r.choices[0].message.content or ""
     assert once() == once()
 
@@ -84,16 +87,20 @@ def test_max_tokens_gives_length(edge: Server) -> None:
     assert r.choices[0].finish_reason == "length" and r.usage is not None and r.usage.completion_tokens == 5
 
 
-def test_stop_string_is_not_emitted(edge: Server) -> None:
-    base = client(edge).chat.completions.create(
+@pytest.mark.parametrize("mode", ["speculative", "cloud"])
+def test_stop_string_is_not_emitted(edge: Server, mode: str) -> None:
+    forced = {"tandem": {"mode": mode}}
+    r = client(edge).chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "What is the capital of France?"}],
-        temperature=0, max_tokens=24).choices[0].message.content or ""
+        temperature=0, max_tokens=24, extra_body=forced)
+    assert_path(r.model_extra["tandem"], mode)  # type: ignore[index]
+    base = r.choices[0].message.content or ""
     assert "Paris" in base
     cut = base.index("Paris") + 2  # stop in the middle of a token: "Pa|ris"
     stop = base[cut - 4: cut]
     for stream in (False, True):
         kwargs = dict(model=MODEL_ID, messages=[{"role": "user", "content": "What is the capital of France?"}],
-                      temperature=0, max_tokens=24, stop=[stop])
+                      temperature=0, max_tokens=24, stop=[stop], extra_body=forced)
         if stream:
             text = "".join(c.choices[0].delta.content or "" for c in client(edge).chat.completions.create(
                 stream=True, **kwargs) if c.choices)
@@ -214,8 +221,9 @@ def test_long_sampled_generation_completes(edge: Server, temperature: float, top
     """Regression: peaked draft distributions carry ~1e-13 tail probabilities on the wire."""
     r = client(edge).chat.completions.create(
         model=MODEL_ID, messages=[{"role": "user", "content": "Write a short story about a robot."}],
-        temperature=temperature, top_p=top_p, seed=3, max_tokens=64)
+        temperature=temperature, top_p=top_p, seed=3, max_tokens=64, extra_body={"tandem": {"mode": "speculative"}})
     assert r.usage is not None and r.usage.completion_tokens > 0
+    assert_path(r.model_extra["tandem"], "speculative")  # type: ignore[index]  # drafts went up the wire
 
 
 def test_error_inside_a_stream_is_an_sse_error_event_then_done(logs_dir) -> None:  # type: ignore[no-untyped-def]

@@ -14,6 +14,7 @@ import pytest
 
 from proxy.tokenizer import Tokenizer
 from tests.conftest import MODEL_ID, Server
+from tests.e2e.paths import assert_path, assert_speculated
 from verifier.core.models import default_draft_path
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,9 @@ def text_ids(reply: Any, tokenizer: Tokenizer) -> list[int]:
 
 @pytest.fixture(scope="module")
 def plain(edge: Server) -> Any:
-    reply = ask(edge)
+    """The target's own greedy answer: the cloud's decoding, no drafts."""
+    reply = ask(edge, extra_body={"tandem": {"mode": "cloud"}})
+    assert_path(reply.model_extra["tandem"], "cloud")
     assert reply.usage.completion_tokens_details is None  # no prediction: no prediction counts
     return reply
 
@@ -80,6 +83,7 @@ def test_a_prediction_longer_than_the_answer_counts_the_rest_rejected(edge: Serv
     prediction = plain.choices[0].message.content + " Then the dog wakes up and barks at the moon all night."
     reply = ask(edge, prediction={"type": "content", "content": [{"type": "text", "text": prediction}]})
     assert ids(reply) == ids(plain)
+    assert reply.model_extra["tandem"]["why"] == "prediction" and reply.model_extra["tandem"]["rounds"] > 0
     predicted = len(tokenizer.encode(prediction, special=False, add_bos=False))
     answer = len(text_ids(plain, tokenizer))
     assert counts(reply) == (answer, predicted - answer)
@@ -87,8 +91,10 @@ def test_a_prediction_longer_than_the_answer_counts_the_rest_rejected(edge: Serv
 
 def test_a_wrong_prediction_changes_nothing(edge: Server, plain: Any, tokenizer: Tokenizer) -> None:
     prediction = "import numpy as np\n\ndef mean(xs):\n    return np.sum(xs) / len(xs)\n"
-    reply = ask(edge, prediction={"type": "content", "content": prediction})
+    reply = ask(edge, prediction={"type": "content", "content": prediction},
+                extra_body={"tandem": {"mode": "speculative"}})
     assert ids(reply) == ids(plain)
+    assert_speculated(reply.model_extra["tandem"], rejected=False)  # drafts (the edge's own, mostly) verified
     accepted, rejected = counts(reply)
     assert accepted + rejected == len(tokenizer.encode(prediction, special=False, add_bos=False))
     assert accepted <= 3  # an unrelated text shares a token or two at most

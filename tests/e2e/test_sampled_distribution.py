@@ -35,7 +35,7 @@ from proxy.draft.llama_drafter import LlamaDrafter
 from tests.conftest import MODEL_ID, Server
 from tests.e2e.test_lossless import reference  # noqa: F401 - the shared transformers fixture
 from tests.planted import first_token_law
-from tests.stats import chi_square_p, chi_square_power, total_variation
+from tests.stats import binomial_power, chi_square_p, chi_square_power, total_variation
 from verifier.core.gguf import load_llama
 from verifier.core.models import default_draft_path
 from verifier.core.sampling import SparseDist, target_distribution
@@ -128,6 +128,13 @@ def test_the_planted_bugs_move_this_positions_law_and_this_n_catches_them(positi
         assert power >= 0.99, (name, power)
         assert chi_square_p(speculative_draws(position, N, name, seed=1), null) < ALPHA, name  # the twin fails
     assert chi_square_p(speculative_draws(position, N, None, seed=1), null) > ALPHA  # the exact rule passes
+    # the acceptance count's binomial test: acceptance with p(d) moves the rate from sum min(p, q)
+    # to sum q p, and this N catches it; a seeded count at that rate fails the same test
+    exact, wrong_rate = position.acceptance(), float((position.q_dense() * position.p).sum())
+    power = binomial_power(N, exact, wrong_rate, lambda k: binomtest(k, N, exact).pvalue <= ALPHA)
+    assert power >= 0.99, (exact, wrong_rate, power)
+    planted = int(np.random.default_rng(2).binomial(N, wrong_rate))
+    assert binomtest(planted, N, exact).pvalue <= ALPHA, (planted, exact)
 
 
 def test_sampled_speculation_through_the_edge_follows_the_targets_law(speculative_edge: Server,

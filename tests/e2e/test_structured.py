@@ -14,6 +14,7 @@ import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from tests.conftest import MODEL_ID, Server
+from tests.e2e.paths import assert_path
 from tests.e2e.test_lossless import reference  # noqa: F401 - the shared transformers fixture
 from verifier.core.grammar import Constraint, GrammarCompiler, GrammarSpec
 from verifier.core.models import default_target_dir
@@ -69,7 +70,10 @@ def test_json_schema_greedy_is_the_targets_constrained_output(edge: Server, refe
     assert spec.choices[0].finish_reason == "stop"
     person = json.loads(text)
     assert set(person) == {"name", "age"} and isinstance(person["age"], int) and len(person["name"]) <= 24
-    assert spec.model_extra and spec.model_extra["tandem"]["accepted"] > 0
+    assert spec.model_extra and cloud.model_extra
+    assert_path(spec.model_extra["tandem"], "speculative")
+    assert_path(cloud.model_extra["tandem"], "cloud")
+    assert spec.model_extra["tandem"]["accepted"] > 0
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from tests.conftest import MODEL_ID, Server
+from tests.e2e.paths import assert_path
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +38,7 @@ def test_a_named_tool_is_called_with_arguments_that_follow_its_schema(edge: Serv
         r = client(edge).chat.completions.create(model=MODEL_ID, messages=MESSAGES, tools=[WEATHER, TIME],
                                                  tool_choice=NAMED, temperature=0, max_tokens=40,
                                                  extra_body={"tandem": {"mode": mode}})
+        assert_path(r.model_extra["tandem"], mode)  # type: ignore[index]
         choice = r.choices[0]
         assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
         (call,) = choice.message.tool_calls
@@ -46,7 +48,8 @@ def test_a_named_tool_is_called_with_arguments_that_follow_its_schema(edge: Serv
         calls.append(call.function.arguments)
     assert calls[0] == calls[1]  # speculation gives the target's own constrained output
     stream = client(edge).chat.completions.create(model=MODEL_ID, messages=MESSAGES, tools=[WEATHER, TIME],
-                                                  tool_choice=NAMED, temperature=0, max_tokens=40, stream=True)
+                                                  tool_choice=NAMED, temperature=0, max_tokens=40, stream=True,
+                                                  extra_body={"tandem": {"mode": "speculative"}})
     pieces, names, finish = [], [], None
     for chunk in stream:
         for c in chunk.choices:

@@ -31,8 +31,9 @@ from clients.load.rounds import stop_and_wait_round
 from proxy.cloud.channel import ChannelSession, VerifierChannel, websocket_connector
 from proxy.decoding.speculation import Applied, SpeculationState
 from tests.conftest import MODEL_ID, Server, start_server
+from tests.e2e.paths import assert_path
 from tests.planted import first_token_law
-from tests.stats import chi_square_p, chi_square_power
+from tests.stats import binomial_power, chi_square_p, chi_square_power
 from verifier.core.codec import DraftToken
 from verifier.core.models import default_target_dir
 from verifier.core.protocol import Generation, SamplingParams
@@ -270,6 +271,20 @@ def test_the_sampled_rounds_test_catches_its_planted_bugs(sampled_position: Any,
         assert chi_square_p(twin, law) < SAMPLED_ALPHA, bug
     exact = Counter(int(t) for t in rng.choice(p.size, size=SAMPLED_DRAWS, p=p))
     assert chi_square_p(exact, law) > SAMPLED_ALPHA
+    # the next test's acceptance count (within 5 sigma of the route's rate) against the bugs that move
+    # the rate: every draft accepted (rate 1), and on rows acceptance with p(d) instead of min(1, p(d)/q(d))
+    rate = accept_rate(p, q, route)
+    sigma = np.sqrt(SAMPLED_DRAWS * rate * (1 - rate))
+    for bug, wrong_rate in [("accept_all", 1.0), *([("acceptance_with_p", accept_rate(p, q, "live"))]
+                                                    if route == "rows" else [])]:
+        power = binomial_power(SAMPLED_DRAWS, rate, wrong_rate, lambda k: abs(k - SAMPLED_DRAWS * rate) >= 5 * sigma
+                               or not 0 < SAMPLED_DRAWS - k < SAMPLED_DRAWS)
+        assert power >= 0.99, (bug, rate, wrong_rate, power)
+
+
+def accept_rate(p: npt.NDArray[np.float64], q: SparseDist, route: str) -> float:
+    """P(a draft drawn from q is accepted): min(1, p(d)/q(d)) by Tandem's rule (rows), p(d) by vLLM's (live)."""
+    return float(sum(qd * (min(1.0, p[d] / qd) if route == "rows" else p[d]) for d, qd in zip(q.ids, q.probs)))
 
 
 def test_sampled_rounds_follow_the_targets_distribution(routed_verifier: tuple[Server, str],
@@ -305,8 +320,7 @@ def test_sampled_rounds_follow_the_targets_distribution(routed_verifier: tuple[S
     before = stats(verifier)
     asyncio.run(body())
     assert_route(before, stats(verifier), route)
-    # acceptance of a draft d drawn uniformly from the four: min(1, p(d)/q(d)) by Tandem's rule, p(d) by vLLM's
-    accept = float(np.mean([min(1.0, p[d] / 0.25) if route == "rows" else p[d] for d in likely]))
+    accept = accept_rate(p, q, route)
     n = len(draws)
     assert abs((n - rejected) - n * accept) < 5 * np.sqrt(n * accept * (1 - accept)), (n - rejected, n * accept)
     assert 0 < rejected < n
@@ -361,19 +375,23 @@ def test_penalties_on_vllms_own_decoding_give_tandems_output(vllm_edge: Server, 
     repetition_penalty) and Tandem's (verifier.core.logits) on vLLM's whole rows (speculative;
     repetition_penalty refused there: the rows are log-probabilities and it scales a logit by
     its sign) against Tandem's own through the torch verifier: one greedy output."""
-    theirs = chat(vllm_edge, prompt, temperature=0, extra_body=fields)
-    ours = chat(edge, prompt, temperature=0, extra_body={**fields, "tandem": {"mode": "cloud"}})
+    cloud = {**fields, "tandem": {"mode": "cloud"}}
+    theirs = chat(vllm_edge, prompt, temperature=0, extra_body=cloud)
+    assert_path(theirs.model_extra["tandem"], "cloud")  # type: ignore[index]
+    ours = chat(edge, prompt, temperature=0, extra_body=cloud)
     assert theirs.choices[0].message.content == ours.choices[0].message.content
-    assert ours.choices[0].message.content != chat(edge, prompt, temperature=0).choices[0].message.content
+    plain = chat(edge, prompt, temperature=0, extra_body={"tandem": {"mode": "cloud"}})
+    assert ours.choices[0].message.content != plain.choices[0].message.content
     speculative = {**fields, "tandem": {"mode": "speculative"}}
     if "repetition_penalty" in fields:
-        assert theirs.model_extra["tandem"]["mode"] == "cloud"  # type: ignore[index]
+        auto = chat(vllm_edge, prompt, temperature=0, extra_body=fields)
+        assert auto.model_extra["tandem"]["path"] == "cloud"  # type: ignore[index]  # mode auto's only choice
         with pytest.raises(openai.BadRequestError) as err:
             chat(vllm_edge, prompt, temperature=0, extra_body=speculative)
         assert err.value.body["param"] == "repetition_penalty"  # type: ignore[index]
         return
     on_vllm = chat(vllm_edge, prompt, temperature=0, extra_body=speculative)
-    assert on_vllm.model_extra["tandem"]["mode"] == "speculative"  # type: ignore[index]
+    assert_path(on_vllm.model_extra["tandem"], "speculative")  # type: ignore[index]
     assert on_vllm.choices[0].message.content == ours.choices[0].message.content
 
 
@@ -384,7 +402,7 @@ def test_logprobs_on_vllm_match_the_torch_verifiers(vllm_edge: Server, edge: Ser
                   extra_body={"tandem": {"mode": mode}})
     ours = chat(edge, PROMPTS[1], temperature=0, logprobs=True, top_logprobs=2,
                 extra_body={"tandem": {"mode": "cloud"}})
-    assert theirs.model_extra["tandem"]["mode"] == mode  # type: ignore[index]
+    assert_path(theirs.model_extra["tandem"], mode)  # type: ignore[index]
     a, b = theirs.choices[0].logprobs, ours.choices[0].logprobs
     assert a is not None and b is not None and a.content and b.content and len(a.content) == len(b.content)
     for x, y in zip(a.content, b.content):
@@ -416,6 +434,8 @@ def test_response_format_on_vllms_own_decoding_gives_tandems_output(vllm_edge: S
     on_vllm = chat(vllm_edge, prompt, temperature=0, response_format=fmt,
                    extra_body={"tandem": {"mode": "speculative"}})
     ours = chat(edge, prompt, temperature=0, response_format=fmt, extra_body={"tandem": {"mode": "cloud"}})
+    assert_path(theirs.model_extra["tandem"], "cloud")  # type: ignore[index]
+    assert_path(on_vllm.model_extra["tandem"], "speculative")  # type: ignore[index]
     assert set(json.loads(theirs.choices[0].message.content or "")) == {"name", "age"}
     assert theirs.choices[0].message.content == ours.choices[0].message.content
     assert on_vllm.choices[0].message.content == ours.choices[0].message.content

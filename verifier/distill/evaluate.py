@@ -27,7 +27,8 @@ class EvalReport:
     speed_ratio: float
 
 
-def _decode_ms(llm: Llama, prompt: list[int], n: int = 48) -> float:
+def decode_ms(llm: Llama, prompt: list[int], n: int = 48) -> float:
+    """Median milliseconds of one greedy decode step (batch 1) over ``n`` steps after ``prompt``."""
     llm.n_tokens = 0
     llm.eval(prompt)
     times = []
@@ -71,8 +72,8 @@ def evaluate(
         matches = greedy_matches(rows.argmax(-1).tolist(), cont)
         all_matches.extend(matches)
         lengths.append(mean_accepted_length(matches, 4))
-    d_ms = _decode_ms(drf, first_prompt)
-    t_ms = _decode_ms(tgt, first_prompt)
+    d_ms = decode_ms(drf, first_prompt)
+    t_ms = decode_ms(tgt, first_prompt)
     return EvalReport(
         prompts=len(prompts),
         positions=len(all_matches),
