@@ -56,6 +56,7 @@ class LlamaDrafter(Drafter):
 
     def begin(self) -> None:
         self._starting = True
+        self._ends.clear()  # a request reuses only what a fresh start gives (module docstring)
 
     def _cached_ids(self) -> npt.NDArray[np.intc]:
         return self._llm.input_ids[: self._llm.n_tokens]
