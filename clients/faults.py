@@ -291,6 +291,8 @@ def main(argv: list[str] | None = None, start_rig: Callable[[Path, int], FaultRi
     names = [n for n in args.faults.split(",") if n]
     if unknown := [n for n in names if n not in FAULTS]:
         parser.error(f"unknown fault(s) {', '.join(unknown)}: choose from {', '.join(FAULTS)}")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     logs = Path(tempfile.mkdtemp(prefix="tandem-faults-"))
     load_start = os.getloadavg()
     rig = start_rig(logs, args.max_tokens)

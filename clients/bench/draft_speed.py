@@ -90,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="write the raw runs here as JSON")
     args = parser.parse_args(argv)
     load_start = os.getloadavg()
+    if len({d.stem for d in args.drafts} | {"target"}) != len(args.drafts) + 1:
+        parser.error("each draft needs a file name of its own, and none named target")
     models = {"target": target_gguf_path(), **{d.stem: d for d in args.drafts}}
     with tempfile.TemporaryDirectory() as scratch:
         if args.requantize:

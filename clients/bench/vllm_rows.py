@@ -7,7 +7,8 @@ Exact verification of a sampled draft needs, at each draft position, the target'
 of the draft token *under the request's temperature and top_p* and, at a rejection, a draw from
 max(0, p - q). vLLM's prompt logprobs are raw (before temperature), so p under temperature needs
 every row's normaliser, i.e. whole rows. Times one round (context plus ``--drafts`` + 1 new
-tokens, prefix cache warm) for each way of getting rows out of vLLM:
+tokens, prefix cache warm) for each way of getting rows out of vLLM, the ways in a carry-over
+balanced order round by round:
 
 - ``top1``: the greedy route of the backend (one request, prompt logprobs top-1);
 - ``prompt-full``: one request with whole-vocabulary prompt logprobs (flat);
@@ -32,10 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from clients.bench.spread import spread
+from clients.bench.spread import balanced, spread
 from verifier.backends.vllm_backend import final_output
 from verifier.core.cpu import read_cpu
 from verifier.core.models import default_target_dir
+
+WAYS = ["top1", "prompt-full", "rows-full", "rows-top1"]
 
 
 def _dense(logprobs: Any, vocab: int) -> np.ndarray:
@@ -58,10 +61,10 @@ async def measure(context: int, drafts: int, repeat: int, block_size: int) -> di
     tokens = rng.integers(100, 40000, size=context).tolist()
     ids = iter(range(10**9))
     await final_output(engine, tokens, SamplingParams(max_tokens=1, temperature=0.0, detokenize=False), "warm")
-    times: dict[str, list[float]] = {}
+    times: dict[str, list[float]] = {way: [] for way in WAYS}
     try:
-        for _ in range(repeat):
-            for way in ("top1", "prompt-full", "rows-full", "rows-top1"):
+        for turn in range(repeat):
+            for way in balanced(WAYS, turn):
                 tokens += rng.integers(100, 40000, size=drafts + 1).tolist()  # a new round on the same context
                 rows = drafts + 1
                 t0 = time.perf_counter()
@@ -80,7 +83,7 @@ async def measure(context: int, drafts: int, repeat: int, block_size: int) -> di
                     if way == "rows-full":
                         for out in outs:
                             _dense(out.outputs[0].logprobs, vocab)
-                times.setdefault(way, []).append(time.perf_counter() - t0)
+                times[way].append(time.perf_counter() - t0)
     finally:
         engine.shutdown()
     return times

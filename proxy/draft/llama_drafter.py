@@ -42,7 +42,7 @@ def batches(tokens: list[int], size: int) -> list[list[int]]:
     return [tokens[a:b] for a, b in zip(cuts, [*cuts[1:], len(tokens)], strict=True)]
 
 
-KEPT_ENDS = 8  # logits kept for the ends of the latest evaluations (a round's drafts and its correction)
+KEPT_ENDS = 8  # logits kept for the ends of the latest evaluations of two or more tokens
 
 
 class LlamaDrafter(Drafter):
@@ -52,7 +52,7 @@ class LlamaDrafter(Drafter):
         self.evaluated_tokens = 0  # counter for tests and stats
         self._batched = 0  # cached positions [0, _batched) were all evaluated in batches of two or more
         self._starting = True  # the next sync begins a request (module docstring)
-        self._ends: dict[int, npt.NDArray[np.float32]] = {}  # n -> logits after the cache's first n, as evaluated
+        self._ends: dict[int, npt.NDArray[np.float32]] = {}  # n -> logits after the cache's first n (batch of 2+)
 
     def begin(self) -> None:
         self._starting = True
@@ -75,8 +75,10 @@ class LlamaDrafter(Drafter):
         if self._starting:  # as a fresh start: batched positions only, the prompt's rest in a batch of 2+
             self._starting = False
             common = max(0, min(common, self._batched, len(context) - 2))
+        elif common == len(context) == len(cached) and self._logits is not None:
+            return self._logits
         elif common == len(context) and (kept := self._ends.get(common)) is not None:
-            self._roll_back(common)  # the logits as first evaluated: re-evaluating the last token alone could differ
+            self._roll_back(common)  # the logits as first evaluated: re-evaluating the last token alone would differ
             self._logits = kept
             return kept
         common = min(common, len(context) - 1)  # evaluate at least one token to get logits
@@ -88,9 +90,11 @@ class LlamaDrafter(Drafter):
             self._batched = len(context)
         self.evaluated_tokens += len(suffix)
         self._logits = last_logits(self._llm)
-        self._ends[len(context)] = self._logits
-        while len(self._ends) > KEPT_ENDS:
-            del self._ends[min(self._ends)]
+        self._logits.flags.writeable = False
+        if len(suffix) > 1:  # a last token evaluated alone gives the same logits alone again: none kept
+            self._ends[len(context)] = self._logits
+            while len(self._ends) > KEPT_ENDS:
+                del self._ends[min(self._ends)]
         return self._logits
 
     def _roll_back(self, n: int) -> None:

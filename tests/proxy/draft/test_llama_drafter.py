@@ -66,7 +66,8 @@ def test_rows_of_a_batch_do_not_depend_on_the_batchs_size_from_two_on() -> None:
     assert split.evaluated_tokens == 29 + 2
 
 
-def test_a_round_drafted_again_after_a_lost_verifier_gets_the_same_logits(drafter: LlamaDrafter) -> None:
+@pytest.mark.parametrize("lost", [3, 12])  # drafts in the lost round: more than the kept ends (8) too
+def test_a_round_drafted_again_after_a_lost_verifier_gets_the_same_logits(drafter: LlamaDrafter, lost: int) -> None:
     """A round whose drafts were all accepted ends with the last draft and the bonus token
     evaluated together (a batch of 2). When the next round is lost and drafted again from the same
     context, its first logits are those of that batch, not of the bonus evaluated alone (which
@@ -77,9 +78,9 @@ def test_a_round_drafted_again_after_a_lost_verifier_gets_the_same_logits(drafte
     context = prompt + drafts + [11]  # all 4 accepted, bonus 11: the 4th draft and 11 are new to the cache
     first = drafter.sync(context).copy()
     evaluated = drafter.evaluated_tokens
-    draft_n(drafter, context, 3, GREEDY)  # the next round, then the verifier is lost
-    again = drafter.sync(context)  # the round drafted again on the new verifier
-    assert np.array_equal(again, first) and drafter.evaluated_tokens == evaluated + 2  # the 2 lost drafts only
+    draft_n(drafter, context, lost, GREEDY)  # the next round, then the verifier is lost
+    again = drafter.sync(context)  # the round drafted again on the new verifier: nothing evaluated again
+    assert np.array_equal(again, first) and drafter.evaluated_tokens == evaluated + lost - 1
 
 
 def test_a_request_on_a_used_drafter_gets_what_a_fresh_drafter_gives(drafter: LlamaDrafter) -> None:
