@@ -37,6 +37,7 @@ import httpx
 
 from clients.bench.identity import token_difference
 from clients.bench.link import Outage
+from clients.bench.raw import write_raw
 from clients.bench.relay import LinkSpec
 from clients.bench.spread import balanced, spread
 from clients.bench.testbed import Process, RelayThread
@@ -309,12 +310,7 @@ def main(argv: list[str] | None = None, start_rig: Callable[[Path, int], FaultRi
         cells = row(case, [r for r in runs if r.case == case])
         print("| " + " | ".join(c if c != "" else "none" for c in cells) + " |")
     print(f"\ncpu: {read_cpu().describe()}\nlogs: {logs}\nreproduce: {command}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
-                                        "load_average_start": [round(x, 2) for x in load_start],
-                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                                        "runs": [r.record() for r in runs]}, indent=1) + "\n")
+    write_raw(args.out, command, load_start, runs=[r.record() for r in runs])
     failures = [f"{' '.join(r.case.words)}{f' (repeat {r.repeat})' if args.repeats > 1 else ''}: {r.why}"
                 for r in runs if r.why is not None]
     for line in failures:

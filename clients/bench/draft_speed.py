@@ -16,7 +16,6 @@ carries both roundings), to measure what the export's layer type costs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clients.bench.raw import write_raw
 from clients.bench.spread import balanced, spread
 from verifier.core.chat_template import ChatTemplate
 from verifier.core.cpu import read_cpu
@@ -110,13 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = " ".join(["python -m clients.bench.draft_speed", *(sys.argv[1:] if argv is None else argv)])
     print("\n".join(table(models, runs, agreement)))
     print(f"\ncpu: {read_cpu().describe()}\nreproduce: .venv/bin/{command}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({
-            "command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(), "threads": args.threads,
-            "models": {k: str(v) for k, v in models.items()}, "load_average_start": [round(x, 2) for x in load_start],
-            "load_average_end": [round(x, 2) for x in os.getloadavg()], "runs": runs,
-            "greedy_agreement": agreement}, indent=1) + "\n")
+    write_raw(args.out, command, load_start, threads=args.threads, models={k: str(v) for k, v in models.items()},
+              runs=runs, greedy_agreement=agreement)
     return 0
 
 

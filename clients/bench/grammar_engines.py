@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from clients.bench.raw import write_raw
 from clients.bench.spread import balanced, spread
 from verifier.core.cpu import read_cpu
 from verifier.core.models import default_target_dir
@@ -163,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     command = f".venv/bin/python -m clients.bench.grammar_engines --repeat {args.repeat} --runs {args.runs}"
     print("\n".join(table(runs)))
     print(f"\ncpu: {read_cpu().describe()}\nreproduce: {command}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
-                                        "load_average_start": [round(x, 2) for x in load_start],
-                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                                        "runs": runs}, indent=1) + "\n")
+    write_raw(args.out, command, load_start, runs=runs)
     return 0
 
 

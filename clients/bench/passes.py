@@ -10,7 +10,6 @@ each way's median [min-max] over the runs and their ratio, taken run by run.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from clients.bench.raw import write_raw
 from clients.bench.spread import balanced, spread
 from verifier.backends.base import ScoreBatch, SequenceState
 from verifier.backends.torch_backend import TorchBackend
@@ -72,12 +72,7 @@ def main(argv: list[str] | None = None) -> None:
           f"median [min-max] over {args.runs} runs: one varlen pass {spread(ms['varlen']).cell(1)} ms, one "
           f"transformers forward each {spread(ms['per-item']).cell(1)} ms ({ratio.cell(2)}x)\n"
           f"cpu: {read_cpu().describe()}\nreproduce: {command}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
-                                        "load_average_start": [round(x, 2) for x in load_start],
-                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                                        "runs": runs}, indent=1) + "\n")
+    write_raw(args.out, command, load_start, runs=runs)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from clients.bench.raw import write_raw
 from clients.bench.spread import balanced, spread
 from verifier.backends.vllm_backend import final_output
 from verifier.core.cpu import read_cpu
@@ -107,13 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     command = (f".venv/bin/python -m clients.bench.vllm_rows --context {args.context} --drafts {args.drafts} "
                f"--repeat {args.repeat} --block-size {args.block_size}")
     print(f"\ncpu: {read_cpu().describe()}\nreproduce: {command}")
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"command": command, "cpu": read_cpu().describe(), "cores": os.cpu_count(),
-                                        "load_average_start": [round(x, 2) for x in load_start],
-                                        "load_average_end": [round(x, 2) for x in os.getloadavg()],
-                                        "round_ms": {w: [round(1000 * t, 2) for t in ts] for w, ts in times.items()}},
-                                       indent=1) + "\n")
+    write_raw(args.out, command, load_start,
+              round_ms={w: [round(1000 * t, 2) for t in ts] for w, ts in times.items()})
     return 0
 
 
