@@ -36,6 +36,9 @@ CATEGORIES = ("code", "text")
 SPEEDUP_TARGETS = {"lan": 2.0, "broadband": 1.5}
 # ... and with a wrong prediction, on every profile
 WRONG_FLOOR = 0.95
+# the user's message: the document then the instruction (the form SmolLM2-135M rewrites most
+# often: docs/benchmarks.md), or the instruction first (the runs before 2026-12-08)
+FORMS = ("document-first", "instruction-first")
 
 
 @dataclass(frozen=True)
@@ -45,10 +48,14 @@ class EditItem:
     instruction: str
     document: str  # the original; the prediction of the ``predicted`` case
 
-    @property
-    def prompt(self) -> str:
-        """The user's message: the instruction, a blank line, the document."""
-        return f"{self.instruction}\n\n{self.document}"
+    def message(self, form: str) -> str:
+        """The user's message in ``form`` (``FORMS``): the document, a blank line, the instruction
+        (``document-first``), or the other way round (``instruction-first``)."""
+        if form == "document-first":
+            return f"{self.document}\n\n{self.instruction}"
+        if form == "instruction-first":
+            return f"{self.instruction}\n\n{self.document}"
+        raise ValueError(f"unknown form {form!r}: one of {FORMS}")
 
 
 def load_edits(path: Path, limit: int | None = None) -> list[EditItem]:
@@ -229,7 +236,8 @@ def markdown(report: dict[str, Any]) -> str:
     m = report["machine"]
     lines = [f"Command: `{report['command']}`", "", f"CPU: {m['cpu']}", "",
              f"Load average (1, 5, 15 min) at start: {m['load_average_start']}, at end: {m['load_average_end']}", "",
-             f"Items: {report['items']}, repeats: {report['repeats']}, edge mode: {report['mode']}, max_tokens: "
+             f"Items: {report['items']}, repeats: {report['repeats']}, edge mode: {report['mode']}, message: "
+             f"{report.get('form', 'instruction-first')}, max_tokens: "
              f"document tokens + {report['extra_tokens']} (tok/s: median [min-max] over items x repeats; "
              "ratios per (item, repeat))", ""]
     for name, sc in report["scenarios"].items():

@@ -40,6 +40,7 @@ from openai.types.chat import ChatCompletionChunk
 from clients.bench.cli import default_backend, edge_cpu_reader, schedule
 from clients.bench.cpu import parse_cpus
 from clients.bench.edits import (
+    FORMS,
     EditItem,
     EditResult,
     as_dict,
@@ -69,6 +70,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="passes over the items, each with the three cases")
     p.add_argument("--mode", choices=["auto", "speculative", "cloud"], default="auto",
                    help="the edge's mode (the request's tandem.mode) in every case")
+    p.add_argument("--form", choices=FORMS, default=FORMS[0],
+                   help="the user's message: the document then the instruction, or the instruction first")
     p.add_argument("--extra-tokens", type=int, default=64, help="max_tokens = the document's tokens + this")
     p.add_argument("--gamma", type=int, default=4, help="the edge's default draft length")
     p.add_argument("--settle-s", type=float, default=1.0, help="idle seconds before each measured request")
@@ -95,8 +98,9 @@ def _shown(path: Path) -> str:
 def reproduce(args: argparse.Namespace) -> str:
     """The command line that runs this benchmark again with every setting spelled out."""
     parts = ["tandem-bench-predicted", "--scenario", *args.scenario, "--prompts", _shown(args.prompts),
-             "--repeats", str(args.repeats), "--mode", args.mode, "--extra-tokens", str(args.extra_tokens),
-             "--gamma", str(args.gamma), "--verifier-backend", args.verifier_backend,
+             "--repeats", str(args.repeats), "--mode", args.mode, "--form", args.form,
+             "--extra-tokens", str(args.extra_tokens), "--gamma", str(args.gamma),
+             "--verifier-backend", args.verifier_backend,
              "--verifier-cpus", args.verifier_cpus, "--edge-cpus", args.edge_cpus, "--settle-s", str(args.settle_s),
              "--out", str(args.out)]
     if args.limit is not None:
@@ -148,23 +152,23 @@ class EditStream:
         return details.accepted_prediction_tokens, details.rejected_prediction_tokens
 
 
-def request(item: EditItem, prediction: EditItem | None, case: Mode, max_tokens: int) -> dict[str, Any]:
-    """The OpenAI SDK's arguments of one greedy request (but ``stream=True``): the prediction
-    through the SDK's own ``prediction=``, the edge's options (``tandem``, ``return_token_ids``)
-    through ``extra_body``."""
-    return {"model": MODEL, "messages": [{"role": "user", "content": item.prompt}], "max_tokens": max_tokens,
+def request(item: EditItem, prediction: EditItem | None, case: Mode, max_tokens: int, form: str) -> dict[str, Any]:
+    """The OpenAI SDK's arguments of one greedy request (but ``stream=True``): the item's message
+    in ``form``, the prediction through the SDK's own ``prediction=``, the edge's options
+    (``tandem``, ``return_token_ids``) through ``extra_body``."""
+    return {"model": MODEL, "messages": [{"role": "user", "content": item.message(form)}], "max_tokens": max_tokens,
             "temperature": 0, "stream_options": {"include_usage": True},
             "prediction": {"type": "content", "content": prediction.document} if prediction else omit,
             "extra_body": {"tandem": case.tandem, "return_token_ids": True}}
 
 
-def run_edit(client: OpenAI, item: EditItem, prediction: EditItem | None, case: Mode, max_tokens: int,
+def run_edit(client: OpenAI, item: EditItem, prediction: EditItem | None, case: Mode, max_tokens: int, form: str,
              counters: Any, edge_cpu: Callable[[], float], scenario: str, index: int, repeat: int) -> EditResult:
     """One greedy request, streamed, with its output token ids and the prediction (if any)."""
     up0, down0, cpu0 = counters.bytes_up, counters.bytes_down, edge_cpu()
     t0 = time.perf_counter()
     reader = EditStream(t0)
-    with client.chat.completions.create(stream=True, **request(item, prediction, case, max_tokens)) as stream:
+    with client.chat.completions.create(stream=True, **request(item, prediction, case, max_tokens, form)) as stream:
         for chunk in stream:
             reader.feed(chunk, time.perf_counter())
     total = time.perf_counter() - t0
@@ -211,10 +215,11 @@ def collect(args: argparse.Namespace, items: Sequence[EditItem], budgets: Sequen
                 try:
                     if not answers:  # the target's own answers, for the case ``own`` (not measured)
                         reference = Mode("reference", {"mode": "cloud"}, True, "cloud")
-                        answers.extend(run_edit(client, item, None, reference, budgets[i], relay.counters,
+                        answers.extend(run_edit(client, item, None, reference, budgets[i], args.form, relay.counters,
                                                 lambda: 0.0, sc.name, -1, -1).text for i, item in enumerate(items))
                     for m in modes:  # warm-up, not measured
-                        run_edit(client, items[0], prediction_for(m.name, items, 0, answers), m, 4, relay.counters,
+                        run_edit(client, items[0], prediction_for(m.name, items, 0, answers), m, 4, args.form,
+                                 relay.counters,
                                  lambda: 0.0, sc.name, -1, -1)
                     relay.restart_clock()
                     for rep, i, order in schedule(len(items), args.repeats, list(modes)):
@@ -222,8 +227,8 @@ def collect(args: argparse.Namespace, items: Sequence[EditItem], budgets: Sequen
                             time.sleep(args.settle_s)
                             bar.set_postfix_str(f"{sc.name}/{m.name} (repeat {rep + 1}/{args.repeats})")
                             results.append(run_edit(client, items[i], prediction_for(m.name, items, i, answers), m,
-                                                    budgets[i],
-                                                    relay.counters, cpu, sc.name, i, rep))
+                                                    budgets[i], args.form, relay.counters, cpu, sc.name, i,
+                                                    rep))
                             bar.update(1)
                 finally:
                     client.close()
@@ -250,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": reproduce(args), "machine": machine(load_start),
         "started": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1), "items": len(items), "repeats": args.repeats,
-        "mode": args.mode, "extra_tokens": args.extra_tokens, "gamma": args.gamma,
+        "mode": args.mode, "form": args.form, "extra_tokens": args.extra_tokens, "gamma": args.gamma,
         "verifier_backend": args.verifier_backend, "draft_model": args.draft_model or "edge default",
         "document_tokens": {x.id: n for x, n in zip(items, tokens)},
         "scenarios": {sc.name: {"description": sc.description, "rtt_ms": sc.rtt_ms,

@@ -83,7 +83,7 @@ def one_request(client: OpenAI, prompt: str, mode: str, tokens: int, turn: int) 
 
 
 def collect(args: argparse.Namespace) -> list[Sample]:
-    prompt = load_edits(DEFAULT_PROMPTS)[args.item].prompt
+    prompt = load_edits(DEFAULT_PROMPTS)[args.item].message("instruction-first")  # as its committed runs
     (args.out / "logs").mkdir(parents=True, exist_ok=True)
     bed = Testbed(args.out / "logs", parse_cpus(args.verifier_cpus), parse_cpus(args.edge_cpus), 4, (), args.backend)
     samples: list[Sample] = []

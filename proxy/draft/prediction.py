@@ -8,7 +8,11 @@ which rejection sampling accepts with the target's p(d), exact for any proposal)
 prediction token by token while the output does, and after a divergence finds where the output
 rejoins it, as prompt-lookup drafting does: the longest suffix n-gram of the output (down to
 ``min_ngram`` tokens) that occurs in the prediction, the first occurrence at or after where the
-output last stood (an edit moves forward), else the last one before. ``PredictionDrafter``
+output last stood (an edit moves forward), else the last one before. Where no n-gram is found
+yet, a small edit is assumed: the output's last few tokens (up to ``max_edit``) replaced,
+inserted or deleted a few of the prediction's right where the output before them stood, and the
+prediction goes on after them (an edit of a digit or a word is answered in the next round, not
+after an n-gram of the prediction has come back). ``PredictionDrafter``
 proposes the prediction's next token there and leaves every other position to the edge's own
 drafter.
 """
@@ -33,11 +37,11 @@ from verifier.core.sampling import SparseDist
 class PredictionAligner:
     """The prediction's index of the output's next token, or None where the output is not in it."""
 
-    def __init__(self, prediction: Sequence[int], max_ngram: int = 8, min_ngram: int = 2) -> None:
-        if min_ngram < 1 or max_ngram < min_ngram:
-            raise ValueError("need 1 <= min_ngram <= max_ngram")
+    def __init__(self, prediction: Sequence[int], max_ngram: int = 8, min_ngram: int = 2, max_edit: int = 3) -> None:
+        if min_ngram < 1 or max_ngram < min_ngram or max_edit < 0:
+            raise ValueError("need 1 <= min_ngram <= max_ngram and max_edit >= 0")
         self.prediction = list(prediction)
-        self._max, self._min = max_ngram, min_ngram
+        self._max, self._min, self._edit = max_ngram, min_ngram, max_edit
         self._where: dict[int, list[int]] = defaultdict(list)  # token -> its indices in the prediction
         for i, token in enumerate(self.prediction):
             self._where[token].append(i)
@@ -55,6 +59,8 @@ class PredictionAligner:
             found = self._known[2] + 1  # the output went on with the prediction
         else:
             found = self._rejoin(output)
+            if found is None:
+                found = self._after_edit(output)
         self._known = (size, output[-1] if size else -1, found)
         if found is not None:
             self._last = found
@@ -66,6 +72,20 @@ class PredictionAligner:
         while n < min(most, len(output), index) and output[-1 - n] == self.prediction[index - 1 - n]:
             n += 1
         return n
+
+    def _after_edit(self, output: Sequence[int]) -> int | None:
+        """Where the prediction goes on if the output's last ``j`` tokens (1 to ``max_edit``, the
+        fewest first) are an edit at the place ``k`` where the output before them stood: the
+        token after the last of them, if it is one of the prediction's next ``j + 2`` (an insertion
+        or a deletion), else ``k + j`` (``j`` tokens replaced by as many)."""
+        for j in range(1, min(self._edit, len(output)) + 1):
+            before = output[:-j]
+            k = self._rejoin(before) if before else 0
+            if k is None:
+                continue
+            window = self.prediction[k:k + j + 2]
+            return k + window.index(output[-1]) + 1 if output[-1] in window else k + j
+        return None
 
     def _rejoin(self, output: Sequence[int]) -> int | None:
         for n in range(min(self._max, len(output)), self._min - 1, -1):

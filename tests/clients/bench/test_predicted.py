@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from openai import AsyncOpenAI, BadRequestError
+from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionChunk
 
 from clients.bench import predicted
@@ -54,7 +54,7 @@ def test_the_workload_has_8_to_12_documents_of_300_to_600_tokens() -> None:
     assert all(300 <= n <= 600 for n in tokens), dict(zip([x.id for x in items], tokens))
     for x in items:
         assert "Output only" in x.instruction and x.document not in x.instruction
-        assert x.prompt == f"{x.instruction}\n\n{x.document}"
+        assert x.message("document-first") == f"{x.document}\n\n{x.instruction}"
 
 
 def test_duplicate_ids_and_a_single_item_are_refused(tmp_path: Path) -> None:
@@ -231,9 +231,12 @@ def test_the_stream_as_the_sdk_hands_it_over() -> None:
     assert reader.prediction_counts() == (2, 1) and reader.usage is not None and reader.usage.completion_tokens == 3
 
 
-def test_an_item_reads_as_one_user_message() -> None:
+def test_an_item_reads_as_one_user_message_in_either_form() -> None:
     x = EditItem("a", "text", "Fix the typo.", "Helo world.\n")
-    assert x.prompt == "Fix the typo.\n\nHelo world.\n"
+    assert x.message("document-first") == "Helo world.\n\n\nFix the typo."
+    assert x.message("instruction-first") == "Fix the typo.\n\nHelo world.\n"
+    with pytest.raises(ValueError, match="unknown form"):
+        x.message("sideways")
 
 
 def test_the_sdk_request_round_trips_through_the_in_memory_edge() -> None:
@@ -251,13 +254,9 @@ def test_the_sdk_request_round_trips_through_the_in_memory_edge() -> None:
         try:
             for case in case_modes("speculative"):
                 reader = readers[case.name] = EditStream(0.0)
-                args = {**request(items[0], prediction_for(case.name, items, 0), case, 9), "model": "bigram"}
-                try:
-                    stream = await client.chat.completions.create(stream=True, **args)
-                except BadRequestError as exc:
-                    if case.name != "none" and "prediction is not supported" in str(exc):
-                        pytest.skip("this edge does not honour `prediction` yet (issue 29)")
-                    raise
+                args = {**request(items[0], prediction_for(case.name, items, 0), case, 9, "document-first"),
+                        "model": "bigram"}
+                stream = await client.chat.completions.create(stream=True, **args)
                 async for c in stream:
                     reader.feed(c, 1.0)
         finally:

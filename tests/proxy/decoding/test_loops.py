@@ -659,8 +659,8 @@ def test_without_rejoining_the_cloud_keeps_the_rest_which_is_what_rejoin_prevent
 def test_a_prediction_that_only_shares_a_phrase_is_not_taken_up_again_and_again() -> None:
     """Unrelated text holding one 4-token phrase of the (periodic) output: the output meets the
     phrase every 15 tokens. The first meeting is a rejoin (4 tokens, 8 ahead); its speculation
-    takes none of the prediction, so the run a rejoin needs doubles to 8, which the phrase never
-    gives again."""
+    takes fewer of the prediction's tokens than that, so the run a rejoin needs doubles to 8,
+    which the phrase never gives again."""
     filler = 4
 
     def unrelated(out: list[int]) -> list[int]:
@@ -672,7 +672,7 @@ def test_a_prediction_that_only_shares_a_phrase_is_not_taken_up_again_and_again(
 
     stats = _predicted(unrelated, 60)
     assert stats.paths == ["pipelined", "cloud", "pipelined", "cloud"], (stats.paths, stats.why)
-    assert stats.prediction_accepted == 0
+    assert stats.prediction_accepted < 4  # fewer than the rejoin's run (an edit's guess may hit by chance)
 
 
 class FrozenFit(CostFit):

@@ -32,11 +32,28 @@ def test_the_output_is_followed_token_by_token() -> None:
 def test_after_an_edit_the_output_rejoins_the_prediction_forward() -> None:
     aligner = PredictionAligner(PREDICTION)
     assert aligner.next_index([10, 11]) == 2
-    assert aligner.next_index([10, 11, 99]) is None  # an edit: nothing to propose
-    assert aligner.next_index([10, 11, 99, 12]) is None  # one token is no n-gram (min_ngram 2)
+    assert aligner.next_index([10, 11, 50, 51, 52, 53]) is None  # 4 tokens off: no small edit, nothing to propose
+    assert aligner.next_index([10, 11, 50, 51, 52, 53, 12]) is None  # one token is no n-gram (min_ngram 2)
     # "12 13" occurs twice (indices 2-3 and 7-8): the first at or after where the output last stood
-    assert aligner.next_index([10, 11, 99, 12, 13]) == 4
-    assert aligner.next_index([10, 11, 99, 12, 13, 14]) == 5
+    assert aligner.next_index([10, 11, 50, 51, 52, 53, 12, 13]) == 4
+    assert aligner.next_index([10, 11, 50, 51, 52, 53, 12, 13, 14]) == 5
+
+
+@pytest.mark.parametrize(("output", "expected"), [
+    ([10, 11, 99], 3),  # 12 replaced by 99: 13 comes next
+    ([10, 11, 98, 99], 4),  # 12 13 replaced by 98 99
+    ([10, 11, 99, 12], 3),  # 99 inserted before 12
+    ([10, 11, 13], 4),  # 12 deleted
+    ([10, 11, 14], 5),  # 12 13 deleted
+    ([99], 1),  # the first token replaced
+    ([10, 11, 95, 96, 97, 98], None),  # more than max_edit (3) tokens: no edit assumed
+])
+def test_a_small_edit_goes_on_with_the_prediction_after_it(output: list[int], expected: int | None) -> None:
+    assert PredictionAligner(PREDICTION).next_index(output) == expected
+
+
+def test_no_edit_is_assumed_with_max_edit_zero() -> None:
+    assert PredictionAligner(PREDICTION, max_edit=0).next_index([10, 11, 99]) is None
 
 
 def test_the_longest_suffix_ngram_wins() -> None:
@@ -51,8 +68,8 @@ def test_a_rolled_back_output_is_aligned_again() -> None:
     aligner = PredictionAligner(PREDICTION)
     assert aligner.next_index([10, 11, 12]) == 3
     assert aligner.next_index([10, 11, 12, 13]) == 4
-    assert aligner.next_index([10, 11, 50]) is None  # rolled back, then the target's own token
-    assert aligner.next_index([10, 11, 50, 51]) is None
+    assert aligner.next_index([10, 11, 50]) == 3  # rolled back, then the target's own token: 12 replaced
+    assert aligner.next_index([10, 11, 50, 51]) == 4  # 12 13 replaced
     assert aligner.next_index([10, 11, 12]) == 3  # same length as an earlier call, another output
     assert aligner.next_index([10, 11, 12, 13, 14, 15, 16]) == 7
 
@@ -95,11 +112,15 @@ def test_the_drafter_proposes_the_prediction_then_its_own_drafts() -> None:
     first = drafter.draft(prompt, GREEDY)
     assert first == DraftToken(10, None, predicted=True) and inner.calls == 0
     assert drafter.draft([*prompt, 10, 11], GREEDY) == DraftToken(12, None, predicted=True)
-    own = drafter.draft([*prompt, 10, 11, 50], GREEDY)
+    # up to 3 tokens off the prediction are taken for an edit, and the prediction goes on after them
+    assert drafter.draft([*prompt, 10, 11, 50], GREEDY) == DraftToken(13, None, predicted=True)
+    assert drafter.draft([*prompt, 10, 11, 50, 51, 52], GREEDY) == DraftToken(15, None, predicted=True)
+    assert inner.calls == 0
+    own = drafter.draft([*prompt, 10, 11, 50, 51, 52, 53], GREEDY)
     assert own is not None and own.token_id == 77 and not own.predicted and inner.calls == 1
     assert not drafter.lost()
-    drafter.draft([*prompt, 10, 11, 50, 51], GREEDY)
-    drafter.draft([*prompt, 10, 11, 50, 51, 52], GREEDY)
+    drafter.draft([*prompt, 10, 11, 50, 51, 52, 53, 54], GREEDY)
+    drafter.draft([*prompt, 10, 11, 50, 51, 52, 53, 54, 55], GREEDY)
     assert drafter.lost()  # three drafts in a row found no place in the prediction
 
 
@@ -122,7 +143,7 @@ def test_sampled_rounds_carry_a_proposal_for_every_token() -> None:
     predicted = drafter.draft([], SAMPLED)
     assert predicted is not None and predicted.proposal is not None
     assert predicted.proposal.ids.tolist() == [10] and predicted.proposal.probs.tolist() == [1.0]
-    own = drafter.draft([55, 56], SAMPLED)  # an id-only draft made one-hot, so a round may mix them
+    own = drafter.draft([55, 56, 57, 58], SAMPLED)  # an id-only draft made one-hot, so a round may mix them
     assert own is not None and own.proposal is not None and own.proposal.ids.tolist() == [77]
 
 
