@@ -174,7 +174,9 @@ class _Turns:
         if path == "cloud":
             return self._back(produced, left)
         prediction, stats = self.prediction, self.stats
-        if (prediction is not None and not prediction.lost()) or stats.rounds < self.measuring:
+        if prediction is not None and not prediction.lost([*self.req.generation.prompt_token_ids, *produced]):
+            return None
+        if stats.rounds < self.measuring:
             return None
         if not self.req.cloud_resumes:  # the cloud's own decoding cannot continue this output exactly
             return None

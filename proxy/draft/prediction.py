@@ -9,12 +9,12 @@ prediction token by token while the output does, and after a divergence finds wh
 rejoins it, as prompt-lookup drafting does: the longest suffix n-gram of the output (down to
 ``min_ngram`` tokens) that occurs in the prediction, the first occurrence at or after where the
 output last stood (an edit moves forward), else the last one before. Where no n-gram is found
-yet, a small edit is assumed: the output's last few tokens (up to ``max_edit``) replaced,
-inserted or deleted a few of the prediction's right where the output before them stood, and the
-prediction goes on after them (an edit of a digit or a word is answered in the next round, not
-after an n-gram of the prediction has come back). ``PredictionDrafter``
-proposes the prediction's next token there and leaves every other position to the edge's own
-drafter.
+yet, a small edit is assumed where the output had just repeated ``edit_after`` of the
+prediction's tokens (or all of it so far): its last few tokens (up to ``max_edit``) replaced,
+inserted or deleted a few of the prediction's right there, and the prediction goes on after
+them (an edit of a digit or a word is answered in the next round, not after an n-gram of the
+prediction has come back). ``PredictionDrafter`` proposes the prediction's next token there and
+leaves every other position to the edge's own drafter.
 """
 
 from __future__ import annotations
@@ -37,14 +37,17 @@ from verifier.core.sampling import SparseDist
 class PredictionAligner:
     """The prediction's index of the output's next token, or None where the output is not in it."""
 
-    def __init__(self, prediction: Sequence[int], max_ngram: int = 8, min_ngram: int = 2, max_edit: int = 3) -> None:
-        if min_ngram < 1 or max_ngram < min_ngram or max_edit < 0:
-            raise ValueError("need 1 <= min_ngram <= max_ngram and max_edit >= 0")
+    def __init__(self, prediction: Sequence[int], max_ngram: int = 8, min_ngram: int = 2, max_edit: int = 3,
+                 edit_after: int = 4) -> None:
+        if min_ngram < 1 or max_ngram < min_ngram or max_edit < 0 or edit_after < 1:
+            raise ValueError("need 1 <= min_ngram <= max_ngram, max_edit >= 0 and edit_after >= 1")
         self.prediction = list(prediction)
-        self._max, self._min, self._edit = max_ngram, min_ngram, max_edit
+        self._max, self._min, self._edit, self._edit_after = max_ngram, min_ngram, max_edit, edit_after
         self._where: dict[int, list[int]] = defaultdict(list)  # token -> its indices in the prediction
         for i, token in enumerate(self.prediction):
             self._where[token].append(i)
+        # every run of ``edit_after`` tokens the prediction holds
+        self._runs = {tuple(self.prediction[i:i + edit_after]) for i in range(len(self.prediction) - edit_after + 1)}
         self._known: tuple[int, int, int | None] | None = None  # (output length, its last token, next index)
         self._last = 0  # where the output last stood in the prediction
 
@@ -66,6 +69,13 @@ class PredictionAligner:
             self._last = found
         return found if found is not None and found < len(self.prediction) else None
 
+    def stood_in(self, output: Sequence[int], within: int) -> bool:
+        """Whether one of the output's last ``within`` tokens ends a run of ``edit_after`` tokens
+        that the prediction holds (wherever it holds it)."""
+        n = self._edit_after
+        return any(tuple(output[end - n:end]) in self._runs for end in range(max(n, len(output) - within + 1),
+                                                                             len(output) + 1))
+
     def agreeing(self, output: Sequence[int], index: int, most: int) -> int:
         """How many of the output's last tokens (up to ``most``) are the prediction's just before ``index``."""
         n = 0
@@ -75,13 +85,15 @@ class PredictionAligner:
 
     def _after_edit(self, output: Sequence[int]) -> int | None:
         """Where the prediction goes on if the output's last ``j`` tokens (1 to ``max_edit``, the
-        fewest first) are an edit at the place ``k`` where the output before them stood: the
-        token after the last of them, if it is one of the prediction's next ``j + 2`` (an insertion
-        or a deletion), else ``k + j`` (``j`` tokens replaced by as many)."""
+        fewest first) are an edit at the place ``k`` where the output before them stood, its last
+        ``edit_after`` tokens (or all of it) the prediction's: the token after the last of them,
+        if it is one of the prediction's next ``j + 2`` (an insertion or a deletion), else ``k + j``
+        (``j`` tokens replaced by as many). None where no such place is found: text that only
+        shares a pair of tokens with the prediction here and there is not taken for an edit of it."""
         for j in range(1, min(self._edit, len(output)) + 1):
             before = output[:-j]
             k = self._rejoin(before) if before else 0
-            if k is None:
+            if k is None or self.agreeing(before, k, self._edit_after) < min(self._edit_after, len(before)):
                 continue
             window = self.prediction[k:k + j + 2]
             return k + window.index(output[-1]) + 1 if output[-1] in window else k + j
@@ -129,7 +141,6 @@ class PredictionDrafter(Drafter):
         self.standalone = inner.standalone
         self.aligner = PredictionAligner(prediction)
         self.output_start = output_start
-        self.unaligned = 0  # drafts in a row since the output last stood in the prediction
 
     def begin(self) -> None:
         self.inner.begin()
@@ -137,10 +148,8 @@ class PredictionDrafter(Drafter):
     def draft(self, context: list[int], sampling: DraftSampling) -> DraftToken | None:
         index = self.aligner.next_index(context[self.output_start:])
         if index is not None:
-            self.unaligned = 0
             token = self.aligner.prediction[index]
             return DraftToken(token, one_hot(token) if sampling.temperature > 0 else None, predicted=True)
-        self.unaligned += 1
         drafted = self.inner.draft(context, sampling)
         if drafted is not None and drafted.proposal is None and sampling.temperature > 0:
             return DraftToken(drafted.token_id, one_hot(drafted.token_id), drafted.features, drafted.confidence)
@@ -158,9 +167,14 @@ class PredictionDrafter(Drafter):
         return index is not None and len(self.aligner.prediction) - index >= run \
             and self.aligner.agreeing(output, index, run) >= run
 
-    def lost(self) -> bool:
-        """Whether the output has left the prediction: ``lost_after`` drafts in a row found no place in it."""
-        return self.unaligned >= self.lost_after
+    def lost(self, context: Sequence[int]) -> bool:
+        """Whether the output (``context`` from the request's output start, as verified) has left
+        the prediction: it is ``lost_after`` tokens long or more, and none of its last
+        ``lost_after`` tokens ends a run of the prediction (``PredictionAligner.stood_in``). Judged
+        on the output, not on the drafts: text that shares a pair of tokens with the prediction
+        here and there keeps finding places to draft from, yet has left it."""
+        output = context[self.output_start:]
+        return len(output) >= self.lost_after and not self.aligner.stood_in(output, self.lost_after)
 
 
 @dataclass

@@ -47,6 +47,8 @@ def test_after_an_edit_the_output_rejoins_the_prediction_forward() -> None:
     ([10, 11, 14], 5),  # 12 13 deleted
     ([99], 1),  # the first token replaced
     ([10, 11, 95, 96, 97, 98], None),  # more than max_edit (3) tokens: no edit assumed
+    ([10, 11, 12, 13, 14, 15, 99], 7),  # mid-output, after a run of 4 or more of the prediction
+    ([50, 51, 52, 53, 12, 13, 99], None),  # after a pair "12 13" only: text that shares a pair, not an edit
 ])
 def test_a_small_edit_goes_on_with_the_prediction_after_it(output: list[int], expected: int | None) -> None:
     assert PredictionAligner(PREDICTION).next_index(output) == expected
@@ -107,7 +109,7 @@ SAMPLED = DraftSampling(1.0, 1.0, 0, 16)
 
 def test_the_drafter_proposes_the_prediction_then_its_own_drafts() -> None:
     inner = Scripted(77, with_proposal=False)
-    drafter = PredictionDrafter(inner, PREDICTION, output_start=2, lost_after=3)
+    drafter = PredictionDrafter(inner, PREDICTION, output_start=2)
     prompt = [1, 2]
     first = drafter.draft(prompt, GREEDY)
     assert first == DraftToken(10, None, predicted=True) and inner.calls == 0
@@ -118,10 +120,19 @@ def test_the_drafter_proposes_the_prediction_then_its_own_drafts() -> None:
     assert inner.calls == 0
     own = drafter.draft([*prompt, 10, 11, 50, 51, 52, 53], GREEDY)
     assert own is not None and own.token_id == 77 and not own.predicted and inner.calls == 1
-    assert not drafter.lost()
-    drafter.draft([*prompt, 10, 11, 50, 51, 52, 53, 54], GREEDY)
-    drafter.draft([*prompt, 10, 11, 50, 51, 52, 53, 54, 55], GREEDY)
-    assert drafter.lost()  # three drafts in a row found no place in the prediction
+
+
+def test_the_output_has_left_the_prediction_when_its_last_tokens_end_no_run_of_it() -> None:
+    """Judged on the output: ``lost_after`` tokens (3 here) with none ending a run of 4 of the
+    prediction's tokens, whatever pairs it shares with the prediction."""
+    drafter = PredictionDrafter(Scripted(77, with_proposal=False), PREDICTION, output_start=2, lost_after=3)
+    prompt = [1, 2]
+    assert not drafter.lost([*prompt, 50, 51])  # shorter than lost_after: not judged yet
+    assert drafter.lost([*prompt, 50, 51, 52])
+    assert not drafter.lost([*prompt, 10, 11, 12, 13, 50, 51])  # "10 11 12 13" ends 2 tokens back
+    assert drafter.lost([*prompt, 10, 11, 12, 13, 50, 51, 52])
+    assert drafter.lost([*prompt, 50, 12, 13, 51, 12, 13, 52])  # pairs of the prediction, no run of 4
+    assert not drafter.lost([*prompt, 50, 51, 52, 14, 15, 16, 12])  # rejoined: "14 15 16 12"
 
 
 def test_the_output_has_rejoined_once_it_repeats_enough_of_the_prediction_with_enough_ahead() -> None:
