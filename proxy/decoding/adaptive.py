@@ -131,9 +131,11 @@ class _Turns:
       acceptance (not while a prediction leads, nor before the rounds it measures);
     - from the cloud back to speculation when the output rejoins the prediction (``rejoin_run``
       tokens of it, with as many ahead; doubled after a rejoin whose speculation took fewer of
-      the prediction's tokens than that, so a prediction that only shares phrases with the
-      output is not taken up again and again), or when the request's own acceptance, from shadow
-      drafting (``shadow_min`` guesses at least), says speculation is faster."""
+      the prediction's tokens than that, or fewer than half of the tokens it produced, so a
+      prediction that only shares phrases with the output is not taken up again and again:
+      each turn costs a round trip and a stretch of the draft's own rounds before it is left),
+      or when the request's own acceptance, from shadow drafting (``shadow_min`` guesses at
+      least), says speculation is faster."""
 
     def __init__(self, req: GenerationRequest, prediction: PredictionDrafter | None, gamma: int,
                  estimates: LinkEstimates, stats: GenerationStats, measuring: int, rejoin_run: int,
@@ -141,7 +143,8 @@ class _Turns:
         self.req, self.prediction, self.gamma = req, prediction, gamma
         self.estimates, self.stats, self.measuring, self.rejoin_run = estimates, stats, measuring, rejoin_run
         self.shadow_min = shadow_min
-        self.rejoined_at: int | None = None  # the prediction tokens accepted when the output last rejoined it
+        # when the output last rejoined the prediction: (prediction tokens accepted, output tokens) then
+        self.rejoined_at: tuple[int, int] | None = None
         self.speculation = _speculation(req)
         self.shadow: ShadowDraft | None = None  # the cloud stretch's shadow drafting, while it runs
         self.agreed = 0  # shadow guesses over the request's earlier cloud stretches
@@ -185,8 +188,11 @@ class _Turns:
             return None
         why = f"{path} fell behind after {len(produced)} tokens"
         stats.why = _why(rates, why if prediction is None else f"the prediction was left; {why}")
-        if self.rejoined_at is not None and stats.prediction_accepted - self.rejoined_at < self.rejoin_run:
-            self.rejoin_run *= 2  # that rejoin did not pay
+        if self.rejoined_at is not None:
+            accepted, at = self.rejoined_at
+            taken = stats.prediction_accepted - accepted
+            if taken < self.rejoin_run or 2 * taken < len(produced) - at:
+                self.rejoin_run *= 2  # that rejoin did not pay: the prediction gave under half of what followed
         return "cloud"
 
     def _back(self, produced: list[int], left: int) -> Path | None:
@@ -194,7 +200,7 @@ class _Turns:
         if prediction is not None:
             if prediction.rejoined([*self.req.generation.prompt_token_ids, *produced], self.rejoin_run):
                 stats.why = f"the output rejoined the prediction after {len(produced)} tokens"
-                self.rejoined_at = stats.prediction_accepted
+                self.rejoined_at = (stats.prediction_accepted, len(produced))
                 return self.speculation
             return None
         if shadow is None or shadow.compared < self.shadow_min or left < self.shadow_min:

@@ -30,10 +30,10 @@ def tokenizer() -> Iterator[Tokenizer]:
 
 
 def ask(edge: Server, temperature: float = 0, **kwargs: Any) -> Any:
-    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
     extra = {"return_token_ids": True, **kwargs.pop("extra_body", {})}
-    return client.chat.completions.create(model=MODEL_ID, messages=ASK, max_tokens=MAX_TOKENS,
-                                          temperature=temperature, extra_body=extra, **kwargs)
+    with openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300) as client:
+        return client.chat.completions.create(model=MODEL_ID, messages=ASK, max_tokens=MAX_TOKENS,
+                                              temperature=temperature, extra_body=extra, **kwargs)
 
 
 def ids(reply: Any) -> list[int]:
@@ -109,11 +109,11 @@ def test_a_forced_speculative_edge_drafts_the_prediction(speculative_edge: Serve
 
 def test_streamed_usage_counts_the_prediction(edge: Server, plain: Any, tokenizer: Tokenizer) -> None:
     prediction = plain.choices[0].message.content + " And more."
-    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
-    stream = client.chat.completions.create(model=MODEL_ID, messages=ASK, max_tokens=MAX_TOKENS, temperature=0,
-                                            prediction={"type": "content", "content": prediction}, stream=True,
-                                            stream_options={"include_usage": True})
-    chunks = list(stream)
+    with openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300) as client:
+        stream = client.chat.completions.create(model=MODEL_ID, messages=ASK, max_tokens=MAX_TOKENS, temperature=0,
+                                                prediction={"type": "content", "content": prediction}, stream=True,
+                                                stream_options={"include_usage": True})
+        chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == plain.choices[0].message.content
     usage = chunks[-1].usage
@@ -133,14 +133,14 @@ def test_sampled_output_with_a_prediction_is_seeded_and_drafts_it(speculative_ed
 
 
 def test_completions_take_a_prediction(edge: Server, tokenizer: Tokenizer) -> None:
-    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300)
     prompt = "The days of the week are Monday, Tuesday,"
-    plain = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=16, temperature=0,
-                                      extra_body={"return_token_ids": True})
-    text = plain.choices[0].text
-    reply = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=16, temperature=0,
-                                      extra_body={"return_token_ids": True,
-                                                  "prediction": {"type": "content", "content": text}})
+    with openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=300) as client:
+        plain = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=16, temperature=0,
+                                          extra_body={"return_token_ids": True})
+        text = plain.choices[0].text
+        reply = client.completions.create(model=MODEL_ID, prompt=prompt, max_tokens=16, temperature=0,
+                                          extra_body={"return_token_ids": True,
+                                                      "prediction": {"type": "content", "content": text}})
     assert reply.choices[0].model_extra["token_ids"] == plain.choices[0].model_extra["token_ids"]
     assert reply.model_extra["tandem"]["prediction_drafted"] > 0
     assert reply.usage.completion_tokens_details.accepted_prediction_tokens == len(
@@ -153,9 +153,9 @@ def test_completions_take_a_prediction(edge: Server, tokenizer: Tokenizer) -> No
     ({"prediction": {"type": "text", "content": "x"}}, "prediction"),
 ])
 def test_refusals_name_the_field(edge: Server, fields: dict[str, Any], param: str) -> None:
-    client = openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=60)
     kwargs = {"prediction": {"type": "content", "content": "x"}, **fields}
-    with pytest.raises(openai.BadRequestError) as err:
+    with openai.OpenAI(base_url=f"{edge.url}/v1", api_key="unused", max_retries=0, timeout=60) as client, \
+            pytest.raises(openai.BadRequestError) as err:
         client.chat.completions.create(model=MODEL_ID, messages=ASK, max_tokens=4, **kwargs)
     body: dict[str, Any] = err.value.body  # type: ignore[assignment]
     assert err.value.status_code == 400 and body["param"].startswith(param), body

@@ -601,7 +601,8 @@ def test_a_request_whose_shadow_guesses_miss_stays_in_the_cloud() -> None:
     assert stats.shadow_compared >= 50 and stats.shadow_agreed == 0  # the guesses were made, and compared
 
 
-def _predicted(prediction_of: Callable[[list[int]], list[int]], n: int, rejoin_run: int = 4) -> GenerationStats:
+def _predicted(prediction_of: Callable[[list[int]], list[int]], n: int, rejoin_run: int = 4,
+               lost_after: int = 3) -> GenerationStats:
     """A greedy request of ``n`` tokens with the prediction ``prediction_of`` makes of the target's
     output, every draft of the edge's own drafter wrong and slow (10 ms a draft, 50 ms of link,
     5 ms a pass or a cloud step, on the test's clock; 3 drafts in a row off the prediction and it
@@ -615,7 +616,7 @@ def _predicted(prediction_of: Callable[[list[int]], list[int]], n: int, rejoin_r
         clock = FakeClock()
         out = greedy_continuation(2, n)
         prediction = PredictionDrafter(TimedDrafter(clock, 0.01, wrong=lambda p: True), prediction_of(out),
-                                       output_start=2, lost_after=3)
+                                       output_start=2, lost_after=lost_after)
         channel = HeldAnswers(h.channel, timed_rounds(clock, 0.005, 0.05)).as_channel()
         client = TimedClient(h.client, clock, 0.005).as_client()
         estimates = LinkEstimates()
@@ -673,6 +674,27 @@ def test_a_prediction_that_only_shares_a_phrase_is_not_taken_up_again_and_again(
     stats = _predicted(unrelated, 60)
     assert stats.paths == ["pipelined", "cloud", "pipelined", "cloud"], (stats.paths, stats.why)
     assert stats.prediction_accepted < 4  # fewer than the rejoin's run (an edit's guess may hit by chance)
+
+
+def test_a_phrase_that_gives_under_half_of_what_follows_a_rejoin_is_not_taken_up_again() -> None:
+    """An 8-token phrase of the (periodic) output in unrelated text: the first meeting rejoins it
+    (4 tokens, 4 ahead) and speculation takes its 4 tokens, as many as the run (the first rule
+    does not double it), then 8 more of its own before the request is lost and handed over:
+    under half of the 12 came from the prediction, so the run doubles to 8, and the phrase (6
+    tokens ahead after its 8) is never rejoined again. Under the first rule alone it is
+    rejoined at every meeting."""
+    filler = 4
+
+    def unrelated(out: list[int]) -> list[int]:
+        at = out.index(filler)
+        # the filler's pairs are not the output's: the prediction holds no pair of the output outside the phrase
+        start = next(s for s in range(at + 1, len(out) - 8) if filler not in out[s:s + 8]
+                     and out[at + 1] != out[s] and out[at - 1] != out[s + 7])
+        return [filler] * 6 + out[start:start + 8] + [filler] * 6
+
+    stats = _predicted(unrelated, 60, lost_after=8)
+    assert stats.paths == ["pipelined", "cloud", "pipelined", "cloud"], (stats.paths, stats.why)
+    assert stats.prediction_accepted >= 4  # the rejoin took the run's worth
 
 
 class FrozenFit(CostFit):
